@@ -1,0 +1,40 @@
+"""SSE Commander: run commands on a host over HTTP and stream their output as Server-Sent Events."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from .config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """The application factory: settings from the environment unless given."""
+    # Flask is imported here, not at module level: gunicorn's master imports
+    # this package (for the worker class and hooks) and must stay free of
+    # anything that gevent has to patch first.
+    from flask import Flask
+
+    settings = settings if settings is not None else load_settings()
+    app = Flask(__name__, template_folder="../templates")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+
+    from .errors import register_error_handlers
+    from .service import EXTENSION_KEY, Service
+    from .views import health, jobs, run
+
+    register_error_handlers(app)
+    app.extensions[EXTENSION_KEY] = Service(settings)
+    app.register_blueprint(run.bp)
+    app.register_blueprint(jobs.bp)
+    app.register_blueprint(health.bp)
+    logging.getLogger(__name__).info(
+        "SSE Commander ready: %d allowed commands, %d max running jobs",
+        len(app.extensions[EXTENSION_KEY].allowlist.by_name),
+        settings.max_running_jobs,
+    )
+    return app

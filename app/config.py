@@ -1,0 +1,190 @@
+"""Settings: built-in defaults, an optional TOML file, and environment overrides.
+
+Pure code: nothing here touches the network or spawns anything. The file is
+named by ``SSECMD_CONFIG``; every setting can also be overridden by an
+environment variable ``SSECMD_<NAME>`` (upper case).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_PREFIX = "SSECMD_"
+CONFIG_ENV = "SSECMD_CONFIG"
+
+DEFAULT_ALLOWED_COMMANDS: tuple[str, ...] = (
+    "echo", "printf", "ls", "date", "uptime", "df", "du", "free", "ping",
+    "sleep", "seq", "cat", "head", "tail", "wc", "whoami", "id", "hostname",
+    "uname", "true", "false", "yes",
+)
+
+
+class ConfigError(ValueError):
+    """A setting is missing, of the wrong type, or out of range."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the service, with its default."""
+
+    # Serving (read by gunicorn's config; the command line's --bind/--workers win).
+    bind: str = "127.0.0.1:8000"
+    workers: int = 1
+    log_level: str = "info"
+
+    # Which commands may run: names resolved on PATH at start-up, or absolute paths.
+    allowed_commands: tuple[str, ...] = DEFAULT_ALLOWED_COMMANDS
+    # Allow any executable on PATH. Dangerous; must be set explicitly.
+    allow_any_command: bool = False
+
+    # What children see.
+    child_path: str = "/usr/local/bin:/usr/bin:/bin"
+    child_lang: str = "C.UTF-8"
+    child_home: str = "/tmp"
+    child_cwd: str = "/tmp"
+    env_passthrough: tuple[str, ...] = ()  # names copied from the server's environment
+    env_set: Mapping[str, str] = field(default_factory=dict)  # fixed values
+
+    # Limits.
+    max_running_jobs: int = 16
+    default_timeout: float = 3600.0
+    max_timeout: float = 86400.0
+    max_command_length: int = 4096
+    max_argv_items: int = 256
+    max_body_bytes: int = 65536
+    job_buffer_bytes: int = 16 * 1024 * 1024  # raw output plus encoded frames kept per job
+    max_output_bytes: int = 0  # total output after which the job is killed; 0 = no limit
+    max_finished_jobs: int = 200
+    finished_job_ttl: float = 24 * 3600.0
+    kill_grace: float = 3.0  # SIGTERM to SIGKILL
+
+    # Streams.
+    heartbeat_interval: float = 15.0
+    retry_ms: int = 2000  # reconnection delay sent as the first frame
+    shutdown_retry_jitter_ms: int = 3000  # extra random delay on graceful shutdown
+    read_chunk_bytes: int = 65536
+    coalesce_bytes: int = 262144  # one event carries at most this much output
+
+    # Where process groups are recorded so the master can kill them if a worker dies.
+    run_dir: str = ""
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some settings replaced and validated."""
+        return validate(dataclasses.replace(self, **changes))
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any, *, from_env: bool) -> Any:
+    default = getattr(Settings(), name)
+    if isinstance(default, bool):
+        if from_env:
+            lowered = str(value).strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+            raise ConfigError(f"{name}: expected a boolean, got {value!r}")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected a boolean, got {value!r}")
+        return value
+    if isinstance(default, int):
+        try:
+            if isinstance(value, bool) or (not from_env and not isinstance(value, int)):
+                raise TypeError
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+    if isinstance(default, float):
+        try:
+            if isinstance(value, bool) or (not from_env and not isinstance(value, (int, float))):
+                raise TypeError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return value
+    if isinstance(default, tuple):
+        if from_env:
+            return tuple(item for item in str(value).replace(",", " ").split() if item)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if isinstance(default, Mapping):
+        if from_env:
+            pairs = [p for p in str(value).split(",") if p.strip()]
+            if not all("=" in p for p in pairs):
+                raise ConfigError(f"{name}: expected NAME=value pairs separated by commas")
+            return dict(p.strip().split("=", 1) for p in pairs)
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ConfigError(f"{name}: expected a table of strings, got {value!r}")
+        return dict(value)
+    raise ConfigError(f"{name}: unsupported setting type")  # pragma: no cover
+
+
+def validate(settings: Settings) -> Settings:
+    """Check ranges that types alone cannot express."""
+    positive = (
+        "workers", "max_running_jobs", "default_timeout", "max_timeout", "max_command_length",
+        "max_argv_items", "max_body_bytes", "job_buffer_bytes", "max_finished_jobs",
+        "finished_job_ttl", "heartbeat_interval", "read_chunk_bytes", "coalesce_bytes",
+    )
+    for name in positive:
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name}: must be greater than zero")
+    for name in ("max_output_bytes", "kill_grace", "retry_ms", "shutdown_retry_jitter_ms"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"{name}: must not be negative")
+    if settings.log_level not in ("debug", "info", "warning", "error", "critical"):
+        raise ConfigError("log_level: must be one of debug, info, warning, error, critical")
+    if settings.default_timeout > settings.max_timeout:
+        raise ConfigError("default_timeout: must not exceed max_timeout")
+    if settings.coalesce_bytes < settings.read_chunk_bytes:
+        raise ConfigError("coalesce_bytes: must be at least read_chunk_bytes")
+    for name in settings.env_set:
+        if not name or "=" in name or "\0" in name:
+            raise ConfigError(f"env_set: invalid variable name {name!r}")
+    return settings
+
+
+def settings_from_mapping(values: Mapping[str, Any], *, from_env: bool = False) -> dict[str, Any]:
+    """Turn raw TOML or environment values into typed setting values."""
+    typed: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown setting {name!r}")
+        typed[name] = _coerce(name, value, from_env=from_env)
+    return typed
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from defaults, the TOML file in SSECMD_CONFIG, then SSECMD_* variables."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = environ.get(CONFIG_ENV)
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                document = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"{CONFIG_ENV}={path}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{CONFIG_ENV}={path}: invalid TOML: {exc}") from None
+        values.update(settings_from_mapping(document))
+    env_values = {
+        key[len(ENV_PREFIX):].lower(): value
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX) and key != CONFIG_ENV
+    }
+    values.update(settings_from_mapping(env_values, from_env=True))
+    return validate(Settings(**values))

@@ -1,0 +1,172 @@
+"""One job's event log: ordered, bounded in memory, with waiting for new events.
+
+Event ids count "units": every output byte is one unit and every other event
+is one unit, so ids strictly increase and the gap between two ids tells how
+many output bytes lay between them. That is what lets a viewer who falls
+behind the bounded buffer be told exactly how many bytes it missed.
+
+Frames are encoded once, when appended, and the same bytes go to every viewer.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+from gevent.event import Event
+
+from .sse import encode_json_event
+
+TERMINAL_EVENTS = frozenset({"exit", "err"})
+
+
+@dataclass(slots=True, frozen=True)
+class LogEvent:
+    """One stored event and its encoded SSE frame."""
+
+    id: int
+    kind: str
+    frame: bytes
+    raw: bytes = b""  # the output bytes this event carries, exactly as the command wrote them
+
+
+@dataclass(slots=True, frozen=True)
+class LogRead:
+    """The answer to "what came after this cursor"."""
+
+    events: list[LogEvent]
+    missed_bytes: int  # output after the cursor that the bounded buffer no longer holds
+    finished: bool  # the log holds its terminal event and nothing after the cursor remains
+    last_id: int
+
+
+def _event_id(event: LogEvent) -> int:
+    return event.id
+
+
+class JobLog:
+    """Append-only, bounded event log for one job."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._start: LogEvent | None = None  # kept whatever the buffer drops
+        self._events: list[LogEvent] = []
+        self._head = 0  # index of the oldest retained event in _events
+        self._retained_bytes = 0
+        self._dropped_through = 0  # id of the newest dropped event
+        self._units = 0
+        self.output_bytes = 0
+        self.finished = False
+        self._changed = Event()
+        # Flow control for an owning viewer (GET /run): the runner waits while
+        # the owner is far behind instead of dropping output it has not seen.
+        self._owner_cursor: int | None = None
+        self._room = Event()
+        self._room.set()
+
+    @property
+    def last_id(self) -> int:
+        """The id of the newest event, 0 if none."""
+        return self._units
+
+    @property
+    def dropped_bytes(self) -> int:
+        """Output bytes no longer held by the buffer."""
+        start_units = self._start.id if self._start else 0
+        return max(0, self._dropped_through - start_units)
+
+    def append(self, kind: str, payload: Any, raw: bytes = b"") -> LogEvent:
+        """Append an event, encode its frame once, and wake every waiting viewer."""
+        if self.finished:
+            raise RuntimeError("the log already holds its terminal event")
+        self._units += len(raw) if raw else 1
+        event = LogEvent(self._units, kind, encode_json_event(payload, event=kind, event_id=self._units), raw)
+        self.output_bytes += len(raw)
+        if kind == "start" and self._start is None and not self._events:
+            self._start = event
+        else:
+            self._events.append(event)
+            self._retained_bytes += len(event.frame) + len(raw)
+            self._trim()
+        if kind in TERMINAL_EVENTS:
+            self.finished = True
+        self._notify()
+        return event
+
+    def _trim(self) -> None:
+        events = self._events
+        while self._retained_bytes > self.max_bytes and len(events) - self._head > 1:
+            old = events[self._head]
+            events[self._head] = None  # type: ignore[call-overload]
+            self._head += 1
+            self._retained_bytes -= len(old.frame) + len(old.raw)
+            self._dropped_through = old.id
+        if self._head > 1024 and self._head * 2 > len(events):
+            del events[: self._head]
+            self._head = 0
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, Event()
+        changed.set()
+
+    def read_after(self, cursor: int, limit: int = 512) -> LogRead:
+        """Events with id > cursor (at most ``limit``), and how many output bytes were lost before them."""
+        events: list[LogEvent] = []
+        if self._start is not None and cursor < self._start.id:
+            events.append(self._start)
+        start_units = self._start.id if self._start else 0
+        missed = max(0, self._dropped_through - max(cursor, start_units))
+        index = bisect.bisect_right(self._events, cursor, lo=self._head, key=_event_id)
+        events.extend(self._events[index : index + limit])
+        more = index + limit < len(self._events)
+        return LogRead(
+            events=events,
+            missed_bytes=missed,
+            finished=self.finished and not more,
+            last_id=self._units,
+        )
+
+    def wait(self, cursor: int, timeout: float, wake: Iterable[Event] = ()) -> bool:
+        """Wait until there is an event after ``cursor``, the log ends, a ``wake`` event fires, or timeout."""
+        if self._units > cursor or self.finished:
+            return True
+        ready = gevent.wait([self._changed, *wake], timeout=timeout, count=1)
+        return bool(ready)
+
+    # Flow control for the owning viewer of a /run job.
+
+    def claim_owner(self) -> None:
+        """Make the runner wait for the owning viewer rather than drop what it has not read."""
+        self._owner_cursor = 0
+
+    def release_owner(self) -> None:
+        """The owner is gone: never hold the runner back again."""
+        self._owner_cursor = None
+        self._room.set()
+
+    def owner_read_through(self, cursor: int) -> None:
+        """Record the owner's progress and let the runner go on when it has caught up enough."""
+        if self._owner_cursor is None:
+            return
+        self._owner_cursor = cursor
+        if self._owner_backlog() <= self._owner_limit():
+            self._room.set()
+
+    def _owner_limit(self) -> int:
+        # Units are output bytes; frames roughly double them in memory, so a
+        # quarter of the budget keeps the owner's backlog well inside it.
+        return max(self.max_bytes // 4, 1)
+
+    def _owner_backlog(self) -> int:
+        return 0 if self._owner_cursor is None else self._units - self._owner_cursor
+
+    def wait_for_room(self, wake: Iterable[Event] = ()) -> None:
+        """Block the runner while the owning viewer is too far behind."""
+        while self._owner_backlog() > self._owner_limit():
+            self._room.clear()
+            gevent.wait([self._room, *wake], count=1)
+            if any(event.is_set() for event in wake):
+                return

@@ -1,0 +1,249 @@
+"""Jobs and the store that holds them with their event logs.
+
+``JobStore`` is the one interface the rest of the service uses: create a job,
+read its metadata, append an event, read events after an id, wait for new
+ones. ``MemoryJobStore`` keeps everything in this worker process; a Redis
+Streams store can implement the same methods so that several workers and
+hosts serve one job.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from gevent.event import Event
+
+from .commandline import display_command
+from .joblog import JobLog, LogRead
+
+
+class JobState(str, enum.Enum):
+    """Where a job is in its life."""
+
+    RUNNING = "running"
+    EXITED = "exited"
+    KILLED = "killed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    FAILED_TO_START = "failed_to_start"
+
+
+class UnknownJob(KeyError):
+    """No job with that id is kept (never existed, or pruned)."""
+
+
+class TooManyJobs(Exception):
+    """The limit of concurrently running jobs is reached."""
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Job:
+    """A job's metadata, as shown by GET /jobs/<id>."""
+
+    id: str
+    argv: tuple[str, ...]
+    timeout: float
+    origin: str  # "run" (lives with its request) or "jobs" (detached)
+    created_at: float = field(default_factory=time.time)
+    state: JobState = JobState.RUNNING
+    pid: int | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    signal_name: str | None = None
+    reason: str | None = None
+    error: str | None = None
+    output_bytes: int = 0
+    dropped_bytes: int = 0
+
+    @property
+    def finished(self) -> bool:
+        """True once the job has ended, however it ended."""
+        return self.state is not JobState.RUNNING
+
+    def duration(self, now: float | None = None) -> float | None:
+        """Seconds from start to end (or to now while running)."""
+        if self.started_at is None:
+            return None
+        end = self.ended_at if self.ended_at is not None else (now or time.time())
+        return round(end - self.started_at, 6)
+
+    def to_json(self) -> dict[str, Any]:
+        """The public JSON shape of a job."""
+        return {
+            "id": self.id,
+            "argv": list(self.argv),
+            "command": display_command(self.argv),
+            "state": self.state.value,
+            "pid": self.pid,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "signal_name": self.signal_name,
+            "reason": self.reason,
+            "error": self.error,
+            "timeout": self.timeout,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+            "duration": self.duration(),
+            "output_bytes": self.output_bytes,
+            "dropped_bytes": self.dropped_bytes,
+            "urls": {
+                "self": f"/jobs/{self.id}",
+                "events": f"/jobs/{self.id}/events",
+                "output": f"/jobs/{self.id}/output",
+            },
+        }
+
+
+class JobStore(abc.ABC):
+    """Jobs and their event logs."""
+
+    @abc.abstractmethod
+    def create(self, argv: Iterable[str], timeout: float, origin: str) -> Job:
+        """Register a new running job, or raise TooManyJobs."""
+
+    @abc.abstractmethod
+    def get(self, job_id: str) -> Job | None:
+        """A job by id, or None."""
+
+    @abc.abstractmethod
+    def list(self) -> list[Job]:
+        """All kept jobs, newest first."""
+
+    @abc.abstractmethod
+    def append(self, job_id: str, kind: str, payload: Any, raw: bytes = b"") -> int:
+        """Append an event to a job's log; returns its id."""
+
+    @abc.abstractmethod
+    def read_after(self, job_id: str, cursor: int) -> LogRead:
+        """Events after ``cursor`` and how much output was lost before them."""
+
+    @abc.abstractmethod
+    def wait(self, job_id: str, cursor: int, timeout: float, wake: Iterable[Event] = ()) -> bool:
+        """Wait for an event after ``cursor``; False on timeout."""
+
+    @abc.abstractmethod
+    def finish(self, job_id: str, **fields: Any) -> Job:
+        """Record how a job ended."""
+
+    @abc.abstractmethod
+    def running_count(self) -> int:
+        """How many jobs are running now."""
+
+
+class MemoryJobStore(JobStore):
+    """The in-process store: jobs live as long as this worker, within retention limits."""
+
+    def __init__(
+        self,
+        *,
+        max_running: int,
+        buffer_bytes: int,
+        max_finished: int,
+        finished_ttl: float,
+    ) -> None:
+        self.max_running = max_running
+        self.buffer_bytes = buffer_bytes
+        self.max_finished = max_finished
+        self.finished_ttl = finished_ttl
+        self._jobs: dict[str, Job] = {}
+        self._logs: dict[str, JobLog] = {}
+
+    def create(self, argv: Iterable[str], timeout: float, origin: str) -> Job:
+        """Register a new running job, or raise TooManyJobs."""
+        self.prune()
+        if self.running_count() >= self.max_running:
+            raise TooManyJobs()
+        job_id = secrets.token_hex(8)
+        job = Job(id=job_id, argv=tuple(argv), timeout=timeout, origin=origin)
+        self._jobs[job_id] = job
+        self._logs[job_id] = JobLog(self.buffer_bytes)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        """A job by id, or None."""
+        job = self._jobs.get(job_id)
+        if job is not None:
+            self._sync_counters(job)
+        return job
+
+    def log(self, job_id: str) -> JobLog:
+        """The live log of a job in this process (for the runner and flow control)."""
+        try:
+            return self._logs[job_id]
+        except KeyError:
+            raise UnknownJob(job_id) from None
+
+    def list(self) -> list[Job]:
+        """All kept jobs, newest first."""
+        self.prune()
+        jobs = sorted(self._jobs.values(), key=lambda j: j.created_at, reverse=True)
+        for job in jobs:
+            self._sync_counters(job)
+        return jobs
+
+    def _sync_counters(self, job: Job) -> None:
+        log = self._logs[job.id]
+        job.output_bytes = log.output_bytes
+        job.dropped_bytes = log.dropped_bytes
+
+    def append(self, job_id: str, kind: str, payload: Any, raw: bytes = b"") -> int:
+        """Append an event to a job's log; returns its id."""
+        return self.log(job_id).append(kind, payload, raw).id
+
+    def read_after(self, job_id: str, cursor: int) -> LogRead:
+        """Events after ``cursor`` and how much output was lost before them."""
+        return self.log(job_id).read_after(cursor)
+
+    def wait(self, job_id: str, cursor: int, timeout: float, wake: Iterable[Event] = ()) -> bool:
+        """Wait for an event after ``cursor``; False on timeout."""
+        return self.log(job_id).wait(cursor, timeout, wake)
+
+    def mark_started(self, job_id: str, pid: int) -> None:
+        """Record the pid and start time."""
+        job = self._jobs[job_id]
+        job.pid = pid
+        job.started_at = time.time()
+
+    def finish(self, job_id: str, **fields: Any) -> Job:
+        """Record how a job ended."""
+        job = self._jobs[job_id]
+        for name, value in fields.items():
+            setattr(job, name, value)
+        if job.ended_at is None:
+            job.ended_at = time.time()
+        self._sync_counters(job)
+        return job
+
+    def running_count(self) -> int:
+        """How many jobs are running now."""
+        return sum(1 for job in self._jobs.values() if not job.finished)
+
+    def prune(self, now: float | None = None) -> None:
+        """Forget finished jobs beyond the count limit or older than the age limit."""
+        now = time.time() if now is None else now
+        finished = sorted(
+            (job for job in self._jobs.values() if job.finished),
+            key=lambda j: j.ended_at or j.created_at,
+        )
+        excess = len(finished) - self.max_finished
+        for index, job in enumerate(finished):
+            if index < excess or now - (job.ended_at or job.created_at) > self.finished_ttl:
+                # Viewers still reading a pruned job see UnknownJob and end their stream.
+                del self._jobs[job.id]
+                del self._logs[job.id]

@@ -1,0 +1,94 @@
+"""Validated job requests and resume cursors: pure parsing, no I/O."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .commandline import InvalidCommand, parse_command, validate_argv
+from .config import Settings
+
+
+class InvalidRequest(ValueError):
+    """A request field is missing, of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to run, as accepted from a client."""
+
+    argv: tuple[str, ...]
+    timeout: float
+
+
+def parse_timeout(value: Any, settings: Settings) -> float:
+    """A timeout in seconds within (0, max_timeout]; None means the default."""
+    if value is None:
+        return settings.default_timeout
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidRequest("timeout must be a number of seconds")
+    if value <= 0:
+        raise InvalidRequest("timeout must be greater than zero")
+    if value > settings.max_timeout:
+        raise InvalidRequest(f"timeout must not exceed {settings.max_timeout:g} seconds")
+    return float(value)
+
+
+def parse_job_request(payload: Any, settings: Settings) -> JobSpec:
+    """Validate a POST /jobs body: exactly one of command (string) or argv (list), optional timeout."""
+    if not isinstance(payload, dict):
+        raise InvalidRequest("body must be a JSON object")
+    unknown = set(payload) - {"command", "argv", "timeout"}
+    if unknown:
+        raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    has_command, has_argv = "command" in payload, "argv" in payload
+    if has_command == has_argv:
+        raise InvalidRequest("give exactly one of 'command' (a string) or 'argv' (a list of strings)")
+    try:
+        if has_command:
+            argv = parse_command(
+                payload["command"],
+                max_length=settings.max_command_length,
+                max_items=settings.max_argv_items,
+            )
+        else:
+            argv = validate_argv(
+                payload["argv"],
+                max_length=settings.max_command_length,
+                max_items=settings.max_argv_items,
+            )
+    except InvalidCommand as exc:
+        raise InvalidRequest(str(exc)) from None
+    return JobSpec(argv=tuple(argv), timeout=parse_timeout(payload.get("timeout"), settings))
+
+
+def parse_command_query(command: Any, timeout: Any, settings: Settings) -> JobSpec:
+    """Validate GET /run?command=...&timeout=... query values."""
+    if command is None:
+        raise InvalidRequest("missing query parameter 'command'")
+    try:
+        argv = parse_command(
+            command, max_length=settings.max_command_length, max_items=settings.max_argv_items
+        )
+    except InvalidCommand as exc:
+        raise InvalidRequest(str(exc)) from None
+    if timeout is not None:
+        try:
+            timeout = float(timeout)
+        except ValueError:
+            raise InvalidRequest("timeout must be a number of seconds") from None
+    return JobSpec(argv=tuple(argv), timeout=parse_timeout(timeout, settings))
+
+
+def parse_last_event_id(header: str | None, query: str | None) -> int:
+    """The resume cursor: the Last-Event-ID header wins over ?last_event_id=; 0 means from the start."""
+    value = header if header is not None else query
+    if value is None:
+        return 0
+    value = value.strip()
+    if value == "":
+        return 0
+    if not value.isascii() or not value.isdigit() or len(value) > 19:
+        raise InvalidRequest("Last-Event-ID must be a non-negative integer event id")
+    return int(value)

@@ -1,0 +1,329 @@
+"""The process runner: spawns a job's command and pumps its pipes into the job log.
+
+Data flow: process pipes -> runner (this module) -> job log -> stream generator -> socket.
+
+Each job gets one greenlet. It reads stdout and stderr through a gevent
+selector (never a read that blocks the hub), coalesces whatever is already
+in the pipe into one event, and yields to other greenlets after every event
+so a flooding command cannot starve the worker. Every command runs in its
+own session; stopping a job signals the whole process group, and the group
+is also cleaned up when the leader exits on its own.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import errno
+import logging
+import os
+import selectors
+import signal
+import time
+from dataclasses import dataclass, field
+
+import gevent
+from gevent import subprocess
+from gevent.event import Event
+from gevent.selectors import GeventSelector
+
+from .allowlist import Allowlist
+from .config import Settings
+from .jobs import Job, JobState, MemoryJobStore
+from .pgroups import ProcessGroupRegistry
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_prctl = _libc.prctl  # resolved before any fork: the child must not load libraries
+
+STATE_FOR_REASON = {
+    "exited": JobState.EXITED,
+    "killed": JobState.KILLED,
+    "output_limit": JobState.KILLED,
+    "timeout": JobState.TIMED_OUT,
+    "cancelled": JobState.CANCELLED,
+    "disconnected": JobState.CANCELLED,
+    "shutdown": JobState.CANCELLED,
+}
+
+
+def _die_with_parent(parent_pid: int):
+    def preexec() -> None:
+        # Runs in the forked child: one syscall, no locks, no imports.
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os._exit(127)
+
+    return preexec
+
+
+def _signal_name(number: int) -> str | None:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return None
+
+
+def _spawn_failure_reason(exc: OSError) -> str:
+    if exc.errno == errno.ENOENT:
+        return "not_found"
+    if exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM):
+        return "not_executable"
+    return "spawn_failed"
+
+
+@dataclass
+class JobRun:
+    """A running job's process and how it is being stopped."""
+
+    job: Job
+    proc: subprocess.Popen | None = None
+    stop_reason: str | None = None
+    stopping: Event = field(default_factory=Event)
+    done: Event = field(default_factory=Event)
+    terminator: gevent.Greenlet | None = None
+
+
+class ProcessRunner:
+    """Starts, pumps, stops and reaps the commands of one worker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: MemoryJobStore,
+        allowlist: Allowlist,
+        env: dict[str, str],
+        registry: ProcessGroupRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.allowlist = allowlist
+        self.env = env
+        self.registry = registry
+        self.runs: dict[str, JobRun] = {}
+
+    # Lifecycle of one job.
+
+    def start(self, job: Job, executable: str) -> JobRun:
+        """Spawn the job's command now and pump it in its own greenlet.
+
+        A command that cannot start is recorded (``err`` event, state
+        failed_to_start) before this returns, so the caller sees it at once.
+        """
+        run = JobRun(job)
+        try:
+            run.proc = self._spawn(job, executable)
+        except OSError as exc:
+            self._record_spawn_failure(job, exc)
+            run.done.set()
+            return run
+        self.runs[job.id] = run
+        if self.registry is not None:
+            self.registry.add(run.proc.pid)
+        self.store.mark_started(job.id, run.proc.pid)
+        self.store.append(
+            job.id, "start", {"type": "start", "job": job.id, "pid": run.proc.pid, "argv": list(job.argv)}
+        )
+        gevent.spawn(self._run, run)
+        return run
+
+    def _run(self, run: JobRun) -> None:
+        job, proc = run.job, run.proc
+        timer = gevent.spawn_later(job.timeout, self.stop, job.id, "timeout")
+        reaper = gevent.spawn(self._reap_leader, run)
+        try:
+            try:
+                self._pump(run)
+                reaper.join()
+            finally:
+                timer.kill(block=False)
+                reaper.kill(block=False)
+                self._close_pipes(proc)
+            self._record_exit(run)
+        except BaseException:
+            log.exception("runner for job %s failed", job.id)
+            self._kill_group(proc.pid, signal.SIGKILL)
+            if not self.store.get(job.id).finished:
+                self.store.append(job.id, "exit", {"type": "exit", "reason": "killed", "code": None, "signal": None})
+                self.store.finish(job.id, state=JobState.KILLED, reason="killed", error="internal runner error")
+            raise
+        finally:
+            if self.registry is not None:
+                self.registry.remove(proc.pid)
+            run.done.set()
+            self.runs.pop(job.id, None)
+
+    def _spawn(self, job: Job, executable: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            list(job.argv),
+            executable=executable,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env,
+            cwd=self.settings.child_cwd,
+            close_fds=True,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),
+        )
+
+    def _record_spawn_failure(self, job: Job, exc: OSError) -> None:
+        reason = _spawn_failure_reason(exc)
+        message = f"{job.argv[0]}: {exc.strerror or exc}"
+        self.store.append(job.id, "err", {"type": "error", "out": message, "reason": reason, "errno": exc.errno})
+        self.store.finish(job.id, state=JobState.FAILED_TO_START, reason=reason, error=message)
+
+    def _record_exit(self, run: JobRun) -> None:
+        job, proc = run.job, run.proc
+        code = proc.returncode
+        signal_number = -code if code is not None and code < 0 else None
+        reason = run.stop_reason or ("killed" if signal_number else "exited")
+        exit_code = code if signal_number is None else None
+        ended = time.time()
+        payload = {
+            "type": "exit",
+            "reason": reason,
+            "code": exit_code,
+            "signal": signal_number,
+            "signal_name": _signal_name(signal_number) if signal_number else None,
+            "duration": round(ended - (job.started_at or ended), 6),
+        }
+        self.store.append(job.id, "exit", payload)
+        self.store.finish(
+            job.id,
+            state=STATE_FOR_REASON[reason],
+            reason=reason,
+            exit_code=exit_code,
+            signal=signal_number,
+            signal_name=payload["signal_name"],
+            ended_at=ended,
+        )
+
+    # Reading the pipes.
+
+    def _pump(self, run: JobRun) -> None:
+        proc = run.proc
+        log_ = self.store.log(run.job.id)
+        selector = GeventSelector()
+        decoders = {}
+        pending = {}
+        for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+            fd = pipe.fileno()
+            os.set_blocking(fd, False)
+            selector.register(fd, selectors.EVENT_READ, name)
+            decoders[name] = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            pending[name] = b""
+        limit = self.settings.max_output_bytes
+        try:
+            while selector.get_map():
+                log_.wait_for_room(wake=(run.stopping,))
+                for key, _ in selector.select():
+                    name = key.data
+                    data, eof = self._read_available(key.fd)
+                    if limit and data:
+                        room = limit - log_.output_bytes - len(pending[name])
+                        if len(data) >= room:
+                            data = data[: max(room, 0)]
+                            self.stop(run.job.id, "output_limit")
+                    if data:
+                        self._emit(run.job.id, name, decoders[name], pending, data)
+                    if eof:
+                        selector.unregister(key.fd)
+                        self._emit(run.job.id, name, decoders[name], pending, b"", final=True)
+                # Yield after every batch: a flooding pipe is always ready, and
+                # without this the other greenlets on the worker would starve.
+                gevent.sleep(0)
+        finally:
+            selector.close()
+
+    def _read_available(self, fd: int) -> tuple[bytes, bool]:
+        """Read what the pipe holds now, up to coalesce_bytes, without waiting."""
+        size, limit = self.settings.read_chunk_bytes, self.settings.coalesce_bytes
+        parts: list[bytes] = []
+        total = 0
+        while total < limit:
+            try:
+                data = os.read(fd, size)
+            except BlockingIOError:
+                return b"".join(parts), False
+            if not data:
+                return b"".join(parts), True
+            parts.append(data)
+            total += len(data)
+            if len(data) < size:
+                break  # drained for now; the next read would only say EAGAIN
+        return b"".join(parts), False
+
+    def _emit(self, job_id: str, name: str, decoder, pending: dict[str, bytes], data: bytes, final: bool = False) -> None:
+        raw = pending[name] + data
+        text = decoder.decode(data, final=final)
+        if not text:
+            # Only part of a multi-byte character so far: carry its bytes to the next event.
+            pending[name] = raw
+            return
+        pending[name] = b""
+        self.store.append(job_id, name, {"type": name, "out": text}, raw)
+
+    @staticmethod
+    def _close_pipes(proc: subprocess.Popen) -> None:
+        for pipe in (proc.stdout, proc.stderr):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+    # Stopping and reaping.
+
+    def _reap_leader(self, run: JobRun) -> None:
+        """Wait for the leader; then end whatever else of its group still holds the pipes."""
+        run.proc.wait()
+        if not run.stopping.is_set() and self._group_alive(run.proc.pid):
+            self._terminate_group(run.proc.pid)
+
+    def stop(self, job_id: str, reason: str) -> bool:
+        """Stop a running job: SIGTERM to its group, SIGKILL after kill_grace. False if not running."""
+        run = self.runs.get(job_id)
+        if run is None or run.stopping.is_set():
+            return False
+        if run.proc.returncode is None:
+            run.stop_reason = reason
+        run.stopping.set()
+        run.terminator = gevent.spawn(self._terminate_group, run.proc.pid)
+        return True
+
+    def stop_all(self, reason: str) -> None:
+        """Stop every running job (server shutdown)."""
+        for job_id in list(self.runs):
+            self.stop(job_id, reason)
+
+    def wait_all(self, timeout: float) -> None:
+        """Wait until every job has been reaped and recorded, up to ``timeout``."""
+        gevent.wait([run.done for run in list(self.runs.values())], timeout=timeout)
+
+    def _terminate_group(self, pgid: int) -> None:
+        self._kill_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.kill_grace
+        while time.monotonic() < deadline:
+            if not self._group_alive(pgid):
+                return
+            gevent.sleep(0.05)
+        self._kill_group(pgid, signal.SIGKILL)
+
+    @staticmethod
+    def _kill_group(pgid: int, sig: int) -> None:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    @staticmethod
+    def _group_alive(pgid: int) -> bool:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True

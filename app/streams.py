@@ -1,0 +1,136 @@
+"""Stream generators: job log -> bytes for the socket.
+
+Each generator replays from a cursor, then follows the log live. The first
+frame (``retry:`` plus a comment) goes out at once so headers reach the
+client before the command prints anything. While idle, a heartbeat comment
+every ``heartbeat_interval`` keeps proxies open and makes a departed client
+show up as a failed write. On graceful shutdown a stream ends with a
+jittered ``retry:`` so clients come back to a fresh worker and resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import gevent
+from gevent.event import Event
+from gevent.socket import wait_read
+
+from .config import Settings
+from .jobs import JobStore, UnknownJob
+from .sse import HEARTBEAT, encode_comment, encode_json_event, encode_retry
+
+log = logging.getLogger(__name__)
+
+
+def job_event_stream(
+    store: JobStore,
+    job_id: str,
+    cursor: int,
+    settings: Settings,
+    shutdown: Event,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[bytes]:
+    """Replay a job's events after ``cursor``, then follow them live until the terminal event."""
+    pending = [encode_retry(settings.retry_ms) + encode_comment("connected")]
+    drain_deadline = None
+    while True:
+        try:
+            read = store.read_after(job_id, cursor)
+        except UnknownJob:
+            break
+        if read.missed_bytes:
+            pending.append(encode_json_event({"missed_bytes": read.missed_bytes}, event="gap"))
+        if read.events:
+            pending.extend(event.frame for event in read.events)
+            cursor = read.events[-1].id
+        if pending:
+            yield b"".join(pending)
+            pending = []
+            if on_progress is not None:
+                on_progress(cursor)
+        if read.finished:
+            break
+        if read.events:
+            continue  # more may be waiting beyond the read limit
+        timeout, wake = settings.heartbeat_interval, (shutdown,)
+        if shutdown.is_set():
+            # Jobs are being stopped; give their final events a moment to arrive.
+            if drain_deadline is None:
+                drain_deadline = time.monotonic() + settings.kill_grace + 1.0
+            timeout, wake = drain_deadline - time.monotonic(), ()
+            if timeout <= 0:
+                break
+        if not store.wait(job_id, cursor, timeout, wake=wake) and not shutdown.is_set():
+            yield HEARTBEAT
+    if pending:
+        yield b"".join(pending)
+    if shutdown.is_set():
+        yield shutdown_farewell(settings)
+
+
+def shutdown_farewell(settings: Settings) -> bytes:
+    """The last frame of a stream cut by a graceful shutdown: come back after a jittered delay."""
+    delay = settings.retry_ms + random.randint(0, settings.shutdown_retry_jitter_ms)
+    return encode_retry(delay) + encode_comment("server restarting; reconnect to resume")
+
+
+def job_output_stream(store: JobStore, job_id: str, settings: Settings, shutdown: Event) -> Iterator[bytes]:
+    """The job's combined raw output, byte-exact, followed live until the job ends.
+
+    If the bounded buffer drops bytes this reader has not sent yet, the
+    response is aborted rather than silently spliced: raw bytes have no way
+    to say "something is missing here".
+    """
+    cursor = 0
+    first = True
+    while True:
+        try:
+            read = store.read_after(job_id, cursor)
+        except UnknownJob:
+            return
+        if read.missed_bytes and not first:
+            log.warning("job %s: /output reader fell %d bytes behind the buffer; aborting", job_id, read.missed_bytes)
+            raise ConnectionAbortedError("output reader fell behind the buffer")
+        first = False
+        chunk = b"".join(event.raw for event in read.events if event.raw)
+        if read.events:
+            cursor = read.events[-1].id
+        if chunk:
+            yield chunk
+        if read.finished or shutdown.is_set():
+            return
+        if not read.events:
+            store.wait(job_id, cursor, settings.heartbeat_interval, wake=(shutdown,))
+
+
+def watch_for_disconnect(sock: socket.socket | None, on_disconnect: Callable[[], None]) -> gevent.Greenlet | None:
+    """Call ``on_disconnect`` as soon as the client closes its connection, even while the stream is silent.
+
+    A WSGI app only learns of a closed client when a write fails. For GET /run
+    that could be long after the user pressed Ctrl-C, so this greenlet waits
+    for the socket to become readable and peeks: end-of-file means the client
+    (or nginx in front of it) has gone. It never consumes bytes.
+    """
+    if sock is None:
+        return None
+
+    def watch() -> None:
+        try:
+            while True:
+                wait_read(sock.fileno())
+                data = sock.recv(1, socket.MSG_PEEK)
+                if not data:
+                    on_disconnect()
+                    return
+                # The client sent something (a pipelined request): stop watching
+                # rather than spin on a socket that stays readable.
+                return
+        except OSError:
+            on_disconnect()
+
+    return gevent.spawn(watch)

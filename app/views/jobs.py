@@ -1,0 +1,96 @@
+"""The jobs API: detached jobs that outlive their viewers, watched and resumed over SSE."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from .. import lifecycle
+from ..errors import ApiError
+from ..jobs import JobState
+from ..jobspec import InvalidRequest, parse_job_request, parse_last_event_id
+from ..service import current_service
+from ..streams import job_event_stream, job_output_stream
+from ..web import header_text, json_body, query_text, sse_response
+
+bp = Blueprint("jobs", __name__, url_prefix="/jobs")
+
+_STATES = {state.value for state in JobState}
+
+
+@bp.post("")
+def create_job() -> Response:
+    """Start a detached job from {"command": "..."} or {"argv": [...]}, with an optional timeout."""
+    service = current_service()
+    try:
+        spec = parse_job_request(json_body(), service.settings)
+    except InvalidRequest as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+    job = service.start_job(spec, origin="jobs")
+    response = jsonify(job.to_json())
+    response.status_code = 201
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return response
+
+
+@bp.get("")
+def list_jobs() -> Response:
+    """Every kept job, newest first; ?state= filters."""
+    state = query_text("state")
+    if state is not None and state not in _STATES:
+        raise ApiError(400, "bad_request", f"state must be one of: {', '.join(sorted(_STATES))}")
+    jobs = current_service().store.list()
+    return jsonify({"jobs": [job.to_json() for job in jobs if state is None or job.state.value == state]})
+
+
+@bp.get("/<job_id>")
+def get_job(job_id: str) -> Response:
+    """One job's metadata."""
+    return jsonify(current_service().get_job(job_id).to_json())
+
+
+@bp.delete("/<job_id>")
+def cancel_job(job_id: str) -> Response:
+    """Cancel: SIGTERM to the process group, SIGKILL after the grace period; answers once it has ended."""
+    service = current_service()
+    job = service.get_job(job_id)
+    if job.finished or not service.runner.stop(job_id, "cancelled"):
+        raise ApiError(409, "job_not_running", f"job {job_id} is not running", extra={"job": job.to_json()})
+    run_done = service.runner.runs.get(job_id)
+    if run_done is not None:
+        run_done.done.wait(timeout=service.settings.kill_grace + 2.0)
+    return jsonify(service.get_job(job_id).to_json())
+
+
+@bp.get("/<job_id>/events")
+def job_events(job_id: str) -> Response:
+    """SSE: replay after Last-Event-ID (or ?last_event_id=), then follow live."""
+    service = current_service()
+    job = service.get_job(job_id)
+    try:
+        cursor = parse_last_event_id(header_text("Last-Event-ID"), query_text("last_event_id"))
+    except InvalidRequest as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+    read = service.store.read_after(job.id, cursor)
+    if read.finished and not read.events and cursor > 0:
+        return Response(status=204)  # resumed after the final event: tells a browser to stop
+    if cursor > read.last_id:
+        raise ApiError(400, "bad_request", f"Last-Event-ID {cursor} is beyond this job's last event {read.last_id}")
+    return sse_response(
+        job_event_stream(service.store, job.id, cursor, service.settings, lifecycle.shutdown_event)
+    )
+
+
+@bp.get("/<job_id>/output")
+def job_output(job_id: str) -> Response:
+    """The combined raw output, byte-exact, streamed while the job runs."""
+    service = current_service()
+    job = service.get_job(job_id)
+    response = Response(
+        job_output_stream(service.store, job.id, service.settings, lifecycle.shutdown_event),
+        mimetype="application/octet-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+    response.headers["X-Output-Dropped-Bytes"] = str(job.dropped_bytes)
+    disposition = "attachment" if query_text("download") else "inline"
+    response.headers["Content-Disposition"] = f'{disposition}; filename="job-{job.id}.log"'
+    return response

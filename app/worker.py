@@ -1,0 +1,44 @@
+"""The gunicorn worker: gevent, plus a graceful shutdown that the app can see.
+
+gunicorn's gevent worker only flips ``alive`` on TERM/HUP and then waits up
+to ``graceful_timeout`` for open requests, which for endless streams means
+cutting them all at the deadline. This worker tells the app at once, so
+streams end cleanly with a jittered ``retry:`` and jobs are stopped and
+reaped before the worker exits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import gevent
+from gunicorn.workers.ggevent import GeventWorker
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class SSEGeventWorker(GeventWorker):
+    """gunicorn's gevent worker with an app-visible shutdown and reaping of orphaned grandchildren."""
+
+    def init_process(self) -> None:
+        """Become a child subreaper, so grandchildren orphaned by a job are reaped here, not left as zombies."""
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        super().init_process()
+
+    def handle_exit(self, sig, frame) -> None:
+        """TERM: stop accepting (gunicorn), and tell streams and jobs (from a greenlet, not the handler)."""
+        super().handle_exit(sig, frame)
+        gevent.spawn(self._begin_shutdown)
+
+    def _begin_shutdown(self) -> None:
+        from app import lifecycle
+
+        lifecycle.begin_shutdown()
+
+    def run(self) -> None:
+        """Serve until told to stop, then wait for stopped jobs to be reaped."""
+        super().run()
+        from app import lifecycle
+
+        lifecycle.begin_shutdown()
+        lifecycle.wait_idle(timeout=max(self.cfg.graceful_timeout, 1))

@@ -1,0 +1,164 @@
+"""A real gunicorn -k gevent server for tests: started on a free loopback port, stopped by pid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+PYTHON = os.path.realpath(sys.executable)
+HELPERS = REPO / "tests" / "helpers"
+
+# The defaults plus this interpreter, so tests can write exact bytes with small helper scripts.
+TEST_ALLOWED = "echo printf ls date sleep seq cat true false yes env " + PYTHON
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def helper(name: str) -> str:
+    """Path of a helper script in tests/helpers."""
+    return str(HELPERS / name)
+
+
+class GunicornServer:
+    """One gunicorn master with its workers, configured through SSECMD_* variables."""
+
+    def __init__(self, tmp_path: Path, settings: dict[str, str] | None = None, *, workers: int = 1,
+                 graceful_timeout: float = 10, extra_env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.run_dir = tmp_path / "run"
+        self.log_path = tmp_path / f"gunicorn-{self.port}.log"
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/root"),
+            "LANG": "C.UTF-8",
+            "SSECMD_ALLOWED_COMMANDS": TEST_ALLOWED,
+            "SSECMD_RUN_DIR": str(self.run_dir),
+            "SSECMD_KILL_GRACE": "1",
+            "SSECMD_LOG_LEVEL": "debug",
+        }
+        env.update(settings or {})
+        env.update(extra_env or {})
+        self.env = env
+        self.args = [
+            str(VENV_BIN / "gunicorn"), "-c", str(REPO / "gunicorn.conf.py"),
+            "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
+            "--graceful-timeout", str(graceful_timeout), "wsgi:app",
+        ]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> GunicornServer:
+        """Start gunicorn and wait until /healthz answers."""
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited early:\n{self.log()}")
+            try:
+                if httpx.get(self.url("/healthz"), timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"gunicorn did not start:\n{self.log()}")
+
+    def url(self, path: str) -> str:
+        """Absolute URL for a path on this server."""
+        return self.base_url + path
+
+    def log(self) -> str:
+        """Everything gunicorn has logged so far."""
+        return self.log_path.read_text(errors="replace")
+
+    @property
+    def pid(self) -> int:
+        """The master's pid."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the master's current workers."""
+        return children_of(self.pid)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        """Signal the master and wait for it; SIGKILL as a last resort."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            for pid in self.worker_pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.proc.kill()
+            self.proc.wait(5)
+        self._log.close()
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of a process, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state of a process (R, S, Z, ...), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()[0]
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids whose process group is ``pgid`` (zombies included)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid:
+            members.append(int(entry))
+    return members
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

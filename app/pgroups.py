@@ -11,6 +11,7 @@ or Flask before the workers are forked and patched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -47,10 +48,8 @@ class ProcessGroupRegistry:
 
     def remove(self, pgid: int) -> None:
         """Forget a group once it is gone and its leader reaped."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             (self.dir / str(pgid)).unlink()
-        except FileNotFoundError:
-            pass
 
 
 def kill_orphaned_groups(root: str, worker_pid: int) -> list[int]:
@@ -76,12 +75,8 @@ def kill_orphaned_groups(root: str, worker_pid: int) -> list[int]:
                 killed.append(pgid)
             except (ProcessLookupError, PermissionError):
                 pass
-        try:
+        with contextlib.suppress(OSError):
             entry.unlink()
-        except OSError:
-            pass
-    try:
+    with contextlib.suppress(OSError):
         directory.rmdir()
-    except OSError:
-        pass
     return killed

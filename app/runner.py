@@ -13,6 +13,7 @@ is also cleaned up when the leader exits on its own.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import errno
 import logging
@@ -256,7 +257,9 @@ class ProcessRunner:
                 break  # drained for now; the next read would only say EAGAIN
         return b"".join(parts), False
 
-    def _emit(self, job_id: str, name: str, decoder, pending: dict[str, bytes], data: bytes, final: bool = False) -> None:
+    def _emit(
+        self, job_id: str, name: str, decoder, pending: dict[str, bytes], data: bytes, final: bool = False
+    ) -> None:
         raw = pending[name] + data
         text = decoder.decode(data, final=final)
         if not text:
@@ -269,10 +272,8 @@ class ProcessRunner:
     @staticmethod
     def _close_pipes(proc: subprocess.Popen) -> None:
         for pipe in (proc.stdout, proc.stderr):
-            try:
+            with contextlib.suppress(OSError):
                 pipe.close()
-            except OSError:
-                pass
 
     # Stopping and reaping.
 
@@ -313,10 +314,8 @@ class ProcessRunner:
 
     @staticmethod
     def _kill_group(pgid: int, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     @staticmethod
     def _group_alive(pgid: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -63,7 +64,7 @@ class GunicornServer:
 
     def start(self) -> GunicornServer:
         """Start gunicorn and wait until /healthz answers."""
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the server
         self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -104,10 +105,8 @@ class GunicornServer:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             for pid in self.worker_pids():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             self.proc.kill()
             self.proc.wait(5)
         self._log.close()

@@ -15,9 +15,11 @@ from .sse_parser import EventStreamParser, MessageEvent
 @contextmanager
 def open_stream(url: str, headers: dict[str, str] | None = None, timeout: float = 30) -> Iterator[httpx.Response]:
     """An open streaming GET."""
-    with httpx.Client(timeout=httpx.Timeout(timeout, connect=5)) as client:
-        with client.stream("GET", url, headers=headers or {}) as response:
-            yield response
+    with (
+        httpx.Client(timeout=httpx.Timeout(timeout, connect=5)) as client,
+        client.stream("GET", url, headers=headers or {}) as response,
+    ):
+        yield response
 
 
 def iter_events(response: httpx.Response, parser: EventStreamParser | None = None) -> Iterator[MessageEvent]:
@@ -27,7 +29,9 @@ def iter_events(response: httpx.Response, parser: EventStreamParser | None = Non
         yield from parser.feed(chunk)
 
 
-def collect(url: str, headers: dict[str, str] | None = None, until: str = "exit", timeout: float = 30) -> list[MessageEvent]:
+def collect(
+    url: str, headers: dict[str, str] | None = None, until: str = "exit", timeout: float = 30
+) -> list[MessageEvent]:
     """Every event of a stream up to and including the first of type ``until`` (or the end)."""
     events = []
     deadline = time.monotonic() + timeout

@@ -91,9 +91,8 @@ class EventStreamParser:
         elif name == "id":
             if "\0" not in value:
                 self._last_event_id_buffer = value
-        elif name == "retry":
-            if value and value.isascii() and value.isdigit():
-                self.retry = int(value)
+        elif name == "retry" and value and value.isascii() and value.isdigit():
+            self.retry = int(value)
 
     def _dispatch(self) -> None:
         self.last_event_id = self._last_event_id_buffer

@@ -51,7 +51,7 @@ class Settings:
     env_set: Mapping[str, str] = field(default_factory=dict)  # fixed values
 
     # Limits.
-    max_running_jobs: int = 16
+    max_running_jobs: int = 32
     default_timeout: float = 3600.0
     max_timeout: float = 86400.0
     max_command_length: int = 4096

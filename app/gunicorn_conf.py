@@ -4,9 +4,14 @@ Kept free of gevent and Flask imports: this file is read by the master,
 which must not import them before workers are forked and patched.
 """
 
-from app.config import load_settings
+import sys
 
-_settings = load_settings()
+from app.config import ConfigError, load_settings
+
+try:
+    _settings = load_settings()
+except ConfigError as exc:
+    sys.exit(f"sse-commander: configuration error: {exc}")
 
 bind = _settings.bind
 worker_class = "app.worker.SSEGeventWorker"

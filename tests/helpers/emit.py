@@ -1,14 +1,16 @@
-"""Write exact bytes to stdout/stderr: emit.py [out|err]:HEX[:SLEEP] ... (SLEEP in seconds, after the write)."""
+"""Write exact bytes: emit.py [out|err]:HEX[*REPEAT][:SLEEP] ... (SLEEP seconds after the write)."""
 
 import os
 import sys
 import time
 
 for arg in sys.argv[1:]:
-    stream, hexdata, *rest = arg.split(":")
+    stream, spec, *rest = arg.split(":")
     fd = 1 if stream == "out" else 2
-    data = bytes.fromhex(hexdata)
-    while data:
-        data = data[os.write(fd, data):]
+    hexdata, _, repeat = spec.partition("*")
+    data = bytes.fromhex(hexdata) * int(repeat or 1)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
     if rest:
         time.sleep(float(rest[0]))

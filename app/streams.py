@@ -43,10 +43,13 @@ def job_event_stream(
             read = store.read_after(job_id, cursor)
         except UnknownJob:
             break
+        frames = [event.frame for event in read.events]
         if read.missed_bytes:
-            pending.append(encode_json_event({"missed_bytes": read.missed_bytes}, event="gap"))
+            # The gap sits where the dropped output was: after the kept start event.
+            at = 1 if read.events and read.events[0].kind == "start" else 0
+            frames.insert(at, encode_json_event({"missed_bytes": read.missed_bytes}, event="gap"))
+        pending.extend(frames)
         if read.events:
-            pending.extend(event.frame for event in read.events)
             cursor = read.events[-1].id
         if pending:
             yield b"".join(pending)

@@ -10,6 +10,17 @@ from .config import Settings, load_settings
 if TYPE_CHECKING:
     from flask import Flask
 
+log = logging.getLogger(__name__)
+
+
+def _use_gunicorn_logging() -> None:
+    """Send the app's log records wherever gunicorn's error log goes, at its level."""
+    gunicorn_log = logging.getLogger("gunicorn.error")
+    if gunicorn_log.handlers and not log.handlers:
+        log.handlers = list(gunicorn_log.handlers)
+        log.setLevel(gunicorn_log.level)
+        log.propagate = False
+
 
 def create_app(settings: Settings | None = None) -> Flask:
     """The application factory: settings from the environment unless given."""
@@ -27,12 +38,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .service import EXTENSION_KEY, Service
     from .views import health, jobs, run
 
+    _use_gunicorn_logging()
     register_error_handlers(app)
     app.extensions[EXTENSION_KEY] = Service(settings)
     app.register_blueprint(run.bp)
     app.register_blueprint(jobs.bp)
     app.register_blueprint(health.bp)
-    logging.getLogger(__name__).info(
+    log.info(
         "SSE Commander ready: %d allowed commands, %d max running jobs",
         len(app.extensions[EXTENSION_KEY].allowlist.by_name),
         settings.max_running_jobs,

@@ -198,3 +198,24 @@ def test_server_shutdown_kills_running_commands(make_server):
                 break
     srv.stop()
     assert wait_until(lambda: not _alive(parent) and not _alive(grandchild), timeout=5.0)
+
+
+def test_flooding_command_does_not_starve_other_streams(make_server):
+    srv = make_server({"SSECMD_MAX_OUTPUT_BYTES": "0"})
+    flood = _post(srv, {"command": "yes", "timeout": 30})
+    with open_stream(srv.url(flood["urls"]["events"])) as flood_stream:
+        next(flood_stream.iter_raw())
+        command = f"{PYTHON}%20{helper('emit.py')}" + "".join(f"%20out:{n:02x}0a:0.2" for n in range(5))
+        arrivals = []
+        with open_stream(srv.url(f"/run?command={command}")) as response:
+            started = time.monotonic()
+            for event in iter_events(response):
+                if event.type == "stdout":
+                    arrivals.append(time.monotonic() - started)
+                if event.type == "exit":
+                    break
+    httpx.delete(srv.url(flood["urls"]["self"]), timeout=10)
+    assert len(arrivals) == 5
+    # Written every 0.2 s; even with a flooding neighbour each line arrives close to on time.
+    for n, arrival in enumerate(arrivals):
+        assert arrival < 0.2 * n + 1.0, arrivals

@@ -4,9 +4,12 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-APT_PACKAGES := nginx-light curl procps
+# The default allowlist's tools that a minimal Debian may lack (ping, uptime/free).
+RUN_APT_PACKAGES := iputils-ping procps
+# Real components the tests start.
+TEST_APT_PACKAGES := $(RUN_APT_PACKAGES) nginx-light curl
 
-.PHONY: run install test test-deps system-deps lint clean
+.PHONY: run install test test-deps run-deps test-system-deps lint clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -19,19 +22,28 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-run: install
+run: install run-deps
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
-# Debian packages for the real components the tests start (nginx, curl, ps).
-system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Install missing Debian packages (needs root or passwordless sudo; skipped off Debian).
+define apt_install
+	@command -v dpkg >/dev/null || { echo "not Debian: install $(1) yourself"; exit 0; }; \
+	missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
+	  echo "installing Debian packages:$$missing"; \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
 
-test-deps: install system-deps
+run-deps:
+	$(call apt_install,$(RUN_APT_PACKAGES))
+
+test-system-deps:
+	$(call apt_install,$(TEST_APT_PACKAGES))
+
+test-deps: install test-system-deps
 
 lint: install
 	$(BIN)/ruff check .

@@ -19,7 +19,7 @@ PYTHON = os.path.realpath(sys.executable)
 HELPERS = REPO / "tests" / "helpers"
 
 # The defaults plus this interpreter, so tests can write exact bytes with small helper scripts.
-TEST_ALLOWED = "echo printf ls date sleep seq cat true false yes env " + PYTHON
+TEST_ALLOWED = "echo printf ls date sleep seq cat true false yes env ping " + PYTHON
 
 
 def free_port() -> int:

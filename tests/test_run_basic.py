@@ -63,3 +63,17 @@ def test_disallowed_command_is_403_json(server):
 def test_shell_metacharacters_are_plain_arguments(server):
     events = collect(server.url("/run?command=echo%20a%3Bb%20%7C%20c%20%24(id)%20%60id%60%20%3E%20f"))
     assert output_of(events) == "a;b | c $(id) `id` > f\n"
+
+
+def test_readme_ping_example_streams_each_line(server):
+    started = time.monotonic()
+    arrivals = []
+    with open_stream(server.url("/run?command=ping%20-c%203%20-i%200.5%20127.0.0.1")) as response:
+        for event in iter_events(response):
+            if event.type == "stdout" and "icmp_seq" in payload(event)["out"]:
+                arrivals.append(time.monotonic() - started)
+            if event.type == "exit":
+                assert payload(event)["code"] == 0
+                break
+    assert len(arrivals) == 3
+    assert arrivals[0] < 0.9  # the first reply is shown long before ping ends (~1 s)

@@ -15,10 +15,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = argparse.ArgumentParser(prog="sse-commander", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run gunicorn with the gevent worker and the bundled settings")
-    serve.add_argument("gunicorn_args", nargs=argparse.REMAINDER, help="extra gunicorn options, e.g. --bind")
+    sub.add_parser(
+        "serve",
+        help="run gunicorn with the gevent worker and the bundled settings; other options go to gunicorn",
+    )
     sub.add_parser("settings", help="print the effective settings as JSON and exit")
-    args = parser.parse_args(argv)
+    args, gunicorn_args = parser.parse_known_args(argv)
+    if args.command != "serve" and gunicorn_args:
+        parser.error(f"unrecognized arguments: {' '.join(gunicorn_args)}")
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -29,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = [
         sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_conf",
-        *args.gunicorn_args, "app:create_app()",
+        *gunicorn_args, "app:create_app()",
     ]
     os.execv(sys.executable, command)
     return 0  # pragma: no cover

@@ -1,0 +1,40 @@
+"""The sse-commander console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from .server import REPO, VENV_BIN
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full_env = {"PATH": os.environ["PATH"], **(env or {})}
+    return subprocess.run([str(VENV_BIN / "sse-commander"), *args], capture_output=True, text=True, env=full_env)
+
+
+def test_settings_prints_effective_values():
+    result = _run("settings", env={"SSECMD_MAX_RUNNING_JOBS": "7"})
+    assert result.returncode == 0, result.stderr
+    settings = json.loads(result.stdout)
+    assert settings["max_running_jobs"] == 7
+    assert settings["bind"] == "127.0.0.1:8000"
+
+
+def test_configuration_errors_are_reported_without_traceback(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("max_running_jobs = 'many'\n")
+    result = _run("settings", env={"SSECMD_CONFIG": str(bad)})
+    assert result.returncode == 2
+    assert "max_running_jobs" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_server_refuses_to_start_on_bad_configuration(tmp_path):
+    env = {"PATH": os.environ["PATH"], "SSECMD_HEARTBEAT_INTERVAL": "-1"}
+    result = subprocess.run(
+        [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind", "127.0.0.1:0", "wsgi:app"],
+        capture_output=True, text=True, env=env, cwd=str(REPO), timeout=30,
+    )
+    assert result.returncode != 0
+    assert "configuration error: heartbeat_interval" in result.stderr

@@ -178,9 +178,18 @@ class MemoryJobStore(JobStore):
     def get(self, job_id: str) -> Job | None:
         """A job by id, or None."""
         job = self._jobs.get(job_id)
-        if job is not None:
-            self._sync_counters(job)
+        if job is None:
+            return None
+        if job.finished and time.time() - (job.ended_at or job.created_at) > self.finished_ttl:
+            self._forget(job)
+            return None
+        self._sync_counters(job)
         return job
+
+    def _forget(self, job: Job) -> None:
+        # Viewers still reading a forgotten job see UnknownJob and end their stream.
+        del self._jobs[job.id]
+        del self._logs[job.id]
 
     def log(self, job_id: str) -> JobLog:
         """The live log of a job in this process (for the runner and flow control)."""
@@ -244,6 +253,4 @@ class MemoryJobStore(JobStore):
         excess = len(finished) - self.max_finished
         for index, job in enumerate(finished):
             if index < excess or now - (job.ended_at or job.created_at) > self.finished_ttl:
-                # Viewers still reading a pruned job see UnknownJob and end their stream.
-                del self._jobs[job.id]
-                del self._logs[job.id]
+                self._forget(job)

@@ -219,3 +219,47 @@ def test_flooding_command_does_not_starve_other_streams(make_server):
     # Written every 0.2 s; even with a flooding neighbour each line arrives close to on time.
     for n, arrival in enumerate(arrivals):
         assert arrival < 0.2 * n + 1.0, arrivals
+
+
+def test_slow_run_client_gets_every_byte_without_gaps(make_server):
+    srv = make_server({"SSECMD_JOB_BUFFER_BYTES": "65536"})
+    command = f"{PYTHON}%20{helper('emit.py')}%20out:79*1048576"
+    from .sse_parser import EventStreamParser
+
+    parser = EventStreamParser()
+    with open_stream(srv.url(f"/run?command={command}")) as response:
+        for chunk in response.iter_raw(4096):
+            parser.feed(chunk)
+            time.sleep(0.0005)  # a reader much slower than the command
+            if parser.events and parser.events[-1].type == "exit":
+                break
+    kinds = {event.type for event in parser.events}
+    assert "gap" not in kinds
+    assert len(output_of(parser.events)) == 1048576
+
+
+def test_finished_jobs_are_kept_by_count_and_by_age(make_server):
+    srv = make_server({"SSECMD_MAX_FINISHED_JOBS": "3", "SSECMD_FINISHED_JOB_TTL": "2"})
+    ids = []
+    for n in range(5):
+        ids.append(_post(srv, {"command": f"echo {n}"})["id"])
+        _wait_finished(srv, ids[-1])
+    listed = [job["id"] for job in httpx.get(srv.url("/jobs")).json()["jobs"]]
+    assert listed == ids[:1:-1]  # the newest three, newest first
+    assert wait_until(lambda: httpx.get(srv.url(f"/jobs/{ids[-1]}")).status_code == 404, timeout=5)
+
+
+def test_allow_any_command_is_explicit_and_reports_missing_programs(make_server):
+    srv = make_server({"SSECMD_ALLOW_ANY_COMMAND": "true"})
+    events = collect(srv.url("/run?command=no-such-program-xyz"), until="err")
+    assert [e.type for e in events] == ["err"]
+    assert payload(events[0])["reason"] == "not_found"
+    assert output_of(collect(srv.url("/run?command=uname"))) != ""
+
+
+def test_head_on_run_starts_nothing(server):
+    before = len(httpx.get(server.url("/jobs")).json()["jobs"])
+    response = httpx.head(server.url("/run?command=sleep%2030"))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert len(httpx.get(server.url("/jobs")).json()["jobs"]) == before

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,12 @@ def error_response(status: int, code: str, message: str, headers=None, extra=Non
     return response
 
 
+def _code_for(name: str) -> str:
+    return name.lower().replace(" ", "_").replace("'", "")
+
+
 def _http_code(exc: HTTPException) -> str:
-    return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+    return _code_for(exc.name or "error")
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -64,3 +69,25 @@ def register_error_handlers(app: Flask) -> None:
     def _unexpected(exc: Exception):
         log.exception("unhandled error")
         return error_response(500, "internal_error", "the server failed to handle this request")
+
+    @app.after_request
+    def _json_instead_of_html(response: Response) -> Response:
+        """Replace werkzeug's built-in HTML pages that bypass the handlers above.
+
+        Flask answers routing exceptions (``RequestRedirect``: ``/jobs//x`` is
+        redirected to ``/jobs/x``) with werkzeug's HTML page, never calling an
+        error handler. Status and headers such as Location are kept; only the
+        body becomes the usual JSON error object.
+        """
+        if response.status_code < 300 or response.mimetype != "text/html":
+            return response
+        status = response.status_code
+        name = HTTP_STATUS_CODES.get(status, "error")
+        location = response.headers.get("Location")
+        message = f"this resource is at {location}" if location else name
+        replacement = error_response(status, _code_for(name), message)
+        for header, value in response.headers.items():
+            if header.lower() not in ("content-type", "content-length", "cache-control"):
+                replacement.headers.add(header, value)
+        response.close()
+        return replacement

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import unquote_to_bytes
 
 from flask import Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .errors import ApiError
 
@@ -22,9 +23,26 @@ def sse_response(stream: Iterator[bytes]) -> Response:
     return Response(stream, mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
+def _query_values(name: str) -> list[bytes]:
+    """Every raw (percent-decoded, not yet text-decoded) value of ``name`` in the query string.
+
+    Works on bytes end to end: ``urllib.parse.parse_qs`` given bytes decodes
+    ``%FF`` to U+FFFD and then fails to re-encode it as ASCII (a 500).
+    """
+    wanted = name.encode()
+    values = []
+    for field in request.query_string.split(b"&"):
+        if not field:
+            continue
+        key, _, value = field.partition(b"=")
+        if unquote_to_bytes(key.replace(b"+", b" ")) == wanted:
+            values.append(unquote_to_bytes(value.replace(b"+", b" ")))
+    return values
+
+
 def query_text(name: str) -> str | None:
     """A query parameter decoded as strict UTF-8; 400 for bad bytes or a repeated name."""
-    values = parse_qs(request.query_string, keep_blank_values=True).get(name.encode())
+    values = _query_values(name)
     if not values:
         return None
     if len(values) > 1:
@@ -43,22 +61,87 @@ def header_text(name: str) -> str | None:
     return value
 
 
+def _body_bytes() -> bytes:
+    """The whole body, never more than MAX_CONTENT_LENGTH: 413 beyond it, even when sent chunked.
+
+    Werkzeug checks a declared Content-Length itself, but a chunked body is only
+    capped: its stream stops at the limit without an error, so the JSON parser
+    would see a silently truncated prefix. One more byte from the server's own
+    (terminated) stream tells whether anything was cut off.
+    """
+    data = request.get_data(cache=False)
+    limit = request.max_content_length
+    if limit is not None and request.content_length is None and len(data) >= limit:
+        raw = request.environ.get("wsgi.input")
+        if raw is not None and raw.read(1):
+            raise RequestEntityTooLarge()
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise ApiError(400, "bad_json", f"body is not valid JSON: {name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object hook refusing repeated keys, which parsers disagree on (first wins or last wins)."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ApiError(400, "bad_json", f"body repeats the key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _check_text(value: Any) -> None:
+    """400 if any string or key in a parsed JSON value holds an unpaired surrogate (\\ud800 and the like).
+
+    Such strings are not Unicode text: they cannot be encoded for argv and
+    would otherwise fail deep inside the runner. Iterative, so any depth the
+    parser accepted is fine here.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            texts: Any = (item,)
+        elif isinstance(item, dict):
+            texts = item.keys()
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+            continue
+        else:
+            continue
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ApiError(400, "bad_json", "body holds an unpaired UTF-16 surrogate escape") from None
+
+
 def json_body() -> Any:
-    """The request body as JSON; 415 without a JSON content type, 400 if it does not parse."""
+    """The request body as strict JSON.
+
+    415 without a JSON content type, 413 when too large, 400 if it is not
+    UTF-8, does not parse, nests too deeply, uses NaN/Infinity, repeats a key
+    or holds unpaired surrogates.
+    """
     if not request.is_json:
         raise ApiError(
             415,
             "unsupported_media_type",
             "send a JSON body with Content-Type: application/json (curl --json '...')",
         )
-    data = request.get_data(cache=False)
+    data = _body_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, "bad_json", "body is not valid UTF-8") from None
     try:
-        return json.loads(text)
+        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except ValueError as exc:
         raise ApiError(400, "bad_json", f"body is not valid JSON: {exc}") from None
     except RecursionError:
         raise ApiError(400, "bad_json", "body is nested too deeply") from None
+    _check_text(value)
+    return value

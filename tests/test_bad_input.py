@@ -1,0 +1,531 @@
+"""Malformed and hostile requests against the real gunicorn server.
+
+House rule: every one gets a 4xx with a JSON body ``{"error": code, "message": reason}``
+(never a 500, HTML or a traceback), starts nothing, and the service keeps serving
+with everything it already stored. Tests run in file order: a baseline job is
+created first and checked intact by the last test.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from .raw_http import RawResponse, raw_request, request_bytes
+from .sse_client import collect, output_of
+
+BASELINE_ARGV = ["printf", "%s\\n", "baseline output", "kept ; $(id) \u00e9"]
+BASELINE_OUTPUT = "baseline output\nkept ; $(id) \u00e9\n".encode()
+JSON = {"Content-Type": "application/json"}
+
+
+# Checking answers.
+
+
+def _parts(response: httpx.Response | RawResponse) -> tuple[int, str, bytes]:
+    if isinstance(response, RawResponse):
+        return response.status, response.headers.get("content-type", ""), response.body
+    return response.status_code, response.headers.get("content-type", ""), response.content
+
+
+def assert_not_leaky(body: bytes) -> None:
+    """No traceback and no HTML page, whatever the status."""
+    text = body.decode("utf-8", "replace")
+    assert "Traceback" not in text, text[:500]
+    assert "<html" not in text.lower() and "<!doctype" not in text.lower(), text[:500]
+
+
+def assert_json_error(
+    response: httpx.Response | RawResponse, status: int, code: str | None = None, message: str | None = None
+) -> dict:
+    """``response`` is ``status`` with a JSON error object; returns the object."""
+    got, content_type, body = _parts(response)
+    assert_not_leaky(body)
+    assert got == status, (got, body[:300])
+    assert content_type.startswith("application/json"), (content_type, body[:300])
+    data = json.loads(body)
+    assert isinstance(data, dict), data
+    assert isinstance(data.get("error"), str) and data["error"], data
+    assert isinstance(data.get("message"), str) and data["message"], data
+    if code is not None:
+        assert data["error"] == code, data
+    if message is not None:
+        assert message in data["message"], data
+    return data
+
+
+# Fixtures.
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server.base_url, timeout=httpx.Timeout(10, connect=5)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module", autouse=True)
+def baseline(client) -> dict:
+    """A finished job created before any hostile request; the last test checks it survived intact."""
+    response = client.post("/jobs", json={"argv": BASELINE_ARGV})
+    assert response.status_code == 201, response.text
+    job_id = response.json()["id"]
+    output = client.get(f"/jobs/{job_id}/output")  # streams until the job ends
+    assert output.content == BASELINE_OUTPUT
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["state"] == "exited" and job["exit_code"] == 0, job
+    return job
+
+
+# GET /run: the command and timeout query parameters.
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("", "missing query parameter 'command'"),
+        ("timeout=5", "missing query parameter 'command'"),
+        ("command=", "command is empty"),
+        ("command=%20%20", "command is empty"),
+        ("command=%09%0A%0D%20", "command is empty"),
+        ("command=++", "command is empty"),
+        ("command=''", "the program name is empty"),
+        ("command=echo%20'a", "cannot be split"),
+        ('command=echo%20"a', "cannot be split"),
+        ("command=echo%20a%5C", "cannot be split"),
+        ("command=" + "a%20" * 300, "more than 256 items"),
+        ("command=echo%00x", "NUL"),
+        ("command=%00", "NUL"),
+        ("command=echo%20%FF", "not valid UTF-8"),
+        ("command=%C3%28", "not valid UTF-8"),
+        ("command=%C0%AF", "not valid UTF-8"),  # overlong '/'
+        ("command=%ED%A0%80", "not valid UTF-8"),  # an encoded surrogate
+        ("command=echo&timeout=x", "timeout must be a number"),
+        ("command=echo&timeout=", "timeout must be a number"),
+        ("command=echo&timeout=true", "timeout must be a number"),
+        ("command=echo&timeout=0x10", "timeout must be a number"),
+        ("command=echo&timeout=-1", "greater than zero"),
+        ("command=echo&timeout=0", "greater than zero"),
+        ("command=echo&timeout=86401", "must not exceed"),
+        ("command=echo&timeout=1e300", "must not exceed"),
+        ("command=echo&timeout=1e999", "timeout must be a number"),
+        ("command=echo&timeout=nan", "timeout must be a number"),
+        ("command=echo&timeout=NaN", "timeout must be a number"),
+        ("command=echo&timeout=inf", "timeout must be a number"),
+        ("command=echo&timeout=-Infinity", "timeout must be a number"),
+        ("command=echo&timeout=%FF", "not valid UTF-8"),
+        ("command=echo&timeout=1%00", "timeout must be a number"),
+    ],
+)
+def test_run_bad_query_is_400_json(client, query, message):
+    assert_json_error(client.get("/run?" + query), 400, "bad_request", message)
+
+
+def test_run_bad_query_with_head_is_400_without_a_body(client):
+    response = client.head("/run?command=echo%20'a")
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/json")
+
+
+def test_run_disallowed_command_is_403_json(client):
+    data = assert_json_error(client.get("/run?command=rm%20-rf%20/tmp/nothing"), 403, "command_not_allowed")
+    assert "echo" in data["allowed"] and "rm" not in data["allowed"]
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/run?command=echo&command=ls", "'command' given more than once"),
+        ("/run?command=echo&comm%61nd=ls", "'command' given more than once"),  # the same name, encoded
+        ("/run?command=echo&timeout=1&timeout=2", "'timeout' given more than once"),
+        ("/jobs?state=running&state=exited", "'state' given more than once"),
+        ("/jobs?state=%FF", "not valid UTF-8"),
+        ("/jobs?state=nonsense", "state must be one of"),
+    ],
+)
+def test_repeated_or_bad_query_parameters_are_400_json(client, path, message):
+    assert_json_error(client.get(path), 400, "bad_request", message)
+
+
+def test_repeated_or_bad_query_parameters_on_job_streams_are_400_json(client, baseline):
+    job = baseline["id"]
+    for path, message in [
+        (f"/jobs/{job}/events?last_event_id=1&last_event_id=2", "given more than once"),
+        (f"/jobs/{job}/output?download=1&download=1", "given more than once"),
+        (f"/jobs/{job}/output?download=%FF", "not valid UTF-8"),
+    ]:
+        assert_json_error(client.get(path), 400, "bad_request", message)
+
+
+# POST /jobs: the JSON body.
+
+
+def _nested(depth: int, leaf: str = "1") -> bytes:
+    return (b"[" * depth) + leaf.encode() + (b"]" * depth)
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "message"),
+    [
+        # Not JSON, or not an object.
+        (b"", "bad_json", "not valid JSON"),
+        (b"{", "bad_json", "not valid JSON"),
+        (b'{"command": "echo"', "bad_json", "not valid JSON"),
+        (b'{"command": "echo"} trailing', "bad_json", "not valid JSON"),
+        (b"{'command': 'echo'}", "bad_json", "not valid JSON"),
+        (b'\xef\xbb\xbf{"command": "echo"}', "bad_json", "not valid JSON"),  # a UTF-8 BOM
+        (b"[]", "bad_request", "must be a JSON object"),
+        (b'["echo"]', "bad_request", "must be a JSON object"),
+        (b'"echo"', "bad_request", "must be a JSON object"),
+        (b"null", "bad_request", "must be a JSON object"),
+        (b"5", "bad_request", "must be a JSON object"),
+        # Which fields.
+        (b"{}", "bad_request", "exactly one of"),
+        (b'{"timeout": 5}', "bad_request", "exactly one of"),
+        (b'{"command": "echo", "argv": ["echo"]}', "bad_request", "exactly one of"),
+        (b'{"command": "echo", "cwd": "/"}', "bad_request", "unknown field(s): cwd"),
+        (b'{"command": "echo", "env": {"A": "1"}}', "bad_request", "unknown field(s): env"),
+        (b'{"command": "echo", "command": "ls"}', "bad_json", "repeats the key 'command'"),
+        (b'{"comm\\u0000and": "echo"}', "bad_request", "unknown field"),
+        # Wrong types.
+        (b'{"command": 5}', "bad_request", "command must be a string"),
+        (b'{"command": null}', "bad_request", "command must be a string"),
+        (b'{"command": ["echo"]}', "bad_request", "command must be a string"),
+        (b'{"command": {"argv": ["echo"]}}', "bad_request", "command must be a string"),
+        (b'{"argv": "ls"}', "bad_request", "argv must be a list of strings"),
+        (b'{"argv": [1]}', "bad_request", "argv must be a list of strings"),
+        (b'{"argv": ["echo", null]}', "bad_request", "argv must be a list of strings"),
+        (b'{"argv": ["echo", ["x"]]}', "bad_request", "argv must be a list of strings"),
+        (b'{"argv": {"0": "echo"}}', "bad_request", "argv must be a list of strings"),
+        (b'{"argv": null}', "bad_request", "argv must be a list of strings"),
+        # Empty, blank and unsplittable commands.
+        (b'{"command": ""}', "bad_request", "command is empty"),
+        (b'{"command": "   "}', "bad_request", "command is empty"),
+        (b'{"command": " \\t\\n\\r "}', "bad_request", "command is empty"),
+        (b'{"argv": []}', "bad_request", "command is empty"),
+        (b'{"argv": [""]}', "bad_request", "program name is empty"),
+        (b'{"command": "echo \'a"}', "bad_request", "cannot be split"),
+        (b'{"command": "echo \\"a"}', "bad_request", "cannot be split"),
+        (b'{"command": "echo a\\\\"}', "bad_request", "cannot be split"),
+        # Too long, too many items.
+        (json.dumps({"command": "echo " + "a" * 5000}).encode(), "bad_request", "longer than 4096"),
+        (json.dumps({"argv": ["echo", "a" * 4096]}).encode(), "bad_request", "longer than 4096"),
+        (json.dumps({"argv": ["echo"] + ["a"] * 300}).encode(), "bad_request", "more than 256 items"),
+        (json.dumps({"command": "echo " + "a " * 300}).encode(), "bad_request", "more than 256 items"),
+        # Timeouts.
+        (b'{"command": "echo", "timeout": "x"}', "bad_request", "timeout must be a number"),
+        (b'{"command": "echo", "timeout": "5"}', "bad_request", "timeout must be a number"),
+        (b'{"command": "echo", "timeout": true}', "bad_request", "timeout must be a number"),
+        (b'{"command": "echo", "timeout": false}', "bad_request", "timeout must be a number"),
+        (b'{"command": "echo", "timeout": [5]}', "bad_request", "timeout must be a number"),
+        (b'{"command": "echo", "timeout": {}}', "bad_request", "timeout must be a number"),
+        (b'{"command": "echo", "timeout": -1}', "bad_request", "greater than zero"),
+        (b'{"command": "echo", "timeout": 0}', "bad_request", "greater than zero"),
+        (b'{"command": "echo", "timeout": -0.0}', "bad_request", "greater than zero"),
+        (b'{"command": "echo", "timeout": 86401}', "bad_request", "must not exceed"),
+        (b'{"command": "echo", "timeout": 1e300}', "bad_request", "must not exceed"),
+        (b'{"command": "echo", "timeout": 1000000000000000000000000000000}', "bad_request", "must not exceed"),
+        (b'{"command": "echo", "timeout": 1e999}', "bad_request", "timeout must be a number"),
+        (b'{"command": "echo", "timeout": 1' + b"0" * 5000 + b"}", "bad_json", "not valid JSON"),
+        (b'{"command": "echo", "timeout": NaN}', "bad_json", "NaN"),
+        (b'{"command": "echo", "timeout": Infinity}', "bad_json", "Infinity"),
+        (b'{"command": "echo", "timeout": -Infinity}', "bad_json", "Infinity"),
+        # Deep nesting, within the body limit.
+        (_nested(30000), "bad_json", "nested too deeply"),
+        (b'{"a":' * 10000 + b"1" + b"}" * 10000, "bad_json", "nested too deeply"),
+        (b'{"command": ' + _nested(30000, '"echo"') + b"}", "bad_json", "nested too deeply"),
+        (b'{"command": ' + _nested(200, '"echo"') + b"}", "bad_request", "command must be a string"),
+        # Bytes and code points that are not text.
+        (b'{"command": "echo \xff"}', "bad_json", "not valid UTF-8"),
+        (b'{"command": "echo \xc3\x28"}', "bad_json", "not valid UTF-8"),
+        (b'{"command": "echo \xed\xa0\x80"}', "bad_json", "not valid UTF-8"),  # an encoded surrogate
+        ('{"command": "echo \u00e9"}'.encode("latin-1"), "bad_json", "not valid UTF-8"),
+        ('{"command": "echo"}'.encode("utf-16"), "bad_json", "not valid UTF-8"),
+        (b'{"command": "echo \\u0000"}', "bad_request", "NUL"),
+        (b'{"command": "\\u0000"}', "bad_request", "NUL"),
+        (b'{"argv": ["echo", "a\\u0000b"]}', "bad_request", "NUL"),
+        (b'{"argv": ["echo\\u0000"]}', "bad_request", "NUL"),
+        (b'{"command": "echo \\ud800"}', "bad_json", "surrogate"),
+        (b'{"argv": ["echo", "\\udc80"]}', "bad_json", "surrogate"),
+        (b'{"argv": ["echo\\udfff"]}', "bad_json", "surrogate"),
+        (b'{"command": "echo", "\\ud800": 1}', "bad_json", "surrogate"),
+    ],
+    ids=lambda value: value[:60].decode("utf-8", "backslashreplace") if isinstance(value, bytes) else None,
+)
+def test_jobs_bad_body_is_400_json(client, body, code, message):
+    assert_json_error(client.post("/jobs", content=body, headers=JSON), 400, code, message)
+
+
+def test_jobs_json_with_a_structured_suffix_type_is_accepted_as_json(client):
+    response = client.post("/jobs", content=b'{"command": 5}', headers={"Content-Type": "application/problem+json"})
+    assert_json_error(response, 400, "bad_request", "command must be a string")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Content-Type": "text/plain"},
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        {"Content-Type": "multipart/form-data; boundary=x"},
+        {"Content-Type": "application/jsonx"},
+        {"Content-Type": ""},
+    ],
+    ids=lambda headers: headers.get("Content-Type", "none") or "empty",
+)
+def test_jobs_without_a_json_content_type_is_415_json(client, headers):
+    response = client.post("/jobs", content=b'{"command": "echo"}', headers=headers)
+    assert_json_error(response, 415, "unsupported_media_type")
+
+
+def test_jobs_form_post_is_415_json(client):
+    assert_json_error(client.post("/jobs", data={"command": "echo"}), 415, "unsupported_media_type")
+
+
+def test_oversized_body_is_413_json(client):
+    body = json.dumps({"command": "echo hi", "pad": "x" * 70000}).encode()
+    assert_json_error(client.post("/jobs", content=body, headers=JSON), 413)
+
+
+def test_oversized_chunked_body_is_413_json_not_truncated(client):
+    # Valid JSON followed by whitespace: truncated at the limit it would still parse and start a job.
+    body = b'{"command": "echo truncated"}' + b" " * 70000
+
+    def chunks():
+        yield body[:30000]
+        yield body[30000:]
+
+    assert_json_error(client.post("/jobs", content=chunks(), headers=JSON), 413)
+
+
+def test_declared_huge_content_length_is_413_json_before_the_body(server):
+    data = request_bytes("POST", b"/jobs", {"Content-Type": b"application/json", "Content-Length": b"1000000000"})
+    assert_json_error(raw_request(server.port, data), 413)
+
+
+def test_non_utf8_json_body_over_a_raw_socket_is_400_json(server):
+    body = b'{"argv": ["echo", "\xff\xfe"]}'
+    data = request_bytes(
+        "POST", b"/jobs", {"Content-Type": b"application/json", "Content-Length": str(len(body)).encode()}, body
+    )
+    assert_json_error(raw_request(server.port, data), 400, "bad_json", "not valid UTF-8")
+
+
+# Smaller limits, so each can be hit through /run too (the default command length does not fit in a URL).
+
+
+def test_configured_limits_are_400_and_413_json_on_run_and_jobs(make_server):
+    srv = make_server(
+        {"SSECMD_MAX_COMMAND_LENGTH": "32", "SSECMD_MAX_ARGV_ITEMS": "4", "SSECMD_MAX_BODY_BYTES": "512"}
+    )
+    with httpx.Client(base_url=srv.base_url, timeout=10) as c:
+        too_long = "echo " + "a" * 28
+        assert_json_error(c.get("/run", params={"command": too_long}), 400, "bad_request", "longer than 32")
+        assert_json_error(c.get("/run", params={"command": "echo a b c d"}), 400, "bad_request", "more than 4 items")
+        assert_json_error(c.post("/jobs", json={"command": too_long}), 400, "bad_request", "longer than 32")
+        assert_json_error(c.post("/jobs", json={"argv": ["echo", "a" * 30]}), 400, "bad_request", "longer than 32")
+        assert_json_error(c.post("/jobs", json={"argv": ["echo"] * 5}), 400, "bad_request", "more than 4 items")
+
+        # Exactly at the body limit parses (403: rm is not allowed); one byte more is 413, chunked or not.
+        at_limit = b'{"command": "rm x"}'.ljust(512, b" ")
+        over = at_limit + b" "
+        assert_json_error(c.post("/jobs", content=at_limit, headers=JSON), 403, "command_not_allowed")
+        assert_json_error(c.post("/jobs", content=iter([at_limit]), headers=JSON), 403, "command_not_allowed")
+        assert_json_error(c.post("/jobs", content=over, headers=JSON), 413)
+        assert_json_error(c.post("/jobs", content=iter([over[:300], over[300:]]), headers=JSON), 413)
+
+        assert c.get("/jobs").json() == {"jobs": []}
+        assert c.get("/healthz").status_code == 200
+
+
+# Unknown jobs and routes.
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/jobs/nope"),
+        ("DELETE", "/jobs/nope"),
+        ("GET", "/jobs/nope/events"),
+        ("GET", "/jobs/nope/output"),
+        ("GET", "/jobs/0000000000000000"),
+        ("GET", "/jobs/%FF"),
+        ("GET", "/jobs/%00"),
+        ("GET", "/jobs/%FF/events"),
+        ("DELETE", "/jobs/%00"),
+        ("GET", "/jobs/" + "x" * 3000),
+    ],
+)
+def test_unknown_job_is_404_json(client, method, path):
+    assert_json_error(client.request(method, path), 404, "job_not_found")
+
+
+def test_unknown_job_with_a_garbage_resume_header_is_still_404_json(client):
+    response = client.get("/jobs/nope/events", headers={"Last-Event-ID": "garbage"})
+    assert_json_error(response, 404, "job_not_found")
+
+
+def test_unknown_job_head_is_404_without_a_body(client):
+    response = client.head("/jobs/nope")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("application/json")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/nope",
+        "/jobs/",
+        "/run/",
+        "/healthz/",
+        "/jobs/nope/events/extra",
+        "/jobs/..%2Fhealthz/x",
+        "/.env",
+        "/wp-login.php",
+        "/%2e%2e/etc/passwd",
+        "/%FF",
+        "/%00",
+    ],
+)
+def test_unknown_route_is_404_json(client, path):
+    assert_json_error(client.get(path), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("path", "target"), [("/jobs//nope", "/jobs/nope"), ("/jobs/nope//events", "/jobs/nope/events")]
+)
+def test_doubled_slash_redirect_has_a_json_body(client, path, target):
+    # werkzeug merges slashes with a 308 that Flask never passes to the error handlers.
+    response = client.get(path)
+    assert_json_error(response, 308, "permanent_redirect", target)
+    assert response.headers["location"].endswith(target)
+    followed = client.get(path, follow_redirects=True)
+    assert_json_error(followed, 404, "job_not_found")
+
+
+# Wrong methods.
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/jobs", {"GET", "HEAD", "OPTIONS", "POST"}),
+        ("DELETE", "/jobs", {"GET", "HEAD", "OPTIONS", "POST"}),
+        ("PATCH", "/jobs", {"GET", "HEAD", "OPTIONS", "POST"}),
+        ("POST", "/run", {"GET", "HEAD", "OPTIONS"}),
+        ("PUT", "/run", {"GET", "HEAD", "OPTIONS"}),
+        ("DELETE", "/run", {"GET", "HEAD", "OPTIONS"}),
+        ("PATCH", "/jobs/{id}", {"GET", "HEAD", "OPTIONS", "DELETE"}),
+        ("PUT", "/jobs/{id}", {"GET", "HEAD", "OPTIONS", "DELETE"}),
+        ("POST", "/jobs/{id}", {"GET", "HEAD", "OPTIONS", "DELETE"}),
+        ("PATCH", "/jobs/nope", {"GET", "HEAD", "OPTIONS", "DELETE"}),
+        ("POST", "/jobs/{id}/events", {"GET", "HEAD", "OPTIONS"}),
+        ("DELETE", "/jobs/{id}/output", {"GET", "HEAD", "OPTIONS"}),
+        ("POST", "/healthz", {"GET", "HEAD", "OPTIONS"}),
+        ("TRACE", "/jobs", {"GET", "HEAD", "OPTIONS", "POST"}),
+        ("BREW", "/jobs", {"GET", "HEAD", "OPTIONS", "POST"}),
+    ],
+)
+def test_wrong_method_is_405_json_with_allow(client, baseline, method, path, allowed):
+    response = client.request(method, path.format(id=baseline["id"]), content=b'{"command": "echo"}', headers=JSON)
+    assert_json_error(response, 405, "method_not_allowed")
+    assert {m.strip() for m in response.headers["allow"].split(",")} == allowed
+
+
+# Resume cursors.
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"abc",
+        b"-1",
+        b"+1",
+        b"1e3",
+        b"0x10",
+        b"1.5",
+        b"1 2",
+        b"99999999999999999999999",
+        b"9" * 200,
+        "\u0661\u0662".encode(),  # Arabic-Indic digits
+        "\uff11".encode(),  # a fullwidth 1
+        b"\xff\xfe",
+    ],
+    ids=lambda value: value[:24].decode("latin-1").encode("ascii", "backslashreplace").decode(),
+)
+def test_garbage_last_event_id_header_is_400_json(client, baseline, value):
+    response = client.get(f"/jobs/{baseline['id']}/events", headers={"Last-Event-ID": value})
+    assert_json_error(response, 400, "bad_request")
+
+
+def test_non_ascii_last_event_id_over_a_raw_socket_is_400_json(server, baseline):
+    data = request_bytes("GET", f"/jobs/{baseline['id']}/events".encode(), {"Last-Event-ID": b"\xff\xfe\x80"})
+    assert_json_error(raw_request(server.port, data), 400, "bad_request", "must be ASCII")
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1e3", "9" * 30, "%FF", "%00", "%EF%BC%91", "1%00"])
+def test_garbage_last_event_id_query_is_400_json(client, baseline, value):
+    response = client.get(f"/jobs/{baseline['id']}/events?last_event_id={value}")
+    assert_json_error(response, 400, "bad_request")
+
+
+def test_header_cursor_wins_over_a_valid_query_cursor(client, baseline):
+    response = client.get(f"/jobs/{baseline['id']}/events?last_event_id=1", headers={"Last-Event-ID": "x"})
+    assert_json_error(response, 400, "bad_request")
+
+
+# What gunicorn rejects before the app sees it must be JSON too.
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="gunicorn answers request lines over limit_request_line (4094) itself with an HTML 414; "
+    "a command of max_command_length (4096) characters cannot reach /run (app/gunicorn_conf.py, app/worker.py)",
+)
+def test_run_command_longer_than_the_limit_is_400_json(client):
+    assert_json_error(client.get("/run?command=echo%20" + "a" * 4092), 400, "bad_request", "longer than 4096")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="gunicorn's own parse errors are written by gunicorn.workers.base.Worker.handle_error as HTML "
+    "(app/worker.py does not override it)",
+)
+@pytest.mark.parametrize(
+    "data",
+    [
+        request_bytes("GET", b"/run?command=echo%20\xff"),
+        request_bytes("GET", b"/run?command=echo\x00x"),
+        request_bytes("GET", b"/jobs/\xff"),
+        request_bytes("GET", b"/jobs", {"Last-Event-ID": b"1" * 9000}),
+        request_bytes("POST", b"/jobs", {"Content-Type": b"application/json", "Content-Length": b"-1"}),
+    ],
+    ids=["raw-ff-in-query", "raw-nul-in-query", "raw-ff-in-path", "huge-header", "negative-content-length"],
+)
+def test_requests_gunicorn_rejects_get_json_errors(server, data):
+    response = raw_request(server.port, data)
+    assert 400 <= response.status < 500
+    assert_json_error(response, response.status)
+
+
+# Last, in file order: after everything above, the service still serves and lost nothing.
+
+
+def test_zz_still_healthy_nothing_started_nothing_lost(server, client, baseline):
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok"
+    assert health.json()["running_jobs"] == 0
+
+    jobs = client.get("/jobs").json()["jobs"]
+    assert [job["id"] for job in jobs] == [baseline["id"]], "a rejected request started a job"
+    assert jobs[0] == baseline
+
+    assert client.get(f"/jobs/{baseline['id']}/output").content == BASELINE_OUTPUT
+    events = collect(server.url(f"/jobs/{baseline['id']}/events"))
+    assert output_of(events) == BASELINE_OUTPUT.decode()
+    assert events[-1].type == "exit"
+
+    log = server.log()
+    assert "unhandled error" not in log and "Traceback" not in log, log[-3000:]

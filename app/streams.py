@@ -82,13 +82,28 @@ def shutdown_farewell(settings: Settings) -> bytes:
     return encode_retry(delay) + encode_comment("server restarting; reconnect to resume")
 
 
-def job_output_stream(store: JobStore, job_id: str, settings: Settings, shutdown: Event) -> Iterator[bytes]:
+def job_output_stream(
+    store: JobStore, job_id: str, settings: Settings, shutdown: Event, client_socket: socket.socket | None = None
+) -> Iterator[bytes]:
     """The job's combined raw output, byte-exact, followed live until the job ends.
 
     If the bounded buffer drops bytes this reader has not sent yet, the
     response is aborted rather than silently spliced: raw bytes have no way
-    to say "something is missing here".
+    to say "something is missing here". Raw bytes have no heartbeat either,
+    so a departed client is noticed by watching its socket.
     """
+    gone = Event()
+    watcher = watch_for_disconnect(client_socket, gone.set)
+    try:
+        # An empty first write makes gunicorn send the headers before any output exists.
+        yield b""
+        yield from _follow_output(store, job_id, settings, (shutdown, gone))
+    finally:
+        if watcher is not None:
+            watcher.kill(block=False)
+
+
+def _follow_output(store: JobStore, job_id: str, settings: Settings, stop: tuple[Event, ...]) -> Iterator[bytes]:
     cursor = 0
     first = True
     while True:
@@ -105,10 +120,10 @@ def job_output_stream(store: JobStore, job_id: str, settings: Settings, shutdown
             cursor = read.events[-1].id
         if chunk:
             yield chunk
-        if read.finished or shutdown.is_set():
+        if read.finished or any(event.is_set() for event in stop):
             return
         if not read.events:
-            store.wait(job_id, cursor, settings.heartbeat_interval, wake=(shutdown,))
+            store.wait(job_id, cursor, settings.heartbeat_interval, wake=stop)
 
 
 def watch_for_disconnect(sock: socket.socket | None, on_disconnect: Callable[[], None]) -> gevent.Greenlet | None:

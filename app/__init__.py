@@ -34,19 +34,21 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
 
+    from . import authn
     from .errors import register_error_handlers
     from .service import EXTENSION_KEY, Service
-    from .views import health, jobs, run
+    from .views import actions, auth, health, jobs, run
 
     _use_gunicorn_logging()
     register_error_handlers(app)
-    app.extensions[EXTENSION_KEY] = Service(settings)
-    app.register_blueprint(run.bp)
-    app.register_blueprint(jobs.bp)
-    app.register_blueprint(health.bp)
+    service = Service(settings)
+    app.extensions[EXTENSION_KEY] = service
+    authn.install(app, service.authenticator, service.refused)
+    for blueprint in (run.bp, jobs.bp, actions.bp, auth.bp, health.bp):
+        app.register_blueprint(blueprint)
     log.info(
         "SSE Commander ready: %d allowed commands, %d max running jobs",
-        len(app.extensions[EXTENSION_KEY].allowlist.by_name),
+        len(service.allowlist.by_name),
         settings.max_running_jobs,
     )
     return app

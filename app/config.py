@@ -8,11 +8,15 @@ environment variable ``SSECMD_<NAME>`` (upper case).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from .access import BUILTIN_ROLES, AccessConfigError, Credential, Role, parse_credentials, parse_roles
+from .actions import Action, parse_actions
 
 ENV_PREFIX = "SSECMD_"
 CONFIG_ENV = "SSECMD_CONFIG"
@@ -73,12 +77,45 @@ class Settings:
     # Where process groups are recorded so the master can kill them if a worker dies.
     run_dir: str = ""
 
+    # Who may do what. Tables in the TOML file: [[tokens]], [[users]], [roles.NAME], [actions.NAME].
+    credentials: tuple[Credential, ...] = ()
+    roles: Mapping[str, Role] = field(default_factory=lambda: dict(BUILTIN_ROLES))
+    actions: Mapping[str, Action] = field(default_factory=dict)
+    anonymous_roles: tuple[str, ...] = ("admin",)  # everyone, when no auth is configured (loopback only)
+    insecure_no_auth: bool = False  # allow a non-loopback bind without auth (logged loudly)
+    trusted_proxies: tuple[str, ...] = ()  # addresses/CIDRs whose user header is believed
+    user_header: str = "X-Forwarded-User"
+    roles_header: str = ""  # optional header with comma-separated roles from the proxy
+    proxy_roles: tuple[str, ...] = ("operator",)  # roles of proxy users when no roles header is set
+    session_secret: str = ""  # signs cookies and tickets; random per server start if empty
+    session_ttl: float = 12 * 3600.0
+    ticket_ttl: float = 600.0
+    cors_allowed_origins: tuple[str, ...] = ()
+
+    # Containment of what runs.
+    run_as_user: str = "nobody"  # used only when the server runs as root
+    run_as_group: str = ""  # default: the user's primary group
+    rlimit_cpu: int = 3600  # CPU seconds; 0 = unlimited
+    rlimit_as: int = 4 * 1024**3  # address space in bytes
+    rlimit_nofile: int = 1024
+    rlimit_nproc: int = 512  # processes of the user the job runs as
+    rate_limit_per_minute: int = 300  # job starts per user; 0 = unlimited
+    rate_limit_burst: int = 100
+    audit_log: str = "-"  # a file path, "-" for stderr, "" for none
+
+    @property
+    def auth_configured(self) -> bool:
+        """Whether any way of authenticating is configured."""
+        return bool(self.credentials or self.trusted_proxies)
+
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some settings replaced and validated."""
         return validate(dataclasses.replace(self, **changes))
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+# Tables parsed by their own parsers; from the environment they are given as JSON.
+_TABLE_KEYS = ("tokens", "users", "roles", "actions")
 
 
 def _coerce(name: str, value: Any, *, from_env: bool) -> Any:
@@ -137,12 +174,16 @@ def validate(settings: Settings) -> Settings:
     positive = (
         "workers", "max_running_jobs", "default_timeout", "max_timeout", "max_command_length",
         "max_argv_items", "max_body_bytes", "job_buffer_bytes", "max_finished_jobs",
-        "finished_job_ttl", "heartbeat_interval", "read_chunk_bytes", "coalesce_bytes",
+        "finished_job_ttl", "heartbeat_interval", "read_chunk_bytes", "coalesce_bytes", "session_ttl",
+        "ticket_ttl", "rate_limit_burst",
     )
     for name in positive:
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name}: must be greater than zero")
-    for name in ("max_output_bytes", "kill_grace", "retry_ms", "shutdown_retry_jitter_ms"):
+    for name in (
+        "max_output_bytes", "kill_grace", "retry_ms", "shutdown_retry_jitter_ms", "rlimit_cpu", "rlimit_as",
+        "rlimit_nofile", "rlimit_nproc", "rate_limit_per_minute",
+    ):
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name}: must not be negative")
     if settings.log_level not in ("debug", "info", "warning", "error", "critical"):
@@ -161,16 +202,34 @@ def settings_from_mapping(values: Mapping[str, Any], *, from_env: bool = False) 
     """Turn raw TOML or environment values into typed setting values."""
     typed: dict[str, Any] = {}
     for name, value in values.items():
-        if name not in _FIELDS:
+        if name not in _FIELDS or name in ("credentials", "roles", "actions"):
             raise ConfigError(f"unknown setting {name!r}")
         typed[name] = _coerce(name, value, from_env=from_env)
     return typed
+
+
+def _access_tables(tables: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        roles = parse_roles(tables.get("roles"))
+        credentials = parse_credentials(tables.get("tokens"), tables.get("users"), roles)
+        actions = parse_actions(tables.get("actions"))
+    except AccessConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    return {"roles": roles, "credentials": credentials, "actions": actions}
+
+
+def _check_role_names(settings: Settings) -> None:
+    for name in ("anonymous_roles", "proxy_roles"):
+        unknown = [role for role in getattr(settings, name) if role not in settings.roles]
+        if unknown:
+            raise ConfigError(f"{name}: unknown role(s) {', '.join(unknown)}")
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build settings from defaults, the TOML file in SSECMD_CONFIG, then SSECMD_* variables."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    tables: dict[str, Any] = {}
     path = environ.get(CONFIG_ENV)
     if path:
         try:
@@ -180,11 +239,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raise ConfigError(f"{CONFIG_ENV}={path}: cannot read: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{CONFIG_ENV}={path}: invalid TOML: {exc}") from None
+        tables.update({key: document.pop(key) for key in _TABLE_KEYS if key in document})
         values.update(settings_from_mapping(document))
     env_values = {
         key[len(ENV_PREFIX):].lower(): value
         for key, value in environ.items()
         if key.startswith(ENV_PREFIX) and key != CONFIG_ENV
     }
+    for key in _TABLE_KEYS:
+        if key in env_values:
+            try:
+                tables[key] = json.loads(env_values.pop(key))
+            except ValueError as exc:
+                raise ConfigError(f"{ENV_PREFIX}{key.upper()}: expected JSON: {exc}") from None
     values.update(settings_from_mapping(env_values, from_env=True))
-    return validate(Settings(**values))
+    values.update(_access_tables(tables))
+    settings = validate(Settings(**values))
+    _check_role_names(settings)
+    return settings

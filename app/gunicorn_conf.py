@@ -4,6 +4,8 @@ Kept free of gevent and Flask imports: this file is read by the master,
 which must not import them before workers are forked and patched.
 """
 
+import os
+import secrets
 import sys
 
 from app.config import ConfigError, load_settings
@@ -12,6 +14,11 @@ try:
     _settings = load_settings()
 except ConfigError as exc:
     sys.exit(f"sse-commander: configuration error: {exc}")
+
+if not _settings.session_secret:
+    # One secret for every worker of this master (they inherit the environment);
+    # sessions and tickets end when the master restarts unless it is configured.
+    os.environ["SSECMD_SESSION_SECRET"] = secrets.token_urlsafe(32)
 
 bind = _settings.bind
 worker_class = "app.worker.SSEGeventWorker"
@@ -26,6 +33,18 @@ control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 loglevel = _settings.log_level
+
+
+def on_starting(server):
+    """Master side, before binding: refuse a public address without auth."""
+    from app.exposure import exposure_problem
+
+    problem = exposure_problem(server.cfg.address, _settings.auth_configured, _settings.insecure_no_auth)
+    if problem:
+        sys.exit(f"sse-commander: {problem}")
+    if _settings.insecure_no_auth and not _settings.auth_configured:
+        server.log.warning("INSECURE: insecure_no_auth is set; anyone who can reach %s can run commands",
+                           ", ".join(map(str, server.cfg.address)))
 
 
 def child_exit(server, worker):

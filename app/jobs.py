@@ -57,6 +57,9 @@ class Job:
     argv: tuple[str, ...]
     timeout: float
     origin: str  # "run" (lives with its request) or "jobs" (detached)
+    owner: str = "anonymous"
+    action: str | None = None
+    params: dict[str, Any] | None = None
     created_at: float = field(default_factory=time.time)
     state: JobState = JobState.RUNNING
     pid: int | None = None
@@ -88,6 +91,9 @@ class Job:
             "id": self.id,
             "argv": list(self.argv),
             "command": display_command(self.argv),
+            "action": self.action,
+            "params": self.params,
+            "owner": self.owner,
             "state": self.state.value,
             "pid": self.pid,
             "exit_code": self.exit_code,
@@ -114,8 +120,8 @@ class JobStore(abc.ABC):
     """Jobs and their event logs."""
 
     @abc.abstractmethod
-    def create(self, argv: Iterable[str], timeout: float, origin: str) -> Job:
-        """Register a new running job, or raise TooManyJobs."""
+    def create(self, argv: Iterable[str], timeout: float, origin: str, **details: Any) -> Job:
+        """Register a new running job (details: owner, action, params), or raise TooManyJobs."""
 
     @abc.abstractmethod
     def get(self, job_id: str) -> Job | None:
@@ -164,13 +170,13 @@ class MemoryJobStore(JobStore):
         self._jobs: dict[str, Job] = {}
         self._logs: dict[str, JobLog] = {}
 
-    def create(self, argv: Iterable[str], timeout: float, origin: str) -> Job:
-        """Register a new running job, or raise TooManyJobs."""
+    def create(self, argv: Iterable[str], timeout: float, origin: str, **details: Any) -> Job:
+        """Register a new running job (details: owner, action, params), or raise TooManyJobs."""
         self.prune()
         if self.running_count() >= self.max_running:
             raise TooManyJobs()
         job_id = secrets.token_hex(8)
-        job = Job(id=job_id, argv=tuple(argv), timeout=timeout, origin=origin)
+        job = Job(id=job_id, argv=tuple(argv), timeout=timeout, origin=origin, **details)
         self._jobs[job_id] = job
         self._logs[job_id] = JobLog(self.buffer_bytes)
         return job

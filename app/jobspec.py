@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .actions import InvalidParameter
 from .commandline import InvalidCommand, parse_command, validate_argv
 from .config import Settings
 
@@ -20,6 +21,8 @@ class JobSpec:
 
     argv: tuple[str, ...]
     timeout: float
+    action: str | None = None  # set when argv was rendered from a named action
+    params: dict[str, Any] | None = None
 
 
 def parse_timeout(value: Any, settings: Settings) -> float:
@@ -36,17 +39,23 @@ def parse_timeout(value: Any, settings: Settings) -> float:
 
 
 def parse_job_request(payload: Any, settings: Settings) -> JobSpec:
-    """Validate a POST /jobs body: exactly one of command (string) or argv (list), optional timeout."""
+    """Validate a POST /jobs body: one of command (string), argv (list) or action (+ params); optional timeout."""
     if not isinstance(payload, dict):
         raise InvalidRequest("body must be a JSON object")
-    unknown = set(payload) - {"command", "argv", "timeout"}
+    unknown = set(payload) - {"command", "argv", "action", "params", "timeout"}
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
-    has_command, has_argv = "command" in payload, "argv" in payload
-    if has_command == has_argv:
-        raise InvalidRequest("give exactly one of 'command' (a string) or 'argv' (a list of strings)")
+    given = [key for key in ("command", "argv", "action") if key in payload]
+    if len(given) != 1:
+        raise InvalidRequest(
+            "give exactly one of 'command' (a string), 'argv' (a list of strings) or 'action' (a name, with 'params')"
+        )
+    if "params" in payload and "action" not in payload:
+        raise InvalidRequest("'params' goes with 'action'")
+    if "action" in payload:
+        return _action_spec(payload, settings)
     try:
-        if has_command:
+        if "command" in payload:
             argv = parse_command(
                 payload["command"],
                 max_length=settings.max_command_length,
@@ -61,6 +70,27 @@ def parse_job_request(payload: Any, settings: Settings) -> JobSpec:
     except InvalidCommand as exc:
         raise InvalidRequest(str(exc)) from None
     return JobSpec(argv=tuple(argv), timeout=parse_timeout(payload.get("timeout"), settings))
+
+
+def _action_spec(payload: dict[str, Any], settings: Settings) -> JobSpec:
+    name = payload["action"]
+    if not isinstance(name, str):
+        raise InvalidRequest("action must be a string")
+    action = settings.actions.get(name)
+    if action is None:
+        raise InvalidRequest(f"unknown action {name!r}")
+    params = payload.get("params")
+    try:
+        argv = action.render(params)
+    except InvalidParameter as exc:
+        raise InvalidRequest(str(exc)) from None
+    timeout = payload.get("timeout", action.timeout)
+    return JobSpec(
+        argv=tuple(argv),
+        timeout=parse_timeout(timeout, settings),
+        action=name,
+        params=dict(params or {}),
+    )
 
 
 def parse_command_query(command: Any, timeout: Any, settings: Settings) -> JobSpec:

@@ -16,11 +16,15 @@ import codecs
 import contextlib
 import ctypes
 import errno
+import grp
 import logging
 import os
+import pwd
+import resource
 import selectors
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gevent
@@ -50,14 +54,48 @@ STATE_FOR_REASON = {
 }
 
 
-def _die_with_parent(parent_pid: int):
+def _child_setup(parent_pid: int, rlimits: tuple[tuple[int, int], ...]):
     def preexec() -> None:
-        # Runs in the forked child: one syscall, no locks, no imports.
+        # Runs in the forked child, after the switch to the unprivileged user
+        # (which would clear PDEATHSIG if set earlier): syscalls only, no locks.
+        for limit, value in rlimits:
+            resource.setrlimit(limit, (value, value))
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent_pid:
             os._exit(127)
 
     return preexec
+
+
+@dataclass(frozen=True)
+class Containment:
+    """Who a command runs as and what it may consume."""
+
+    uid: int | None = None
+    gid: int | None = None
+    rlimits: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Containment:
+        """Resolve the run-as user (only when running as root) and the rlimits."""
+        limits = tuple(
+            (limit, value)
+            for limit, value in (
+                (resource.RLIMIT_CPU, settings.rlimit_cpu),
+                (resource.RLIMIT_AS, settings.rlimit_as),
+                (resource.RLIMIT_NOFILE, settings.rlimit_nofile),
+                (resource.RLIMIT_NPROC, settings.rlimit_nproc),
+            )
+            if value > 0
+        )
+        if os.geteuid() != 0 or settings.run_as_user in ("", "root"):
+            return cls(rlimits=limits)
+        try:
+            user = pwd.getpwnam(settings.run_as_user)
+            gid = grp.getgrnam(settings.run_as_group).gr_gid if settings.run_as_group else user.pw_gid
+        except KeyError as exc:
+            raise ValueError(f"run_as_user/run_as_group: no such user or group: {exc}") from None
+        return cls(uid=user.pw_uid, gid=gid, rlimits=limits)
 
 
 def _signal_name(number: int) -> str | None:
@@ -97,12 +135,16 @@ class ProcessRunner:
         allowlist: Allowlist,
         env: dict[str, str],
         registry: ProcessGroupRegistry | None = None,
+        containment: Containment | None = None,
+        on_finish: Callable[[Job], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.allowlist = allowlist
         self.env = env
         self.registry = registry
+        self.containment = containment or Containment()
+        self.on_finish = on_finish
         self.runs: dict[str, JobRun] = {}
 
     # Lifecycle of one job.
@@ -157,6 +199,11 @@ class ProcessRunner:
             self.runs.pop(job.id, None)
 
     def _spawn(self, job: Job, executable: str) -> subprocess.Popen:
+        contain = self.containment
+        credentials = {}
+        if contain.uid is not None:
+            # extra_groups drops root's supplementary groups along with root itself.
+            credentials = {"user": contain.uid, "group": contain.gid, "extra_groups": [contain.gid]}
         return subprocess.Popen(
             list(job.argv),
             executable=executable,
@@ -167,14 +214,22 @@ class ProcessRunner:
             cwd=self.settings.child_cwd,
             close_fds=True,
             start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()),
+            preexec_fn=_child_setup(os.getpid(), contain.rlimits),
+            **credentials,
         )
 
     def _record_spawn_failure(self, job: Job, exc: OSError) -> None:
         reason = _spawn_failure_reason(exc)
         message = f"{job.argv[0]}: {exc.strerror or exc}"
         self.store.append(job.id, "err", {"type": "error", "out": message, "reason": reason, "errno": exc.errno})
-        self.store.finish(job.id, state=JobState.FAILED_TO_START, reason=reason, error=message)
+        self._finished(self.store.finish(job.id, state=JobState.FAILED_TO_START, reason=reason, error=message))
+
+    def _finished(self, job: Job) -> None:
+        if self.on_finish is not None:
+            try:
+                self.on_finish(job)
+            except Exception:
+                log.exception("on_finish hook failed for job %s", job.id)
 
     def _record_exit(self, run: JobRun) -> None:
         job, proc = run.job, run.proc
@@ -192,7 +247,7 @@ class ProcessRunner:
             "duration": round(ended - (job.started_at or ended), 6),
         }
         self.store.append(job.id, "exit", payload)
-        self.store.finish(
+        finished = self.store.finish(
             job.id,
             state=STATE_FOR_REASON[reason],
             reason=reason,
@@ -201,6 +256,7 @@ class ProcessRunner:
             signal_name=payload["signal_name"],
             ended_at=ended,
         )
+        self._finished(finished)
 
     # Reading the pipes.
 

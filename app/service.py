@@ -1,21 +1,28 @@
-"""The service object: settings, store, allowlist and runner, wired once per app."""
+"""The service object: settings, store, allowlist, policy and runner, wired once per app."""
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
+from typing import Any
 
-from flask import current_app
+from flask import current_app, request
 
 from . import lifecycle
+from .access import Policy, Principal
 from .allowlist import Allowlist, CommandNotAllowed
+from .audit import AuditLog
+from .authn import Authenticator
 from .childenv import child_environment
 from .config import Settings
 from .errors import ApiError
 from .jobs import Job, MemoryJobStore, TooManyJobs
 from .jobspec import JobSpec
 from .pgroups import ProcessGroupRegistry, default_run_dir
-from .runner import ProcessRunner
+from .ratelimit import RateLimiter, retry_after_header
+from .runner import Containment, ProcessRunner
+from .signing import Signer
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +30,7 @@ EXTENSION_KEY = "sse_commander"
 
 
 class Service:
-    """Everything a view needs to start, find and stop jobs."""
+    """Everything a view needs to start, find and stop jobs, and to decide who may."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -34,6 +41,12 @@ class Service:
         )
         if settings.allow_any_command:
             log.warning("allow_any_command is on: any executable on %s may run", settings.child_path)
+        self.policy = Policy(settings.roles)
+        self.signer = Signer(settings.session_secret or secrets.token_urlsafe(32), settings.session_ttl,
+                             settings.ticket_ttl)
+        self.audit = AuditLog(settings.audit_log)
+        self.authenticator = Authenticator(settings, self.signer)
+        self.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
         self.store = MemoryJobStore(
             max_running=settings.max_running_jobs,
             buffer_bytes=settings.job_buffer_bytes,
@@ -47,19 +60,30 @@ class Service:
             self.allowlist,
             child_environment(settings, os.environ),
             registry,
+            Containment.from_settings(settings),
+            on_finish=self._audit_finish,
         )
         lifecycle.on_shutdown(lambda: self.runner.stop_all("shutdown"), self.runner.wait_all)
 
-    def start_job(self, spec: JobSpec, origin: str) -> Job:
-        """Check the allowlist and the concurrency limit, then start the command."""
-        try:
-            executable = self.allowlist.executable_for(spec.argv[0])
-        except CommandNotAllowed as exc:
-            raise ApiError(403, "command_not_allowed", str(exc), extra={"allowed": self.allowlist.names()}) from None
+    # Starting jobs.
+
+    def start_job(self, spec: JobSpec, origin: str, principal: Principal) -> Job:
+        """Check who may run what, the allowlist and the limits, then start the command."""
+        executable = self._authorize(spec, principal)
         if lifecycle.shutdown_event.is_set():
             raise ApiError(503, "shutting_down", "the server is restarting; try again", headers={"Retry-After": "2"})
+        wait = self.rate_limiter.acquire(principal.user)
+        if wait:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"{principal.user} started too many jobs; try again in {retry_after_header(wait)} s",
+                headers={"Retry-After": retry_after_header(wait)},
+            )
         try:
-            job = self.store.create(spec.argv, spec.timeout, origin)
+            job = self.store.create(
+                spec.argv, spec.timeout, origin, owner=principal.user, action=spec.action, params=spec.params
+            )
         except TooManyJobs:
             raise ApiError(
                 429,
@@ -67,15 +91,86 @@ class Service:
                 f"{self.settings.max_running_jobs} jobs are already running; try again later",
                 headers={"Retry-After": "5"},
             ) from None
+        self.audit.record(
+            "job_start",
+            job=job.id,
+            user=principal.user,
+            via=principal.via,
+            addr=request.remote_addr,
+            origin=origin,
+            argv=list(spec.argv),
+            action=spec.action,
+            params=spec.params,
+        )
         self.runner.start(job, executable)
         return job
 
-    def get_job(self, job_id: str) -> Job:
-        """A job by id, or a 404 ApiError."""
+    def _authorize(self, spec: JobSpec, principal: Principal) -> str:
+        if spec.action is not None:
+            if not self.policy.may_run_action(principal, spec.action):
+                raise ApiError(403, "forbidden", f"{principal.user} may not run action {spec.action!r}")
+            return self.allowlist.resolve_program(spec.argv[0])
+        if not self.policy.may_run_command(principal, spec.argv[0]):
+            raise ApiError(403, "forbidden", f"{principal.user} may not run {spec.argv[0]!r}")
+        try:
+            return self.allowlist.executable_for(spec.argv[0])
+        except CommandNotAllowed as exc:
+            raise ApiError(403, "command_not_allowed", str(exc), extra={"allowed": self.allowlist.names()}) from None
+
+    def _audit_finish(self, job: Job) -> None:
+        self.audit.record(
+            "job_end",
+            job=job.id,
+            user=job.owner,
+            state=job.state.value,
+            reason=job.reason,
+            exit_code=job.exit_code,
+            signal=job.signal_name,
+            output_bytes=job.output_bytes,
+            duration=job.duration(),
+        )
+
+    # Finding jobs.
+
+    def get_job(self, job_id: str, principal: Principal) -> Job:
+        """A job the principal may see, or 404 (another user's job is not even confirmed to exist)."""
         job = self.store.get(job_id)
-        if job is None:
+        if job is None or not self.policy.may_see_job(principal, job.owner, job.id):
             raise ApiError(404, "job_not_found", f"no job with id {job_id!r}")
         return job
+
+    def visible_jobs(self, principal: Principal) -> list[Job]:
+        """The jobs the principal may list: their own, or all for roles that see all."""
+        jobs = self.store.list()
+        if self.policy.sees_all_jobs(principal):
+            return jobs
+        return [job for job in jobs if self.policy.may_see_job(principal, job.owner, job.id)]
+
+    def cancel_job(self, job_id: str, principal: Principal) -> Job:
+        """Cancel a running job the principal may cancel; answers once it has ended."""
+        job = self.get_job(job_id, principal)
+        if not self.policy.may_cancel_job(principal, job.owner):
+            raise ApiError(403, "forbidden", f"{principal.user} may not cancel job {job_id}")
+        if job.finished or not self.runner.stop(job_id, "cancelled"):
+            raise ApiError(409, "job_not_running", f"job {job_id} is not running", extra={"job": job.to_json()})
+        self.audit.record("job_cancel", job=job_id, user=principal.user, addr=request.remote_addr)
+        run = self.runner.runs.get(job_id)
+        if run is not None:
+            run.done.wait(timeout=self.settings.kill_grace + 2.0)
+        return self.store.get(job_id) or job
+
+    def refused(self, principal: Principal | None, status: int, reason: str, **fields: Any) -> None:
+        """Audit a refused request."""
+        self.audit.record(
+            "refused",
+            status=status,
+            reason=reason,
+            user=principal.user if principal and principal.user else None,
+            addr=request.remote_addr,
+            method=request.method,
+            path=request.path,
+            **fields,
+        )
 
 
 def current_service() -> Service:

@@ -51,6 +51,10 @@ class GunicornServer:
             "SSECMD_RUN_DIR": str(self.run_dir),
             "SSECMD_KILL_GRACE": "1",
             "SSECMD_LOG_LEVEL": "debug",
+            # Most tests run helpers from this checkout, which may not be readable by
+            # 'nobody'; tests/test_containment.py covers the unprivileged default.
+            "SSECMD_RUN_AS_USER": "root",
+            "SSECMD_RATE_LIMIT_PER_MINUTE": "0",
         }
         env.update(settings or {})
         env.update(extra_env or {})

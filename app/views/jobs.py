@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from datetime import UTC, datetime
+
+from flask import Blueprint, Response, jsonify, request
 
 from .. import lifecycle
+from ..authn import current_principal
 from ..errors import ApiError
 from ..jobs import JobState
 from ..jobspec import InvalidRequest, parse_job_request, parse_last_event_id
@@ -25,7 +28,7 @@ def create_job() -> Response:
         spec = parse_job_request(json_body(), service.settings)
     except InvalidRequest as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
-    job = service.start_job(spec, origin="jobs")
+    job = service.start_job(spec, origin="jobs", principal=current_principal())
     response = jsonify(job.to_json())
     response.status_code = 201
     response.headers["Location"] = f"/jobs/{job.id}"
@@ -38,34 +41,52 @@ def list_jobs() -> Response:
     state = query_text("state")
     if state is not None and state not in _STATES:
         raise ApiError(400, "bad_request", f"state must be one of: {', '.join(sorted(_STATES))}")
-    jobs = current_service().store.list()
+    jobs = current_service().visible_jobs(current_principal())
     return jsonify({"jobs": [job.to_json() for job in jobs if state is None or job.state.value == state]})
 
 
 @bp.get("/<job_id>")
 def get_job(job_id: str) -> Response:
     """One job's metadata."""
-    return jsonify(current_service().get_job(job_id).to_json())
+    return jsonify(current_service().get_job(job_id, current_principal()).to_json())
 
 
 @bp.delete("/<job_id>")
 def cancel_job(job_id: str) -> Response:
     """Cancel: SIGTERM to the process group, SIGKILL after the grace period; answers once it has ended."""
+    return jsonify(current_service().cancel_job(job_id, current_principal()).to_json())
+
+
+@bp.post("/<job_id>/tickets")
+def create_ticket(job_id: str) -> Response:
+    """A short-lived URL that lets anyone holding it read this one job's events and output."""
     service = current_service()
-    job = service.get_job(job_id)
-    if job.finished or not service.runner.stop(job_id, "cancelled"):
-        raise ApiError(409, "job_not_running", f"job {job_id} is not running", extra={"job": job.to_json()})
-    run_done = service.runner.runs.get(job_id)
-    if run_done is not None:
-        run_done.done.wait(timeout=service.settings.kill_grace + 2.0)
-    return jsonify(service.get_job(job_id).to_json())
+    principal = current_principal()
+    if principal.ticket_job is not None:
+        raise ApiError(403, "forbidden", "a ticket cannot issue tickets")
+    job = service.get_job(job_id, principal)
+    ticket, expires_at = service.signer.ticket(job.id, principal.user)
+    service.audit.record("ticket", job=job.id, user=principal.user, addr=request.remote_addr)
+    response = jsonify(
+        {
+            "ticket": ticket,
+            "job": job.id,
+            "expires_at": datetime.fromtimestamp(expires_at, UTC).isoformat(timespec="seconds"),
+            "urls": {
+                "events": f"/jobs/{job.id}/events?ticket={ticket}",
+                "output": f"/jobs/{job.id}/output?ticket={ticket}",
+            },
+        }
+    )
+    response.status_code = 201
+    return response
 
 
 @bp.get("/<job_id>/events")
 def job_events(job_id: str) -> Response:
     """SSE: replay after Last-Event-ID (or ?last_event_id=), then follow live."""
     service = current_service()
-    job = service.get_job(job_id)
+    job = service.get_job(job_id, current_principal())
     try:
         cursor = parse_last_event_id(header_text("Last-Event-ID"), query_text("last_event_id"))
     except InvalidRequest as exc:
@@ -84,9 +105,11 @@ def job_events(job_id: str) -> Response:
 def job_output(job_id: str) -> Response:
     """The combined raw output, byte-exact, streamed while the job runs."""
     service = current_service()
-    job = service.get_job(job_id)
+    job = service.get_job(job_id, current_principal())
     response = Response(
-        job_output_stream(service.store, job.id, service.settings, lifecycle.shutdown_event),
+        job_output_stream(
+            service.store, job.id, service.settings, lifecycle.shutdown_event, request.environ.get("gunicorn.socket")
+        ),
         mimetype="application/octet-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

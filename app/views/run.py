@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from .. import lifecycle
+from ..authn import current_principal
 from ..errors import ApiError
 from ..jobspec import InvalidRequest, parse_command_query
 from ..service import current_service
@@ -32,7 +33,7 @@ def run_command() -> Response:
         raise ApiError(400, "bad_request", str(exc)) from None
     if request.method == "HEAD":
         return sse_response(iter(()))
-    job = service.start_job(spec, origin="run")
+    job = service.start_job(spec, origin="run", principal=current_principal())
     job_log = service.store.log(job.id)
     job_log.claim_owner()
     client_socket = request.environ.get("gunicorn.socket")

@@ -1,0 +1,227 @@
+"""Who someone is and what they may do: principals, roles, credentials. Pure code.
+
+Tokens are random and long, so a SHA-256 of the token is a safe thing to keep
+in the config; passwords are low-entropy, so they are kept as scrypt hashes.
+Both are compared in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ALL = "*"
+
+
+class AccessConfigError(ValueError):
+    """The access-control part of the configuration is invalid."""
+
+
+@dataclass(frozen=True)
+class Role:
+    """What holders of a role may do. ``*`` in commands or actions means all of them."""
+
+    name: str
+    commands: frozenset[str] = frozenset()  # program names (or allowed paths) for free-text commands
+    actions: frozenset[str] = frozenset()
+    see_all_jobs: bool = False
+    cancel_all_jobs: bool = False
+
+    @property
+    def free_text(self) -> bool:
+        """Whether this role may run commands typed as text or argv at all."""
+        return bool(self.commands)
+
+
+BUILTIN_ROLES: dict[str, Role] = {
+    "admin": Role("admin", frozenset({ALL}), frozenset({ALL}), see_all_jobs=True, cancel_all_jobs=True),
+    "operator": Role("operator", frozenset({ALL}), frozenset({ALL})),
+    "runner": Role("runner", frozenset(), frozenset({ALL})),  # named actions only
+    "viewer": Role("viewer", see_all_jobs=True),
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated (or, on loopback without auth, anonymous) caller."""
+
+    user: str
+    roles: tuple[str, ...]
+    via: str  # "anonymous", "token", "session", "proxy", "ticket"
+    ticket_job: str | None = None  # a stream ticket grants reading this one job, nothing else
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A configured token hash or password hash, with the user and roles it grants."""
+
+    user: str
+    roles: tuple[str, ...]
+    token_hash: str = ""
+    password_hash: str = ""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The roles in force, and the decisions made from them."""
+
+    roles: Mapping[str, Role] = field(default_factory=lambda: dict(BUILTIN_ROLES))
+
+    def _roles_of(self, principal: Principal) -> list[Role]:
+        return [self.roles[name] for name in principal.roles if name in self.roles]
+
+    def may_run_command(self, principal: Principal, program: str) -> bool:
+        """May this principal run free text whose argv[0] is ``program``?"""
+        if principal.ticket_job is not None:
+            return False
+        return any(ALL in role.commands or program in role.commands for role in self._roles_of(principal))
+
+    def may_run_action(self, principal: Principal, action: str) -> bool:
+        """May this principal run the named action?"""
+        if principal.ticket_job is not None:
+            return False
+        return any(ALL in role.actions or action in role.actions for role in self._roles_of(principal))
+
+    def may_see_job(self, principal: Principal, owner: str, job_id: str) -> bool:
+        """May this principal read the job (metadata, events, output)?"""
+        if principal.ticket_job is not None:
+            return principal.ticket_job == job_id
+        return owner == principal.user or any(role.see_all_jobs for role in self._roles_of(principal))
+
+    def may_cancel_job(self, principal: Principal, owner: str) -> bool:
+        """May this principal cancel the job?"""
+        if principal.ticket_job is not None:
+            return False
+        if any(role.cancel_all_jobs for role in self._roles_of(principal)):
+            return True
+        return owner == principal.user and any(role.free_text or role.actions for role in self._roles_of(principal))
+
+    def sees_all_jobs(self, principal: Principal) -> bool:
+        """Whether job lists should include other users' jobs."""
+        return principal.ticket_job is None and any(role.see_all_jobs for role in self._roles_of(principal))
+
+
+def parse_roles(document: Any) -> dict[str, Role]:
+    """Built-in roles overlaid with ``[roles.NAME]`` tables from the config."""
+    roles = dict(BUILTIN_ROLES)
+    if document is None:
+        return roles
+    if not isinstance(document, Mapping):
+        raise AccessConfigError("roles: expected a table of role tables")
+    allowed_keys = {"commands", "actions", "see_all_jobs", "cancel_all_jobs"}
+    for name, spec in document.items():
+        if not isinstance(spec, Mapping):
+            raise AccessConfigError(f"roles.{name}: expected a table")
+        unknown = set(spec) - allowed_keys
+        if unknown:
+            raise AccessConfigError(f"roles.{name}: unknown key(s) {', '.join(sorted(unknown))}")
+        for key in ("commands", "actions"):
+            value = spec.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise AccessConfigError(f"roles.{name}.{key}: expected a list of strings")
+        for key in ("see_all_jobs", "cancel_all_jobs"):
+            if not isinstance(spec.get(key, False), bool):
+                raise AccessConfigError(f"roles.{name}.{key}: expected true or false")
+        roles[name] = Role(
+            name,
+            frozenset(spec.get("commands", [])),
+            frozenset(spec.get("actions", [])),
+            see_all_jobs=spec.get("see_all_jobs", False),
+            cancel_all_jobs=spec.get("cancel_all_jobs", False),
+        )
+    return roles
+
+
+def parse_credentials(tokens: Any, users: Any, roles: Mapping[str, Role]) -> tuple[Credential, ...]:
+    """``[[tokens]]`` (hash, user, roles) and ``[[users]]`` (name, password_hash, roles) from the config."""
+    found: list[Credential] = []
+    for kind, entries in (("tokens", tokens), ("users", users)):
+        if entries is None:
+            continue
+        if not isinstance(entries, list):
+            raise AccessConfigError(f"{kind}: expected an array of tables")
+        for index, entry in enumerate(entries):
+            where = f"{kind}[{index}]"
+            if not isinstance(entry, Mapping):
+                raise AccessConfigError(f"{where}: expected a table")
+            user = entry.get("user" if kind == "tokens" else "name")
+            if not isinstance(user, str) or not user:
+                raise AccessConfigError(f"{where}: needs a non-empty {'user' if kind == 'tokens' else 'name'}")
+            entry_roles = entry.get("roles", [])
+            if not isinstance(entry_roles, list) or not all(isinstance(r, str) for r in entry_roles):
+                raise AccessConfigError(f"{where}.roles: expected a list of strings")
+            unknown = [r for r in entry_roles if r not in roles]
+            if unknown:
+                raise AccessConfigError(f"{where}.roles: unknown role(s) {', '.join(unknown)}")
+            if kind == "tokens":
+                digest = entry.get("hash")
+                if not isinstance(digest, str) or not digest.startswith("sha256:") or len(digest) != 71:
+                    raise AccessConfigError(f"{where}.hash: expected 'sha256:<64 hex digits>'")
+                found.append(Credential(user, tuple(entry_roles), token_hash=digest))
+            else:
+                digest = entry.get("password_hash")
+                if not isinstance(digest, str) or not digest.startswith("scrypt$"):
+                    raise AccessConfigError(f"{where}.password_hash: expected a hash from 'sse-commander password'")
+                found.append(Credential(user, tuple(entry_roles), password_hash=digest))
+    return tuple(found)
+
+
+def new_token() -> str:
+    """A fresh API token: 32 random bytes, URL-safe."""
+    return "ssecmd_" + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """The form a token is kept in the config."""
+    return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def find_token(credentials: Iterable[Credential], token: str) -> Credential | None:
+    """The credential a presented token matches, compared in constant time."""
+    presented = hash_token(token)
+    match = None
+    for credential in credentials:
+        # Compare against every entry, so timing says nothing about which one matched.
+        if credential.token_hash and hmac.compare_digest(credential.token_hash, presented):
+            match = credential
+    return match
+
+
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    """An scrypt hash for ``[[users]] password_hash``."""
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, dklen=32, **_SCRYPT)
+    encode = base64.urlsafe_b64encode
+    return f"scrypt${_SCRYPT['n']}${encode(salt).decode()}${encode(digest).decode()}"
+
+
+def check_password(credentials: Iterable[Credential], user: str, password: str) -> Credential | None:
+    """The credential for ``user`` if ``password`` matches its hash."""
+    for credential in credentials:
+        if credential.password_hash and hmac.compare_digest(credential.user, user):
+            try:
+                _, n, salt, expected = credential.password_hash.split("$")
+                digest = hashlib.scrypt(
+                    password.encode("utf-8"),
+                    salt=base64.urlsafe_b64decode(salt),
+                    dklen=32,
+                    n=int(n),
+                    r=_SCRYPT["r"],
+                    p=_SCRYPT["p"],
+                )
+            except (ValueError, TypeError):
+                return None
+            if hmac.compare_digest(base64.urlsafe_b64encode(digest).decode(), expected):
+                return credential
+            return None
+    # Spend the same time on unknown users as on wrong passwords.
+    hashlib.scrypt(b"x", salt=b"0" * 16, dklen=32, **_SCRYPT)
+    return None

@@ -1,0 +1,234 @@
+"""Who is asking, and is the request allowed to reach the views at all.
+
+Runs before every request:
+- identifies the caller from a stream ticket, a Bearer token, a trusted
+  proxy's user header, or the session cookie (in that order), or treats
+  everyone as anonymous when no authentication is configured;
+- refuses cross-site browser requests (CSRF), including against the
+  loopback-only anonymous mode, where "any page you visit" is the attacker;
+- answers CORS preflights for configured origins only;
+- adds security headers to every response.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, g, request
+
+from .access import Credential, Principal, check_password, find_token
+from .config import Settings
+from .errors import ApiError
+from .exposure import is_loopback
+from .signing import InvalidSignedValue, Signer
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "ssecmd_session"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+# Endpoints a stream ticket may open (read-only, one job).
+TICKET_ENDPOINTS = frozenset({"jobs.job_events", "jobs.job_output"})
+# Endpoints that answer without a login (the browser rules still apply).
+PUBLIC_ENDPOINTS = frozenset({"health.healthz", "auth.login", "auth.logout"})
+NOBODY = Principal("", (), "none")
+REFUSALS = frozenset({401, 403, 429})
+
+
+def _networks(entries: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(entry, strict=False) for entry in entries]
+
+
+class Authenticator:
+    """Identifies callers and applies the browser-safety rules."""
+
+    def __init__(self, settings: Settings, signer: Signer) -> None:
+        self.settings = settings
+        self.signer = signer
+        self.credentials: tuple[Credential, ...] = settings.credentials
+        try:
+            self.proxies = _networks(settings.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"trusted_proxies: {exc}") from None
+        self.allowed_origins = frozenset(origin.rstrip("/") for origin in settings.cors_allowed_origins)
+
+    # Identification.
+
+    def identify(self) -> Principal:
+        """The caller of the current request, or ApiError 401."""
+        ticket = request.args.get("ticket")
+        if ticket is not None:
+            return self._from_ticket(ticket)
+        authorization = request.headers.get("Authorization")
+        if authorization is not None:
+            return self._from_bearer(authorization)
+        proxied = self._from_proxy()
+        if proxied is not None:
+            return proxied
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            principal = self._from_session(cookie)
+            if principal is not None:
+                return principal
+        if not self.settings.auth_configured:
+            return Principal("anonymous", self.settings.anonymous_roles, "anonymous")
+        raise ApiError(
+            401,
+            "unauthorized",
+            "authentication required: send 'Authorization: Bearer <token>' or log in",
+            headers={"WWW-Authenticate": 'Bearer realm="sse-commander"'},
+        )
+
+    def _from_ticket(self, value: str) -> Principal:
+        if request.endpoint not in TICKET_ENDPOINTS or request.method not in ("GET", "HEAD"):
+            raise ApiError(403, "forbidden", "a stream ticket only opens a job's events or output")
+        try:
+            ticket = self.signer.check_ticket(value)
+        except InvalidSignedValue as exc:
+            raise ApiError(401, "invalid_ticket", str(exc)) from None
+        if ticket.job_id != (request.view_args or {}).get("job_id"):
+            raise ApiError(403, "forbidden", "this ticket is for another job")
+        return Principal(ticket.user, (), "ticket", ticket_job=ticket.job_id)
+
+    def _from_bearer(self, authorization: str) -> Principal:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthorized", "expected 'Authorization: Bearer <token>'")
+        credential = find_token(self.credentials, token.strip())
+        if credential is None:
+            raise ApiError(401, "unauthorized", "unknown or revoked token")
+        return Principal(credential.user, credential.roles, "token")
+
+    def _from_proxy(self) -> Principal | None:
+        user = request.headers.get(self.settings.user_header)
+        if not user or not self.proxies:
+            return None
+        try:
+            peer = ipaddress.ip_address(request.remote_addr or "")
+        except ValueError:
+            return None
+        if not any(peer in network for network in self.proxies):
+            log.warning("ignoring %s from untrusted address %s", self.settings.user_header, peer)
+            return None
+        roles = self.settings.proxy_roles
+        if self.settings.roles_header and request.headers.get(self.settings.roles_header):
+            offered = [r.strip() for r in request.headers[self.settings.roles_header].split(",")]
+            roles = tuple(r for r in offered if r in self.settings.roles)
+        return Principal(user.strip(), tuple(roles), "proxy")
+
+    def _from_session(self, cookie: str) -> Principal | None:
+        try:
+            user = self.signer.session_user(cookie)
+        except InvalidSignedValue:
+            return None  # a stale cookie is simply not a login
+        roles: tuple[str, ...] = ()
+        for credential in self.credentials:
+            if credential.user == user:
+                roles = tuple(dict.fromkeys(roles + credential.roles))
+        if not roles:
+            return None  # the user was removed from the config
+        return Principal(user, roles, "session")
+
+    def login(self, body: dict) -> Principal:
+        """Check a token or a user/password pair from POST /login."""
+        if not self.credentials:
+            raise ApiError(400, "bad_request", "no logins are configured on this server")
+        token = body.get("token")
+        if isinstance(token, str) and token:
+            credential = find_token(self.credentials, token)
+        elif isinstance(body.get("user"), str) and isinstance(body.get("password"), str):
+            credential = check_password(self.credentials, body["user"], body["password"])
+        else:
+            raise ApiError(400, "bad_request", "send {\"token\": ...} or {\"user\": ..., \"password\": ...}")
+        if credential is None:
+            raise ApiError(401, "unauthorized", "wrong credentials")
+        return Principal(credential.user, credential.roles, "session")
+
+    # Browser safety.
+
+    def check_browser_rules(self, principal: Principal) -> None:
+        """Refuse cross-site requests and DNS-rebinding, unless they come with a Bearer token."""
+        if principal.via == "token":
+            return  # not ambient: a browser never attaches it by itself
+        origin = request.headers.get("Origin")
+        allowed_origin = origin is not None and origin.rstrip("/") in self.allowed_origins
+        fetch_site = request.headers.get("Sec-Fetch-Site")
+        if fetch_site in ("cross-site", "same-site") and not allowed_origin and principal.via != "ticket":
+            raise ApiError(403, "cross_site_refused", "cross-site requests are not allowed")
+        if request.method in UNSAFE_METHODS:
+            source = origin or request.headers.get("Referer")
+            if source is not None and not allowed_origin and not self._same_origin(source):
+                raise ApiError(403, "cross_site_refused", "request from another origin refused")
+            if source is None and principal.via == "session":
+                raise ApiError(403, "cross_site_refused", "a cookie-authenticated change needs an Origin header")
+        if principal.via == "anonymous":
+            host = urlsplit(f"//{request.host}").hostname or ""
+            if not is_loopback(host):
+                raise ApiError(403, "forbidden", "without authentication only loopback host names are served")
+
+    @staticmethod
+    def _same_origin(source: str) -> bool:
+        parts = urlsplit(source)
+        return f"{parts.scheme}://{parts.netloc}" == request.host_url.rstrip("/")
+
+    def cors_headers(self, response: Response) -> None:
+        """Allow configured origins, and no others."""
+        origin = request.headers.get("Origin")
+        if origin is None or origin.rstrip("/") not in self.allowed_origins:
+            return
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Credentials"] = "true"
+        response.headers["Access-Control-Expose-Headers"] = "Location, Retry-After, X-Job-Id"
+        response.vary.add("Origin")
+
+
+def security_headers(response: Response) -> Response:
+    """Headers every response carries."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+def install(app: Flask, authenticator: Authenticator, on_refused: Callable[[Principal | None, int, str], None]) -> None:
+    """Register the before/after-request hooks; ``on_refused`` audits 401/403/429 answers."""
+
+    @app.before_request
+    def _authenticate():
+        if request.method == "OPTIONS":
+            origin = request.headers.get("Origin", "").rstrip("/")
+            if origin in authenticator.allowed_origins:
+                response = Response(status=204)
+                response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE"
+                response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Last-Event-ID"
+                response.headers["Access-Control-Max-Age"] = "600"
+                return response
+        try:
+            principal = authenticator.identify()
+        except ApiError:
+            if request.endpoint not in PUBLIC_ENDPOINTS:
+                raise
+            principal = NOBODY
+        g.principal = principal
+        authenticator.check_browser_rules(principal)
+        return None
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        if response.status_code in REFUSALS and not response.is_streamed:
+            body = response.get_json(silent=True) or {}
+            on_refused(g.get("principal"), response.status_code, str(body.get("message", "")))
+        authenticator.cors_headers(response)
+        return security_headers(response)
+
+
+def current_principal() -> Principal:
+    """The caller of the current request (set by the before-request hook)."""
+    return g.principal

@@ -29,6 +29,8 @@ timeout = 30
 # Streams end by themselves on shutdown; this bounds how long jobs get to die.
 graceful_timeout = 10
 keepalive = 5
+# The largest gunicorn allows: GET /run carries the command in the URL, percent-encoded.
+limit_request_line = 8190
 control_socket_disable = True
 accesslog = "-"
 errorlog = "-"

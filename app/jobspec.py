@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from .actions import InvalidParameter
 from .commandline import InvalidCommand, parse_command, validate_argv
 from .config import Settings
+
+# Plain ASCII numbers only: float() would also take "1_000", " 12 " and non-ASCII digits.
+_DECIMAL = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,4})?", re.ASCII)
 
 
 class InvalidRequest(ValueError):
@@ -104,10 +108,9 @@ def parse_command_query(command: Any, timeout: Any, settings: Settings) -> JobSp
     except InvalidCommand as exc:
         raise InvalidRequest(str(exc)) from None
     if timeout is not None:
-        try:
-            timeout = float(timeout)
-        except ValueError:
-            raise InvalidRequest("timeout must be a number of seconds") from None
+        if not _DECIMAL.fullmatch(timeout):
+            raise InvalidRequest("timeout must be a number of seconds")
+        timeout = float(timeout)
     return JobSpec(argv=tuple(argv), timeout=parse_timeout(timeout, settings))
 
 

@@ -158,8 +158,9 @@ class ProcessRunner:
         run = JobRun(job)
         try:
             run.proc = self._spawn(job, executable)
-        except OSError as exc:
-            self._record_spawn_failure(job, exc)
+        except Exception as exc:
+            # Anything that stops the spawn must still finish the job, or it would stay "running".
+            self._record_spawn_failure(job, exc if isinstance(exc, OSError) else OSError(0, str(exc)))
             run.done.set()
             return run
         self.runs[job.id] = run

@@ -10,19 +10,34 @@ reaped before the worker exits.
 from __future__ import annotations
 
 import ctypes
+import json
 
 import gevent
+from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
 
 PR_SET_CHILD_SUBREAPER = 36
+
+
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's answer to requests it cannot parse, as JSON like every other error of this service."""
+    body = json.dumps({"error": reason.lower().replace(" ", "_"), "message": mesg or reason}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n\r\n"
+    ).encode("latin-1")
+    util.write_nonblock(sock, head + body)
 
 
 class SSEGeventWorker(GeventWorker):
     """gunicorn's gevent worker with an app-visible shutdown and reaping of orphaned grandchildren."""
 
     def init_process(self) -> None:
-        """Become a child subreaper, so grandchildren orphaned by a job are reaped here, not left as zombies."""
+        """Become a child subreaper (orphaned grandchildren are reaped here) and answer parse errors in JSON."""
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        # gunicorn writes its own parse errors (bad request line, huge headers) as HTML
+        # through this module-level function; this worker's are JSON.
+        util.write_error = write_json_error
         super().init_process()
 
     def handle_exit(self, sig, frame) -> None:

@@ -478,20 +478,10 @@ def test_header_cursor_wins_over_a_valid_query_cursor(client, baseline):
 # What gunicorn rejects before the app sees it must be JSON too.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gunicorn answers request lines over limit_request_line (4094) itself with an HTML 414; "
-    "a command of max_command_length (4096) characters cannot reach /run (app/gunicorn_conf.py, app/worker.py)",
-)
 def test_run_command_longer_than_the_limit_is_400_json(client):
     assert_json_error(client.get("/run?command=echo%20" + "a" * 4092), 400, "bad_request", "longer than 4096")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gunicorn's own parse errors are written by gunicorn.workers.base.Worker.handle_error as HTML "
-    "(app/worker.py does not override it)",
-)
 @pytest.mark.parametrize(
     "data",
     [

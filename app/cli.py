@@ -8,6 +8,7 @@ import json
 import os
 import sys
 
+from .access import hash_password, hash_token, new_token
 from .config import ConfigError, load_settings
 
 
@@ -20,16 +21,29 @@ def main(argv: list[str] | None = None) -> int:
         help="run gunicorn with the gevent worker and the bundled settings; other options go to gunicorn",
     )
     sub.add_parser("settings", help="print the effective settings as JSON and exit")
+    token = sub.add_parser("token", help="create an API token; prints it once, and the [[tokens]] entry for the config")
+    token.add_argument("--user", required=True)
+    token.add_argument("--roles", default="operator", help="comma-separated roles (default: operator)")
+    password = sub.add_parser("password", help="hash a password (read from stdin) for a [[users]] entry")
+    password.add_argument("--user", required=True)
+    password.add_argument("--roles", default="operator", help="comma-separated roles (default: operator)")
     args, gunicorn_args = parser.parse_known_args(argv)
     if args.command != "serve" and gunicorn_args:
         parser.error(f"unrecognized arguments: {' '.join(gunicorn_args)}")
+    if args.command == "token":
+        return _print_token(args.user, _roles(args.roles))
+    if args.command == "password":
+        return _print_password(args.user, _roles(args.roles))
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(f"sse-commander: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "settings":
-        print(json.dumps(dataclasses.asdict(settings), indent=2, default=list))
+        shown = dataclasses.asdict(settings)
+        if shown["session_secret"]:
+            shown["session_secret"] = "(set)"
+        print(json.dumps(shown, indent=2, default=list))
         return 0
     command = [
         sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_conf",
@@ -37,3 +51,29 @@ def main(argv: list[str] | None = None) -> int:
     ]
     os.execv(sys.executable, command)
     return 0  # pragma: no cover
+
+
+def _roles(text: str) -> list[str]:
+    return [role.strip() for role in text.split(",") if role.strip()]
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(item) for item in items) + "]"
+
+
+def _print_token(user: str, roles: list[str]) -> int:
+    token = new_token()
+    print(f"# the token for {user}, shown only now, then the entry for the config file:", file=sys.stderr)
+    print(token)
+    print(f'[[tokens]]\nuser = {json.dumps(user)}\nroles = {_toml_list(roles)}\nhash = "{hash_token(token)}"')
+    return 0
+
+
+def _print_password(user: str, roles: list[str]) -> int:
+    password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        print("sse-commander: give the password on standard input", file=sys.stderr)
+        return 2
+    entry = f'[[users]]\nname = {json.dumps(user)}\nroles = {_toml_list(roles)}\n'
+    print(entry + f'password_hash = "{hash_password(password)}"')
+    return 0

@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 # The default allowlist's tools that a minimal Debian may lack (ping, uptime/free).
 RUN_APT_PACKAGES := iputils-ping procps
 # Real components the tests start.
-TEST_APT_PACKAGES := $(RUN_APT_PACKAGES) nginx-light curl
+# python3: Debian's interpreter, readable by the unprivileged user the containment tests run as.
+TEST_APT_PACKAGES := $(RUN_APT_PACKAGES) nginx-light curl python3
 
 .PHONY: run install test test-deps run-deps test-system-deps lint clean
 

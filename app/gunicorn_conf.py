@@ -4,7 +4,9 @@ Kept free of gevent and Flask imports: this file is read by the master,
 which must not import them before workers are forked and patched.
 """
 
+import grp
 import os
+import pwd
 import secrets
 import sys
 
@@ -14,6 +16,14 @@ try:
     _settings = load_settings()
 except ConfigError as exc:
     sys.exit(f"sse-commander: configuration error: {exc}")
+
+if os.geteuid() == 0 and _settings.run_as_user not in ("", "root"):
+    try:
+        pwd.getpwnam(_settings.run_as_user)
+        if _settings.run_as_group:
+            grp.getgrnam(_settings.run_as_group)
+    except KeyError as exc:
+        sys.exit(f"sse-commander: configuration error: run_as_user/run_as_group: no such user or group: {exc}")
 
 if not _settings.session_secret:
     # One secret for every worker of this master (they inherit the environment);

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -142,9 +143,12 @@ def _coerce(name: str, value: Any, *, from_env: bool) -> Any:
         try:
             if isinstance(value, bool) or (not from_env and not isinstance(value, (int, float))):
                 raise TypeError
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
         except (TypeError, ValueError):
-            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+            raise ConfigError(f"{name}: expected a finite number, got {value!r}") from None
     if isinstance(default, str):
         if not isinstance(value, str):
             raise ConfigError(f"{name}: expected a string, got {value!r}")

@@ -98,8 +98,13 @@ class JobLog:
 
     def _trim(self) -> None:
         events = self._events
+        # Never drop what the owning viewer has not read: the runner's wait_for_room
+        # bounds that backlog instead (JSON-escaped control bytes can make frames 6x the output).
+        keep_from = self._owner_cursor if self._owner_cursor is not None else None
         while self._retained_bytes > self.max_bytes and len(events) - self._head > 1:
             old = events[self._head]
+            if keep_from is not None and old.id > keep_from:
+                break
             events[self._head] = None  # type: ignore[call-overload]
             self._head += 1
             self._retained_bytes -= len(old.frame) + len(old.raw)

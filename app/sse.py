@@ -28,7 +28,10 @@ def _check_field(name: str, value: str) -> None:
 
 
 def encode_event(data: str, *, event: str | None = None, event_id: int | str | None = None) -> bytes:
-    """Encode one event; any text in ``data`` survives, line breaks included."""
+    """Encode one event. SSE cannot carry CR: each CR, CRLF or LF in ``data`` arrives as LF.
+
+    Use encode_json_event for text that must arrive exactly (command output).
+    """
     parts = []
     if event_id is not None:
         event_id = str(event_id)

@@ -36,6 +36,9 @@ class Allowlist:
         """Resolve configured entries against ``search_path`` (this reads the filesystem)."""
         by_name: dict[str, str] = {}
         by_path: dict[str, str] = {}
+        # A relative PATH entry would resolve against the children's working
+        # directory at exec time, which may be writable by anyone.
+        search_path = os.pathsep.join(d for d in search_path.split(os.pathsep) if os.path.isabs(d))
         for entry in entries:
             if os.path.isabs(entry):
                 path = os.path.normpath(entry)

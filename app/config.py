@@ -196,6 +196,8 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError("default_timeout: must not exceed max_timeout")
     if settings.coalesce_bytes < settings.read_chunk_bytes:
         raise ConfigError("coalesce_bytes: must be at least read_chunk_bytes")
+    if not all(os.path.isabs(d) for d in settings.child_path.split(os.pathsep)):
+        raise ConfigError("child_path: every entry must be an absolute directory")
     for name in settings.env_set:
         if not name or "=" in name or "\0" in name:
             raise ConfigError(f"env_set: invalid variable name {name!r}")

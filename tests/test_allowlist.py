@@ -181,13 +181,6 @@ def test_first_match_on_the_search_path_wins(tmp_path, fake):
     assert allowlist.executable_for("ok") == first
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/allowlist.py Allowlist.resolve: shutil.which returns a relative path for a relative or empty entry "
-    "in search_path (child_path, e.g. 'bin:/usr/bin' or '/usr/bin:'), and that relative path is what runs; "
-    "subprocess resolves it against child_cwd (default /tmp), not the directory checked at start-up. Fix: skip "
-    "non-absolute search_path entries in resolve() (and refuse them in config validation of child_path)",
-)
 @pytest.mark.parametrize("search", ["rel", ""])
 def test_resolved_executables_are_absolute_even_with_relative_search_path_entries(tmp_path, monkeypatch, search):
     make_script(tmp_path / "rel", "tool")

@@ -390,14 +390,6 @@ def test_owner_read_through_without_claim_is_ignored():
     assert producer.dead
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/joblog.py _owner_limit()/_trim(): the owner's backlog is counted in output bytes and capped at "
-    "max_bytes//4 on the assumption that frames are ~2x the output, but JSON escapes control bytes 6x "
-    "(\\u0000) and invalid UTF-8 3x (U+FFFD), so frame+raw reaches ~7x; _trim() then drops events the owner has "
-    "not read while wait_for_room() still sees room (GET /run of binary output gets a gap). Fix: let _trim() "
-    "never drop events with id > the owner cursor, or measure the owner backlog in retained frame+raw bytes",
-)
 def test_owner_that_reads_nothing_loses_nothing_even_for_control_byte_output():
     log = JobLog(max_bytes=4_000)
     log.claim_owner()

@@ -21,7 +21,7 @@ from typing import Any
 from gevent.event import Event
 
 from .commandline import display_command
-from .joblog import JobLog, LogRead
+from .eventlog import EventLog, LogRead
 
 
 class JobState(enum.StrEnum):
@@ -168,7 +168,7 @@ class MemoryJobStore(JobStore):
         self.max_finished = max_finished
         self.finished_ttl = finished_ttl
         self._jobs: dict[str, Job] = {}
-        self._logs: dict[str, JobLog] = {}
+        self._logs: dict[str, EventLog] = {}
 
     def create(self, argv: Iterable[str], timeout: float, origin: str, **details: Any) -> Job:
         """Register a new running job (details: owner, action, params), or raise TooManyJobs."""
@@ -178,7 +178,7 @@ class MemoryJobStore(JobStore):
         job_id = secrets.token_hex(8)
         job = Job(id=job_id, argv=tuple(argv), timeout=timeout, origin=origin, **details)
         self._jobs[job_id] = job
-        self._logs[job_id] = JobLog(self.buffer_bytes)
+        self._logs[job_id] = EventLog(self.buffer_bytes)
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -197,7 +197,7 @@ class MemoryJobStore(JobStore):
         del self._jobs[job.id]
         del self._logs[job.id]
 
-    def log(self, job_id: str) -> JobLog:
+    def log(self, job_id: str) -> EventLog:
         """The live log of a job in this process (for the runner and flow control)."""
         try:
             return self._logs[job_id]

@@ -1,4 +1,4 @@
-"""app/joblog.py: ids in units, bounded memory, missed-byte accounting, waiting and owner flow control."""
+"""app/eventlog.py: ids in units, bounded memory, missed-byte accounting, waiting and owner flow control."""
 
 from __future__ import annotations
 
@@ -12,22 +12,22 @@ from gevent.event import Event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.joblog import JobLog
+from app.eventlog import EventLog
 
 from .sse_parser import EventStreamParser
 
 ALL = 10**9  # a read limit that never truncates
 
 
-def out(log: JobLog, raw: bytes, kind: str = "stdout"):
+def out(log: EventLog, raw: bytes, kind: str = "stdout"):
     return log.append(kind, {"type": kind, "out": raw.decode("utf-8", errors="replace")}, raw)
 
 
-def start(log: JobLog):
+def start(log: EventLog):
     return log.append("start", {"type": "start", "argv": ["x"]})
 
 
-def retained(log: JobLog):
+def retained(log: EventLog):
     """Events the log still holds, the pinned start event excluded."""
     return [e for e in log.read_after(0, limit=ALL).events if e.kind != "start"]
 
@@ -36,7 +36,7 @@ def retained(log: JobLog):
 
 
 def test_ids_count_output_bytes_and_one_per_other_event():
-    log = JobLog(10_000)
+    log = EventLog(10_000)
     assert log.last_id == 0
     assert start(log).id == 1
     assert out(log, b"hello").id == 6
@@ -47,7 +47,7 @@ def test_ids_count_output_bytes_and_one_per_other_event():
 
 
 def test_event_keeps_raw_bytes_and_a_frame_that_parses_to_the_same_event():
-    log = JobLog(10_000)
+    log = EventLog(10_000)
     raw = b"50%\r60%\r\n\x00\xff"
     event = out(log, raw)
     assert event.raw == raw and event.kind == "stdout"
@@ -59,7 +59,7 @@ def test_event_keeps_raw_bytes_and_a_frame_that_parses_to_the_same_event():
 
 def test_appending_after_the_terminal_event_is_an_error():
     for terminal in ("exit", "err"):
-        log = JobLog(10_000)
+        log = EventLog(10_000)
         log.append(terminal, {"type": terminal})
         assert log.finished
         with pytest.raises(RuntimeError):
@@ -67,7 +67,7 @@ def test_appending_after_the_terminal_event_is_an_error():
 
 
 def test_read_after_returns_events_after_the_cursor():
-    log = JobLog(10_000)
+    log = EventLog(10_000)
     ids = [start(log).id, out(log, b"ab").id, out(log, b"cde").id, log.append("exit", {"type": "exit"}).id]
     assert ids == [1, 3, 6, 7]
     assert [e.id for e in log.read_after(0).events] == [1, 3, 6, 7]
@@ -79,14 +79,14 @@ def test_read_after_returns_events_after_the_cursor():
 
 
 def test_read_after_a_cursor_beyond_the_end_is_empty():
-    log = JobLog(10_000)
+    log = EventLog(10_000)
     out(log, b"abc")
     read = log.read_after(1000)
     assert read.events == [] and read.missed_bytes == 0 and not read.finished and read.last_id == 3
 
 
 def test_read_limit_pages_and_finished_only_on_the_last_page():
-    log = JobLog(10_000)
+    log = EventLog(10_000)
     start(log)
     for _ in range(5):
         out(log, b"x")
@@ -100,7 +100,7 @@ def test_read_limit_pages_and_finished_only_on_the_last_page():
 
 
 def test_unfinished_log_is_never_finished():
-    log = JobLog(10_000)
+    log = EventLog(10_000)
     out(log, b"x")
     assert not log.read_after(0).finished and not log.read_after(1).finished
 
@@ -109,7 +109,7 @@ def test_unfinished_log_is_never_finished():
 
 
 def test_oldest_output_is_dropped_and_accounted():
-    log = JobLog(max_bytes=300)
+    log = EventLog(max_bytes=300)
     start(log)
     events = [out(log, bytes([65 + i]) * 50) for i in range(10)]
     kept = retained(log)
@@ -122,7 +122,7 @@ def test_oldest_output_is_dropped_and_accounted():
 
 
 def test_start_event_is_pinned_and_never_dropped():
-    log = JobLog(max_bytes=100)
+    log = EventLog(max_bytes=100)
     first = start(log)
     for _ in range(50):
         out(log, b"y" * 40)
@@ -134,7 +134,7 @@ def test_start_event_is_pinned_and_never_dropped():
 
 
 def test_only_the_first_start_event_is_pinned():
-    log = JobLog(max_bytes=100)
+    log = EventLog(max_bytes=100)
     out(log, b"before")
     late = start(log)
     for _ in range(20):
@@ -143,7 +143,7 @@ def test_only_the_first_start_event_is_pinned():
 
 
 def test_newest_event_is_kept_even_if_larger_than_the_budget():
-    log = JobLog(max_bytes=10)
+    log = EventLog(max_bytes=10)
     out(log, b"a" * 5)
     big = out(log, b"b" * 100)
     assert retained(log) == [big]
@@ -151,7 +151,7 @@ def test_newest_event_is_kept_even_if_larger_than_the_budget():
 
 
 def test_terminal_event_survives_trimming():
-    log = JobLog(max_bytes=150)
+    log = EventLog(max_bytes=150)
     start(log)
     for _ in range(10):
         out(log, b"q" * 60)
@@ -161,7 +161,7 @@ def test_terminal_event_survives_trimming():
 
 
 def test_missed_bytes_for_cursors_inside_and_after_the_dropped_range():
-    log = JobLog(max_bytes=200)
+    log = EventLog(max_bytes=200)
     start(log)  # id 1
     ids = [out(log, b"m" * 50).id for _ in range(10)]  # ids 51, 101, ..., 501
     kept_first = retained(log)[0].id
@@ -173,7 +173,7 @@ def test_missed_bytes_for_cursors_inside_and_after_the_dropped_range():
 
 
 def test_many_events_compaction_keeps_reads_correct():
-    log = JobLog(max_bytes=2_000)
+    log = EventLog(max_bytes=2_000)
     start(log)
     for i in range(5_000):
         out(log, b"%d\n" % i)
@@ -201,7 +201,7 @@ OUTPUT_SIZES = st.lists(st.integers(min_value=1, max_value=120), max_size=40)
     control=st.booleans(),
 )
 def test_accounting_is_exact_for_every_cursor(with_start, sizes, terminal, max_bytes, control):
-    log = JobLog(max_bytes)
+    log = EventLog(max_bytes)
     appended = []
     if with_start:
         appended.append(start(log))
@@ -239,7 +239,7 @@ def test_accounting_is_exact_for_every_cursor(with_start, sizes, terminal, max_b
 
 
 def test_wait_returns_at_once_when_something_is_already_there():
-    log = JobLog(10_000)
+    log = EventLog(10_000)
     out(log, b"abc")
     began = time.monotonic()
     assert log.wait(0, timeout=5) is True
@@ -248,13 +248,13 @@ def test_wait_returns_at_once_when_something_is_already_there():
 
 
 def test_wait_returns_at_once_when_finished():
-    log = JobLog(10_000)
+    log = EventLog(10_000)
     log.append("exit", {"type": "exit"})
     assert log.wait(1, timeout=5) is True
 
 
 def test_wait_times_out_with_false():
-    log = JobLog(10_000)
+    log = EventLog(10_000)
     out(log, b"abc")
     began = time.monotonic()
     assert log.wait(3, timeout=0.05) is False
@@ -262,7 +262,7 @@ def test_wait_times_out_with_false():
 
 
 def test_wait_wakes_on_append_from_another_greenlet():
-    log = JobLog(10_000)
+    log = EventLog(10_000)
     gevent.spawn_later(0.02, out, log, b"late")
     began = time.monotonic()
     assert log.wait(0, timeout=5) is True
@@ -271,7 +271,7 @@ def test_wait_wakes_on_append_from_another_greenlet():
 
 
 def test_wait_wakes_every_waiter():
-    log = JobLog(10_000)
+    log = EventLog(10_000)
     waiters = [gevent.spawn(log.wait, 0, 5) for _ in range(3)]
     gevent.sleep(0)
     out(log, b"x")
@@ -279,7 +279,7 @@ def test_wait_wakes_every_waiter():
 
 
 def test_wait_wakes_on_a_wake_event():
-    log = JobLog(10_000)
+    log = EventLog(10_000)
     stop = Event()
     gevent.spawn_later(0.02, stop.set)
     began = time.monotonic()
@@ -290,7 +290,7 @@ def test_wait_wakes_on_a_wake_event():
 # Owner flow control (GET /run).
 
 
-def run_producer(log: JobLog, chunk: bytes, count: int, wake=()) -> gevent.Greenlet:
+def run_producer(log: EventLog, chunk: bytes, count: int, wake=()) -> gevent.Greenlet:
     def produce():
         for _ in range(count):
             log.wait_for_room(wake=wake)
@@ -300,7 +300,7 @@ def run_producer(log: JobLog, chunk: bytes, count: int, wake=()) -> gevent.Green
 
 
 def test_without_an_owner_the_producer_never_waits():
-    log = JobLog(max_bytes=400)
+    log = EventLog(max_bytes=400)
     producer = run_producer(log, b"t" * 50, 100)
     producer.join(timeout=1)
     assert producer.dead and log.output_bytes == 5_000
@@ -308,7 +308,7 @@ def test_without_an_owner_the_producer_never_waits():
 
 
 def test_owner_that_reads_nothing_blocks_the_producer_and_loses_nothing():
-    log = JobLog(max_bytes=4_000)
+    log = EventLog(max_bytes=4_000)
     log.claim_owner()
     start(log)
     producer = run_producer(log, b"t" * 100, 200)
@@ -320,7 +320,7 @@ def test_owner_that_reads_nothing_blocks_the_producer_and_loses_nothing():
 
 
 def test_owner_reading_lets_the_producer_continue_without_loss():
-    log = JobLog(max_bytes=4_000)
+    log = EventLog(max_bytes=4_000)
     log.claim_owner()
     producer = run_producer(log, b"t" * 100, 200)
     cursor, received, missed = 0, 0, 0
@@ -338,7 +338,7 @@ def test_owner_reading_lets_the_producer_continue_without_loss():
 
 
 def test_owner_read_through_only_frees_room_when_caught_up_enough():
-    log = JobLog(max_bytes=4_000)
+    log = EventLog(max_bytes=4_000)
     log.claim_owner()
     producer = run_producer(log, b"t" * 100, 200)
     gevent.sleep(0.02)
@@ -354,7 +354,7 @@ def test_owner_read_through_only_frees_room_when_caught_up_enough():
 
 
 def test_release_owner_unblocks_the_producer_for_good():
-    log = JobLog(max_bytes=4_000)
+    log = EventLog(max_bytes=4_000)
     log.claim_owner()
     producer = run_producer(log, b"t" * 100, 200)
     gevent.sleep(0.02)
@@ -369,7 +369,7 @@ def test_release_owner_unblocks_the_producer_for_good():
 
 
 def test_wake_event_ends_wait_for_room():
-    log = JobLog(max_bytes=4_000)
+    log = EventLog(max_bytes=4_000)
     log.claim_owner()
     stopping = Event()
     producer = run_producer(log, b"t" * 100, 200, wake=(stopping,))
@@ -383,7 +383,7 @@ def test_wake_event_ends_wait_for_room():
 
 
 def test_owner_read_through_without_claim_is_ignored():
-    log = JobLog(max_bytes=400)
+    log = EventLog(max_bytes=400)
     log.owner_read_through(0)
     producer = run_producer(log, b"t" * 50, 40)
     producer.join(timeout=1)
@@ -391,7 +391,7 @@ def test_owner_read_through_without_claim_is_ignored():
 
 
 def test_owner_that_reads_nothing_loses_nothing_even_for_control_byte_output():
-    log = JobLog(max_bytes=4_000)
+    log = EventLog(max_bytes=4_000)
     log.claim_owner()
     start(log)
     producer = run_producer(log, b"\x00" * 100, 200)

@@ -1,9 +1,10 @@
-"""One job's event log: ordered, bounded in memory, with waiting for new events.
+"""An event log (one per job, one per channel): ordered, bounded in memory, with waiting.
 
 Event ids count "units": every output byte is one unit and every other event
 is one unit, so ids strictly increase and the gap between two ids tells how
-many output bytes lay between them. That is what lets a viewer who falls
-behind the bounded buffer be told exactly how many bytes it missed.
+many output bytes lay between them (for a channel, how many messages). That
+is what lets a viewer who falls behind the bounded buffer be told exactly how
+much it missed.
 
 Frames are encoded once, when appended, and the same bytes go to every viewer.
 """
@@ -31,6 +32,7 @@ class LogEvent:
     kind: str
     frame: bytes
     raw: bytes = b""  # the output bytes this event carries, exactly as the command wrote them
+    audience: str | None = None  # whose event this is, for logs that not everyone may read in full
 
 
 @dataclass(slots=True, frozen=True)
@@ -47,11 +49,26 @@ def _event_id(event: LogEvent) -> int:
     return event.id
 
 
-class JobLog:
-    """Append-only, bounded event log for one job."""
+class EventLog:
+    """Append-only, bounded event log.
 
-    def __init__(self, max_bytes: int) -> None:
+    For a job (the defaults) the ``start`` event is kept whatever the buffer
+    drops and ``exit``/``err`` end the log; a channel keeps ``max_events``
+    messages and never ends.
+    """
+
+    def __init__(
+        self,
+        max_bytes: int,
+        *,
+        max_events: int | None = None,
+        terminal_kinds: frozenset[str] = TERMINAL_EVENTS,
+        pin_start: bool = True,
+    ) -> None:
         self.max_bytes = max_bytes
+        self.max_events = max_events
+        self.terminal_kinds = terminal_kinds
+        self.pin_start = pin_start
         self._start: LogEvent | None = None  # kept whatever the buffer drops
         self._events: list[LogEvent] = []
         self._head = 0  # index of the oldest retained event in _events
@@ -78,20 +95,21 @@ class JobLog:
         start_units = self._start.id if self._start else 0
         return max(0, self._dropped_through - start_units)
 
-    def append(self, kind: str, payload: Any, raw: bytes = b"") -> LogEvent:
+    def append(self, kind: str, payload: Any, raw: bytes = b"", audience: str | None = None) -> LogEvent:
         """Append an event, encode its frame once, and wake every waiting viewer."""
         if self.finished:
             raise RuntimeError("the log already holds its terminal event")
         self._units += len(raw) if raw else 1
-        event = LogEvent(self._units, kind, encode_json_event(payload, event=kind, event_id=self._units), raw)
+        frame = encode_json_event(payload, event=kind, event_id=self._units)
+        event = LogEvent(self._units, kind, frame, raw, audience)
         self.output_bytes += len(raw)
-        if kind == "start" and self._start is None and not self._events:
+        if self.pin_start and kind == "start" and self._start is None and not self._events:
             self._start = event
         else:
             self._events.append(event)
             self._retained_bytes += len(event.frame) + len(raw)
             self._trim()
-        if kind in TERMINAL_EVENTS:
+        if kind in self.terminal_kinds:
             self.finished = True
         self._notify()
         return event
@@ -101,7 +119,10 @@ class JobLog:
         # Never drop what the owning viewer has not read: the runner's wait_for_room
         # bounds that backlog instead (JSON-escaped control bytes can make frames 6x the output).
         keep_from = self._owner_cursor if self._owner_cursor is not None else None
-        while self._retained_bytes > self.max_bytes and len(events) - self._head > 1:
+        while (
+            self._retained_bytes > self.max_bytes
+            or (self.max_events is not None and len(events) - self._head > self.max_events)
+        ) and len(events) - self._head > 1:
             old = events[self._head]
             if keep_from is not None and old.id > keep_from:
                 break
@@ -133,6 +154,20 @@ class JobLog:
             finished=self.finished and not more,
             last_id=self._units,
         )
+
+    @property
+    def changed(self) -> Event:
+        """Set at the next append; for waiting on several logs at once."""
+        return self._changed
+
+    @property
+    def first_retained_id(self) -> int:
+        """The id of the oldest event still held (the pinned start included), or last_id + 1 if none."""
+        if self._start is not None:
+            return self._start.id
+        if self._head < len(self._events):
+            return self._events[self._head].id
+        return self._units + 1
 
     def wait(self, cursor: int, timeout: float, wake: Iterable[Event] = ()) -> bool:
         """Wait until there is an event after ``cursor``, the log ends, a ``wake`` event fires, or timeout."""

@@ -23,7 +23,10 @@ if os.geteuid() == 0 and _settings.run_as_user not in ("", "root"):
         if _settings.run_as_group:
             grp.getgrnam(_settings.run_as_group)
     except KeyError as exc:
-        sys.exit(f"sse-commander: configuration error: run_as_user/run_as_group: no such user or group: {exc}")
+        sys.exit(f"sse-commander: configuration error: run_as_user/run_as_group: no such user or group ({exc.args[0]})")
+
+if not os.path.isdir(_settings.child_cwd):
+    sys.exit(f"sse-commander: configuration error: child_cwd: {_settings.child_cwd} is not a directory")
 
 if not _settings.session_secret:
     # One secret for every worker of this master (they inherit the environment);

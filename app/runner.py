@@ -78,24 +78,29 @@ class Containment:
     @classmethod
     def from_settings(cls, settings: Settings) -> Containment:
         """Resolve the run-as user (only when running as root) and the rlimits."""
-        limits = tuple(
-            (limit, value)
-            for limit, value in (
-                (resource.RLIMIT_CPU, settings.rlimit_cpu),
-                (resource.RLIMIT_AS, settings.rlimit_as),
-                (resource.RLIMIT_NOFILE, settings.rlimit_nofile),
-                (resource.RLIMIT_NPROC, settings.rlimit_nproc),
-            )
-            if value > 0
-        )
+        limits = []
+        for name, limit, value in (
+            ("rlimit_cpu", resource.RLIMIT_CPU, settings.rlimit_cpu),
+            ("rlimit_as", resource.RLIMIT_AS, settings.rlimit_as),
+            ("rlimit_nofile", resource.RLIMIT_NOFILE, settings.rlimit_nofile),
+            ("rlimit_nproc", resource.RLIMIT_NPROC, settings.rlimit_nproc),
+        ):
+            if value <= 0:
+                continue
+            hard = resource.getrlimit(limit)[1]
+            if hard != resource.RLIM_INFINITY and value > hard:
+                # The child can only lower its limits (it is no longer root when they are set).
+                log.warning("%s=%d is above this host's hard limit %d; using %d", name, value, hard, hard)
+                value = hard
+            limits.append((limit, value))
         if os.geteuid() != 0 or settings.run_as_user in ("", "root"):
-            return cls(rlimits=limits)
+            return cls(rlimits=tuple(limits))
         try:
             user = pwd.getpwnam(settings.run_as_user)
             gid = grp.getgrnam(settings.run_as_group).gr_gid if settings.run_as_group else user.pw_gid
         except KeyError as exc:
             raise ValueError(f"run_as_user/run_as_group: no such user or group: {exc}") from None
-        return cls(uid=user.pw_uid, gid=gid, rlimits=limits)
+        return cls(uid=user.pw_uid, gid=gid, rlimits=tuple(limits))
 
 
 def _signal_name(number: int) -> str | None:
@@ -220,8 +225,10 @@ class ProcessRunner:
         )
 
     def _record_spawn_failure(self, job: Job, exc: OSError) -> None:
-        reason = _spawn_failure_reason(exc)
-        message = f"{job.argv[0]}: {exc.strerror or exc}"
+        if getattr(exc, "_failed_chdir", False):
+            reason, message = "spawn_failed", f"cannot enter working directory {exc.filename}: {exc.strerror}"
+        else:
+            reason, message = _spawn_failure_reason(exc), f"{job.argv[0]}: {exc.strerror or exc}"
         self.store.append(job.id, "err", {"type": "error", "out": message, "reason": reason, "errno": exc.errno})
         self._finished(self.store.finish(job.id, state=JobState.FAILED_TO_START, reason=reason, error=message))
 

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from .server import REPO, VENV_BIN
 
 
@@ -30,11 +32,18 @@ def test_configuration_errors_are_reported_without_traceback(tmp_path):
     assert "max_running_jobs" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_server_refuses_to_start_on_bad_configuration(tmp_path):
-    env = {"PATH": os.environ["PATH"], "SSECMD_HEARTBEAT_INTERVAL": "-1"}
+@pytest.mark.parametrize(
+    ("setting", "value", "complaint"),
+    [
+        ("SSECMD_HEARTBEAT_INTERVAL", "-1", "configuration error: heartbeat_interval"),
+        ("SSECMD_CHILD_CWD", "/nonexistent-dir", "configuration error: child_cwd"),
+    ],
+)
+def test_server_refuses_to_start_on_bad_configuration(setting, value, complaint):
+    env = {"PATH": os.environ["PATH"], setting: value}
     result = subprocess.run(
         [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind", "127.0.0.1:0", "wsgi:app"],
         capture_output=True, text=True, env=env, cwd=str(REPO), timeout=30,
     )
     assert result.returncode != 0
-    assert "configuration error: heartbeat_interval" in result.stderr
+    assert complaint in result.stderr

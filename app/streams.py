@@ -1,4 +1,4 @@
-"""Stream generators: job log -> bytes for the socket.
+"""Stream generators: event log -> bytes for the socket.
 
 Each generator replays from a cursor, then follows the log live. The first
 frame (``retry:`` plus a comment) goes out at once so headers reach the
@@ -14,17 +14,43 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 import gevent
 from gevent.event import Event
 from gevent.socket import wait_read
 
 from .config import Settings
+from .eventlog import LogEvent, LogRead
 from .jobs import JobStore, UnknownJob
 from .sse import HEARTBEAT, encode_comment, encode_json_event, encode_retry
 
 log = logging.getLogger(__name__)
+
+
+class LogSource(Protocol):
+    """What a stream reads from: an EventLog, or a job in a JobStore."""
+
+    def read_after(self, cursor: int) -> LogRead: ...
+
+    def wait(self, cursor: int, timeout: float, wake: Iterable[Event] = ()) -> bool: ...
+
+
+class JobSource:
+    """One job of a JobStore, read like an EventLog."""
+
+    def __init__(self, store: JobStore, job_id: str) -> None:
+        self.store = store
+        self.job_id = job_id
+
+    def read_after(self, cursor: int) -> LogRead:
+        """Events after the cursor (UnknownJob once the job is forgotten)."""
+        return self.store.read_after(self.job_id, cursor)
+
+    def wait(self, cursor: int, timeout: float, wake: Iterable[Event] = ()) -> bool:
+        """Wait for an event after the cursor."""
+        return self.store.wait(self.job_id, cursor, timeout, wake)
 
 
 def job_event_stream(
@@ -36,18 +62,49 @@ def job_event_stream(
     on_progress: Callable[[int], None] | None = None,
 ) -> Iterator[bytes]:
     """Replay a job's events after ``cursor``, then follow them live until the terminal event."""
+    # On shutdown, jobs are being stopped: give their final events a moment to arrive.
+    return event_stream(
+        JobSource(store, job_id), cursor, settings, shutdown,
+        on_progress=on_progress, gap_field="missed_bytes", drain_on_shutdown=settings.kill_grace + 1.0,
+    )
+
+
+def channel_event_stream(
+    channel: LogSource,
+    cursor: int,
+    settings: Settings,
+    shutdown: Event,
+    visible: Callable[[LogEvent], bool] | None = None,
+) -> Iterator[bytes]:
+    """Replay a channel's retained messages after ``cursor``, then follow it live."""
+    return event_stream(channel, cursor, settings, shutdown, visible=visible, gap_field="missed_messages")
+
+
+def event_stream(
+    source: LogSource,
+    cursor: int,
+    settings: Settings,
+    shutdown: Event,
+    *,
+    gap_field: str,
+    on_progress: Callable[[int], None] | None = None,
+    visible: Callable[[LogEvent], bool] | None = None,
+    drain_on_shutdown: float = 0.0,
+) -> Iterator[bytes]:
+    """The one SSE loop: replay after ``cursor``, follow live, heartbeat when idle, end on shutdown."""
     pending = [encode_retry(settings.retry_ms) + encode_comment("connected")]
     drain_deadline = None
     while True:
         try:
-            read = store.read_after(job_id, cursor)
+            read = source.read_after(cursor)
         except UnknownJob:
             break
-        frames = [event.frame for event in read.events]
+        shown = read.events if visible is None else [event for event in read.events if visible(event)]
+        frames = [event.frame for event in shown]
         if read.missed_bytes:
-            # The gap sits where the dropped output was: after the kept start event.
-            at = 1 if read.events and read.events[0].kind == "start" else 0
-            frames.insert(at, encode_json_event({"missed_bytes": read.missed_bytes}, event="gap"))
+            # The gap sits where the dropped events were: after a kept start event.
+            at = 1 if shown and shown[0].kind == "start" else 0
+            frames.insert(at, encode_json_event({gap_field: read.missed_bytes}, event="gap"))
         pending.extend(frames)
         if read.events:
             cursor = read.events[-1].id
@@ -62,13 +119,12 @@ def job_event_stream(
             continue  # more may be waiting beyond the read limit
         timeout, wake = settings.heartbeat_interval, (shutdown,)
         if shutdown.is_set():
-            # Jobs are being stopped; give their final events a moment to arrive.
             if drain_deadline is None:
-                drain_deadline = time.monotonic() + settings.kill_grace + 1.0
+                drain_deadline = time.monotonic() + drain_on_shutdown
             timeout, wake = drain_deadline - time.monotonic(), ()
             if timeout <= 0:
                 break
-        if not store.wait(job_id, cursor, timeout, wake=wake) and not shutdown.is_set():
+        if not source.wait(cursor, timeout, wake=wake) and not shutdown.is_set():
             yield HEARTBEAT
     if pending:
         yield b"".join(pending)

@@ -37,14 +37,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     from . import authn
     from .errors import register_error_handlers
     from .service import EXTENSION_KEY, Service
-    from .views import actions, auth, health, jobs, run
+    from .views import actions, auth, channels, events, health, jobs, run
 
     _use_gunicorn_logging()
     register_error_handlers(app)
     service = Service(settings)
     app.extensions[EXTENSION_KEY] = service
     authn.install(app, service.authenticator, service.refused)
-    for blueprint in (run.bp, jobs.bp, actions.bp, auth.bp, health.bp):
+    for blueprint in (run.bp, jobs.bp, actions.bp, channels.bp, events.bp, auth.bp, health.bp):
         app.register_blueprint(blueprint)
     log.info(
         "SSE Commander ready: %d allowed commands, %d max running jobs",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ALL = "*"
+SYSTEM_CHANNELS = frozenset({"jobs", "stats"})  # written by the server only
 
 
 class AccessConfigError(ValueError):
@@ -31,6 +32,8 @@ class Role:
     actions: frozenset[str] = frozenset()
     see_all_jobs: bool = False
     cancel_all_jobs: bool = False
+    subscribe: frozenset[str] = frozenset({ALL})  # channels this role may read
+    publish: frozenset[str] = frozenset()  # channels this role may post to
 
     @property
     def free_text(self) -> bool:
@@ -38,11 +41,12 @@ class Role:
         return bool(self.commands)
 
 
+_EVERY = frozenset({ALL})
 BUILTIN_ROLES: dict[str, Role] = {
-    "admin": Role("admin", frozenset({ALL}), frozenset({ALL}), see_all_jobs=True, cancel_all_jobs=True),
-    "operator": Role("operator", frozenset({ALL}), frozenset({ALL})),
-    "runner": Role("runner", frozenset(), frozenset({ALL})),  # named actions only
-    "viewer": Role("viewer", see_all_jobs=True),
+    "admin": Role("admin", _EVERY, _EVERY, see_all_jobs=True, cancel_all_jobs=True, publish=_EVERY),
+    "operator": Role("operator", _EVERY, _EVERY, publish=_EVERY),
+    "runner": Role("runner", frozenset(), _EVERY, publish=_EVERY),  # named actions only
+    "viewer": Role("viewer", see_all_jobs=True),  # reads every job and channel, changes nothing
 }
 
 
@@ -101,6 +105,18 @@ class Policy:
             return True
         return owner == principal.user and any(role.free_text or role.actions for role in self._roles_of(principal))
 
+    def may_subscribe(self, principal: Principal, channel: str) -> bool:
+        """May this principal read the channel?"""
+        if principal.ticket_job is not None:
+            return False
+        return any(ALL in role.subscribe or channel in role.subscribe for role in self._roles_of(principal))
+
+    def may_publish(self, principal: Principal, channel: str) -> bool:
+        """May this principal post to the channel? (System channels are written by the server only.)"""
+        if principal.ticket_job is not None or channel in SYSTEM_CHANNELS:
+            return False
+        return any(ALL in role.publish or channel in role.publish for role in self._roles_of(principal))
+
     def sees_all_jobs(self, principal: Principal) -> bool:
         """Whether job lists should include other users' jobs."""
         return principal.ticket_job is None and any(role.see_all_jobs for role in self._roles_of(principal))
@@ -113,14 +129,14 @@ def parse_roles(document: Any) -> dict[str, Role]:
         return roles
     if not isinstance(document, Mapping):
         raise AccessConfigError("roles: expected a table of role tables")
-    allowed_keys = {"commands", "actions", "see_all_jobs", "cancel_all_jobs"}
+    allowed_keys = {"commands", "actions", "see_all_jobs", "cancel_all_jobs", "subscribe", "publish"}
     for name, spec in document.items():
         if not isinstance(spec, Mapping):
             raise AccessConfigError(f"roles.{name}: expected a table")
         unknown = set(spec) - allowed_keys
         if unknown:
             raise AccessConfigError(f"roles.{name}: unknown key(s) {', '.join(sorted(unknown))}")
-        for key in ("commands", "actions"):
+        for key in ("commands", "actions", "subscribe", "publish"):
             value = spec.get(key, [])
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise AccessConfigError(f"roles.{name}.{key}: expected a list of strings")
@@ -133,6 +149,8 @@ def parse_roles(document: Any) -> dict[str, Role]:
             frozenset(spec.get("actions", [])),
             see_all_jobs=spec.get("see_all_jobs", False),
             cancel_all_jobs=spec.get("cancel_all_jobs", False),
+            subscribe=frozenset(spec.get("subscribe", [ALL])),
+            publish=frozenset(spec.get("publish", [])),
         )
     return roles
 

@@ -75,6 +75,15 @@ class Settings:
     read_chunk_bytes: int = 65536
     coalesce_bytes: int = 262144  # one event carries at most this much output
 
+    # Channels.
+    max_channels: int = 1000
+    channel_history: int = 1000  # messages kept per channel for replay
+    channel_history_bytes: int = 1024 * 1024
+    max_message_bytes: int = 65536
+    stats_interval: float = 5.0  # seconds between messages on the "stats" channel
+    max_stream_sources: int = 32  # jobs plus channels on one GET /events connection
+    send_timeout: float = 30.0  # a stream stuck writing this long is dropped
+
     # Where process groups are recorded so the master can kill them if a worker dies.
     run_dir: str = ""
 
@@ -179,7 +188,8 @@ def validate(settings: Settings) -> Settings:
         "workers", "max_running_jobs", "default_timeout", "max_timeout", "max_command_length",
         "max_argv_items", "max_body_bytes", "job_buffer_bytes", "max_finished_jobs",
         "finished_job_ttl", "heartbeat_interval", "read_chunk_bytes", "coalesce_bytes", "session_ttl",
-        "ticket_ttl", "rate_limit_burst",
+        "ticket_ttl", "rate_limit_burst", "max_channels", "channel_history", "channel_history_bytes",
+        "max_message_bytes", "stats_interval", "max_stream_sources", "send_timeout",
     )
     for name in positive:
         if getattr(settings, name) <= 0:

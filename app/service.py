@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from flask import current_app, request
@@ -14,15 +15,18 @@ from .access import Policy, Principal
 from .allowlist import Allowlist, CommandNotAllowed
 from .audit import AuditLog
 from .authn import Authenticator
+from .channels import ChannelHub, run_stats_publisher, stats_snapshot
 from .childenv import child_environment
 from .config import Settings
 from .errors import ApiError
+from .eventlog import LogEvent
 from .jobs import Job, MemoryJobStore, TooManyJobs
 from .jobspec import JobSpec
 from .pgroups import ProcessGroupRegistry, default_run_dir
 from .ratelimit import RateLimiter, retry_after_header
 from .runner import Containment, ProcessRunner
 from .signing import Signer
+from .streams import StreamTracker
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,18 @@ class Service:
             child_environment(settings, os.environ),
             registry,
             Containment.from_settings(settings),
-            on_finish=self._audit_finish,
+            on_finish=self._job_finished,
+        )
+        self.hub = ChannelHub(
+            max_channels=settings.max_channels,
+            history=settings.channel_history,
+            history_bytes=settings.channel_history_bytes,
+        )
+        self.tracker = StreamTracker(settings.send_timeout)
+        self.stats_publisher = run_stats_publisher(
+            self.hub,
+            settings.stats_interval,
+            lambda: stats_snapshot(self.store.running_count(), self.tracker.open_streams),
         )
         lifecycle.on_shutdown(lambda: self.runner.stop_all("shutdown"), self.runner.wait_all)
 
@@ -103,7 +118,19 @@ class Service:
             params=spec.params,
         )
         self.runner.start(job, executable)
+        if not job.finished:  # a job that failed to start was announced as it finished
+            self._announce(job)
         return job
+
+    def _announce(self, job: Job) -> None:
+        """Tell the ``jobs`` channel (its subscribers see only the jobs they may see)."""
+        self.hub.publish("jobs", "job", self.store.get(job.id).to_json(), user=job.owner, audience=job.owner)
+
+    def job_visibility(self, principal: Principal) -> Callable[[LogEvent], bool]:
+        """A filter for ``jobs`` channel events: the jobs this principal may see."""
+        if self.policy.sees_all_jobs(principal):
+            return lambda event: True
+        return lambda event: event.audience is None or event.audience == principal.user
 
     def _authorize(self, spec: JobSpec, principal: Principal) -> str:
         if spec.action is not None:
@@ -117,7 +144,8 @@ class Service:
         except CommandNotAllowed as exc:
             raise ApiError(403, "command_not_allowed", str(exc), extra={"allowed": self.allowlist.names()}) from None
 
-    def _audit_finish(self, job: Job) -> None:
+    def _job_finished(self, job: Job) -> None:
+        self._announce(job)
         self.audit.record(
             "job_end",
             job=job.id,

@@ -24,6 +24,7 @@ from gevent.socket import wait_read
 from .config import Settings
 from .eventlog import LogEvent, LogRead
 from .jobs import JobStore, UnknownJob
+from .multiplex import format_composite, retag, retag_gap
 from .sse import HEARTBEAT, encode_comment, encode_json_event, encode_retry
 
 log = logging.getLogger(__name__)
@@ -208,3 +209,108 @@ def watch_for_disconnect(sock: socket.socket | None, on_disconnect: Callable[[],
             on_disconnect()
 
     return gevent.spawn(watch)
+
+
+def multiplex_stream(
+    sources: dict[str, tuple[LogSource, Callable[[], Event]]],
+    cursors: dict[str, int],
+    settings: Settings,
+    shutdown: Event,
+    visible: Callable[[str, LogEvent], bool],
+) -> Iterator[bytes]:
+    """Several jobs and channels on one connection, with one composite id.
+
+    ``sources`` maps a source key (``job:<id>``, ``channel:<name>``) to its log
+    and a function returning the log's current "changed" event (it is replaced
+    at every append). Ends when every source is a finished job; channels never end.
+    """
+    positions = {key: cursors.get(key, 0) for key in sources}
+    finished: set[str] = set()
+    pending = [encode_retry(settings.retry_ms) + encode_comment("connected")]
+    while True:
+        progressed = False
+        for key, (source, _) in sources.items():
+            if key in finished:
+                continue
+            try:
+                read = source.read_after(positions[key])
+            except UnknownJob:
+                finished.add(key)
+                continue
+            if read.missed_bytes:
+                pending.append(retag_gap(key, read.missed_bytes, format_composite(positions)))
+            for event in read.events:
+                positions[key] = event.id
+                if visible(key, event):
+                    pending.append(retag(event, key, format_composite(positions)))
+            progressed = progressed or bool(read.events)
+            if read.finished:
+                finished.add(key)
+        if pending:
+            yield b"".join(pending)
+            pending = []
+        if len(finished) == len(sources):
+            return
+        if progressed:
+            continue
+        if shutdown.is_set():
+            yield shutdown_farewell(settings)
+            return
+        waits = [changed() for key, (_, changed) in sources.items() if key not in finished]
+        if not gevent.wait([*waits, shutdown], timeout=settings.heartbeat_interval, count=1):
+            yield HEARTBEAT
+
+
+class StreamTracker:
+    """Counts open streams and drops any stuck writing to a client that stopped reading.
+
+    A stalled client never delays others (each stream writes from its own
+    greenlet), but its greenlet and socket would wait forever; one sweeper
+    for all streams ends those after ``send_timeout`` and logs it.
+    """
+
+    def __init__(self, send_timeout: float) -> None:
+        self.send_timeout = send_timeout
+        self._writing: dict[gevent.Greenlet, float | None] = {}
+        self._labels: dict[gevent.Greenlet, str] = {}
+        self._sweeper: gevent.Greenlet | None = None
+
+    @property
+    def open_streams(self) -> int:
+        """How many streams are open on this worker."""
+        return len(self._writing)
+
+    def guard(self, frames: Iterator[bytes], label: str) -> Iterator[bytes]:
+        """Pass ``frames`` through, timing each write."""
+        current = gevent.getcurrent()
+        self._writing[current] = None
+        self._labels[current] = label
+        self._ensure_sweeper()
+        try:
+            for chunk in frames:
+                self._writing[current] = time.monotonic()
+                yield chunk
+                self._writing[current] = None
+        finally:
+            self._writing.pop(current, None)
+            self._labels.pop(current, None)
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+
+    def _ensure_sweeper(self) -> None:
+        if self._sweeper is None or self._sweeper.dead:
+            self._sweeper = gevent.spawn(self._sweep)
+
+    def _sweep(self) -> None:
+        while self._writing:
+            gevent.sleep(min(1.0, self.send_timeout / 2))
+            now = time.monotonic()
+            for greenlet, since in list(self._writing.items()):
+                if since is not None and now - since > self.send_timeout and isinstance(greenlet, gevent.Greenlet):
+                    log.warning(
+                        "dropping stream %s: its client stopped reading (%.0f s on one write)",
+                        self._labels.get(greenlet, "?"), now - since,
+                    )
+                    self._writing.pop(greenlet, None)
+                    greenlet.kill(block=False)

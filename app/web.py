@@ -19,8 +19,14 @@ SSE_HEADERS = {
 
 
 def sse_response(stream: Iterator[bytes]) -> Response:
-    """A streaming text/event-stream response with the headers proxies and browsers need."""
-    return Response(stream, mimetype="text/event-stream", headers=SSE_HEADERS)
+    """A streaming text/event-stream response with the headers proxies and browsers need.
+
+    The stream is counted, and dropped if its client stops reading (see StreamTracker).
+    """
+    from .service import current_service
+
+    guarded = current_service().tracker.guard(stream, request.path)
+    return Response(guarded, mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
 def _query_values(name: str) -> list[bytes]:

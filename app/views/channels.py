@@ -1,0 +1,85 @@
+"""Channels: publish messages, subscribe over SSE, list channels."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from .. import lifecycle
+from ..authn import current_principal
+from ..channels import TooManyChannels
+from ..errors import ApiError
+from ..eventlog import EventLog
+from ..jobspec import InvalidRequest, parse_last_event_id
+from ..messages import InvalidMessage, check_channel_name, parse_message
+from ..service import current_service
+from ..streams import channel_event_stream
+from ..web import header_text, query_text, sse_response
+
+bp = Blueprint("channels", __name__, url_prefix="/channels")
+
+
+def _channel(name: str) -> EventLog:
+    service = current_service()
+    try:
+        check_channel_name(name)
+        return service.hub.log(name)
+    except InvalidMessage as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+    except TooManyChannels:
+        raise ApiError(
+            429, "too_many_channels", f"{service.settings.max_channels} channels exist already",
+            headers={"Retry-After": "60"},
+        ) from None
+
+
+@bp.get("")
+def list_channels() -> Response:
+    """Channels the caller may read, with subscriber counts."""
+    service = current_service()
+    principal = current_principal()
+    channels = [c for c in service.hub.describe() if service.policy.may_subscribe(principal, c["name"])]
+    return jsonify({"channels": channels})
+
+
+@bp.post("/<name>/messages")
+def publish(name: str) -> Response:
+    """Publish JSON {"data": ..., "event": "name"} or a plain text body."""
+    service = current_service()
+    principal = current_principal()
+    _channel(name)
+    if not service.policy.may_publish(principal, name):
+        raise ApiError(403, "forbidden", f"{principal.user or 'anonymous'} may not publish to {name!r}")
+    body = request.get_data(cache=False)
+    try:
+        message = parse_message(body, request.is_json, service.settings.max_message_bytes)
+    except InvalidMessage as exc:
+        status = 413 if "larger than" in str(exc) else 400
+        raise ApiError(status, "bad_message", str(exc)) from None
+    user = principal.user if service.settings.auth_configured else None
+    message_id = service.hub.publish(name, message.event, message.data, user)
+    response = jsonify({"channel": name, "id": message_id, "event": message.event})
+    response.status_code = 201
+    return response
+
+
+@bp.get("/<name>/events")
+def subscribe(name: str) -> Response:
+    """SSE: replay retained messages after Last-Event-ID (or ?last_event_id=), then follow live."""
+    service = current_service()
+    principal = current_principal()
+    channel = _channel(name)
+    if not service.policy.may_subscribe(principal, name):
+        raise ApiError(403, "forbidden", f"{principal.user or 'anonymous'} may not subscribe to {name!r}")
+    try:
+        cursor = parse_last_event_id(header_text("Last-Event-ID"), query_text("last_event_id"))
+    except InvalidRequest as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+    if cursor > channel.last_id:
+        raise ApiError(400, "bad_request", f"Last-Event-ID {cursor} is beyond this channel's last message")
+    visible = service.job_visibility(principal) if name == "jobs" else None
+
+    def stream():
+        with service.hub.subscribed(name):
+            yield from channel_event_stream(channel, cursor, service.settings, lifecycle.shutdown_event, visible)
+
+    return sse_response(stream())

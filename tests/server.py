@@ -116,8 +116,8 @@ class GunicornServer:
         self._log.close()
 
 
-def children_of(pid: int) -> list[int]:
-    """Direct children of a process, from /proc."""
+def _stat_fields() -> list[tuple[int, list[str]]]:
+    """(pid, the /proc/<pid>/stat fields after the command name) for every process."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -126,10 +126,13 @@ def children_of(pid: int) -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry))
+        found.append((int(entry), stat[stat.rindex(")") + 2:].split()))
     return found
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of a process, from /proc."""
+    return [child for child, fields in _stat_fields() if int(fields[1]) == pid]
 
 
 def process_state(pid: int) -> str | None:
@@ -143,18 +146,7 @@ def process_state(pid: int) -> str | None:
 
 def group_members(pgid: int) -> list[int]:
     """Pids whose process group is ``pgid`` (zombies included)."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid:
-            members.append(int(entry))
-    return members
+    return [member for member, fields in _stat_fields() if int(fields[2]) == pgid]
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:

@@ -23,6 +23,16 @@ def _pids_from(event) -> tuple[int, int]:
     return int(parent), int(grandchild)
 
 
+def _start_tree(server) -> tuple[int, int]:
+    """Start tests/helpers/tree.py as a detached job; its (parent, grandchild) pids."""
+    job = _post(server, {"argv": [PYTHON, helper("tree.py")]})
+    with open_stream(server.url(job["urls"]["events"])) as response:
+        for event in iter_events(response):
+            if event.type == "stdout":
+                return _pids_from(event)
+    raise AssertionError("tree.py printed nothing")
+
+
 def _zombies_under(pids: list[int]) -> list[int]:
     found = []
     for parent in pids:
@@ -175,12 +185,7 @@ def test_children_get_dev_null_as_stdin(server):
 
 def test_sigkilled_worker_leaves_no_command_behind(make_server):
     srv = make_server()
-    job = _post(srv, {"argv": [PYTHON, helper("tree.py")]})
-    with open_stream(srv.url(job["urls"]["events"])) as response:
-        for event in iter_events(response):
-            if event.type == "stdout":
-                parent, grandchild = _pids_from(event)
-                break
+    parent, grandchild = _start_tree(srv)
     (worker,) = srv.worker_pids()
     os.kill(worker, signal.SIGKILL)
     # The leader dies with its parent (PR_SET_PDEATHSIG); the master kills the rest of the group.
@@ -190,12 +195,7 @@ def test_sigkilled_worker_leaves_no_command_behind(make_server):
 
 def test_server_shutdown_kills_running_commands(make_server):
     srv = make_server()
-    job = _post(srv, {"argv": [PYTHON, helper("tree.py")]})
-    with open_stream(srv.url(job["urls"]["events"])) as response:
-        for event in iter_events(response):
-            if event.type == "stdout":
-                parent, grandchild = _pids_from(event)
-                break
+    parent, grandchild = _start_tree(srv)
     srv.stop()
     assert wait_until(lambda: not _alive(parent) and not _alive(grandchild), timeout=5.0)
 

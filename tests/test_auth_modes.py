@@ -1,0 +1,389 @@
+"""Access control against the real gunicorn server: anonymous loopback mode, SSO proxies, refusing to serve
+publicly without auth, and credentials made by the ``sse-commander`` CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import tomllib
+
+import pytest
+
+from .auth_support import (
+    ALLOWED,
+    EVIL,
+    HTTP,
+    OK_ORIGIN,
+    assert_error,
+    bearer,
+    wait_for_audit,
+)
+from .raw_http import raw_request, request_bytes
+from .server import REPO, VENV_BIN, GunicornServer, free_port, wait_until
+from .sse_client import collect, output_of
+
+# Anonymous mode: no credentials configured, loopback only.
+
+
+@pytest.fixture(scope="module")
+def anon(tmp_path_factory):
+    server = GunicornServer(tmp_path_factory.mktemp("anon"), {"SSECMD_ALLOWED_COMMANDS": ALLOWED}).start()
+    yield server
+    server.stop()
+
+
+def _job_ids(server) -> list[str]:
+    response = HTTP.get(server.url("/jobs"))
+    assert response.status_code == 200, response.text
+    return [job["id"] for job in response.json()["jobs"]]
+
+
+def test_anonymous_mode_serves_loopback_clients_as_admin(anon):
+    me = HTTP.get(anon.url("/whoami")).json()
+    assert me == {"user": "anonymous", "roles": ["admin"], "via": "anonymous", "auth_configured": False}
+    events = collect(anon.url("/run?command=echo%20local"))
+    assert output_of(events) == "local\n"
+    # curl sends neither Origin nor Referer: fine without a cookie.
+    assert HTTP.post(anon.url("/jobs"), json={"argv": ["true"]}).status_code == 201
+    assert_error(HTTP.post(anon.url("/login"), json={"token": "x"}), 400)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "[::1]:{port}", "127.0.0.1", "localhost"])
+def test_loopback_host_names_are_served(anon, host):
+    response = HTTP.get(anon.url("/jobs"), headers={"Host": host.format(port=anon.port)})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example:{port}",
+        "evil.example",
+        "127.0.0.1.evil.example:{port}",
+        "localhost.evil.example:{port}",
+        "localhost.:{port}",
+        "127.0.0.1:{port}@evil.example",
+        "0.0.0.0:{port}",
+        "10.0.0.1:{port}",
+        "[::ffff:7f00:1]:{port}",
+        "2130706433:{port}",
+    ],
+)
+def test_dns_rebinding_host_names_are_refused(anon, host):
+    host = host.format(port=anon.port)
+    before = _job_ids(anon)
+    headers = {"Host": host, "Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"}
+    for method, path in [("GET", "/jobs"), ("GET", "/run?command=echo%20rebound"), ("POST", "/jobs"),
+                         ("GET", "/whoami")]:
+        kwargs = {"json": {"argv": ["echo", "rebound"]}} if method == "POST" else {}
+        response = HTTP.request(method, anon.url(path), headers=headers, **kwargs)
+        # Refused as a foreign host name, or (POST) as coming from another origin first.
+        assert assert_error(response, 403)["error"] in ("forbidden", "cross_site_refused")
+    assert _job_ids(anon) == before
+
+
+@pytest.mark.parametrize("site", ["cross-site", "same-site"])
+def test_cross_site_get_run_is_refused_and_starts_nothing(anon, site):
+    before = _job_ids(anon)
+    response = HTTP.get(anon.url("/run?command=echo%20csrf"), headers={"Sec-Fetch-Site": site,
+                                                                        "Sec-Fetch-Mode": "no-cors"})
+    assert_error(response, 403, "cross_site_refused")
+    response = HTTP.get(anon.url("/jobs"), headers={"Sec-Fetch-Site": site, "Origin": EVIL})
+    assert_error(response, 403, "cross_site_refused")
+    assert _job_ids(anon) == before
+
+
+@pytest.mark.parametrize("extra", [{"Origin": EVIL}, {"Referer": EVIL + "/page"}, {"Origin": "null"},
+                                   {"Origin": EVIL, "Sec-Fetch-Site": "cross-site"}])
+def test_foreign_origin_post_is_refused_in_anonymous_mode(anon, extra):
+    before = _job_ids(anon)
+    assert_error(HTTP.post(anon.url("/jobs"), json={"argv": ["echo", "csrf"]}, headers=extra), 403,
+                 "cross_site_refused")
+    assert _job_ids(anon) == before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG app/authn.py check_browser_rules: a foreign Origin/Referer is only checked for POST/PUT/PATCH/"
+    "DELETE, but GET /run starts a command; without Sec-Fetch-Site (browsers before Fetch Metadata, or any page "
+    "that reaches the server through a client that drops it) a cross-origin GET /run runs, although README "
+    "'Security model' says requests with a foreign Origin are refused",
+)
+@pytest.mark.parametrize("extra", [{"Origin": EVIL}, {"Referer": EVIL + "/page"}])
+def test_foreign_origin_get_run_is_refused_in_anonymous_mode(anon, extra):
+    before = _job_ids(anon)
+    response = HTTP.get(anon.url("/run?command=echo%20csrf"), headers=extra)
+    response.read()
+    assert _job_ids(anon) == before
+    assert response.status_code == 403
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG app/authn.py identify/_from_bearer: any Authorization header that is not 'Bearer <known token>' "
+    "is a 401 even when no auth is configured, so insecure_no_auth behind a proxy doing HTTP Basic auth "
+    "(nginx auth_basic forwards 'Authorization: Basic ...' by default) refuses every request",
+)
+def test_basic_auth_header_from_a_front_proxy_is_ignored_in_anonymous_mode(anon):
+    response = HTTP.get(anon.url("/jobs"), headers={"Authorization": "Basic YWxpY2U6cGFzcw=="})
+    assert response.status_code == 200, response.text
+
+
+def test_cors_is_closed_by_default(anon):
+    for origin in (OK_ORIGIN, EVIL, "null", "http://127.0.0.1:1", f"http://localhost:{anon.port}"):
+        preflight = HTTP.options(anon.url("/jobs"), headers={"Origin": origin, "Access-Control-Request-Method": "POST",
+                                                             "Access-Control-Request-Headers": "content-type"})
+        assert "access-control-allow-origin" not in preflight.headers, (origin, preflight.headers)
+        assert "access-control-allow-methods" not in preflight.headers
+        for response in (HTTP.get(anon.url("/healthz"), headers={"Origin": origin}),
+                         HTTP.get(anon.url("/jobs"), headers={"Origin": origin})):
+            assert "access-control-allow-origin" not in response.headers, (origin, response.headers)
+            assert "access-control-allow-credentials" not in response.headers
+
+
+def test_audit_goes_to_the_gunicorn_log_by_default(anon):
+    response = HTTP.post(anon.url("/jobs"), json={"argv": ["echo", "audited-by-default"]})
+    job_id = response.json()["id"]
+
+    def logged() -> list[dict]:
+        lines = [line for line in anon.log().splitlines() if line.startswith('{"audit"')]
+        return [json.loads(line) for line in lines]
+
+    assert wait_until(lambda: any(r.get("job") == job_id and r["audit"] == "job_end" for r in logged()), 5)
+    start = next(r for r in logged() if r.get("job") == job_id and r["audit"] == "job_start")
+    assert start["user"] == "anonymous" and start["argv"] == ["echo", "audited-by-default"]
+
+
+# Behind an SSO proxy.
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory):
+    audit = tmp_path_factory.mktemp("proxy-audit") / "audit.log"
+    settings = {
+        "SSECMD_ALLOWED_COMMANDS": ALLOWED,
+        "SSECMD_TRUSTED_PROXIES": "127.0.0.1/32",
+        "SSECMD_ROLES_HEADER": "X-Forwarded-Roles",
+        "SSECMD_PROXY_ROLES": "runner",
+        "SSECMD_AUDIT_LOG": str(audit),
+    }
+    server = GunicornServer(tmp_path_factory.mktemp("proxied"), settings).start()
+    yield server, audit
+    server.stop()
+
+
+def test_trusted_proxy_user_acts_with_proxy_roles(proxied):
+    server, _audit = proxied
+    me = HTTP.get(server.url("/whoami"), headers={"X-Forwarded-User": "carol"}).json()
+    assert me == {"user": "carol", "roles": ["runner"], "via": "proxy", "auth_configured": True}
+    # runner (proxy_roles): no free text.
+    assert_error(HTTP.post(server.url("/jobs"), json={"argv": ["true"]}, headers={"X-Forwarded-User": "carol"}), 403)
+
+
+def test_roles_header_from_the_trusted_proxy(proxied):
+    server, audit = proxied
+    headers = {"X-Forwarded-User": "carol", "X-Forwarded-Roles": "operator"}
+    assert HTTP.get(server.url("/whoami"), headers=headers).json()["roles"] == ["operator"]
+    response = HTTP.post(server.url("/jobs"), json={"argv": ["echo", "via sso"]}, headers=headers)
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert job["owner"] == "carol"
+    record = wait_for_audit(audit, lambda r: r["audit"] == "job_start" and r.get("job") == job["id"])[0]
+    assert record["user"] == "carol" and record["via"] == "proxy"
+    # Unknown roles are dropped, not invented.
+    mixed = {"X-Forwarded-User": "carol", "X-Forwarded-Roles": "bogus, admin ,root"}
+    assert HTTP.get(server.url("/whoami"), headers=mixed).json()["roles"] == ["admin"]
+    # Another proxy user does not see carol's job.
+    dan = {"X-Forwarded-User": "dan", "X-Forwarded-Roles": "operator"}
+    assert_error(HTTP.get(server.url(f"/jobs/{job['id']}"), headers=dan), 404)
+
+
+def test_proxy_users_are_subject_to_the_browser_rules(proxied):
+    server, _ = proxied
+    headers = {"X-Forwarded-User": "carol", "X-Forwarded-Roles": "operator"}
+    assert_error(HTTP.post(server.url("/jobs"), json={"argv": ["true"]}, headers={**headers, "Origin": EVIL}), 403,
+                 "cross_site_refused")
+    assert_error(HTTP.get(server.url("/run?command=true"), headers={**headers, "Sec-Fetch-Site": "cross-site"}), 403)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-Forwarded-User": ""},
+        {"X_Forwarded_User": "carol"},  # what a proxy that strips only the dashed name would let through
+        {"X-Forwarded-Roles": "admin"},
+        {"X-Remote-User": "carol"},
+    ],
+)
+def test_no_user_header_is_401(proxied, headers):
+    server, _ = proxied
+    assert_error(HTTP.get(server.url("/whoami"), headers=headers), 401)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG app/authn.py _from_proxy: 'if not user' is tested before user.strip(), so a header holding only "
+    "whitespace that gunicorn does not trim (NBSP, byte 0xA0) becomes the user '' with proxy_roles, who may start "
+    "jobs that the audit log records as user null",
+)
+def test_blank_proxy_user_is_401(proxied):
+    server, _ = proxied
+    raw = raw_request(server.port, request_bytes("GET", b"/whoami", {"X-Forwarded-User": b"\xa0"}))
+    assert raw.status == 401, raw
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG app/authn.py _from_proxy: the user header is used as WSGI gives it (bytes decoded as latin-1), so "
+    "a UTF-8 user name from the SSO proxy ('jos\\xc3\\xa9') becomes the mojibake user 'jos\u00c3\u00a9' in job owners "
+    "and the audit log instead of 'jos\u00e9'",
+)
+def test_proxy_user_names_are_utf8(proxied):
+    server, _ = proxied
+    raw = raw_request(server.port, request_bytes("GET", b"/whoami", {"X-Forwarded-User": "jos\u00e9".encode()}))
+    assert raw.status == 200, raw
+    assert json.loads(raw.body)["user"] == "jos\u00e9"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG app/authn.py identify: the Authorization header is examined before the trusted proxy's user "
+    "header and any non-Bearer scheme is a 401, so an SSO proxy that forwards the browser's 'Authorization: "
+    "Basic ...' (nginx auth_basic does by default) locks every user out",
+)
+def test_basic_auth_header_alongside_the_proxy_user_is_ignored(proxied):
+    server, _ = proxied
+    headers = {"X-Forwarded-User": "carol", "Authorization": "Basic Y2Fyb2w6cGFzcw=="}
+    response = HTTP.get(server.url("/whoami"), headers=headers)
+    assert response.status_code == 200 and response.json()["user"] == "carol", response.text
+
+
+def test_user_header_from_an_untrusted_address_is_ignored(tmp_path):
+    settings = {"SSECMD_ALLOWED_COMMANDS": ALLOWED, "SSECMD_TRUSTED_PROXIES": "10.9.9.9"}
+    server = GunicornServer(tmp_path, settings).start()
+    try:
+        for headers in ({"X-Forwarded-User": "carol"}, {"X-Forwarded-User": "carol", "X-Forwarded-Roles": "admin"},
+                        {"X-Forwarded-User": "carol", "X-Forwarded-For": "10.9.9.9", "X-Real-IP": "10.9.9.9"}):
+            assert_error(HTTP.get(server.url("/whoami"), headers=headers), 401)
+            assert_error(HTTP.post(server.url("/jobs"), json={"argv": ["true"]}, headers=headers), 401)
+        assert wait_until(lambda: "ignoring X-Forwarded-User from untrusted address 127.0.0.1" in server.log(), 5)
+    finally:
+        server.stop()
+
+
+# Refusing to listen publicly without auth.
+
+
+def _gunicorn(tmp_path, env_extra: dict[str, str], binds: list[str]) -> GunicornServer:
+    server = GunicornServer(tmp_path, {"SSECMD_ALLOWED_COMMANDS": ALLOWED, **env_extra})
+    args = list(server.args)
+    at = args.index("--bind")
+    del args[at:at + 2]
+    for bind in reversed(binds):
+        args[at:at] = ["--bind", bind]
+    server.args = args
+    return server
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize(
+    ("binds", "env"),
+    [
+        ([], {"SSECMD_BIND": "0.0.0.0:{port}"}),
+        (["0.0.0.0:{port}"], {}),
+        (["127.0.0.1:{other}", "0.0.0.0:{port}"], {}),
+        (["[::]:{port}"], {}),
+        (["0.0.0.0:{port}"], {"SSECMD_INSECURE_NO_AUTH": "false"}),
+    ],
+)
+def test_public_bind_without_auth_refuses_to_start(tmp_path, binds, env):
+    port, other = free_port(), free_port()
+    fill = {"port": port, "other": other}
+    server = _gunicorn(tmp_path, {k: v.format(**fill) for k, v in env.items()}, [b.format(**fill) for b in binds])
+    result = subprocess.run(server.args, cwd=REPO, env=server.env, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0, result.stderr
+    assert "refusing to listen on" in result.stderr and "without authentication" in result.stderr, result.stderr
+    assert "Listening at" not in result.stderr + result.stdout
+    assert not _listening(port) and not _listening(other)
+
+
+def test_insecure_no_auth_starts_on_a_public_bind_and_says_so(tmp_path):
+    port = free_port()
+    server = _gunicorn(tmp_path, {"SSECMD_INSECURE_NO_AUTH": "true"}, [f"0.0.0.0:{port}"])
+    server.port, server.base_url = port, f"http://127.0.0.1:{port}"
+    server.start()
+    try:
+        assert "INSECURE" in server.log()
+        assert f"Listening at: http://0.0.0.0:{port}" in server.log()
+        assert HTTP.get(server.url("/whoami")).json()["user"] == "anonymous"
+    finally:
+        server.stop()
+
+
+# Credentials from the CLI, pasted into a TOML config; with auth the server may listen publicly.
+
+
+def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8"}
+    return subprocess.run([str(VENV_BIN / "sse-commander"), *args], input=stdin, capture_output=True, text=True,
+                          env=env, timeout=30)
+
+
+CLI_USER = 'ops "lead" \\ é'
+
+
+@pytest.fixture(scope="module")
+def cli_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    made = _cli("token", "--user", CLI_USER, "--roles", "operator,viewer")
+    assert made.returncode == 0, made.stderr
+    token, _, entry = made.stdout.partition("\n")
+    assert token.startswith("ssecmd_") and token not in entry
+    password = _cli("password", "--user", "pw-user", "--roles", "viewer", stdin="s3cret pass\n")
+    assert password.returncode == 0, password.stderr
+    config = tmp / "config.toml"
+    config.write_text(f'allowed_commands = {json.dumps(ALLOWED.split())}\n\n{entry}\n{password.stdout}\n')
+    port = free_port()
+    server = _gunicorn(tmp, {"SSECMD_CONFIG": str(config)}, [f"0.0.0.0:{port}"])
+    server.port, server.base_url = port, f"http://127.0.0.1:{port}"
+    server.start()
+    yield server, token
+    server.stop()
+
+
+def test_token_configured_server_starts_on_a_public_bind(cli_server):
+    server, _ = cli_server
+    assert "INSECURE" not in server.log() and "Listening at: http://0.0.0.0:" in server.log()
+    assert_error(HTTP.get(server.url("/jobs")), 401)
+
+
+def test_cli_token_authenticates_once_pasted_into_the_config(cli_server):
+    server, token = cli_server
+    me = HTTP.get(server.url("/whoami"), headers=bearer(token)).json()
+    assert me["user"] == CLI_USER and me["roles"] == ["operator", "viewer"] and me["via"] == "token"
+    response = HTTP.post(server.url("/jobs"), json={"argv": ["echo", "cli"]}, headers=bearer(token))
+    assert response.status_code == 201 and response.json()["owner"] == CLI_USER
+    login = HTTP.post(server.url("/login"), json={"user": "pw-user", "password": "s3cret pass"})
+    assert login.status_code == 200 and login.json()["roles"] == ["viewer"], login.text
+    assert_error(HTTP.post(server.url("/login"), json={"user": "pw-user", "password": "s3cret pass\n"}), 401)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG app/cli.py _print_token/_print_password: the user name is written with json.dumps, which "
+    "escapes characters beyond the BMP as UTF-16 surrogate pairs (\\ud83d\\ude00); TOML forbids surrogate "
+    "escapes, so the printed entry cannot be pasted into the config",
+)
+def test_cli_entry_is_valid_toml_for_any_user_name():
+    made = _cli("token", "--user", "deploy-bot \U0001f916", "--roles", "runner")
+    entry = made.stdout.partition("\n")[2]
+    assert tomllib.loads(entry)["tokens"][0]["user"] == "deploy-bot \U0001f916"

@@ -30,21 +30,21 @@ def create_app(settings: Settings | None = None) -> Flask:
     from flask import Flask
 
     settings = settings if settings is not None else load_settings()
-    app = Flask(__name__, template_folder="../templates")
+    app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
 
     from . import authn
     from .errors import register_error_handlers
     from .service import EXTENSION_KEY, Service
-    from .views import actions, auth, channels, events, health, jobs, run
+    from .views import actions, auth, channels, events, health, jobs, pages, run
 
     _use_gunicorn_logging()
     register_error_handlers(app)
     service = Service(settings)
     app.extensions[EXTENSION_KEY] = service
     authn.install(app, service.authenticator, service.refused)
-    for blueprint in (run.bp, jobs.bp, actions.bp, channels.bp, events.bp, auth.bp, health.bp):
+    for blueprint in (run.bp, jobs.bp, actions.bp, channels.bp, events.bp, auth.bp, health.bp, pages.bp):
         app.register_blueprint(blueprint)
     log.info(
         "SSE Commander ready: %d allowed commands, %d max running jobs",

@@ -69,6 +69,11 @@ class Credential:
     token_hash: str = ""
     password_hash: str = ""
 
+    @property
+    def key(self) -> str:
+        """A short, stable name for this credential, for sessions to say which one logged in."""
+        return hashlib.sha256((self.token_hash or self.password_hash).encode()).hexdigest()[:24]
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -197,6 +202,14 @@ def new_token() -> str:
 def hash_token(token: str) -> str:
     """The form a token is kept in the config."""
     return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def find_key(credentials: Iterable[Credential], user: str, key: str) -> Credential | None:
+    """The credential a session was opened with, if it is still configured for that user."""
+    for credential in credentials:
+        if credential.user == user and hmac.compare_digest(credential.key, key):
+            return credential
+    return None
 
 
 def find_token(credentials: Iterable[Credential], token: str) -> Credential | None:

@@ -17,9 +17,10 @@ import logging
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+import gevent
 from flask import Flask, Response, g, request
 
-from .access import Credential, Principal, check_password, find_token
+from .access import Credential, Principal, check_password, find_key, find_token
 from .config import Settings
 from .errors import ApiError
 from .exposure import is_loopback
@@ -35,10 +36,14 @@ CONTENT_SECURITY_POLICY = (
 )
 # Endpoints a stream ticket may open (read-only, one job).
 TICKET_ENDPOINTS = frozenset({"jobs.job_events", "jobs.job_output"})
+# GET endpoints that change state (they start a command): treated like POST by the CSRF rules.
+STATE_CHANGING_GETS = frozenset({"run.run_command"})
 # Endpoints that answer without a login (the browser rules still apply).
-PUBLIC_ENDPOINTS = frozenset({"health.healthz", "auth.login", "auth.logout"})
+PUBLIC_ENDPOINTS = frozenset({"health.healthz", "auth.login", "auth.logout", "pages.index", "pages.chat", "static"})
 NOBODY = Principal("", (), "none")
 REFUSALS = frozenset({401, 403, 429})
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="sse-commander"'}
+INVALID_TOKEN = {"WWW-Authenticate": 'Bearer realm="sse-commander", error="invalid_token"'}
 
 
 def _networks(entries: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -57,6 +62,7 @@ class Authenticator:
         except ValueError as exc:
             raise ValueError(f"trusted_proxies: {exc}") from None
         self.allowed_origins = frozenset(origin.rstrip("/") for origin in settings.cors_allowed_origins)
+        self.allowed_hosts = frozenset(host.lower() for host in settings.allowed_hosts)
 
     # Identification.
 
@@ -65,9 +71,11 @@ class Authenticator:
         ticket = request.args.get("ticket")
         if ticket is not None:
             return self._from_ticket(ticket)
-        authorization = request.headers.get("Authorization")
-        if authorization is not None:
-            return self._from_bearer(authorization)
+        authorization = request.headers.get("Authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer":
+            return self._from_bearer(token.strip())
+        # Other schemes (a front proxy's HTTP Basic auth, say) are not ours to judge.
         proxied = self._from_proxy()
         if proxied is not None:
             return proxied
@@ -82,7 +90,7 @@ class Authenticator:
             401,
             "unauthorized",
             "authentication required: send 'Authorization: Bearer <token>' or log in",
-            headers={"WWW-Authenticate": 'Bearer realm="sse-commander"'},
+            headers=CHALLENGE,
         )
 
     def _from_ticket(self, value: str) -> Principal:
@@ -96,18 +104,17 @@ class Authenticator:
             raise ApiError(403, "forbidden", "this ticket is for another job")
         return Principal(ticket.user, (), "ticket", ticket_job=ticket.job_id)
 
-    def _from_bearer(self, authorization: str) -> Principal:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "unauthorized", "expected 'Authorization: Bearer <token>'")
-        credential = find_token(self.credentials, token.strip())
+    def _from_bearer(self, token: str) -> Principal:
+        if not token:
+            raise ApiError(401, "unauthorized", "expected 'Authorization: Bearer <token>'", headers=INVALID_TOKEN)
+        credential = find_token(self.credentials, token)
         if credential is None:
-            raise ApiError(401, "unauthorized", "unknown or revoked token")
+            raise ApiError(401, "unauthorized", "unknown or revoked token", headers=INVALID_TOKEN)
         return Principal(credential.user, credential.roles, "token")
 
     def _from_proxy(self) -> Principal | None:
-        user = request.headers.get(self.settings.user_header)
-        if not user or not self.proxies:
+        raw = request.headers.get(self.settings.user_header)
+        if raw is None or not self.proxies:
             return None
         try:
             peer = ipaddress.ip_address(request.remote_addr or "")
@@ -116,26 +123,31 @@ class Authenticator:
         if not any(peer in network for network in self.proxies):
             log.warning("ignoring %s from untrusted address %s", self.settings.user_header, peer)
             return None
+        try:
+            # WSGI hands headers over as latin-1; proxies send UTF-8 names.
+            user = raw.encode("latin-1").decode("utf-8").strip()
+        except UnicodeError:
+            raise ApiError(401, "unauthorized", f"{self.settings.user_header} is not valid UTF-8") from None
+        if not user:
+            raise ApiError(401, "unauthorized", f"{self.settings.user_header} is empty")
         roles = self.settings.proxy_roles
         if self.settings.roles_header and request.headers.get(self.settings.roles_header):
             offered = [r.strip() for r in request.headers[self.settings.roles_header].split(",")]
             roles = tuple(r for r in offered if r in self.settings.roles)
-        return Principal(user.strip(), tuple(roles), "proxy")
+        return Principal(user, tuple(roles), "proxy")
 
     def _from_session(self, cookie: str) -> Principal | None:
         try:
-            user = self.signer.session_user(cookie)
+            user, key = self.signer.session_user(cookie)
         except InvalidSignedValue:
             return None  # a stale cookie is simply not a login
-        roles: tuple[str, ...] = ()
-        for credential in self.credentials:
-            if credential.user == user:
-                roles = tuple(dict.fromkeys(roles + credential.roles))
-        if not roles:
-            return None  # the user was removed from the config
-        return Principal(user, roles, "session")
+        # The roles of the credential that logged in, not of every credential the user has.
+        credential = find_key(self.credentials, user, key)
+        if credential is None:
+            return None  # that credential was removed from the config
+        return Principal(user, credential.roles, "session")
 
-    def login(self, body: dict) -> Principal:
+    def login(self, body: dict) -> tuple[Principal, Credential]:
         """Check a token or a user/password pair from POST /login."""
         if not self.credentials:
             raise ApiError(400, "bad_request", "no logins are configured on this server")
@@ -143,17 +155,25 @@ class Authenticator:
         if isinstance(token, str) and token:
             credential = find_token(self.credentials, token)
         elif isinstance(body.get("user"), str) and isinstance(body.get("password"), str):
-            credential = check_password(self.credentials, body["user"], body["password"])
+            # scrypt takes ~50 ms of CPU: run it off the event loop (hashlib releases the GIL).
+            credential = gevent.get_hub().threadpool.apply(
+                check_password, (self.credentials, body["user"], body["password"])
+            )
         else:
             raise ApiError(400, "bad_request", "send {\"token\": ...} or {\"user\": ..., \"password\": ...}")
         if credential is None:
             raise ApiError(401, "unauthorized", "wrong credentials")
-        return Principal(credential.user, credential.roles, "session")
+        return Principal(credential.user, credential.roles, "session"), credential
 
     # Browser safety.
 
     def check_browser_rules(self, principal: Principal) -> None:
         """Refuse cross-site requests and DNS-rebinding, unless they come with a Bearer token."""
+        if request.endpoint == "health.healthz":
+            return  # health checks change nothing and come from balancers with any Host
+        host = urlsplit(f"//{request.host}").hostname or ""
+        if self.allowed_hosts and host not in self.allowed_hosts:
+            raise ApiError(403, "forbidden", f"host {host!r} is not in allowed_hosts")
         if principal.via == "token":
             return  # not ambient: a browser never attaches it by itself
         origin = request.headers.get("Origin")
@@ -161,16 +181,14 @@ class Authenticator:
         fetch_site = request.headers.get("Sec-Fetch-Site")
         if fetch_site in ("cross-site", "same-site") and not allowed_origin and principal.via != "ticket":
             raise ApiError(403, "cross_site_refused", "cross-site requests are not allowed")
-        if request.method in UNSAFE_METHODS:
+        if request.method in UNSAFE_METHODS or request.endpoint in STATE_CHANGING_GETS:
             source = origin or request.headers.get("Referer")
             if source is not None and not allowed_origin and not self._same_origin(source):
                 raise ApiError(403, "cross_site_refused", "request from another origin refused")
             if source is None and principal.via == "session":
                 raise ApiError(403, "cross_site_refused", "a cookie-authenticated change needs an Origin header")
-        if principal.via == "anonymous":
-            host = urlsplit(f"//{request.host}").hostname or ""
-            if not is_loopback(host):
-                raise ApiError(403, "forbidden", "without authentication only loopback host names are served")
+        if principal.via == "anonymous" and not self.allowed_hosts and not is_loopback(host):
+            raise ApiError(403, "forbidden", "without authentication only loopback host names are served")
 
     @staticmethod
     def _same_origin(source: str) -> bool:

@@ -58,14 +58,19 @@ def _roles(text: str) -> list[str]:
 
 
 def _toml_list(items: list[str]) -> str:
-    return "[" + ", ".join(json.dumps(item) for item in items) + "]"
+    return "[" + ", ".join(_toml_string(item) for item in items) + "]"
+
+
+def _toml_string(text: str) -> str:
+    # JSON strings are TOML basic strings, except that TOML has no surrogate-pair escapes.
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _print_token(user: str, roles: list[str]) -> int:
     token = new_token()
     print(f"# the token for {user}, shown only now, then the entry for the config file:", file=sys.stderr)
     print(token)
-    print(f'[[tokens]]\nuser = {json.dumps(user)}\nroles = {_toml_list(roles)}\nhash = "{hash_token(token)}"')
+    print(f'[[tokens]]\nuser = {_toml_string(user)}\nroles = {_toml_list(roles)}\nhash = "{hash_token(token)}"')
     return 0
 
 
@@ -74,6 +79,6 @@ def _print_password(user: str, roles: list[str]) -> int:
     if not password:
         print("sse-commander: give the password on standard input", file=sys.stderr)
         return 2
-    entry = f'[[users]]\nname = {json.dumps(user)}\nroles = {_toml_list(roles)}\n'
+    entry = f'[[users]]\nname = {_toml_string(user)}\nroles = {_toml_list(roles)}\n'
     print(entry + f'password_hash = "{hash_password(password)}"')
     return 0

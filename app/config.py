@@ -101,6 +101,7 @@ class Settings:
     session_ttl: float = 12 * 3600.0
     ticket_ttl: float = 600.0
     cors_allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()  # Host names served (DNS-rebinding guard); empty: loopback when anonymous
 
     # Containment of what runs.
     run_as_user: str = "nobody"  # used only when the server runs as root
@@ -111,6 +112,7 @@ class Settings:
     rlimit_nproc: int = 512  # processes of the user the job runs as
     rate_limit_per_minute: int = 300  # job starts per user; 0 = unlimited
     rate_limit_burst: int = 100
+    login_attempts_per_minute: int = 10  # per client address; 0 = unlimited
     audit_log: str = "-"  # a file path, "-" for stderr, "" for none
 
     @property
@@ -196,7 +198,7 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError(f"{name}: must be greater than zero")
     for name in (
         "max_output_bytes", "kill_grace", "retry_ms", "shutdown_retry_jitter_ms", "rlimit_cpu", "rlimit_as",
-        "rlimit_nofile", "rlimit_nproc", "rate_limit_per_minute",
+        "rlimit_nofile", "rlimit_nproc", "rate_limit_per_minute", "login_attempts_per_minute",
     ):
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name}: must not be negative")

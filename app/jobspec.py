@@ -89,6 +89,8 @@ def _action_spec(payload: dict[str, Any], settings: Settings) -> JobSpec:
     except InvalidParameter as exc:
         raise InvalidRequest(str(exc)) from None
     timeout = payload.get("timeout", action.timeout)
+    if action.timeout is not None and isinstance(timeout, (int, float)) and timeout > action.timeout:
+        raise InvalidRequest(f"timeout must not exceed this action's {action.timeout:g} seconds")
     return JobSpec(
         argv=tuple(argv),
         timeout=parse_timeout(timeout, settings),

@@ -51,6 +51,7 @@ class Service:
         self.audit = AuditLog(settings.audit_log)
         self.authenticator = Authenticator(settings, self.signer)
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        self.login_limiter = RateLimiter(settings.login_attempts_per_minute, settings.login_attempts_per_minute)
         self.store = MemoryJobStore(
             max_running=settings.max_running_jobs,
             buffer_bytes=settings.job_buffer_bytes,

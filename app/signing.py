@@ -1,7 +1,8 @@
 """Signed, expiring session cookies and stream tickets. Pure code (itsdangerous).
 
-A session cookie says "this browser logged in as USER"; roles are looked up
-again on every request, so taking a role away takes effect at once. A stream
+A session cookie says "this browser logged in as USER with credential K";
+the credential and its roles are looked up again on every request, so
+removing it or changing its roles takes effect at once. A stream
 ticket says "whoever holds this may read job J" and nothing more.
 """
 
@@ -39,17 +40,16 @@ class Signer:
         self.session_ttl = session_ttl
         self.ticket_ttl = ticket_ttl
 
-    def session_cookie(self, user: str) -> str:
-        """The cookie value for a logged-in user."""
-        return self._sessions.dumps({"u": user})
+    def session_cookie(self, user: str, credential_key: str) -> str:
+        """The cookie value for a user logged in with one particular credential."""
+        return self._sessions.dumps({"u": user, "k": credential_key})
 
-    def session_user(self, cookie: str) -> str:
-        """The user a session cookie belongs to."""
+    def session_user(self, cookie: str) -> tuple[str, str]:
+        """The user a session cookie belongs to, and the key of the credential it was opened with."""
         data = self._load(self._sessions, cookie, self.session_ttl, "session")
-        user = data.get("u") if isinstance(data, dict) else None
-        if not isinstance(user, str):
+        if not isinstance(data, dict) or not isinstance(data.get("u"), str) or not isinstance(data.get("k"), str):
             raise InvalidSignedValue("malformed session")
-        return user
+        return data["u"], data["k"]
 
     def ticket(self, job_id: str, user: str) -> tuple[str, float]:
         """A ticket for reading ``job_id``, and when it expires."""

@@ -55,6 +55,7 @@ class GunicornServer:
             # 'nobody'; tests/test_containment.py covers the unprivileged default.
             "SSECMD_RUN_AS_USER": "root",
             "SSECMD_RATE_LIMIT_PER_MINUTE": "0",
+            "SSECMD_LOGIN_ATTEMPTS_PER_MINUTE": "0",
         }
         env.update(settings or {})
         env.update(extra_env or {})

@@ -17,6 +17,7 @@ from .auth_support import (
     EVIL,
     HTTP,
     OK_ORIGIN,
+    Credentials,
     assert_error,
     bearer,
     wait_for_audit,
@@ -105,13 +106,6 @@ def test_foreign_origin_post_is_refused_in_anonymous_mode(anon, extra):
     assert _job_ids(anon) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG app/authn.py check_browser_rules: a foreign Origin/Referer is only checked for POST/PUT/PATCH/"
-    "DELETE, but GET /run starts a command; without Sec-Fetch-Site (browsers before Fetch Metadata, or any page "
-    "that reaches the server through a client that drops it) a cross-origin GET /run runs, although README "
-    "'Security model' says requests with a foreign Origin are refused",
-)
 @pytest.mark.parametrize("extra", [{"Origin": EVIL}, {"Referer": EVIL + "/page"}])
 def test_foreign_origin_get_run_is_refused_in_anonymous_mode(anon, extra):
     before = _job_ids(anon)
@@ -121,12 +115,6 @@ def test_foreign_origin_get_run_is_refused_in_anonymous_mode(anon, extra):
     assert response.status_code == 403
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG app/authn.py identify/_from_bearer: any Authorization header that is not 'Bearer <known token>' "
-    "is a 401 even when no auth is configured, so insecure_no_auth behind a proxy doing HTTP Basic auth "
-    "(nginx auth_basic forwards 'Authorization: Basic ...' by default) refuses every request",
-)
 def test_basic_auth_header_from_a_front_proxy_is_ignored_in_anonymous_mode(anon):
     response = HTTP.get(anon.url("/jobs"), headers={"Authorization": "Basic YWxpY2U6cGFzcw=="})
     assert response.status_code == 200, response.text
@@ -224,24 +212,12 @@ def test_no_user_header_is_401(proxied, headers):
     assert_error(HTTP.get(server.url("/whoami"), headers=headers), 401)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG app/authn.py _from_proxy: 'if not user' is tested before user.strip(), so a header holding only "
-    "whitespace that gunicorn does not trim (NBSP, byte 0xA0) becomes the user '' with proxy_roles, who may start "
-    "jobs that the audit log records as user null",
-)
 def test_blank_proxy_user_is_401(proxied):
     server, _ = proxied
     raw = raw_request(server.port, request_bytes("GET", b"/whoami", {"X-Forwarded-User": b"\xa0"}))
     assert raw.status == 401, raw
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG app/authn.py _from_proxy: the user header is used as WSGI gives it (bytes decoded as latin-1), so "
-    "a UTF-8 user name from the SSO proxy ('jos\\xc3\\xa9') becomes the mojibake user 'jos\u00c3\u00a9' in job owners "
-    "and the audit log instead of 'jos\u00e9'",
-)
 def test_proxy_user_names_are_utf8(proxied):
     server, _ = proxied
     raw = raw_request(server.port, request_bytes("GET", b"/whoami", {"X-Forwarded-User": "jos\u00e9".encode()}))
@@ -249,12 +225,6 @@ def test_proxy_user_names_are_utf8(proxied):
     assert json.loads(raw.body)["user"] == "jos\u00e9"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG app/authn.py identify: the Authorization header is examined before the trusted proxy's user "
-    "header and any non-Bearer scheme is a 401, so an SSO proxy that forwards the browser's 'Authorization: "
-    "Basic ...' (nginx auth_basic does by default) locks every user out",
-)
 def test_basic_auth_header_alongside_the_proxy_user_is_ignored(proxied):
     server, _ = proxied
     headers = {"X-Forwarded-User": "carol", "Authorization": "Basic Y2Fyb2w6cGFzcw=="}
@@ -377,13 +347,28 @@ def test_cli_token_authenticates_once_pasted_into_the_config(cli_server):
     assert_error(HTTP.post(server.url("/login"), json={"user": "pw-user", "password": "s3cret pass\n"}), 401)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG app/cli.py _print_token/_print_password: the user name is written with json.dumps, which "
-    "escapes characters beyond the BMP as UTF-16 surrogate pairs (\\ud83d\\ude00); TOML forbids surrogate "
-    "escapes, so the printed entry cannot be pasted into the config",
-)
 def test_cli_entry_is_valid_toml_for_any_user_name():
     made = _cli("token", "--user", "deploy-bot \U0001f916", "--roles", "runner")
     entry = made.stdout.partition("\n")[2]
     assert tomllib.loads(entry)["tokens"][0]["user"] == "deploy-bot \U0001f916"
+
+
+def test_login_attempts_are_throttled_per_address(make_server):
+    creds = Credentials()
+    creds.add_token("someone", ["operator"])
+    srv = make_server({**creds.env(), "SSECMD_LOGIN_ATTEMPTS_PER_MINUTE": "3"})
+    answers = [HTTP.post(srv.url("/login"), json={"token": "ssecmd_wrong"}).status_code for _ in range(4)]
+    assert answers[:3] == [401, 401, 401]
+    refused = HTTP.post(srv.url("/login"), json={"token": "ssecmd_wrong"})
+    assert_error(refused, 429, "rate_limited")
+    assert int(refused.headers["Retry-After"]) >= 1
+
+
+def test_allowed_hosts_refuses_other_host_names_even_with_auth(make_server):
+    creds = Credentials()
+    token = creds.add_token("root-admin", ["admin"])
+    srv = make_server({**creds.env(), "SSECMD_ALLOWED_HOSTS": "commander.internal"})
+    refused = HTTP.get(srv.url("/jobs"), headers={**bearer(token), "Host": f"evil.example:{srv.port}"})
+    assert_error(refused, 403, "forbidden", "allowed_hosts")
+    ok = HTTP.get(srv.url("/jobs"), headers={**bearer(token), "Host": f"commander.internal:{srv.port}"})
+    assert ok.status_code == 200

@@ -286,3 +286,15 @@ def test_bad_last_event_id(value):
 
 def test_invalid_request_is_a_value_error():
     assert issubclass(InvalidRequest, ValueError)
+
+
+def test_an_actions_timeout_is_a_ceiling_for_callers():
+    from app.actions import parse_actions
+
+    settings = Settings().with_overrides(
+        actions=parse_actions({"nap": {"argv": ["sleep", "1"], "timeout": 5}})
+    )
+    assert parse_job_request({"action": "nap"}, settings).timeout == 5
+    assert parse_job_request({"action": "nap", "timeout": 2}, settings).timeout == 2
+    with pytest.raises(InvalidRequest, match="must not exceed this action's 5 seconds"):
+        parse_job_request({"action": "nap", "timeout": 86400}, settings)

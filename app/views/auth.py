@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from ..authn import SESSION_COOKIE, current_principal
 from ..errors import ApiError
+from ..ratelimit import retry_after_header
 from ..service import current_service
 from ..web import json_body
 
@@ -20,15 +21,21 @@ def _principal_json(principal) -> dict:
 def login() -> Response:
     """{"token": "..."} or {"user": "...", "password": "..."} -> session cookie."""
     service = current_service()
+    wait = service.login_limiter.acquire(request.remote_addr or "")
+    if wait:
+        raise ApiError(
+            429, "rate_limited", "too many login attempts; try again later",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
     body = json_body()
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "body must be a JSON object")
-    principal = service.authenticator.login(body)
+    principal, credential = service.authenticator.login(body)
     service.audit.record("login", user=principal.user, addr=request.remote_addr)
     response = jsonify(_principal_json(principal))
     response.set_cookie(
         SESSION_COOKIE,
-        service.signer.session_cookie(principal.user),
+        service.signer.session_cookie(principal.user, credential.key),
         max_age=int(service.settings.session_ttl),
         httponly=True,
         samesite="Strict",

@@ -1,0 +1,230 @@
+// The chat page: one channel as a room. Messages arrive over GET /channels/<name>/events, are posted with
+// POST /channels/<name>/messages, and the connection heals itself like the console's.
+
+import {
+  $,
+  api,
+  ApiError,
+  el,
+  Follower,
+  formatTime,
+  frameScheduler,
+  LiveStream,
+  logout,
+  setupLogin,
+  showConnState,
+  showUser,
+  whoami,
+} from "./common.js";
+
+const MAX_MESSAGES = 2000;
+const channel = document.body.dataset.channel || "chat";
+const channelError = document.body.dataset.channelError || "";
+const path = `/channels/${encodeURIComponent(channel)}`;
+
+const state = {
+  principal: null,
+  cursor: 0, // id of the last message shown
+  workerPid: null,
+  count: 0,
+};
+
+const conn = $("conn");
+const list = $("messages");
+const follower = new Follower(list, $("follow"));
+let incoming = [];
+const render = frameScheduler(() => {
+  if (!incoming.length) return;
+  const batch = incoming;
+  incoming = [];
+  const fragment = document.createDocumentFragment();
+  for (const node of batch) fragment.append(node);
+  $("chat-empty").hidden = true;
+  list.append(fragment);
+  const excess = list.children.length - 1 - MAX_MESSAGES;
+  for (let i = 0; i < excess; i++) list.children[1].remove();
+  follower.stick();
+});
+
+const stream = new LiveStream({
+  url: () => (state.cursor ? `${path}/events?last_event_id=${state.cursor}` : `${path}/events`),
+  events: { message: onMessage, gap: onGap },
+  onState: (s) => showConnState(conn, s),
+  resync,
+});
+
+function onMessage(event) {
+  const id = Number(event.lastEventId);
+  if (!Number.isSafeInteger(id) || id <= state.cursor) return; // already shown before a reconnect
+  state.cursor = id;
+  let message;
+  try {
+    message = JSON.parse(event.data);
+  } catch {
+    return;
+  }
+  state.count++;
+  incoming.push(messageEl(message));
+  render();
+}
+
+function onGap(event) {
+  let missed = 0;
+  try {
+    missed = JSON.parse(event.data).missed_messages || 0;
+  } catch {
+    // keep 0
+  }
+  const id = Number(event.lastEventId);
+  if (Number.isSafeInteger(id) && id > state.cursor) state.cursor = id;
+  note(`${missed} earlier message${missed === 1 ? " is" : "s are"} no longer kept by the server`);
+}
+
+function note(text) {
+  incoming.push(el("li", { class: "msg note", text }));
+  render();
+}
+
+function messageEl(message) {
+  const data = message && typeof message === "object" && "data" in message ? message.data : message;
+  const user = message && message.user;
+  const isText = typeof data === "string";
+  const body = el("div", { class: "msg-body" });
+  if (user) {
+    const me = state.principal && state.principal.user === user;
+    body.append(el("span", { class: me ? "msg-user me" : "msg-user", text: user }));
+  }
+  body.append(el("span", { class: isText ? "msg-text" : "msg-text json", text: isText ? data : JSON.stringify(data) }));
+  const time = message && message.time;
+  return el(
+    "li",
+    { class: "msg" },
+    el("time", { class: "msg-time", datetime: time || undefined, title: time || undefined, text: formatTime(time) }),
+    body,
+  );
+}
+
+async function resync() {
+  const me = await whoami();
+  if (me.anonymous) {
+    signedOut();
+    return false;
+  }
+  let health;
+  try {
+    health = await api("GET", "/healthz");
+  } catch (error) {
+    if (error instanceof ApiError) return null;
+    throw error;
+  }
+  const { channels } = await api("GET", "/channels");
+  const info = channels.find((c) => c.name === channel);
+  const lastId = info ? info.last_id : 0;
+  const restarted = state.workerPid !== null && health.worker_pid !== state.workerPid;
+  state.workerPid = health.worker_pid;
+  if (restarted || lastId < state.cursor) {
+    // A new server process: the channel's history and ids start again.
+    state.cursor = 0;
+    note("The server restarted: the messages above are from before, those below from the new history.");
+  }
+  return true;
+}
+
+function setupComposer() {
+  const form = $("composer");
+  const input = $("message");
+  const error = $("composer-error");
+  const grow = () => {
+    input.style.height = "auto";
+    input.style.height = `${Math.min(160, input.scrollHeight + 2)}px`;
+  };
+  input.addEventListener("input", () => {
+    error.hidden = true;
+    grow();
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const text = input.value;
+    if (!text.trim()) return;
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      await api("POST", `${path}/messages`, { data: text });
+      input.value = "";
+      grow();
+      follower.resume();
+    } catch (err) {
+      error.textContent = err instanceof ApiError ? err.message : "The server cannot be reached.";
+      error.hidden = false;
+    } finally {
+      button.disabled = false;
+      input.focus();
+    }
+  });
+}
+
+const login = setupLogin({ onLogin: (principal) => start({ ...principal, auth_configured: true }) });
+
+function signedOut() {
+  stream.close();
+  state.principal = null;
+  state.cursor = 0;
+  incoming = [];
+  list.replaceChildren($("chat-empty"));
+  $("chat-empty").hidden = false;
+  $("app").hidden = true;
+  showUser(null);
+  showConnState(conn, "signedout");
+  login.show();
+}
+
+async function doLogout() {
+  stream.close();
+  await logout();
+  signedOut();
+}
+
+async function start(principal) {
+  state.principal = principal;
+  login.hide();
+  showUser(principal, doLogout);
+  $("app").hidden = false;
+  if (channelError) {
+    $("chat-info").textContent = channelError;
+    $("composer").hidden = true;
+    showConnState(conn, "closed");
+    return;
+  }
+  const health = await api("GET", "/healthz");
+  state.workerPid = health.worker_pid;
+  $("chat-info").textContent = principal.auth_configured ? `as ${principal.user}` : "";
+  stream.open();
+  $("message").focus();
+}
+
+async function boot() {
+  setupComposer();
+  for (;;) {
+    try {
+      const me = await whoami();
+      if (me.anonymous) {
+        showConnState(conn, "signedout");
+        login.show();
+      } else {
+        await start(me);
+      }
+      return;
+    } catch {
+      showConnState(conn, "reconnecting");
+      await new Promise((resolve) => setTimeout(resolve, 2000 + Math.random() * 2000));
+    }
+  }
+}
+
+boot();

@@ -1,0 +1,349 @@
+// Shared by the console and the chat page: API calls, a self-healing EventSource, login, small DOM helpers.
+// Everything from the server or from a command is inserted as text (textContent / text nodes), never as HTML.
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.message) || `HTTP ${status}`);
+    this.status = status;
+    this.code = (body && body.error) || "";
+    this.body = body || {};
+  }
+}
+
+// fetch + JSON; throws ApiError for any non-2xx answer and TypeError when the server cannot be reached.
+export async function api(method, path, body) {
+  const init = { method, credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  let data = null;
+  const type = response.headers.get("Content-Type") || "";
+  if (type.includes("application/json")) {
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+  }
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+// Build an element: el("div", {class: "x", text: "hello", dataset: {a: 1}}, child, ...). Text only, never HTML.
+export function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key === "hidden") node.hidden = Boolean(value);
+    else if (key.startsWith("on") && typeof value === "function") node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(typeof child === "string" ? document.createTextNode(child) : child);
+  }
+  return node;
+}
+
+export const $ = (id) => document.getElementById(id);
+
+// Composite cursors of GET /events: "job:3f2a=120,channel:jobs=7".
+export function parseComposite(text) {
+  const cursors = new Map();
+  if (!text) return cursors;
+  for (const part of text.split(",")) {
+    const at = part.lastIndexOf("=");
+    if (at <= 0) continue;
+    const value = Number(part.slice(at + 1));
+    if (Number.isSafeInteger(value)) cursors.set(part.slice(0, at), value);
+  }
+  return cursors;
+}
+
+export function formatComposite(cursors, keys) {
+  return keys
+    .filter((key) => (cursors.get(key) || 0) > 0)
+    .map((key) => `${key}=${cursors.get(key)}`)
+    .join(",");
+}
+
+// An EventSource that reconnects by itself, whatever the browser thinks.
+//
+// A browser retries on its own only after a clean end of stream; after any non-200 answer (a proxy's 502/503,
+// a 204, a 401, a 404 for a job the restarted server no longer knows) it gives up for good. So on every error
+// this closes the source and schedules its own reconnect with jittered exponential backoff; before each
+// attempt `resync()` may look around (is the server back? did it restart? am I still logged in?) and return
+// false to stay closed. `url()` is called for every attempt, so it always carries the latest cursors.
+export class LiveStream {
+  constructor({ url, events, onState = () => {}, resync = async () => true, baseDelay = 1000, maxDelay = 30000 }) {
+    this.url = url;
+    this.events = events;
+    this.onState = onState;
+    this.resync = resync;
+    this.baseDelay = baseDelay;
+    this.maxDelay = maxDelay;
+    this.source = null;
+    this.timer = null;
+    this.failures = 0;
+    this.generation = 0;
+    this.state = "idle";
+  }
+
+  _setState(state, detail) {
+    this.state = state;
+    this.onState(state, detail);
+  }
+
+  // Open now (or reopen with a new URL), dropping any current connection.
+  open() {
+    this._teardown();
+    const generation = ++this.generation;
+    const source = new EventSource(this.url());
+    this.source = source;
+    if (this.state !== "reconnecting") this._setState("connecting");
+    source.onopen = () => {
+      if (generation !== this.generation) return;
+      this.failures = 0;
+      this._setState("live");
+    };
+    source.onerror = () => {
+      if (generation !== this.generation) return;
+      // CLOSED: the browser gave up (non-200). CONNECTING: the stream ended and the browser would retry with
+      // the same URL and stale cursors. Either way: take over.
+      this._teardown();
+      this._schedule();
+    };
+    for (const [name, handler] of Object.entries(this.events)) {
+      source.addEventListener(name, (event) => {
+        if (generation === this.generation) handler(event);
+      });
+    }
+  }
+
+  close() {
+    this.generation++;
+    this._teardown();
+    this._setState("closed");
+  }
+
+  _teardown() {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    if (this.source !== null) {
+      this.source.close();
+      this.source = null;
+    }
+  }
+
+  _schedule() {
+    const exp = Math.min(this.maxDelay, this.baseDelay * 2 ** Math.min(this.failures, 10));
+    const delay = Math.round(exp * (0.5 + Math.random()));
+    this.failures++;
+    this._setState("reconnecting", { delay, attempt: this.failures });
+    const generation = this.generation;
+    this.timer = setTimeout(async () => {
+      this.timer = null;
+      let go;
+      try {
+        go = await this.resync();
+      } catch {
+        go = null; // the server is still away: try again later
+      }
+      if (generation !== this.generation) return;
+      if (go === false) return this.close();
+      if (go === null) return this._schedule();
+      this.open();
+    }, delay);
+  }
+}
+
+// Connection status pill in the top bar.
+const STATE_TEXT = {
+  idle: "Idle",
+  connecting: "Connecting…",
+  live: "Live",
+  reconnecting: "Reconnecting…",
+  closed: "Offline",
+  signedout: "Signed out",
+};
+
+export function showConnState(node, state) {
+  node.dataset.state = state;
+  node.querySelector(".conn-text").textContent = STATE_TEXT[state] || state;
+  node.title = state === "live" ? "Receiving live events" : STATE_TEXT[state] || state;
+}
+
+// Who am I? {user, roles, via, auth_configured} or {anonymous: true} when a login is required.
+export async function whoami() {
+  try {
+    return await api("GET", "/whoami");
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) return { anonymous: true, auth_configured: true };
+    throw error;
+  }
+}
+
+// The login form (same markup on both pages): token, or user + password. Calls onLogin(principal).
+export function setupLogin({ onLogin }) {
+  const form = $("login-form");
+  const tokenFields = $("login-token-fields");
+  const passwordFields = $("login-password-fields");
+  const modeButton = $("login-mode");
+  const error = $("login-error");
+  let usePassword = false;
+
+  const setMode = (password) => {
+    usePassword = password;
+    tokenFields.hidden = password;
+    passwordFields.hidden = !password;
+    modeButton.textContent = password ? "Use an access token instead" : "Use a user name and password instead";
+    (password ? $("login-user") : $("login-token")).focus();
+  };
+  modeButton.addEventListener("click", () => setMode(!usePassword));
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.hidden = true;
+    const body = usePassword
+      ? { user: $("login-user").value, password: $("login-password").value }
+      : { token: $("login-token").value.trim() };
+    const submit = form.querySelector("button[type=submit]");
+    submit.disabled = true;
+    try {
+      const principal = await api("POST", "/login", body);
+      form.reset();
+      onLogin(principal);
+    } catch (err) {
+      error.textContent = err instanceof ApiError ? err.message : "The server cannot be reached.";
+      error.hidden = false;
+      (usePassword ? $("login-password") : $("login-token")).select();
+    } finally {
+      submit.disabled = false;
+    }
+  });
+
+  return {
+    show() {
+      $("login-view").hidden = false;
+      error.hidden = true;
+      (usePassword ? $("login-user") : $("login-token")).focus();
+    },
+    hide() {
+      $("login-view").hidden = true;
+    },
+  };
+}
+
+export function showUser(principal, onLogout) {
+  const who = $("who");
+  const logout = $("logout");
+  if (principal && principal.auth_configured && principal.user) {
+    who.textContent = principal.user;
+    who.title = `Signed in as ${principal.user} (${(principal.roles || []).join(", ") || "no roles"}) via ${principal.via}`;
+    who.hidden = false;
+    logout.hidden = principal.via !== "session"; // a proxy or a token cannot be logged out of here
+  } else {
+    who.hidden = true;
+    logout.hidden = true;
+  }
+  logout.onclick = onLogout;
+}
+
+export async function logout() {
+  try {
+    await api("POST", "/logout");
+  } catch {
+    // Signing out locally is what matters; the cookie is HttpOnly, so the server has to clear it.
+  }
+}
+
+// Sticky-bottom scrolling: follows new content until the user scrolls up, resumes at the bottom.
+export class Follower {
+  constructor(scroller, button) {
+    this.scroller = scroller;
+    this.button = button;
+    this.following = true;
+    // Our own scrolls always land at the bottom, so any scroll event that ends elsewhere is the user's.
+    scroller.addEventListener("scroll", () => {
+      const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 8;
+      if (atBottom !== this.following) {
+        this.following = atBottom;
+        this._showButton();
+      }
+    });
+    if (button) button.addEventListener("click", () => this.resume());
+  }
+
+  _showButton() {
+    if (this.button) this.button.hidden = this.following;
+  }
+
+  // Call after content changed.
+  stick() {
+    if (this.following) this.scroller.scrollTop = this.scroller.scrollHeight;
+  }
+
+  resume() {
+    this.following = true;
+    this._showButton();
+    this.stick();
+  }
+}
+
+// Work on the next animation frame, or within 250 ms in a background tab where frames stop.
+export function frameScheduler(work) {
+  let frame = null;
+  let timer = null;
+  const run = () => {
+    if (frame !== null) cancelAnimationFrame(frame);
+    if (timer !== null) clearTimeout(timer);
+    frame = timer = null;
+    work();
+  };
+  return () => {
+    if (frame !== null || timer !== null) return;
+    frame = requestAnimationFrame(run);
+    timer = setTimeout(run, 250);
+  };
+}
+
+export function formatDuration(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (seconds < 60) return `${seconds.toFixed(seconds < 10 ? 2 : 1)} s`;
+  const m = Math.floor(seconds / 60);
+  const s = Math.round(seconds % 60);
+  if (m < 60) return `${m}m ${String(s).padStart(2, "0")}s`;
+  return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
+}
+
+export function formatTime(iso) {
+  if (!iso) return "";
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return "";
+  const today = new Date();
+  const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  if (date.toDateString() === today.toDateString()) return time;
+  return `${date.toLocaleDateString([], { month: "short", day: "numeric" })} ${time}`;
+}
+
+export const numberFormat = new Intl.NumberFormat();
+
+export function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let value = n / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}

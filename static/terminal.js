@@ -1,0 +1,396 @@
+// A small terminal for command output: ANSI SGR colours and attributes, \r redraws, bounded scrollback.
+//
+// Output is only ever inserted as text nodes (colours are classes, or CSSOM properties for 256-colour and
+// true-colour escapes), so whatever a command prints — <script>, <img onerror>, escape sequences — is shown,
+// never interpreted. Writes are queued and applied once per animation frame; when more than `maxLines` lines
+// arrive at once, the lines that would scroll out of the bound anyway are only counted (and scanned for colour
+// changes), never built, so 50 MB of output costs little more than the last screenful.
+
+const CSI_OR_CONTROL =
+  // eslint-disable-next-line no-control-regex
+  /\x1b\[([0-?]*)([ -/]*)([@-~])|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[ -/]*[0-~]|\x1b|\r\n|\r|\n|\x08|[\x00-\x07\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]/g;
+// A sequence cut at the end of a chunk: keep it for the next chunk.
+// eslint-disable-next-line no-control-regex
+const INCOMPLETE = /\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*|[ -/]*)$/;
+// eslint-disable-next-line no-control-regex
+const SGR_ONLY = /\x1b\[([0-9;:]*)m/g;
+
+import { formatBytes } from "./common.js";
+
+const CUBE = [0, 95, 135, 175, 215, 255];
+
+function color256(n) {
+  if (n < 16) return null; // a class
+  if (n < 232) {
+    const i = n - 16;
+    return `rgb(${CUBE[Math.floor(i / 36)]},${CUBE[Math.floor(i / 6) % 6]},${CUBE[i % 6]})`;
+  }
+  const level = 8 + (n - 232) * 10;
+  return `rgb(${level},${level},${level})`;
+}
+
+// Colours are null (default), 0-255 (palette) or an "rgb(...)" string.
+class Style {
+  constructor() {
+    this.reset();
+  }
+
+  reset() {
+    this.fg = null;
+    this.bg = null;
+    this.bold = this.dim = this.italic = this.underline = this.inverse = this.strike = false;
+    this._key = null;
+  }
+
+  apply(params) {
+    const codes = params === "" ? [0] : params.split(/[;:]/).map((p) => (p === "" ? 0 : Number(p)));
+    for (let i = 0; i < codes.length; i++) {
+      const c = codes[i];
+      if (c === 0) this.reset();
+      else if (c === 1) this.bold = true;
+      else if (c === 2) this.dim = true;
+      else if (c === 3) this.italic = true;
+      else if (c === 4) this.underline = true;
+      else if (c === 7) this.inverse = true;
+      else if (c === 9) this.strike = true;
+      else if (c === 21 || c === 22) this.bold = this.dim = false;
+      else if (c === 23) this.italic = false;
+      else if (c === 24) this.underline = false;
+      else if (c === 27) this.inverse = false;
+      else if (c === 29) this.strike = false;
+      else if (c >= 30 && c <= 37) this.fg = c - 30;
+      else if (c === 39) this.fg = null;
+      else if (c >= 40 && c <= 47) this.bg = c - 40;
+      else if (c === 49) this.bg = null;
+      else if (c >= 90 && c <= 97) this.fg = c - 90 + 8;
+      else if (c >= 100 && c <= 107) this.bg = c - 100 + 8;
+      else if (c === 38 || c === 48) {
+        let value = null;
+        if (codes[i + 1] === 5 && i + 2 < codes.length) {
+          value = Math.max(0, Math.min(255, codes[i + 2] | 0));
+          i += 2;
+        } else if (codes[i + 1] === 2 && i + 4 < codes.length) {
+          const [r, g, b] = codes.slice(i + 2, i + 5).map((v) => Math.max(0, Math.min(255, v | 0)));
+          value = `rgb(${r},${g},${b})`;
+          i += 4;
+        } else {
+          break; // malformed: ignore the rest, like a terminal
+        }
+        if (c === 38) this.fg = value;
+        else this.bg = value;
+      }
+    }
+    this._key = null;
+  }
+
+  // {cls, fg, bg} for the current attributes: classes for the 16 palette colours, CSS colours otherwise.
+  get look() {
+    if (this._key !== null) return this._key;
+    let fg = this.fg;
+    let bg = this.bg;
+    const classes = [];
+    if (this.inverse) {
+      [fg, bg] = [bg, fg];
+      if (fg === null) classes.push("fg-inv");
+      if (bg === null) classes.push("bg-inv");
+    }
+    let fgCss = null;
+    let bgCss = null;
+    if (typeof fg === "number") {
+      if (fg < 16) classes.push(`fg-${fg}`);
+      else fgCss = color256(fg);
+    } else if (fg) fgCss = fg;
+    if (typeof bg === "number") {
+      if (bg < 16) classes.push(`bg-${bg}`);
+      else bgCss = color256(bg);
+    } else if (bg) bgCss = bg;
+    if (this.bold) classes.push("b");
+    if (this.dim) classes.push("dim");
+    if (this.italic) classes.push("i");
+    if (this.underline) classes.push("u");
+    if (this.strike) classes.push("s");
+    this._key = { cls: classes.join(" "), fg: fgCss, bg: bgCss };
+    return this._key;
+  }
+}
+
+export class Terminal {
+  constructor({ linesEl, hiddenEl, hiddenCountEl, droppedEl, droppedBoxEl, maxLines = 5000, onRender = () => {} }) {
+    this.linesEl = linesEl;
+    this.hiddenEl = hiddenEl;
+    this.hiddenCountEl = hiddenCountEl;
+    this.droppedEl = droppedEl;
+    this.droppedBoxEl = droppedBoxEl;
+    this.maxLines = maxLines;
+    this.onRender = onRender;
+    this.reset();
+  }
+
+  reset() {
+    this.queue = [];
+    this.style = new Style();
+    this.carry = { out: "", err: "" };
+    this.current = []; // segments of the line being written: {text, look, err}
+    this.crPending = false; // a \r was seen: what comes next (except \n) overwrites the line
+    this.currentDirty = true;
+    this.committed = []; // lines completed since the last render
+    this.total = 0; // lines completed since the start
+    this.droppedBytes = 0; // output the server dropped before we read it
+    this.clearDom = true;
+    this.currentEl = null;
+  }
+
+  write(text, stream = "out") {
+    if (text) this.queue.push({ kind: "text", text, stream });
+  }
+
+  // A marker line, such as the command or its exit status.
+  note(text, cls) {
+    this.queue.push({ kind: "note", text, cls });
+  }
+
+  // Output the server's bounded buffer dropped before this viewer read it: a marker line, and a total.
+  gap(bytes, text) {
+    this.droppedBytes += bytes;
+    this.note(text, "gap");
+  }
+
+  get pending() {
+    return this.queue.length > 0 || this.committed.length > 0 || this.currentDirty;
+  }
+
+  // Apply everything queued to the model, then to the DOM. Returns the number of lines added.
+  flush() {
+    const queue = this.queue;
+    this.queue = [];
+    const cut = this._findCut(queue);
+    let start = 0;
+    if (cut !== null) {
+      for (let i = 0; i < cut.item; i++) this._skip(queue[i]);
+      if (cut.offset > 0) {
+        const item = queue[cut.item];
+        this._skip({ ...item, text: item.text.slice(0, cut.offset) });
+        queue[cut.item] = { ...item, text: item.text.slice(cut.offset) };
+      }
+      // The skipped part ends with a newline, and what follows fills the screen: the old lines scroll out.
+      this.committed = [];
+      this.current = [];
+      this.crPending = false;
+      this.clearDom = true;
+      this.currentDirty = true;
+      start = cut.item;
+    }
+    for (let i = start; i < queue.length; i++) this._apply(queue[i]);
+    return this._render();
+  }
+
+  // Where to start building lines so that at most maxLines complete lines are built: everything before it
+  // would be trimmed anyway. null when the queue is small enough to build in full.
+  _findCut(queue) {
+    let need = this.maxLines + 1;
+    for (let i = queue.length - 1; i >= 0; i--) {
+      const item = queue[i];
+      if (item.kind === "note") {
+        if (--need === 0) return { item: i + 1, offset: 0 };
+        continue;
+      }
+      const text = item.text;
+      let at = text.length;
+      while (at > 0) {
+        at = text.lastIndexOf("\n", at - 1);
+        if (at === -1) break;
+        if (--need === 0) {
+          return at + 1 < text.length ? { item: i, offset: at + 1 } : { item: i + 1, offset: 0 };
+        }
+      }
+    }
+    return null;
+  }
+
+  // Account for output that will never be displayed: count its lines, follow its colour changes.
+  _skip(item) {
+    if (item.kind === "note") {
+      this.total++;
+      return;
+    }
+    const text = this.carry[item.stream] + item.text;
+    this.carry[item.stream] = "";
+    let at = -1;
+    let lines = 0;
+    while ((at = text.indexOf("\n", at + 1)) !== -1) lines++;
+    this.total += lines;
+    if (text.includes("\x1b")) {
+      SGR_ONLY.lastIndex = 0;
+      let match;
+      while ((match = SGR_ONLY.exec(text)) !== null) this.style.apply(match[1]);
+      const esc = text.lastIndexOf("\x1b");
+      const tail = INCOMPLETE.exec(text.slice(esc));
+      if (tail && tail.index === 0 && tail[0].length < 4096) this.carry[item.stream] = text.slice(esc);
+    }
+  }
+
+  _apply(item) {
+    if (item.kind === "note") {
+      this._newlineIfNeeded();
+      this.committed.push({ note: item.text, cls: item.cls });
+      this.total++;
+      return;
+    }
+    const stream = item.stream;
+    const err = stream === "err";
+    let text = this.carry[stream] + item.text;
+    this.carry[stream] = "";
+    const esc = text.lastIndexOf("\x1b");
+    if (esc !== -1) {
+      const tail = INCOMPLETE.exec(text.slice(esc));
+      if (tail && tail.index === 0 && tail[0].length < 4096) {
+        this.carry[stream] = text.slice(esc);
+        text = text.slice(0, esc);
+      }
+    }
+    CSI_OR_CONTROL.lastIndex = 0;
+    let last = 0;
+    let match;
+    while ((match = CSI_OR_CONTROL.exec(text)) !== null) {
+      if (match.index > last) this._text(text.slice(last, match.index), err);
+      last = CSI_OR_CONTROL.lastIndex;
+      const token = match[0];
+      if (token === "\n" || token === "\r\n") this._newline();
+      else if (token === "\r") this.crPending = true;
+      else if (token === "\x08") this._backspace();
+      else if (match[3] === "m" && !match[2] && token[1] === "[") this.style.apply(match[1]);
+      else if (match[3] === "K" && token[1] === "[") this._eraseLine(match[1]);
+      // Anything else (cursor movement, titles, bells, NUL) has no place in a log view: dropped.
+    }
+    if (last < text.length) this._text(text.slice(last), err);
+  }
+
+  _text(text, err) {
+    if (this.crPending) {
+      this.current = [];
+      this.crPending = false;
+    }
+    const look = this.style.look;
+    const lastSeg = this.current[this.current.length - 1];
+    if (lastSeg && lastSeg.look === look && lastSeg.err === err) lastSeg.text += text;
+    else this.current.push({ text, look, err });
+    this.currentDirty = true;
+  }
+
+  _newline() {
+    this.committed.push(this.current);
+    this.current = [];
+    this.crPending = false;
+    this.currentDirty = true;
+    this.total++;
+  }
+
+  _newlineIfNeeded() {
+    if (this.current.length > 0) this._newline();
+    this.crPending = false;
+  }
+
+  _backspace() {
+    const lastSeg = this.current[this.current.length - 1];
+    if (!lastSeg) return;
+    lastSeg.text = lastSeg.text.slice(0, -1);
+    if (!lastSeg.text) this.current.pop();
+    this.currentDirty = true;
+  }
+
+  _eraseLine(param) {
+    // The cursor is at the end of the line unless a \r came before: then "to the end" means all of it.
+    if (param === "2" || param === "1" || this.crPending) {
+      this.current = [];
+      this.crPending = false;
+      this.currentDirty = true;
+    }
+  }
+
+  static _lineEl(segments) {
+    const line = document.createElement("div");
+    line.className = "ln";
+    if (segments.note !== undefined) {
+      line.className = `ln note ${segments.cls || ""}`;
+      line.textContent = segments.note;
+      return line;
+    }
+    let hasErr = false;
+    for (const seg of segments) {
+      const { cls, fg, bg } = seg.look;
+      if (seg.err) hasErr = true;
+      if (!cls && !fg && !bg && !seg.err) {
+        line.appendChild(document.createTextNode(seg.text));
+        continue;
+      }
+      const span = document.createElement("span");
+      span.className = seg.err ? (cls ? `e ${cls}` : "e") : cls;
+      if (fg) span.style.color = fg;
+      if (bg) span.style.backgroundColor = bg;
+      span.textContent = seg.text;
+      line.appendChild(span);
+    }
+    if (hasErr) line.classList.add("has-e");
+    return line;
+  }
+
+  _render() {
+    const added = this.committed.length;
+    if (this.clearDom) {
+      this.linesEl.textContent = "";
+      this.currentEl = null;
+      this.clearDom = false;
+    }
+    if (this.currentEl === null) {
+      this.currentEl = Terminal._lineEl([]);
+      this.currentEl.classList.add("cur");
+      this.linesEl.appendChild(this.currentEl);
+    }
+    if (added > 0) {
+      const fragment = document.createDocumentFragment();
+      const from = Math.max(0, added - this.maxLines);
+      for (let i = from; i < added; i++) fragment.appendChild(Terminal._lineEl(this.committed[i]));
+      this.linesEl.insertBefore(fragment, this.currentEl);
+      this.committed = [];
+    }
+    if (this.currentDirty) {
+      const fresh = Terminal._lineEl(this.current);
+      fresh.classList.add("cur");
+      this.linesEl.replaceChild(fresh, this.currentEl);
+      this.currentEl = fresh;
+      this.currentDirty = false;
+    }
+    // Bound the scrollback: the in-progress line plus maxLines complete ones.
+    const excess = this.linesEl.childElementCount - 1 - this.maxLines;
+    if (excess > 0) {
+      const range = document.createRange();
+      range.setStartBefore(this.linesEl.firstChild);
+      range.setEndBefore(this.linesEl.children[excess]);
+      range.deleteContents();
+    }
+    this._showHidden();
+    this.onRender(added);
+    return added;
+  }
+
+  get shownLines() {
+    return Math.max(0, this.linesEl.childElementCount - 1);
+  }
+
+  get hiddenLines() {
+    return Math.max(0, this.total - this.shownLines);
+  }
+
+  _showHidden() {
+    const hidden = this.hiddenLines;
+    this.hiddenEl.hidden = hidden === 0 && this.droppedBytes === 0;
+    this.hiddenCountEl.textContent = new Intl.NumberFormat().format(hidden);
+    if (this.droppedEl) this.droppedEl.textContent = this.droppedBytes ? formatBytes(this.droppedBytes) : "";
+    if (this.droppedBoxEl) this.droppedBoxEl.hidden = this.droppedBytes === 0;
+  }
+
+  // The text of every line on screen (for copying).
+  text() {
+    return Array.from(this.linesEl.children, (line) => line.textContent).join("\n");
+  }
+}

@@ -1,0 +1,83 @@
+"""The console through a server restart (SIGHUP to the gunicorn master), in a real headless Chromium.
+
+The old worker ends every stream; its jobs die with it, and the new worker knows neither them nor the old
+jobs channel's ids. The page must say it is reconnecting, come back by itself, show every line exactly once,
+and follow what happens on the new worker: a job started there, its output, and the job list.
+"""
+
+from __future__ import annotations
+
+import collections
+import signal
+
+import httpx
+
+from .browser_support import (  # noqa: F401 - fixtures
+    Console,
+    browser_fixture,
+    context_fixture,
+    emit_command,
+    hexed,
+    page_fixture,
+    shot,
+    wait_for,
+)
+
+RECORD_STATES = """() => {
+    window.__states = [document.querySelector('#conn').dataset.state];
+    new MutationObserver(() => window.__states.push(document.querySelector('#conn').dataset.state))
+        .observe(document.querySelector('#conn'), {attributes: true, attributeFilter: ['data-state']});
+}"""
+
+
+def _no_duplicates(lines: list[str]) -> None:
+    repeated = [line for line, count in collections.Counter(lines).items() if count > 1]
+    assert not repeated, f"lines shown more than once: {repeated[:5]}"
+
+
+def test_reconnects_after_a_server_restart(page, make_server):
+    server = make_server({"SSECMD_HEARTBEAT_INTERVAL": "2"}, graceful_timeout=5)
+    console = Console(page, server).open()
+    console.wait_live()
+
+    ticks = [f"out:{hexed(f'tick {n}' + chr(10))}:0.1" for n in range(1, 101)]
+    old_job = console.run(emit_command(*ticks))
+    console.wait_for_line("tick 5")
+    old_worker = server.worker_pids()
+    page.evaluate(RECORD_STATES)
+
+    server.proc.send_signal(signal.SIGHUP)
+    page.wait_for_function("() => window.__states.includes('reconnecting')", timeout=15_000)
+    shot(page, "restart-reconnecting")
+    page.wait_for_function(
+        "() => window.__states.includes('reconnecting') && document.querySelector('#conn').dataset.state === 'live'",
+        timeout=20_000,
+    )
+    wait_for(lambda: server.worker_pids() and server.worker_pids() != old_worker, message="a new worker")
+
+    # The old job's output: every tick once, in order, with nothing missing up to where it stopped.
+    page.wait_for_selector("#term-lines .ln.gap, #term-lines .ln.end")
+    shown = [line for line in console.output_lines() if line.startswith("tick ")]
+    assert shown, "no ticks shown"
+    assert shown == [f"tick {n}" for n in range(1, len(shown) + 1)]
+    assert console.page.text_content("#job-state") in ("lost", "SIGTERM", "SIGKILL", "exit 0")
+    assert console.job_item(old_job).count() == 1
+
+    # A job started after the reconnect is followed live on the new worker.
+    new_job = console.run(emit_command("out:" + hexed("".join(f"new {n}\n" for n in range(1, 21))) + ":0.3"))
+    console.wait_for_badge("exit 0")
+    lines = console.output_lines()
+    _no_duplicates(lines)
+    assert lines == [f"new {n}" for n in range(1, 21)]
+    console.wait_job_state(new_job, "exited")
+
+    # The job list hears of jobs on the new worker's jobs channel (its ids started again from 1).
+    other = httpx.post(server.url("/jobs"), json={"command": "sleep 0.5"}, timeout=5).json()["id"]
+    console.wait_job_state(other, "running")
+    console.wait_job_state(other, "exited")
+    shot(page, "restart-after")
+
+    # The old job stays in the list, marked as lost if the restart cut it off; opening it says so.
+    console.job_item(old_job).click()
+    page.wait_for_selector("#term-lines .ln.gap")
+    assert page.locator("#conn").get_attribute("data-state") == "live"

@@ -228,3 +228,6 @@ async function boot() {
 }
 
 boot();
+
+// For people poking at the page from devtools.
+window.sseCommander = { state, stream };

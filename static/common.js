@@ -105,7 +105,8 @@ export class LiveStream {
     const generation = ++this.generation;
     const source = new EventSource(this.url());
     this.source = source;
-    if (this.state !== "reconnecting") this._setState("connecting");
+    // Reopening a live stream with other sources is not news; a first connection or a retry is.
+    if (this.state !== "reconnecting" && this.state !== "live") this._setState("connecting");
     source.onopen = () => {
       if (generation !== this.generation) return;
       this.failures = 0;

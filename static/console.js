@@ -603,7 +603,11 @@ function setupKeys() {
       $("command").focus();
       $("command").select();
     } else if (event.key === "Escape") {
-      if (typing && target.id === "command" && target.value) return; // the browser clears the datalist first
+      if (typing && target.id === "command" && target.value) {
+        target.value = ""; // first Escape clears the box, the next one stops the job
+        $("run-error").hidden = true;
+        return;
+      }
       if (typing && target.id !== "command") return;
       const job = state.jobs.get(state.openId);
       if (job && job.state === "running" && !job.lost) {

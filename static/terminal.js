@@ -18,6 +18,8 @@ const SGR_ONLY = /\x1b\[([0-9;:]*)m/g;
 import { formatBytes } from "./common.js";
 
 const CUBE = [0, 95, 135, 175, 215, 255];
+const MAX_LINE = 8192; // characters before a line without a newline is broken
+const MAX_CHARS = 2_000_000; // characters kept on screen, whatever the number of lines
 
 function color256(n) {
   if (n < 16) return null; // a class
@@ -131,6 +133,7 @@ export class Terminal {
     this.style = new Style();
     this.carry = { out: "", err: "" };
     this.current = []; // segments of the line being written: {text, look, err}
+    this.currentLength = 0;
     this.crPending = false; // a \r was seen: what comes next (except \n) overwrites the line
     this.currentDirty = true;
     this.committed = []; // lines completed since the last render
@@ -175,6 +178,7 @@ export class Terminal {
       // The skipped part ends with a newline, and what follows fills the screen: the old lines scroll out.
       this.committed = [];
       this.current = [];
+      this.currentLength = 0;
       this.crPending = false;
       this.clearDom = true;
       this.currentDirty = true;
@@ -268,18 +272,33 @@ export class Terminal {
   _text(text, err) {
     if (this.crPending) {
       this.current = [];
+      this.currentLength = 0;
       this.crPending = false;
     }
+    // A line with no end in sight (a binary blob, a minified file) is broken every MAX_LINE characters,
+    // so that one line never becomes one enormous text node that is redrawn on every frame.
+    while (this.currentLength + text.length > MAX_LINE) {
+      const room = MAX_LINE - this.currentLength;
+      this._append(text.slice(0, room), err);
+      text = text.slice(room);
+      this._newline();
+    }
+    if (text) this._append(text, err);
+  }
+
+  _append(text, err) {
     const look = this.style.look;
     const lastSeg = this.current[this.current.length - 1];
     if (lastSeg && lastSeg.look === look && lastSeg.err === err) lastSeg.text += text;
     else this.current.push({ text, look, err });
+    this.currentLength += text.length;
     this.currentDirty = true;
   }
 
   _newline() {
     this.committed.push(this.current);
     this.current = [];
+    this.currentLength = 0;
     this.crPending = false;
     this.currentDirty = true;
     this.total++;
@@ -294,6 +313,7 @@ export class Terminal {
     const lastSeg = this.current[this.current.length - 1];
     if (!lastSeg) return;
     lastSeg.text = lastSeg.text.slice(0, -1);
+    this.currentLength--;
     if (!lastSeg.text) this.current.pop();
     this.currentDirty = true;
   }
@@ -302,6 +322,7 @@ export class Terminal {
     // The cursor is at the end of the line unless a \r came before: then "to the end" means all of it.
     if (param === "2" || param === "1" || this.crPending) {
       this.current = [];
+      this.currentLength = 0;
       this.crPending = false;
       this.currentDirty = true;
     }
@@ -339,6 +360,8 @@ export class Terminal {
     if (this.clearDom) {
       this.linesEl.textContent = "";
       this.currentEl = null;
+      this.lengths = []; // characters of each complete line on screen, oldest first
+      this.shownChars = 0;
       this.clearDom = false;
     }
     if (this.currentEl === null) {
@@ -349,7 +372,13 @@ export class Terminal {
     if (added > 0) {
       const fragment = document.createDocumentFragment();
       const from = Math.max(0, added - this.maxLines);
-      for (let i = from; i < added; i++) fragment.appendChild(Terminal._lineEl(this.committed[i]));
+      for (let i = from; i < added; i++) {
+        const line = this.committed[i];
+        fragment.appendChild(Terminal._lineEl(line));
+        const length = line.note !== undefined ? line.note.length : line.reduce((n, seg) => n + seg.text.length, 0);
+        this.lengths.push(length);
+        this.shownChars += length;
+      }
       this.linesEl.insertBefore(fragment, this.currentEl);
       this.committed = [];
     }
@@ -360,13 +389,18 @@ export class Terminal {
       this.currentEl = fresh;
       this.currentDirty = false;
     }
-    // Bound the scrollback: the in-progress line plus maxLines complete ones.
-    const excess = this.linesEl.childElementCount - 1 - this.maxLines;
-    if (excess > 0) {
+    // Bound the scrollback: at most maxLines complete lines and MAX_CHARS characters, plus the current line.
+    let remove = Math.max(0, this.lengths.length - this.maxLines);
+    let chars = this.shownChars;
+    for (let i = 0; i < remove; i++) chars -= this.lengths[i];
+    while (chars > MAX_CHARS && remove < this.lengths.length - 1) chars -= this.lengths[remove++];
+    if (remove > 0) {
       const range = document.createRange();
       range.setStartBefore(this.linesEl.firstChild);
-      range.setEndBefore(this.linesEl.children[excess]);
+      range.setEndBefore(this.linesEl.children[remove]);
       range.deleteContents();
+      this.lengths.splice(0, remove);
+      this.shownChars = chars;
     }
     this._showHidden();
     this.onRender(added);

@@ -167,6 +167,27 @@ class Console:
         self.page.wait_for_selector(f"#jobs button.job[data-id='{job_id}'][data-state='{state}']", timeout=timeout)
 
 
+_RECORD_STATES = """() => {
+    window.__states = [document.querySelector('#conn').dataset.state];
+    new MutationObserver(() => window.__states.push(document.querySelector('#conn').dataset.state))
+        .observe(document.querySelector('#conn'), {attributes: true, attributeFilter: ['data-state']});
+}"""
+
+
+def record_conn_states(page) -> None:
+    """From now on, collect every state of the connection pill in ``window.__states``."""
+    page.evaluate(_RECORD_STATES)
+
+
+def wait_reconnected(page, timeout: float = 20_000) -> None:
+    """Wait until the pill said "reconnecting" and is "live" again."""
+    page.wait_for_function("() => window.__states.includes('reconnecting')", timeout=timeout)
+    page.wait_for_function(
+        "() => window.__states.includes('reconnecting') && document.querySelector('#conn').dataset.state === 'live'",
+        timeout=timeout,
+    )
+
+
 def wait_for(predicate, timeout: float = 10, interval: float = 0.05, message: str = "condition"):
     """Poll a Python predicate."""
     deadline = time.monotonic() + timeout

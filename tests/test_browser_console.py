@@ -22,7 +22,9 @@ from .browser_support import (  # noqa: F401 - fixtures
     emit_command,
     hexed,
     page_fixture,
+    record_conn_states,
     shot,
+    wait_reconnected,
 )
 from .server import GunicornServer
 
@@ -329,3 +331,114 @@ def test_chat_between_two_pages(context, server):
     carol.wait_for_selector(".msg .msg-text >> text=hello <b>bob</b>")
     assert carol.locator(".msg").count() == 2
     shot(bob, "chat")
+
+
+def test_retries_after_proxy_errors_and_204(console):
+    """A browser gives up for good on a non-200 answer; the page does not."""
+    page = console.page
+    refusals = [503, 204]
+    served = []
+
+    def refuse(route):
+        if not refusals:
+            route.continue_()
+            return
+        status = refusals.pop(0)
+        served.append(status)
+        route.fulfill(status=status, body="" if status == 204 else "<h1>502 Bad Gateway</h1>", content_type="text/html")
+
+    record_conn_states(page)
+    page.route("**/events?*", refuse)
+    # Opening the new job reopens the stream, which meets a 503 and then a 204 from "the proxy".
+    console.run(emit_command(*[f"out:{hexed(f'beat {n}' + chr(10))}:0.05" for n in range(1, 41)]))
+    wait_reconnected(page)
+    console.wait_for_badge("exit 0", timeout=15_000)
+    assert served == [503, 204]
+    assert console.output_lines() == [f"beat {n}" for n in range(1, 41)]
+
+
+def test_chat_retries_after_a_bad_gateway(context, server):
+    page = context.new_page()
+    page.goto(server.url("/chat?channel=flaky"))
+    page.wait_for_selector("#conn[data-state=live]")
+    httpx.post(server.url("/channels/flaky/messages"), json={"data": "before"}, timeout=5)
+    page.wait_for_selector(".msg-text:text-is('before')")
+    record_conn_states(page)
+    refusals = [502]
+
+    def refuse(route):
+        if refusals:
+            refusals.pop()
+            route.fulfill(status=502, body="bad gateway", content_type="text/plain")
+        else:
+            route.continue_()
+
+    page.route("**/channels/flaky/events*", refuse)
+    # Cut the live stream the way a proxy restart would: the next attempt gets a 502.
+    page.evaluate("window.sseCommander.stream.source.dispatchEvent(new Event('error'))")
+    httpx.post(server.url("/channels/flaky/messages"), json={"data": "during"}, timeout=5)
+    wait_reconnected(page)
+    page.wait_for_selector(".msg-text:text-is('during')")
+    assert page.locator(".msg-text").all_text_contents() == ["before", "during"]
+
+
+TERMINAL_CASES = r"""async () => {
+    const { Terminal } = await import('/static/terminal.js');
+    const make = (maxLines = 50) => {
+        const lines = document.createElement('div');
+        const t = new Terminal({
+            linesEl: lines, hiddenEl: document.createElement('div'),
+            hiddenCountEl: document.createElement('span'), maxLines,
+        });
+        return { t, lines };
+    };
+    const run = (chunks, maxLines) => {
+        const { t, lines } = make(maxLines);
+        for (const group of chunks) {
+            for (const [stream, text] of group) t.write(text, stream);
+            t.flush();
+        }
+        const all = [...lines.children];
+        const shown = all.filter((e) => !(e.classList.contains('cur') && !e.textContent));
+        return {
+            text: shown.map((e) => e.textContent),
+            html: shown.map((e) => [...e.children].map((c) => [c.className, c.textContent, c.style.color])),
+            hidden: t.hiddenLines,
+        };
+    };
+    return {
+        splitEscape: run([[['out', 'a\x1b[3']], [['out', '1mred\x1b[0m\n']]]),
+        splitCrLf: run([[['out', '50%\r']], [['out', '\n']], [['out', 'next\n']]]),
+        backspace: run([[['out', 'abc\x08d\n']]]),
+        eraseLine: run([[['out', 'progress 1\r\x1b[2Kprogress 2\n']]]),
+        osc: run([[['out', '\x1b]0;a title\x07text\n']]]),
+        blob: run([[['out', 'x'.repeat(20000) + '\n']]]).text.map((l) => l.length),
+        bound: run([[['out', Array.from({ length: 1000 }, (_, i) => `${i}\n`).join('')]]]),
+        boundChunks: run(Array.from({ length: 100 }, (_, c) =>
+            [['out', Array.from({ length: 30 }, (_, i) => `${c * 30 + i}\n`).join('')]])),
+        colourThroughSkip: run([[['out', '\x1b[32m' + 'g\n'.repeat(1000) + 'still green\n']]]),
+        trueColour: run([[['out', '\x1b[38;2;1;2;3mx\x1b[0m\n']]]),
+        inverse: run([[['out', '\x1b[7mi\x1b[0m\n']]]),
+        mixed: run([[['out', 'out '], ['err', 'err\n']]]),
+    };
+}"""
+
+
+def test_terminal_edge_cases(console):
+    cases = console.page.evaluate(TERMINAL_CASES)
+    assert cases["splitEscape"]["text"] == ["ared"]
+    assert cases["splitEscape"]["html"] == [[["fg-1", "red", ""]]]
+    assert cases["splitCrLf"]["text"] == ["50%", "next"]
+    assert cases["backspace"]["text"] == ["abd"]
+    assert cases["eraseLine"]["text"] == ["progress 2"]
+    assert cases["osc"]["text"] == ["text"]
+    assert cases["blob"] == [8192, 8192, 3616]
+    assert cases["bound"]["text"] == [str(n) for n in range(950, 1000)]
+    assert cases["bound"]["hidden"] == 950
+    assert cases["boundChunks"]["text"] == [str(n) for n in range(2950, 3000)]
+    assert cases["boundChunks"]["hidden"] == 2950
+    assert cases["colourThroughSkip"]["html"][-1] == [["fg-2", "still green", ""]]
+    assert cases["trueColour"]["html"] == [[["", "x", "rgb(1, 2, 3)"]]]
+    assert cases["inverse"]["html"] == [[["fg-inv bg-inv", "i", ""]]]
+    assert cases["mixed"]["text"] == ["out err"]
+    assert cases["mixed"]["html"] == [[["e", "err", ""]]]

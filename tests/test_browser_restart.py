@@ -19,15 +19,11 @@ from .browser_support import (  # noqa: F401 - fixtures
     emit_command,
     hexed,
     page_fixture,
+    record_conn_states,
     shot,
     wait_for,
+    wait_reconnected,
 )
-
-RECORD_STATES = """() => {
-    window.__states = [document.querySelector('#conn').dataset.state];
-    new MutationObserver(() => window.__states.push(document.querySelector('#conn').dataset.state))
-        .observe(document.querySelector('#conn'), {attributes: true, attributeFilter: ['data-state']});
-}"""
 
 
 def _no_duplicates(lines: list[str]) -> None:
@@ -39,20 +35,24 @@ def test_reconnects_after_a_server_restart(page, make_server):
     server = make_server({"SSECMD_HEARTBEAT_INTERVAL": "2"}, graceful_timeout=5)
     console = Console(page, server).open()
     console.wait_live()
+    chat = page.context.new_page()
+    chat.goto(server.url("/chat?channel=ops"))
+    chat.wait_for_selector("#conn[data-state=live]")
+    for text in ("one", "two"):
+        httpx.post(server.url("/channels/ops/messages"), json={"data": text}, timeout=5)
+    chat.wait_for_selector(".msg-text:text-is('two')")
+    record_conn_states(chat)
 
     ticks = [f"out:{hexed(f'tick {n}' + chr(10))}:0.1" for n in range(1, 101)]
     old_job = console.run(emit_command(*ticks))
     console.wait_for_line("tick 5")
     old_worker = server.worker_pids()
-    page.evaluate(RECORD_STATES)
+    record_conn_states(page)
 
     server.proc.send_signal(signal.SIGHUP)
     page.wait_for_function("() => window.__states.includes('reconnecting')", timeout=15_000)
     shot(page, "restart-reconnecting")
-    page.wait_for_function(
-        "() => window.__states.includes('reconnecting') && document.querySelector('#conn').dataset.state === 'live'",
-        timeout=20_000,
-    )
+    wait_reconnected(page)
     wait_for(lambda: server.worker_pids() and server.worker_pids() != old_worker, message="a new worker")
 
     # The old job's output: every tick once, in order, with nothing missing up to where it stopped.
@@ -76,6 +76,16 @@ def test_reconnects_after_a_server_restart(page, make_server):
     console.wait_job_state(other, "running")
     console.wait_job_state(other, "exited")
     shot(page, "restart-after")
+
+    # The chat page came back too; the new server's channel ids start again from 1, and still nothing is
+    # lost or shown twice.
+    wait_reconnected(chat)
+    for text in ("three", "four"):
+        httpx.post(server.url("/channels/ops/messages"), json={"data": text}, timeout=5)
+    chat.wait_for_selector(".msg-text:text-is('four')")
+    assert chat.locator(".msg-text").all_text_contents() == ["one", "two", "three", "four"]
+    assert chat.locator(".msg.note").count() == 1  # "the server restarted" between two and three
+    shot(chat, "restart-chat")
 
     # The old job stays in the list, marked as lost if the restart cut it off; opening it says so.
     console.job_item(old_job).click()

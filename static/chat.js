@@ -169,7 +169,12 @@ function setupComposer() {
   });
 }
 
-const login = setupLogin({ onLogin: (principal) => start({ ...principal, auth_configured: true }) });
+const login = setupLogin({
+  onLogin: (principal) =>
+    start({ ...principal, auth_configured: true }).catch(() => {
+      signedOut();
+    }),
+});
 
 function signedOut() {
   stream.close();

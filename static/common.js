@@ -78,7 +78,8 @@ export function formatComposite(cursors, keys) {
 // a 204, a 401, a 404 for a job the restarted server no longer knows) it gives up for good. So on every error
 // this closes the source and schedules its own reconnect with jittered exponential backoff; before each
 // attempt `resync()` may look around (is the server back? did it restart? am I still logged in?) and return
-// false to stay closed. `url()` is called for every attempt, so it always carries the latest cursors.
+// false (or a state name such as "idle") to stay closed. `url()` is called for every attempt, so it always
+// carries the latest cursors.
 export class LiveStream {
   constructor({ url, events, onState = () => {}, resync = async () => true, baseDelay = 1000, maxDelay = 30000 }) {
     this.url = url;
@@ -126,10 +127,11 @@ export class LiveStream {
     }
   }
 
-  close() {
+  // Stay closed; `state` says why ("closed", "idle": nothing to watch).
+  close(state = "closed") {
     this.generation++;
     this._teardown();
-    this._setState("closed");
+    this._setState(state);
   }
 
   _teardown() {
@@ -158,7 +160,7 @@ export class LiveStream {
         go = null; // the server is still away: try again later
       }
       if (generation !== this.generation) return;
-      if (go === false) return this.close();
+      if (go === false || typeof go === "string") return this.close(go || "closed");
       if (go === null) return this._schedule();
       this.open();
     }, delay);

@@ -39,6 +39,7 @@ const state = {
   seen: new Map(), // source -> last inner id shown
   workerPid: null,
   started: false,
+  jobsChannel: true, // may this user read the jobs channel (it is listed at GET /channels)
 };
 
 const conn = $("conn");
@@ -68,15 +69,16 @@ const stream = new LiveStream({
 // The stream.
 
 function watched() {
-  const keys = [JOBS];
+  const keys = state.jobsChannel ? [JOBS] : [];
   if (state.openId && !state.openDone) keys.push(`job:${state.openId}`);
   return keys;
 }
 
 function streamUrl() {
   const keys = watched();
-  const params = new URLSearchParams({ channel: "jobs" });
-  if (keys.length > 1) params.append("job", state.openId);
+  const params = new URLSearchParams();
+  if (state.jobsChannel) params.append("channel", "jobs");
+  if (state.openId && !state.openDone) params.append("job", state.openId);
   const last = formatComposite(state.cursors, keys);
   if (last) params.append("last_event_id", last);
   return `/events?${params}`;
@@ -143,8 +145,15 @@ function onJobEvent(type, data) {
   render();
 }
 
+// (Re)open the one connection for what is watched now; with nothing to watch (a role that may not read the
+// jobs channel, and no running job open) there is no connection at all.
+function openStream() {
+  if (watched().length > 0) stream.open();
+  else stream.close("idle");
+}
+
 // Before each reconnect: is the server back, did it restart, am I still signed in, does my job still exist?
-// Returns true to reconnect, false to stay closed, null (or throws) to try again later.
+// Returns true to reconnect, false or "idle" to stay closed, null (or throws) to try again later.
 async function resync() {
   const me = await whoami();
   if (me.anonymous) {
@@ -177,7 +186,7 @@ async function resync() {
       jobLost();
     }
   }
-  return true;
+  return watched().length > 0 || "idle";
 }
 
 function jobLost() {
@@ -306,7 +315,7 @@ function renderJobs() {
     setText(item.sub, parts.filter(Boolean).join(" · "));
     setText(item.result, result.cls === "running" ? "" : result.text);
     item.result.className = `job-result ${result.cls}`;
-    item.dot.dataset.state = job.lost ? "lost" : job.state;
+    item.dot.dataset.result = result.cls;
     item.button.dataset.state = job.lost ? "lost" : job.state;
     item.button.setAttribute("aria-label", `${job.command || job.id}: ${result.text}`);
     if (job.id === state.openId) item.button.setAttribute("aria-current", "true");
@@ -392,7 +401,7 @@ async function openJob(id, { focusOutput = false } = {}) {
   renderHead();
   renderJobs();
   render();
-  stream.open();
+  openStream();
   if (focusOutput) $("term").focus();
 }
 
@@ -634,7 +643,11 @@ function setupKeys() {
 // Signing in and out.
 
 const login = setupLogin({
-  onLogin: (principal) => start({ ...principal, auth_configured: true }),
+  onLogin: (principal) =>
+    start({ ...principal, auth_configured: true }).catch((error) => {
+      toast(error instanceof ApiError ? error.message : "The server cannot be reached.");
+      signedOut();
+    }),
 });
 
 function signedOut() {
@@ -676,6 +689,7 @@ async function start(principal) {
   ]);
   state.workerPid = health.worker_pid;
   const info = channels.channels.find((c) => c.name === "jobs");
+  state.jobsChannel = Boolean(info); // listed only if this role may read it
   state.cursors.set(JOBS, info ? info.last_id : 0);
   state.commands = actions.commands;
   renderActions(actions.actions);
@@ -703,7 +717,7 @@ async function start(principal) {
   if (wanted) await openJob(decodeURIComponent(wanted[1]));
   else {
     renderHead();
-    stream.open();
+    openStream();
   }
   if (canRun) $("command").focus();
 }

@@ -14,6 +14,7 @@ from .server import GunicornServer
 
 ALICE_TOKEN = new_token()
 VIEWER_TOKEN = new_token()
+ECHO_ONLY_TOKEN = new_token()
 BOB_PASSWORD = "correct horse battery staple"
 
 
@@ -22,13 +23,17 @@ def server(tmp_path_factory):
     tokens = [
         {"user": "alice", "roles": ["admin"], "hash": hash_token(ALICE_TOKEN)},
         {"user": "vera", "roles": ["viewer"], "hash": hash_token(VIEWER_TOKEN)},
+        {"user": "eddie", "roles": ["echoer"], "hash": hash_token(ECHO_ONLY_TOKEN)},
     ]
+    # A role that may run echo and read its own jobs, but not the jobs channel.
+    roles = {"echoer": {"commands": ["echo"], "actions": [], "subscribe": ["chat"], "publish": []}}
     users = [{"name": "bob", "roles": ["operator"], "password_hash": hash_password(BOB_PASSWORD)}]
     srv = GunicornServer(
         tmp_path_factory.mktemp("browser-auth"),
         {
             "SSECMD_TOKENS": json.dumps(tokens),
             "SSECMD_USERS": json.dumps(users),
+            "SSECMD_ROLES": json.dumps(roles),
             "SSECMD_LOGIN_ATTEMPTS_PER_MINUTE": "0",
             # Streams whose browser left are noticed at the next heartbeat.
             "SSECMD_HEARTBEAT_INTERVAL": "1",
@@ -114,6 +119,17 @@ def test_viewer_cannot_run(context, server):
     page.wait_for_selector("#conn[data-state=live]")
     assert page.is_hidden("#run-form")
     assert page.is_visible("#run-none")
+
+
+def test_without_the_jobs_channel_the_console_still_runs_jobs(page, server):
+    console = Console(page, server).open()
+    _login_with_token(page, ECHO_ONLY_TOKEN)
+    page.wait_for_selector("#conn[data-state=idle]")  # nothing to watch yet
+    console.run("echo on my own")
+    console.wait_for_line("on my own")
+    console.wait_for_badge("exit 0")
+    # The job's stream ends with the job; the page does not hammer the server to reopen it.
+    page.wait_for_selector("#conn[data-state=idle]")
 
 
 def test_chat_shows_who_said_what(browser, server):

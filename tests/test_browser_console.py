@@ -277,7 +277,7 @@ def test_fifty_megabytes_stay_responsive(console):
 
 def test_auto_scroll_pauses_and_resumes(console):
     page = console.page
-    console.run(emit_command(*[f"out:{hexed(f'row {n}' + chr(10))}:0.05" for n in range(120)]))
+    console.run(emit_command(*[f"out:{hexed(f'row {n}' + chr(10))}:0.03" for n in range(90)]))
     console.wait_for_line("row 60")
     at_bottom = (
         "() => { const t = document.querySelector('#term'); return t.scrollHeight - t.scrollTop - t.clientHeight < 8; }"
@@ -286,11 +286,11 @@ def test_auto_scroll_pauses_and_resumes(console):
     page.mouse.move(800, 400)
     page.mouse.wheel(0, -600)
     page.wait_for_selector("#follow:not([hidden])")
-    console.wait_for_line("row 100")
+    console.wait_for_line("row 80")
     assert not page.evaluate(at_bottom)  # new lines did not pull the reader down
     page.click("#follow")
     page.wait_for_selector("#follow", state="hidden")
-    console.wait_for_line("row 119")
+    console.wait_for_line("row 89")
     console.wait_for_badge("exit 0")
     assert page.evaluate(at_bottom)
 

@@ -99,9 +99,18 @@ function messageEl(message) {
   return el(
     "li",
     { class: "msg" },
-    el("time", { class: "msg-time", datetime: time || undefined, title: time || undefined, text: formatTime(time) }),
+    el("time", { class: "msg-time", datetime: time || undefined, title: formatTime(time), text: clock(time) }),
     body,
   );
+}
+
+// "14:05" today, "Nov 3 14:05" before.
+function clock(iso) {
+  const date = new Date(iso || "");
+  if (Number.isNaN(date.getTime())) return "";
+  const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  if (date.toDateString() === new Date().toDateString()) return time;
+  return `${date.toLocaleDateString([], { month: "short", day: "numeric" })} ${time}`;
 }
 
 async function resync() {

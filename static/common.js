@@ -186,7 +186,12 @@ export function showConnState(node, state) {
 // Who am I? {user, roles, via, auth_configured} or {anonymous: true} when a login is required.
 export async function whoami() {
   try {
-    return await api("GET", "/whoami");
+    const me = await api("GET", "/whoami");
+    // Auth is on but nobody is signed in (should /whoami ever answer that instead of a 401).
+    if (me.auth_configured && (!me.user || me.via === "none" || me.via === "anonymous")) {
+      return { anonymous: true, auth_configured: true };
+    }
+    return me;
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) return { anonymous: true, auth_configured: true };
     throw error;

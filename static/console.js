@@ -625,6 +625,18 @@ function setupKeys() {
       }
     }
   });
+  // Up/Down move through the job list; Enter or Space opens the focused job.
+  $("jobs").addEventListener("keydown", (event) => {
+    if (event.key !== "ArrowDown" && event.key !== "ArrowUp") return;
+    const buttons = [...$("jobs").querySelectorAll("button.job")];
+    const at = buttons.indexOf(document.activeElement);
+    if (at === -1) return;
+    const next = buttons[at + (event.key === "ArrowDown" ? 1 : -1)];
+    if (next) {
+      event.preventDefault();
+      next.focus();
+    }
+  });
   $("stop").addEventListener("click", stopJob);
   const wrap = $("wrap-toggle");
   const applyWrap = (on) => {

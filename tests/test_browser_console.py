@@ -235,6 +235,15 @@ def test_keyboard_focus_order(console):
         "[document.activeElement.textContent, getComputedStyle(document.activeElement).outlineStyle]"
     )
     assert focused == ["Run", "solid"]
+    # The job list: arrows move between jobs, Enter opens one.
+    console.run("echo second job")
+    console.wait_for_badge("exit 0")
+    page.focus("#jobs button.job >> nth=0")
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("document.activeElement.textContent").startswith("echo keyboard")
+    page.keyboard.press("Enter")
+    console.wait_for_line("keyboard")
+    assert console.output_lines() == ["keyboard"]
 
 
 def test_fifty_megabytes_stay_responsive(console):

@@ -55,3 +55,18 @@ test: test-deps
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+
+# Benchmarks (bench/README.md) against a real gunicorn -k gevent; C helpers are compiled with gcc at bench time.
+BENCH_APT_PACKAGES := gcc libc6-dev
+.PHONY: bench bench-smoke bench-deps
+bench-deps: install
+	$(call apt_install,$(BENCH_APT_PACKAGES))
+
+# The full run (minutes): writes bench/RESULTS.md; py-spy (installed here) profiles the worker.
+bench: bench-deps
+	@test -x $(BIN)/py-spy || $(BIN)/pip install --quiet py-spy
+	$(BIN)/python -m bench
+
+# A tiny run of every benchmark (well under a minute): fails only if a benchmark breaks.
+bench-smoke: bench-deps
+	$(BIN)/python -m bench --smoke

@@ -1,0 +1,1 @@
+"""SSE Commander's benchmark suite: ``make bench`` (full run) and ``make bench-smoke`` (seconds)."""

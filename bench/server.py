@@ -1,0 +1,146 @@
+"""The real server under test: gunicorn -k gevent (our worker class) on a free loopback port, stopped by pid."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from .tools import OUT, REPO, VENV_BIN, BenchError, free_port, helper
+
+WORKER_CONNECTIONS = 20_000
+BACKLOG = 4096
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return sorted(found)
+
+
+class Server:
+    """One gunicorn master and its workers, set up for measuring rather than for defending."""
+
+    def __init__(self, workers: int = 1, name: str = "server", extra: dict[str, str] | None = None) -> None:
+        self.workers = workers
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.log_path = OUT / "logs" / f"{name}-{self.port}.log"
+        self.run_dir = OUT / "run" / str(self.port)
+        allowed = " ".join(["echo", helper("writer"), helper("ticker")])
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/root"),
+            "LANG": "C.UTF-8",
+            "SSECMD_ALLOWED_COMMANDS": allowed,
+            "SSECMD_RUN_DIR": str(self.run_dir),
+            "SSECMD_RUN_AS_USER": "root",  # the helpers live in this checkout
+            "SSECMD_RATE_LIMIT_PER_MINUTE": "0",
+            "SSECMD_MAX_RUNNING_JOBS": "10000",
+            "SSECMD_AUDIT_LOG": "",
+            "SSECMD_LOG_LEVEL": "warning",
+            "SSECMD_KILL_GRACE": "1",
+            **(extra or {}),
+        }
+        # gunicorn.conf.py hard-codes accesslog = "-"; the bench's config file is that one with it off.
+        self.args = [
+            str(VENV_BIN / "gunicorn"), "-c", str(REPO / "bench" / "gunicorn_bench.py"),
+            "--bind", f"{self.host}:{self.port}", "--workers", str(workers),
+            "--worker-connections", str(WORKER_CONNECTIONS), "--backlog", str(BACKLOG),
+            "wsgi:app",
+        ]
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Server:
+        """Start gunicorn and wait until every worker answers /healthz."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the server
+        self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"gunicorn exited early:\n{self.log()}")
+            try:
+                status, _ = self.request("GET", "/healthz", timeout=1)
+                if status == 200 and len(self.worker_pids()) == self.workers:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise BenchError(f"gunicorn did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        """What gunicorn has logged so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def worker_pids(self) -> list[int]:
+        """The master's workers."""
+        assert self.proc is not None
+        return _children(self.proc.pid)
+
+    def worker_pid(self) -> int:
+        """The one worker (single-worker servers)."""
+        pids = self.worker_pids()
+        if len(pids) != 1:
+            raise BenchError(f"expected one worker, found {pids}")
+        return pids[0]
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
+        """One request on a fresh connection; the status and the JSON body (or raw bytes)."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            headers = {}
+            data = None
+            if body is not None:
+                data = json.dumps(body).encode()
+                headers["Content-Type"] = "application/json"
+            conn.request(method, path, body=data, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+            try:
+                return response.status, json.loads(raw)
+            except ValueError:
+                return response.status, raw
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        """TERM to the master, KILL to whatever is left after 20 s."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        workers = self.worker_pids()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self.proc.kill()
+            self.proc.wait(5)
+        self._log.close()
+
+    def problems(self) -> list[str]:
+        """Error lines and tracebacks gunicorn logged (the bench runs it at log level warning)."""
+        lines = self.log().splitlines()
+        return [line for line in lines if "Traceback" in line or "[ERROR]" in line or "[CRITICAL]" in line]

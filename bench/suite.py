@@ -1,0 +1,591 @@
+"""The benchmarks, and the run that ties them together: ``python -m bench [--smoke]``."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import clients
+from .clients import Relay, Subscribers, get_request, run_path, sink
+from .profiler import Profile, hot_spots, py_spy
+from .server import Server
+from .sse import check_job_stream, parse_events, read_stamped, split_response, stamped_events
+from .tools import (
+    OUT,
+    REPO,
+    SCRATCH,
+    BenchError,
+    busy_fraction,
+    cpu_seconds,
+    expected_output,
+    helper,
+    open_sockets,
+    percentile,
+    rss_bytes,
+)
+
+MB = 1e6
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each benchmark is."""
+
+    throughput_bytes: int
+    throughput_repeats: int
+    latency_samples: int
+    latency_interval_us: int
+    spawn_sequential: int
+    spawn_parallel: int
+    spawn_clients: int
+    fanout: tuple[int, ...]
+    fanout_multi: int
+    messages: int
+    spawn_floor: int
+    workers: tuple[int, ...] = (2, 4)
+
+
+FULL = Sizes(200_000_000, 3, 500, 5000, 300, 4000, 20, (2000, 10_000), 2000, 20, 300)
+SMOKE = Sizes(5_000_000, 1, 50, 5000, 20, 50, 20, (100, 200), 200, 5, 20)
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    name: str
+    value: str
+    target: str = ""
+    verdict: str = ""
+
+
+@dataclass
+class Results:
+    """Everything measured in one run."""
+
+    smoke: bool
+    rows: list[tuple[str, list[Row]]] = field(default_factory=list)
+    numbers: dict = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    profiles: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    background: list[float] = field(default_factory=list)  # CPU busy between benchmarks (other processes)
+
+    def section(self, title: str) -> list[Row]:
+        """Start a group of rows (and note how busy the machine is without us)."""
+        self.background.append(busy_fraction(0.5))
+        rows: list[Row] = []
+        self.rows.append((title, rows))
+        return rows
+
+    def judge(self, passed: bool) -> str:
+        """PASS/MISS, or nothing in a smoke run (which asserts nothing about numbers)."""
+        if self.smoke:
+            return "-"
+        return "PASS" if passed else "MISS"
+
+
+def _attempt(results: Results, rows: list[Row], label: str, work: Callable[[], None]) -> None:
+    """Run one benchmark; a broken one becomes a FAIL row instead of ending the run."""
+    try:
+        work()
+    except Exception as exc:
+        detail = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
+        results.failures.append(f"{label}: {detail}")
+        rows.append(Row(label, detail.splitlines()[0][:90] if detail else "error", "", "FAIL"))
+        with open(OUT / "errors.log", "a") as fh:
+            fh.write(f"--- {label}\n{traceback.format_exc()}\n")
+        print(f"  FAIL {label}: {detail}", file=sys.stderr)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _us(ns: float) -> str:
+    return f"{ns / 1000:.0f}"
+
+
+# Throughput.
+
+
+def throughput_server(server: Server, size: int, mode: str) -> dict:
+    """One job writes ``size`` bytes; the C client reads it over GET /run or /jobs/<id>/events."""
+    outfile = SCRATCH / f"ssecmd-bench-{server.port}-{mode}.out"
+    worker = server.worker_pids()[0]
+    argv = [helper("writer"), str(size)]
+    cpu = cpu_seconds(worker)
+    if mode == "run":
+        result = sink(server.port, outfile, get_request(server.host, server.port, run_path(argv)))
+        seconds = result.seconds
+    else:
+        posted = time.time_ns()
+        status, job = server.request("POST", "/jobs", {"argv": argv})
+        if status != 201:
+            raise BenchError(f"POST /jobs: {status} {job}")
+        path = f"/jobs/{job['id']}/events"
+        result = sink(server.port, outfile, get_request(server.host, server.port, path))
+        seconds = (result.end_ns - posted) / 1e9
+    cpu = cpu_seconds(worker) - cpu
+    try:
+        status, _, body = split_response(outfile.read_bytes())
+    finally:
+        outfile.unlink()
+    if status != 200:
+        raise BenchError(f"status {status}")
+    delivery = check_job_stream(parse_events(body), expected_output(size))
+    if delivery.problems:
+        raise BenchError(f"{mode}: " + "; ".join(delivery.problems))
+    if mode == "run" and delivery.missed_bytes:
+        raise BenchError(f"GET /run lost {delivery.missed_bytes} bytes")
+    return {
+        "mb_s": size / seconds / MB,
+        "seconds": seconds,
+        "wire_bytes": result.bytes,
+        "events": delivery.stdout_events,
+        "missed_bytes": delivery.missed_bytes,
+        "worker_cpu": cpu / seconds,
+    }
+
+
+def throughput_relay(kind: str, size: int) -> dict:
+    """The same output through the raw C relay or the minimal SSE relay, read by the same client."""
+    relay = Relay(kind, [helper("writer"), str(size)])
+    outfile = SCRATCH / f"ssecmd-bench-relay-{kind}.out"
+    request = "" if kind == "raw" else get_request("127.0.0.1", relay.port, "/")
+    result = sink(relay.port, outfile, request)
+    relay.finish()
+    try:
+        raw = outfile.read_bytes()
+    finally:
+        outfile.unlink()
+    if kind == "raw":
+        if raw != expected_output(size):
+            raise BenchError(f"raw relay: {len(raw)} bytes differ from the {size} written")
+    else:
+        _, _, body = split_response(raw)
+        delivery = check_job_stream(parse_events(body), expected_output(size))
+        if not delivery.ok:
+            raise BenchError("SSE relay: " + "; ".join(delivery.problems))
+    return {"mb_s": size / result.seconds / MB, "seconds": result.seconds, "wire_bytes": result.bytes}
+
+
+def generator_to_devnull(size: int) -> dict:
+    """The generator alone, writing to /dev/null."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        subprocess.run([helper("writer"), str(size)], stdout=subprocess.DEVNULL, check=True)
+        best = min(best, time.perf_counter() - started)
+    return {"mb_s": size / best / MB, "seconds": best}
+
+
+# Latency.
+
+
+def latency(target: Server | str, samples: int, interval_us: int) -> dict:
+    """A ticker prints CLOCK_REALTIME every interval; write-to-arrival at the client socket, in ns."""
+    argv = [helper("ticker"), str(samples), str(interval_us)]
+    outfile = SCRATCH / "ssecmd-bench-latency.out"
+    delays: list[int] = []
+    if isinstance(target, Server):
+        sink(target.port, outfile, get_request(target.host, target.port, run_path(argv)), stamped=True)
+    else:
+        relay = Relay(target, argv)
+        request = "" if target == "raw" else get_request("127.0.0.1", relay.port, "/")
+        sink(relay.port, outfile, request, stamped=True)
+        relay.finish()
+    try:
+        if target == "raw":
+            data, ends, stamps = read_stamped(str(outfile))
+            position = 0
+            for index, stamp in enumerate(stamps):
+                while True:
+                    newline = data.find(b"\n", position, ends[index])
+                    if newline < 0:
+                        break
+                    delays.append(stamp - int(data[position:newline]))
+                    position = newline + 1
+        else:
+            events, arrivals = stamped_events(str(outfile))
+            for event, arrived in zip(events, arrivals, strict=True):
+                if event.kind == "stdout":
+                    for line in json.loads(event.data)["out"].splitlines():
+                        delays.append(arrived - int(line))
+    finally:
+        outfile.unlink()
+    if len(delays) != samples:
+        raise BenchError(f"latency: {len(delays)} of {samples} timestamps arrived")
+    return {
+        "samples": len(delays),
+        "p50_ns": percentile(delays, 0.50),
+        "p99_ns": percentile(delays, 0.99),
+        "max_ns": max(delays),
+        "min_ns": min(delays),
+    }
+
+
+# Short jobs.
+
+
+def spawn(server: Server, total: int, client_count: int, seconds: float = 15) -> dict:
+    """``total`` echo jobs (fewer if ``seconds`` run out) over GET /run from ``client_count`` concurrent clients."""
+    pids = server.worker_pids()
+    cpu = sum(cpu_seconds(pid) for pid in pids)
+    result = clients.short_jobs(server.host, server.port, total, client_count, seconds)
+    cpu = sum(cpu_seconds(pid) for pid in pids) - cpu
+    if result.errors:
+        raise BenchError(f"{len(result.errors)} of {total} short jobs failed, e.g. {result.errors[0]}")
+    if not result.done:
+        raise BenchError("no short job completed")
+    return {
+        "jobs": result.done,
+        "jobs_s": result.rate,
+        "first_event_p50_ms": percentile(result.first_event_ms, 0.5),
+        "first_event_p99_ms": percentile(result.first_event_ms, 0.99),
+        "job_p50_ms": percentile(result.total_ms, 0.5),
+        "lost_output": result.lost_output,
+        "client_cpu": result.client_cpu / result.seconds,
+        "worker_cpu": cpu / result.seconds,
+    }
+
+
+def close_delay(server: Server, count: int) -> dict:
+    """How long after a finished GET /run response the server closes a ``Connection: close`` connection."""
+    outfile = SCRATCH / "ssecmd-bench-close.out"
+    delays = []
+    for _ in range(count):
+        result = sink(server.port, outfile, get_request(server.host, server.port, run_path(["echo", "hi"])),
+                      wait_close=True)
+        delays.append((result.end_ns - result.body_end_ns) / 1e6)
+    outfile.unlink()
+    return {"p50_ms": percentile(delays, 0.5), "max_ms": max(delays), "all_ms": delays}
+
+
+def spawn_floor(count: int) -> dict:
+    """Sequential echo spawns from one Python process (no server)."""
+    done = subprocess.run([sys.executable, "-m", "bench.spawnfloor", str(count)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(done.stdout)
+
+
+# Fan-out.
+
+
+def _publish(server: Server, channel: str, seq: int) -> None:
+    status, body = server.request("POST", f"/channels/{channel}/messages", {"data": {"seq": seq, "t": time.time_ns()}})
+    if status != 201:
+        raise BenchError(f"publish: {status} {body}")
+
+
+def fanout(server: Server, count: int, messages: int, profile: Path | None = None) -> dict:
+    """``count`` idle subscribers on one channel; ``messages`` messages published one after another."""
+    single = server.workers == 1
+    timeout_ms, quiet_ms = (60_000, 2000) if single else (4000, 500)
+    warm = Subscribers(server.host, server.port, "/channels/warmup/events", 8, 1, SCRATCH / "ssecmd-warm.lat")
+    _publish(server, "warmup", 1)
+    warm.wait(1, 5000, 500)
+    warm.finish()
+    time.sleep(0.5)
+    pids = server.worker_pids()
+    rss_before = {pid: rss_bytes(pid) for pid in pids}
+    sockets_before = {pid: open_sockets(pid) for pid in pids}
+    channel = f"bench-{count}-{server.port}"
+    subscribers = Subscribers(server.host, server.port, f"/channels/{channel}/events", count, messages,
+                              SCRATCH / f"ssecmd-fanout-{server.port}.lat")
+    time.sleep(1.0 if count > 1000 else 0.3)
+    rss_after = {pid: rss_bytes(pid) for pid in pids}
+    per_worker = [open_sockets(pid) - sockets_before[pid] for pid in pids]
+    reached = []
+    with Profile(pids[0], profile) if profile else _nothing():
+        for seq in range(1, messages + 1):
+            _publish(server, channel, seq)
+            reached.append(subscribers.wait(seq, timeout_ms, quiet_ms))
+            time.sleep(0.05)
+    time.sleep(0.2)
+    latencies, closed = subscribers.finish()
+    connected = subscribers.connected
+    delivered = [value for row in latencies for value in row if value >= 0]
+    to_all = []
+    for seq in range(messages):
+        column = [row[seq] for row in latencies if row[seq] >= 0]
+        if column:
+            to_all.append((len(column), max(column)))
+    complete = [slowest for n, slowest in to_all if n >= connected]
+    return {
+        "subscribers": count,
+        "connected": connected,
+        "closed_by_server": closed,
+        "connect_seconds": subscribers.connect_seconds,
+        "rss_per_subscriber": (sum(rss_after.values()) - sum(rss_before.values())) / max(connected, 1),
+        "rss_before": sum(rss_before.values()),
+        "rss_after": sum(rss_after.values()),
+        "subscribers_per_worker": per_worker,
+        "delivered_fraction": len(delivered) / (count * messages),
+        "messages_to_all": len(complete),
+        "reach_all_p50_ns": statistics.median(complete) if complete else None,
+        "reach_reached_p50_ns": statistics.median(slowest for _, slowest in to_all) if to_all else None,
+        "delivery_p50_ns": percentile(delivered, 0.5) if delivered else None,
+        "delivery_p99_ns": percentile(delivered, 0.99) if delivered else None,
+        "reached_per_message": reached,
+    }
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# The run.
+
+
+def wait_for_quiet(limit: float = 0.15, patience: float = 120) -> float:
+    """Wait (up to ``patience`` s) until other processes use less than ``limit`` of the CPUs; the last reading."""
+    deadline = time.monotonic() + patience
+    busy = busy_fraction(1.0)
+    while busy > limit and time.monotonic() < deadline:
+        _say(f"the machine is {busy:.0%} busy with other work; waiting for it to calm down ...")
+        time.sleep(4)
+        busy = busy_fraction(1.0)
+    return busy
+
+
+def run(smoke: bool, profile: bool) -> Results:
+    """Every benchmark, in order; returns the results (failures included)."""
+    sizes = SMOKE if smoke else FULL
+    results = Results(smoke=smoke)
+    if not smoke:
+        results.background.append(wait_for_quiet())
+    numbers = results.numbers
+    size_text = f"{sizes.throughput_bytes / MB:.0f} MB"
+
+    # The machine's limits.
+    _say("limits ...")
+    rows = results.section("Machine limits (same run)")
+    expected_output(sizes.throughput_bytes)  # built once, outside every timed path
+
+    def limits_throughput() -> None:
+        numbers["devnull"] = generator_to_devnull(sizes.throughput_bytes)
+        rows.append(Row(f"generator -> /dev/null ({size_text})", f"{numbers['devnull']['mb_s']:.0f} MB/s"))
+        raw = [throughput_relay("raw", sizes.throughput_bytes) for _ in range(sizes.throughput_repeats)]
+        numbers["raw_relay"] = max(raw, key=lambda r: r["mb_s"])
+        rows.append(Row("raw loopback relay (C: pipe -> TCP, same client)", f"{numbers['raw_relay']['mb_s']:.0f} MB/s"))
+        sse = [throughput_relay("sse", sizes.throughput_bytes) for _ in range(sizes.throughput_repeats)]
+        numbers["sse_relay"] = max(sse, key=lambda r: r["mb_s"])
+        rows.append(Row("minimal SSE relay (Python+gevent, JSON, chunked)", f"{numbers['sse_relay']['mb_s']:.0f} MB/s"))
+
+    def limits_latency() -> None:
+        for kind, label in (("raw", "latency via raw relay"), ("sse", "latency via minimal SSE relay")):
+            found = latency(kind, sizes.latency_samples, sizes.latency_interval_us)
+            numbers[f"latency_{kind}_relay"] = found
+            rows.append(Row(f"{label} (p50 / p99 / max)",
+                            f"{_us(found['p50_ns'])} / {_us(found['p99_ns'])} / {_us(found['max_ns'])} us"))
+
+    def limits_spawn() -> None:
+        floor = spawn_floor(sizes.spawn_floor)
+        numbers["spawn_floor"] = floor
+        rows.append(Row("spawn floor: echo from one Python process, sequential",
+                        f"{floor['vfork']:.0f}/s (vfork), {floor['fork_preexec']:.0f}/s (fork + preexec_fn)"))
+
+    _attempt(results, rows, "limits: throughput", limits_throughput)
+    _attempt(results, rows, "limits: latency", limits_latency)
+    _attempt(results, rows, "limits: spawn", limits_spawn)
+
+    # One worker: throughput, latency, short jobs.
+    _say("one worker: throughput, latency, spawn ...")
+    with Server(1, "one-worker") as server:
+        # Warm up: the first requests import and allocate lazily.
+        throughput_server(server, 1_000_000, "run")
+        clients.short_jobs(server.host, server.port, 10, 1)
+        rows = results.section("Throughput (1 worker)")
+
+        def throughput() -> None:
+            for mode, label in (("run", "GET /run"), ("events", "GET /jobs/<id>/events")):
+                runs = [throughput_server(server, sizes.throughput_bytes, mode)
+                        for _ in range(sizes.throughput_repeats)]
+                best = sorted(runs, key=lambda r: r["mb_s"])[len(runs) // 2]
+                numbers[f"throughput_{mode}"] = {**best, "all_mb_s": [r["mb_s"] for r in runs]}
+                extra = f", {best['missed_bytes']} bytes skipped by design (gap)" if best["missed_bytes"] else ""
+                spread = "/".join(f"{r['mb_s']:.0f}" for r in runs)
+                if mode == "run":
+                    rows.append(Row(f"{label}, {size_text} in 100-byte lines (median of {len(runs)}: {spread})",
+                                    f"{best['mb_s']:.0f} MB/s, worker CPU {best['worker_cpu']:.0%}",
+                                    ">= 350 MB/s", results.judge(best["mb_s"] >= 350)))
+                    raw = numbers.get("raw_relay", {}).get("mb_s")
+                    if raw:
+                        share = best["mb_s"] / raw
+                        rows.append(Row("  ... as a share of the raw loopback relay", f"{share:.0%}", ">= 45%",
+                                        results.judge(share >= 0.45)))
+                else:
+                    rows.append(Row(f"{label}, detached job (median of {len(runs)}: {spread})",
+                                    f"{best['mb_s']:.0f} MB/s, worker CPU {best['worker_cpu']:.0%}{extra}"))
+
+        _attempt(results, rows, "throughput", throughput)
+        rows = results.section("Latency (1 worker, GET /run)")
+
+        def server_latency() -> None:
+            found = latency(server, sizes.latency_samples, sizes.latency_interval_us)
+            numbers["latency"] = found
+            label = f"{found['samples']} lines, one per {sizes.latency_interval_us // 1000} ms"
+            rows.append(Row(f"{label}: p50", f"{_us(found['p50_ns'])} us", "<= 200 us",
+                            results.judge(found["p50_ns"] <= 200_000)))
+            rows.append(Row(f"{label}: p99", f"{_us(found['p99_ns'])} us", "<= 400 us",
+                            results.judge(found["p99_ns"] <= 400_000)))
+            rows.append(Row(f"{label}: max", f"{_us(found['max_ns'])} us"))
+
+        _attempt(results, rows, "latency", server_latency)
+        rows = results.section("Short jobs (1 worker, GET /run?command=echo hi)")
+
+        def short() -> None:
+            one = spawn(server, sizes.spawn_sequential, 1)
+            numbers["spawn_sequential"] = one
+            rows.append(Row(f"one at a time ({one['jobs']} jobs)",
+                            f"{one['jobs_s']:.0f} jobs/s, worker CPU {one['worker_cpu']:.0%}, first event p50 "
+                            f"{one['first_event_p50_ms']:.1f} ms p99 {one['first_event_p99_ms']:.1f} ms"))
+            many = spawn(server, sizes.spawn_parallel, sizes.spawn_clients)
+            numbers["spawn_parallel"] = many
+            rows.append(Row(f"{sizes.spawn_clients} parallel clients ({many['jobs']} jobs)",
+                            f"{many['jobs_s']:.0f} jobs/s, worker CPU {many['worker_cpu']:.0%}, "
+                            f"client CPU {many['client_cpu']:.0%}", ">= 500 jobs/s",
+                            results.judge(many["jobs_s"] >= 500)))
+            rows.append(Row("  ... time to first event p50 / p99",
+                            f"{many['first_event_p50_ms']:.1f} / {many['first_event_p99_ms']:.1f} ms"))
+            delay = close_delay(server, 5 if smoke else 20)
+            numbers["close_delay"] = delay
+            rows.append(Row("  ... server's close after the response ends (Connection: close), p50 / max",
+                            f"{delay['p50_ms']:.0f} / {delay['max_ms']:.0f} ms"))
+            lost = one["lost_output"] + many["lost_output"]
+            rows.append(Row("  ... streams that lost output", str(lost), "0", "PASS" if lost == 0 else "FAIL"))
+            if lost:
+                results.failures.append(f"{lost} short jobs lost their output")
+
+        _attempt(results, rows, "short jobs", short)
+
+        if profile:
+            _say("profiling throughput and spawn ...")
+
+            def profile_one_worker() -> None:
+                with Profile(server.worker_pid(), OUT / "profile" / "throughput.txt"):
+                    for _ in range(2):
+                        throughput_server(server, sizes.throughput_bytes, "run")
+                with Profile(server.worker_pid(), OUT / "profile" / "spawn.txt"):
+                    spawn(server, sizes.spawn_parallel, sizes.spawn_clients)
+
+            _attempt(results, rows, "profile", profile_one_worker)
+        _check_log(results, server)
+
+    # One worker: idle subscribers, a fresh server for each size so RSS is clean.
+    rows = results.section("Fan-out (1 worker, 20 messages published one after another)"
+                           if not smoke else f"Fan-out (1 worker, {sizes.messages} messages)")
+    for count in sizes.fanout:
+        _say(f"fan-out: {count} subscribers ...")
+
+        def one_fanout(count: int = count) -> None:
+            with Server(1, f"fanout-{count}") as server:
+                found = fanout(server, count, sizes.messages)
+                numbers[f"fanout_{count}"] = found
+                _check_log(results, server)
+            _fanout_rows(results, rows, found, single=True)
+            if found["delivered_fraction"] < 1.0 and smoke:
+                raise BenchError(f"{count} subscribers on one worker: only {found['delivered_fraction']:.1%} delivered")
+
+        _attempt(results, rows, f"fan-out {count}", one_fanout)
+    if profile:
+        _say(f"profiling fan-out to {sizes.fanout[-1]} ...")
+
+        def profile_fanout() -> None:
+            with Server(1, "fanout-profile") as server:
+                fanout(server, sizes.fanout[-1], sizes.messages, profile=OUT / "profile" / "fanout.txt")
+
+        _attempt(results, rows, "profile fan-out", profile_fanout)
+
+    # Several workers.
+    for workers in sizes.workers:
+        _say(f"{workers} workers ...")
+        rows = results.section(f"{workers} workers")
+
+        def several(workers: int = workers, rows: list[Row] = rows) -> None:
+            with Server(workers, f"workers-{workers}") as server:
+                clients.short_jobs(server.host, server.port, 20, 4)
+                many = spawn(server, sizes.spawn_parallel, sizes.spawn_clients)
+                numbers[f"spawn_parallel_{workers}w"] = many
+                rows.append(Row(f"short jobs, {sizes.spawn_clients} parallel clients ({many['jobs']} jobs)",
+                                f"{many['jobs_s']:.0f} jobs/s, lost output {many['lost_output']}, first event p50 "
+                                f"{many['first_event_p50_ms']:.1f} ms p99 {many['first_event_p99_ms']:.1f} ms",
+                                ">= 500 jobs/s", results.judge(many["jobs_s"] >= 500)))
+                if many["lost_output"]:
+                    results.failures.append(f"{workers} workers: {many['lost_output']} short jobs lost their output")
+                found = fanout(server, sizes.fanout_multi, sizes.messages)
+                numbers[f"fanout_{sizes.fanout_multi}_{workers}w"] = found
+                _check_log(results, server)
+            _fanout_rows(results, rows, found, single=False)
+
+        _attempt(results, rows, f"{workers} workers", several)
+
+    if profile:
+        for name in ("throughput", "spawn", "fanout"):
+            results.profiles[name] = hot_spots(OUT / "profile" / f"{name}.txt")
+    results.background.append(busy_fraction(0.5))
+    numbers["background_busy"] = results.background
+    results.notes += [
+        "Several workers: a channel lives in the worker that served the request, so a message reaches only the "
+        "subscribers held by the worker that took the POST (about 1/workers of them; the split is shown). "
+        "A shared store (Redis) would make every worker see every message.",
+        "The server closes a finished GET /run connection up to a second late (a second io watcher on the client "
+        "socket defers gevent's close to the next loop wake-up; bench/repro_close_delay.py). Clients here leave "
+        "when the chunked body ends, as curl does; the delay is its own row.",
+    ]
+    if max(results.background) > 0.15:
+        results.notes.append(
+            f"Other processes kept the machine up to {max(results.background):.0%} busy between benchmarks "
+            "(sampled with our servers idle): numbers from this run are lower than on a quiet machine.")
+    return results
+
+
+def _fanout_rows(results: Results, rows: list[Row], found: dict, single: bool) -> None:
+    count = found["subscribers"]
+    per_sub = found["rss_per_subscriber"] / 1024
+    where = "" if single else f" (per worker: {'/'.join(map(str, found['subscribers_per_worker']))})"
+    held = found["connected"] == count and found["closed_by_server"] == 0
+    rows.append(Row(f"{count} subscribers: connected, kept{where}",
+                    f"{found['connected']} in {found['connect_seconds']:.1f} s, {found['closed_by_server']} dropped",
+                    "10,000 held" if single and count >= 10_000 else "",
+                    results.judge(held) if single and count >= 10_000 else ""))
+    rows.append(Row(f"{count}: RSS per subscriber", f"{per_sub:.1f} KiB",
+                    "<= 16 KiB" if single else "", results.judge(per_sub <= 16) if single else ""))
+    reach = found["reach_all_p50_ns"]
+    if single:
+        target = "<= 40 ms" if count == 2000 else ""
+        rows.append(Row(f"{count}: one message to every subscriber, p50",
+                        f"{reach / 1e6:.1f} ms" if reach is not None else "never all",
+                        target, results.judge(reach is not None and reach <= 40e6) if target else ""))
+    else:
+        reached = found["reach_reached_p50_ns"]
+        rows.append(Row(f"{count}: one message to the subscribers it reached, p50",
+                        f"{reached / 1e6:.1f} ms" if reached is not None else "none"))
+    p50, p99 = found["delivery_p50_ns"], found["delivery_p99_ns"]
+    rows.append(Row(f"{count}: delivery latency per subscriber p50 / p99",
+                    f"{p50 / 1e6:.1f} / {p99 / 1e6:.1f} ms" if p99 is not None else "-"))
+    rows.append(Row(f"{count}: fraction delivered", f"{found['delivered_fraction']:.1%}"
+                    + ("" if single else " (channels are per worker)")))
+
+
+def _check_log(results: Results, server: Server) -> None:
+    problems = server.problems()
+    if problems:
+        results.notes.append(f"gunicorn ({server.workers} worker(s)) logged errors: {problems[:3]}")
+
+
+def profiling_available() -> bool:
+    """Whether py-spy is installed."""
+    return py_spy() is not None

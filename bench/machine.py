@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+
+from . import tools
 
 
 def _read(path: str) -> str:
@@ -32,6 +35,14 @@ def _memory() -> str:
     return "?"
 
 
+def _hypervisor() -> str:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout if shutil.which("lscpu") else ""
+    for line in lscpu.splitlines():
+        if line.startswith("Hypervisor vendor:"):
+            return line.split(":", 1)[1].strip() + " guest"
+    return ""
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)
@@ -49,14 +60,15 @@ def describe() -> dict[str, str]:
         "cores": str(os.cpu_count()),
         "memory": _memory(),
         "kernel": f"{platform.system()} {platform.release()}",
-        "virtualisation": virt.stdout.strip() if virt and virt.stdout.strip() else "?",
+        "virtualisation": ", ".join(filter(None, [_hypervisor(), virt.stdout.strip() if virt else ""])) or "?",
         "Python": sys.version.split()[0],
         "gunicorn": _version("gunicorn"),
         "gevent": _version("gevent"),
         "greenlet": _version("greenlet"),
         "Flask": _version("flask"),
         "C compiler": compiler[0] if compiler else "?",
-        "RLIMIT_NOFILE (suite and server)": str(resource.getrlimit(resource.RLIMIT_NOFILE)[0]),
+        "RLIMIT_NOFILE (suite and server)": str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        + (f"; {tools.NOFILE_NOTE}" if tools.NOFILE_NOTE else ""),
         "net.core.somaxconn": _read("/proc/sys/net/core/somaxconn"),
         "ip_local_port_range": _read("/proc/sys/net/ipv4/ip_local_port_range").replace("\t", "-"),
         "pipe size": _read("/proc/sys/fs/pipe-max-size") + " max, 65536 default",

@@ -85,7 +85,7 @@ def hot_spots(path: Path, top: int = 12) -> dict:
             if "(app/" in name:
                 inclusive[name] += samples
     def share(counter: collections.Counter[str]) -> list[tuple[str, float]]:
-        return [(name, 100.0 * n / total) for name, n in counter.most_common(top)]
+        return [(name, 100.0 * n / total) for name, n in counter.most_common(top) if n * 1000 >= total]
 
 
     return {"samples": total, "self": share(own), "inclusive": share(inclusive)}

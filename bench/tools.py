@@ -19,8 +19,20 @@ OUT = BENCH / "out"
 BIN = OUT / "bin"
 SOURCES = BENCH / "c"
 VENV_BIN = Path(sys.executable).parent
-# Bulk files go to memory when it exists, so the client never waits on a disk.
-SCRATCH = Path("/dev/shm") if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else OUT
+
+
+def _scratch() -> Path:
+    # Bulk files go to memory when there is room (a container's /dev/shm may be 64 MB), so the
+    # client never waits on a disk.
+    shm = Path("/dev/shm")
+    try:
+        stat = os.statvfs(shm)
+    except OSError:
+        return OUT
+    return shm if os.access(shm, os.W_OK) and stat.f_bavail * stat.f_frsize >= 2**30 else OUT
+
+
+SCRATCH = _scratch()
 NOFILE = 200_000  # RLIMIT_NOFILE for the suite and everything it starts
 
 HELPERS = ("writer", "ticker", "sink", "relay", "fanout")
@@ -48,8 +60,12 @@ def build_helpers() -> None:
         subprocess.run([compiler, "-O2", "-Wall", "-o", str(target), str(source)], check=True)
 
 
+NOFILE_NOTE = ""  # what raise_nofile() could not do
+
+
 def raise_nofile() -> int:
     """Raise RLIMIT_NOFILE (hard too, as root) for this process and its children; the new soft limit."""
+    global NOFILE_NOTE
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = NOFILE
     if hard != resource.RLIM_INFINITY and hard < want:
@@ -57,6 +73,7 @@ def raise_nofile() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
             return want
         except (ValueError, OSError):
+            NOFILE_NOTE = f"raising the hard limit to {want} was refused (no CAP_SYS_RESOURCE)"
             want = hard
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     return want

@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed
 RUN_APT_PACKAGES := iputils-ping procps
 # Real components the tests start.
 # python3: Debian's interpreter, readable by the unprivileged user the containment tests run as.
-TEST_APT_PACKAGES := $(RUN_APT_PACKAGES) nginx-light curl python3
+# chromium: the browser tests drive it with Playwright (executable_path, no browser download).
+# gcc, libc6-dev: the benchmarks' C clients, built by `make bench-smoke` (part of `make test`).
+TEST_APT_PACKAGES := $(RUN_APT_PACKAGES) nginx-light curl python3 chromium gcc libc6-dev
 
 .PHONY: run install test test-deps run-deps test-system-deps lint clean
 
@@ -52,6 +54,7 @@ lint: install
 test: test-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+	$(BIN)/python -m bench --smoke
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -9,11 +9,14 @@ from typing import Any
 
 from .access import SYSTEM_CHANNELS
 
-__all__ = ["SYSTEM_CHANNELS", "InvalidMessage", "Message", "check_channel_name", "parse_message"]
+__all__ = ["MAX_DEPTH", "SYSTEM_CHANNELS", "InvalidMessage", "Message", "check_channel_name", "parse_message"]
 
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", re.ASCII)
 RESERVED_EVENTS = frozenset({"error", "open", "gap"})
+# Arrays and objects nested in a message's data. Far below what the encoder
+# (sse.dumps inside EventLog.append, a few frames deeper) could ever choke on.
+MAX_DEPTH = 32
 
 
 class InvalidMessage(ValueError):
@@ -63,12 +66,30 @@ def parse_message(body: bytes, is_json: bool, max_bytes: int) -> Message:
     event = document.get("event", "message")
     if not isinstance(event, str) or not EVENT_NAME.fullmatch(event) or event in RESERVED_EVENTS:
         raise InvalidMessage("event must be a name of letters, digits, '_', '.' or '-', and not error, open or gap")
+    _check_depth(document["data"])
     _check_no_lone_surrogates(document["data"])
     return Message(event, document["data"])
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _check_depth(value: Any) -> None:
+    # Iterative, so any depth the parser accepted is measured without recursion.
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        if depth > MAX_DEPTH:
+            raise InvalidMessage(f"data is nested too deeply: at most {MAX_DEPTH} levels of arrays and objects")
+        stack.extend((child, depth) for child in children)
 
 
 def _check_no_lone_surrogates(value: Any) -> None:

@@ -173,11 +173,6 @@ def test_oversized_chunked_message_is_413_not_truncated(server):
     _json_error(raw, 413)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_message accepts nesting that the encoder (sse.dumps, a few frames deeper in EventLog.append) "
-    "cannot encode: RecursionError -> 500, and EventLog.append has already consumed a message id",
-)
 def test_deep_nesting_near_the_recursion_limit_is_never_a_500(make_server):
     srv = make_server({"SSECMD_HEARTBEAT_INTERVAL": "1"})
     channel = "deep"

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.messages import SYSTEM_CHANNELS, InvalidMessage, Message, check_channel_name, parse_message
+from app.messages import MAX_DEPTH, SYSTEM_CHANNELS, InvalidMessage, Message, check_channel_name, parse_message
 
 BIG = 10**9
 EXAMPLES = 60
@@ -215,3 +215,18 @@ def test_event_name_rule(event):
 
 def test_invalid_message_is_a_value_error():
     assert issubclass(InvalidMessage, ValueError)
+
+
+def test_nesting_is_capped_at_max_depth():
+    def nested(depth: int, opening: bytes = b"[", closing: bytes = b"]") -> bytes:
+        return b'{"data": ' + opening * depth + closing * depth + b"}"
+
+    assert parse_message(nested(MAX_DEPTH), True, BIG).data is not None
+    deepest_objects = b'{"data": ' + b'{"a": ' * (MAX_DEPTH - 1) + b"{}" + b"}" * (MAX_DEPTH - 1) + b"}"
+    assert parse_message(deepest_objects, True, BIG).data is not None
+    for body in (nested(MAX_DEPTH + 1), nested(MAX_DEPTH * 10),
+                 b'{"data": ' + b'{"a": [' * MAX_DEPTH + b"1" + b"]}" * MAX_DEPTH + b"}"):
+        with pytest.raises(InvalidMessage, match=f"nested too deeply: at most {MAX_DEPTH} levels"):
+            parse_message(body, True, BIG)
+    # Scalars and text add no depth; plain text bodies are never parsed.
+    assert parse_message(b"[" * 1000, False, BIG).data == "[" * 1000

@@ -67,7 +67,7 @@ def header_text(name: str) -> str | None:
     return value
 
 
-def _body_bytes() -> bytes:
+def body_bytes() -> bytes:
     """The whole body, never more than MAX_CONTENT_LENGTH: 413 beyond it, even when sent chunked.
 
     Werkzeug checks a declared Content-Length itself, but a chunked body is only
@@ -138,7 +138,7 @@ def json_body() -> Any:
             "unsupported_media_type",
             "send a JSON body with Content-Type: application/json (curl --json '...')",
         )
-    data = _body_bytes()
+    data = body_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

@@ -237,12 +237,6 @@ def test_auth_server_logged_no_errors(srv):
     assert "unhandled error" not in log and "Traceback" not in log, log[-3000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="views/channels.py publish() and subscribe() call _channel(name), which creates the channel "
-    "(and may forget an idle one to make room), before the may_publish/may_subscribe check: "
-    "a request refused with 403 still creates a channel",
-)
 def test_refused_requests_create_no_channel(srv):
     names = [fresh("refused") for _ in range(3)]
     assert_json_error(HTTP.get(srv.url(f"/channels/{names[0]}/events"), headers=auth("pat")), 403)

@@ -13,18 +13,23 @@ from ..jobspec import InvalidRequest, parse_last_event_id
 from ..messages import InvalidMessage, check_channel_name, parse_message
 from ..service import current_service
 from ..streams import channel_event_stream
-from ..web import header_text, query_text, sse_response
+from ..web import body_bytes, header_text, query_text, sse_response
 
 bp = Blueprint("channels", __name__, url_prefix="/channels")
 
 
-def _channel(name: str) -> EventLog:
-    service = current_service()
+def _check_name(name: str) -> None:
     try:
         check_channel_name(name)
-        return service.hub.log(name)
     except InvalidMessage as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
+
+
+def _channel(name: str) -> EventLog:
+    """The channel's log, created on first use: only once the name and the caller's right to it are checked."""
+    service = current_service()
+    try:
+        return service.hub.log(name)
     except TooManyChannels:
         raise ApiError(
             429, "too_many_channels", f"{service.settings.max_channels} channels exist already",
@@ -46,10 +51,11 @@ def publish(name: str) -> Response:
     """Publish JSON {"data": ..., "event": "name"} or a plain text body."""
     service = current_service()
     principal = current_principal()
-    _channel(name)
+    _check_name(name)
     if not service.policy.may_publish(principal, name):
         raise ApiError(403, "forbidden", f"{principal.user or 'anonymous'} may not publish to {name!r}")
-    body = request.get_data(cache=False)
+    _channel(name)
+    body = body_bytes()  # 413 for a chunked body beyond MAX_CONTENT_LENGTH, never a truncated prefix
     try:
         message = parse_message(body, request.is_json, service.settings.max_message_bytes)
     except InvalidMessage as exc:
@@ -67,9 +73,10 @@ def subscribe(name: str) -> Response:
     """SSE: replay retained messages after Last-Event-ID (or ?last_event_id=), then follow live."""
     service = current_service()
     principal = current_principal()
-    channel = _channel(name)
+    _check_name(name)
     if not service.policy.may_subscribe(principal, name):
         raise ApiError(403, "forbidden", f"{principal.user or 'anonymous'} may not subscribe to {name!r}")
+    channel = _channel(name)
     try:
         cursor = parse_last_event_id(header_text("Last-Event-ID"), query_text("last_event_id"))
     except InvalidRequest as exc:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -35,17 +36,22 @@ class ChannelHub:
         self.max_channels = max_channels
         self.history = history
         self.history_bytes = history_bytes
-        self._logs: dict[str, EventLog] = {}
+        # Ordered by last write, least recent first: a publish moves its channel to the end.
+        self._logs: OrderedDict[str, EventLog] = OrderedDict()
         self._subscribers: dict[str, int] = {}
         for name in SYSTEM_CHANNELS:
             self.log(name)
 
-    def log(self, name: str) -> EventLog:
-        """The channel's log, created on first use."""
+    def log(self, name: str, keep: Collection[str] = ()) -> EventLog:
+        """The channel's log, created on first use.
+
+        Making room never forgets a channel named in ``keep`` (the other
+        channels of the same request).
+        """
         channel = self._logs.get(name)
         if channel is None:
             check_channel_name(name)
-            if len(self._logs) >= self.max_channels and not self._forget_idle():
+            if len(self._logs) >= self.max_channels and not self._forget_idle(keep):
                 raise TooManyChannels()
             channel = EventLog(
                 self.history_bytes, max_events=self.history, terminal_kinds=frozenset(), pin_start=False
@@ -53,22 +59,24 @@ class ChannelHub:
             self._logs[name] = channel
         return channel
 
-    def _forget_idle(self) -> bool:
-        # Make room by dropping one channel nobody listens to (the least recently written).
-        idle = [
-            (channel.last_id, name) for name, channel in self._logs.items()
-            if name not in SYSTEM_CHANNELS and not self._subscribers.get(name)
-        ]
-        if not idle:
-            return False
-        _, name = min(idle)
-        del self._logs[name]
-        return True
+    def peek(self, name: str) -> EventLog | None:
+        """The channel's log if it exists; never creates one."""
+        return self._logs.get(name)
+
+    def _forget_idle(self, keep: Collection[str] = ()) -> bool:
+        # Make room by dropping one channel nobody listens to: the least recently written.
+        for name in self._logs:
+            if name not in SYSTEM_CHANNELS and name not in keep and not self._subscribers.get(name):
+                del self._logs[name]
+                return True
+        return False
 
     def publish(self, name: str, event: str, data: Any, user: str | None, audience: str | None = None) -> int:
         """Append a message to a channel; returns its id."""
         payload = {"data": data, "user": user, "time": datetime.now(UTC).isoformat(timespec="milliseconds")}
-        return self.log(name).append(event, payload, audience=audience).id
+        message_id = self.log(name).append(event, payload, audience=audience).id
+        self._logs.move_to_end(name)
+        return message_id
 
     @contextmanager
     def subscribed(self, name: str) -> Iterator[EventLog]:

@@ -286,11 +286,6 @@ def _user_channels(srv) -> dict[str, int]:
     return {name: entry["last_id"] for name, entry in channel_list(srv).items() if not entry["system"]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="channels.py ChannelHub._forget_idle picks min((last_id, name)): the idle channel with the fewest "
-    "messages, not the least recently written one its comment promises",
-)
 def test_the_least_recently_written_idle_channel_is_forgotten(small):
     for n in range(5):
         publish(small, "older", n)

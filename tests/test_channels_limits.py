@@ -317,11 +317,6 @@ def test_too_many_channels_is_429_and_idle_ones_make_room(small):
     assert channel in _user_channels(small) and len(_user_channels(small)) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="views/events.py calls service.hub.log(name) without catching TooManyChannels: a new channel on "
-    "GET /events at the channel limit is a 500 (GET /channels/<name>/events answers 429)",
-)
 def test_too_many_channels_on_events_is_429(small):
     busy = [Subscriber(small, f"/channels/{name}/events").connected() for name in _user_channels(small)]
     try:

@@ -323,12 +323,6 @@ def test_too_many_sources_is_400_and_duplicates_count_once(server):
     assert len(events) == 1 and events[0].last_event_id == f"channel:{names[32]}=1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="views/events.py never checks a composite cursor against its source's last id: a cursor beyond "
-    "a channel's last message is accepted and the next messages up to it are silently skipped "
-    "(GET /channels/<name>/events answers 400 for the same cursor)",
-)
 def test_a_composite_cursor_beyond_a_channel_end_is_400(server):
     channel = fresh()
     publish(server, channel, "one")
@@ -343,6 +337,24 @@ def test_a_composite_cursor_beyond_a_channel_end_is_400(server):
             skipped = 6 - len(sub.events)
             raise AssertionError(f"200, and {skipped} of the next 6 messages were silently skipped")
         assert sub.status == 400
+
+
+def test_composite_cursors_beyond_any_source_are_400_and_create_nothing(server):
+    channel, new = fresh(), fresh("never")
+    publish(server, channel, "one")
+    job = HTTP.post(server.url("/jobs"), json={"argv": ["echo", "hi"]}).json()
+    end = _finished_job_events(server, job)[-1].last_event_id
+    path = f"/events?job={job['id']}&channel={channel}"
+    beyond_job = f"job:{job['id']}={int(end) + 1},channel:{channel}=1"
+    body = assert_json_error(HTTP.get(server.url(path), headers={"Last-Event-ID": beyond_job}), 400, "bad_request")
+    assert f"job:{job['id']}" in body["message"]
+    # A channel that does not exist yet has no messages: any cursor but 0 is beyond it, and nothing is created.
+    response = HTTP.get(server.url(f"/events?channel={new}"), headers={"Last-Event-ID": f"channel:{new}=1"})
+    assert_json_error(response, 400, "bad_request")
+    assert new not in channel_list(server)
+    # At the end of every source is fine.
+    with Subscriber(server, path, {"Last-Event-ID": f"job:{job['id']}={end},channel:{channel}=1"}) as sub:
+        assert sub.connected().status == 200
 
 
 def test_jobs_channel_through_events(server):

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, request
 
 from .. import lifecycle
 from ..authn import current_principal
+from ..channels import TooManyChannels
 from ..errors import ApiError
 from ..messages import InvalidMessage, check_channel_name
 from ..multiplex import InvalidCursor, parse_composite, source_key
@@ -49,18 +50,30 @@ def multiplexed() -> Response:
             raise ApiError(400, "bad_request", str(exc)) from None
         if not service.policy.may_subscribe(principal, name):
             raise ApiError(403, "forbidden", f"{principal.user or 'anonymous'} may not subscribe to {name!r}")
-        log = service.hub.log(name)
-        sources[source_key("channel", name)] = (log, lambda log=log: log.changed)
+    keys = [*sources, *(source_key("channel", name) for name in channels)]
     text = header_text("Last-Event-ID")
     if text is None:
         text = (_names("last_event_id") or [None])[0]
     try:
-        cursors = parse_composite(text, len(sources))
+        cursors = parse_composite(text, len(keys))
     except InvalidCursor as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
-    unknown = set(cursors) - set(sources)
+    unknown = set(cursors) - set(keys)
     if unknown:
         raise ApiError(400, "bad_request", f"Last-Event-ID names sources not in this request: {sorted(unknown)}")
+    if cursors and _all_delivered(service, jobs, channels, cursors):
+        return Response(status=204)  # every job already delivered to its end: stop reconnecting
+    _check_cursors(service, sources, channels, cursors)
+    # Only now, with every check passed, are new channels created.
+    for name in channels:
+        try:
+            log = service.hub.log(name, keep=channels)
+        except TooManyChannels:
+            raise ApiError(
+                429, "too_many_channels", f"{service.settings.max_channels} channels exist already",
+                headers={"Retry-After": "60"},
+            ) from None
+        sources[source_key("channel", name)] = (log, lambda log=log: log.changed)
     jobs_visible = service.job_visibility(principal)
 
     def visible(key: str, event) -> bool:
@@ -68,13 +81,27 @@ def multiplexed() -> Response:
 
     def stream():
         with ExitStack() as subscriptions:
+            live = dict(sources)
             for name in channels:
-                subscriptions.enter_context(service.hub.subscribed(name))
-            yield from multiplex_stream(sources, cursors, service.settings, lifecycle.shutdown_event, visible)
+                # The log counted as subscribed (the same one, unless another request forgot it meanwhile).
+                log = subscriptions.enter_context(service.hub.subscribed(name))
+                live[source_key("channel", name)] = (log, lambda log=log: log.changed)
+            yield from multiplex_stream(live, cursors, service.settings, lifecycle.shutdown_event, visible)
 
-    if cursors and _all_delivered(service, jobs, channels, cursors):
-        return Response(status=204)  # every job already delivered to its end: stop reconnecting
     return sse_response(stream())
+
+
+def _check_cursors(service, job_sources: dict, channels: list[str], cursors: dict[str, int]) -> None:
+    """400 for a cursor beyond its source's last id (as the single-source streams answer)."""
+    last_ids = {key: source.read_after(cursors.get(key, 0)).last_id for key, (source, _) in job_sources.items()}
+    for name in channels:
+        channel = service.hub.peek(name)  # a channel that does not exist yet has no messages
+        last_ids[source_key("channel", name)] = channel.last_id if channel is not None else 0
+    for key, cursor in cursors.items():
+        if cursor > last_ids[key]:
+            raise ApiError(
+                400, "bad_request", f"Last-Event-ID {key}={cursor} is beyond that source's last id {last_ids[key]}"
+            )
 
 
 def _all_delivered(service, jobs: list[str], channels: list[str], cursors: dict[str, int]) -> bool:

@@ -76,9 +76,40 @@ def channel_event_stream(
     settings: Settings,
     shutdown: Event,
     visible: Callable[[LogEvent], bool] | None = None,
+    client_socket: socket.socket | None = None,
 ) -> Iterator[bytes]:
-    """Replay a channel's retained messages after ``cursor``, then follow it live."""
-    return event_stream(channel, cursor, settings, shutdown, visible=visible, gap_field="missed_messages")
+    """Replay a channel's retained messages after ``cursor``, then follow it live.
+
+    With ``client_socket``, a client that hangs up is noticed at once, even
+    while nothing is published (otherwise only at the second failed heartbeat).
+    """
+    gone = Event()
+    watcher = watch_for_disconnect(client_socket, gone.set)
+    try:
+        yield from event_stream(
+            _UntilGone(channel, gone), cursor, settings, shutdown, visible=visible, gap_field="missed_messages"
+        )
+    finally:
+        if watcher is not None:
+            watcher.kill(block=False)
+
+
+class _UntilGone:
+    """A log source that ends (reads as finished) once ``gone`` is set, and whose waits wake on it."""
+
+    def __init__(self, source: LogSource, gone: Event) -> None:
+        self.source = source
+        self.gone = gone
+
+    def read_after(self, cursor: int) -> LogRead:
+        """The source's events, or an empty finished read once the client has gone."""
+        if self.gone.is_set():
+            return LogRead(events=[], missed_bytes=0, finished=True, last_id=cursor)
+        return self.source.read_after(cursor)
+
+    def wait(self, cursor: int, timeout: float, wake: Iterable[Event] = ()) -> bool:
+        """Wait on the source, waking early when the client goes."""
+        return self.source.wait(cursor, timeout, (*wake, self.gone)) or self.gone.is_set()
 
 
 def event_stream(
@@ -217,17 +248,43 @@ def multiplex_stream(
     settings: Settings,
     shutdown: Event,
     visible: Callable[[str, LogEvent], bool],
+    client_socket: socket.socket | None = None,
 ) -> Iterator[bytes]:
     """Several jobs and channels on one connection, with one composite id.
 
     ``sources`` maps a source key (``job:<id>``, ``channel:<name>``) to its log
     and a function returning the log's current "changed" event (it is replaced
     at every append). Ends when every source is a finished job; channels never end.
+
+    On graceful shutdown the jobs are being stopped: their final events (the
+    ``exit``) get up to ``kill_grace`` + 1 s to arrive before the farewell.
+    Channels are not waited for. With ``client_socket``, a client that hangs
+    up ends the stream at once, even while every source is silent.
     """
+    gone = Event()
+    watcher = watch_for_disconnect(client_socket, gone.set)
+    try:
+        yield from _multiplex(sources, cursors, settings, shutdown, visible, gone)
+    finally:
+        if watcher is not None:
+            watcher.kill(block=False)
+
+
+def _multiplex(
+    sources: dict[str, tuple[LogSource, Callable[[], Event]]],
+    cursors: dict[str, int],
+    settings: Settings,
+    shutdown: Event,
+    visible: Callable[[str, LogEvent], bool],
+    gone: Event,
+) -> Iterator[bytes]:
     positions = {key: cursors.get(key, 0) for key in sources}
     finished: set[str] = set()
     pending = [encode_retry(settings.retry_ms) + encode_comment("connected")]
-    while True:
+    drain_deadline: float | None = None
+    while not gone.is_set():
+        # Taken before reading: an append while a frame is being written still wakes the wait below.
+        wake_on = {key: changed() for key, (_, changed) in sources.items() if key not in finished}
         progressed = False
         for key, (source, _) in sources.items():
             if key in finished:
@@ -254,11 +311,23 @@ def multiplex_stream(
         if progressed:
             continue
         if shutdown.is_set():
-            yield shutdown_farewell(settings)
-            return
-        waits = [changed() for key, (_, changed) in sources.items() if key not in finished]
-        if not gevent.wait([*waits, shutdown], timeout=settings.heartbeat_interval, count=1):
+            # Wait (bounded) for the jobs still running to write their final events; not for channels.
+            if drain_deadline is None:
+                drain_deadline = time.monotonic() + settings.kill_grace + 1.0
+            remaining = drain_deadline - time.monotonic()
+            jobs = [event for key, event in wake_on.items() if key not in finished and _is_job(key)]
+            if not jobs or remaining <= 0:
+                yield shutdown_farewell(settings)
+                return
+            gevent.wait([*jobs, gone], timeout=remaining, count=1)
+            continue
+        waits = [event for key, event in wake_on.items() if key not in finished]
+        if not gevent.wait([*waits, shutdown, gone], timeout=settings.heartbeat_interval, count=1):
             yield HEARTBEAT
+
+
+def _is_job(key: str) -> bool:
+    return key.startswith("job:")
 
 
 class StreamTracker:

@@ -84,9 +84,12 @@ def subscribe(name: str) -> Response:
     if cursor > channel.last_id:
         raise ApiError(400, "bad_request", f"Last-Event-ID {cursor} is beyond this channel's last message")
     visible = service.job_visibility(principal) if name == "jobs" else None
+    client_socket = request.environ.get("gunicorn.socket")  # to notice a hang-up while nothing is published
 
     def stream():
         with service.hub.subscribed(name):
-            yield from channel_event_stream(channel, cursor, service.settings, lifecycle.shutdown_event, visible)
+            yield from channel_event_stream(
+                channel, cursor, service.settings, lifecycle.shutdown_event, visible, client_socket
+            )
 
     return sse_response(stream())

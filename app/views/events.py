@@ -79,6 +79,8 @@ def multiplexed() -> Response:
     def visible(key: str, event) -> bool:
         return key != "channel:jobs" or jobs_visible(event)
 
+    client_socket = request.environ.get("gunicorn.socket")  # to notice a hang-up while every source is silent
+
     def stream():
         with ExitStack() as subscriptions:
             live = dict(sources)
@@ -86,7 +88,9 @@ def multiplexed() -> Response:
                 # The log counted as subscribed (the same one, unless another request forgot it meanwhile).
                 log = subscriptions.enter_context(service.hub.subscribed(name))
                 live[source_key("channel", name)] = (log, lambda log=log: log.changed)
-            yield from multiplex_stream(live, cursors, service.settings, lifecycle.shutdown_event, visible)
+            yield from multiplex_stream(
+                live, cursors, service.settings, lifecycle.shutdown_event, visible, client_socket
+            )
 
     return sse_response(stream())
 

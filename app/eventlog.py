@@ -99,9 +99,11 @@ class EventLog:
         """Append an event, encode its frame once, and wake every waiting viewer."""
         if self.finished:
             raise RuntimeError("the log already holds its terminal event")
-        self._units += len(raw) if raw else 1
-        frame = encode_json_event(payload, event=kind, event_id=self._units)
-        event = LogEvent(self._units, kind, frame, raw, audience)
+        # Encode first: a payload that cannot be encoded must not consume an id.
+        event_id = self._units + (len(raw) if raw else 1)
+        frame = encode_json_event(payload, event=kind, event_id=event_id)
+        self._units = event_id
+        event = LogEvent(event_id, kind, frame, raw, audience)
         self.output_bytes += len(raw)
         if self.pin_start and kind == "start" and self._start is None and not self._events:
             self._start = event

@@ -16,6 +16,7 @@ import codecs
 import contextlib
 import ctypes
 import errno
+import fcntl
 import grp
 import logging
 import os
@@ -36,10 +37,12 @@ from .allowlist import Allowlist
 from .config import Settings
 from .jobs import Job, JobState, MemoryJobStore
 from .pgroups import ProcessGroupRegistry
+from .sse import output_json
 
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl  # resolved before any fork: the child must not load libraries
 
@@ -277,6 +280,10 @@ class ProcessRunner:
         for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
             fd = pipe.fileno()
             os.set_blocking(fd, False)
+            # A pipe as large as one event lets a flooding command write a whole
+            # event's worth between two reads (Linux's default is 64 KiB).
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, F_SETPIPE_SZ, self.settings.coalesce_bytes)
             selector.register(fd, selectors.EVENT_READ, name)
             decoders[name] = codecs.getincrementaldecoder("utf-8")(errors="replace")
             pending[name] = b""
@@ -325,13 +332,17 @@ class ProcessRunner:
         self, job_id: str, name: str, decoder, pending: dict[str, bytes], data: bytes, final: bool = False
     ) -> None:
         raw = pending[name] + data
-        text = decoder.decode(data, final=final)
-        if not text:
-            # Only part of a multi-byte character so far: carry its bytes to the next event.
-            pending[name] = raw
-            return
+        if not final and data.isascii() and not decoder.getstate()[0]:
+            # The common case, and the hot path: ASCII needs no decoding, its bytes are its UTF-8.
+            text = data
+        else:
+            text = decoder.decode(data, final=final).encode("utf-8")
+            if not text:
+                # Only part of a multi-byte character so far: carry its bytes to the next event.
+                pending[name] = raw
+                return
         pending[name] = b""
-        self.store.append(job_id, name, {"type": name, "out": text}, raw)
+        self.store.append(job_id, name, output_json(name, text), raw)
 
     @staticmethod
     def _close_pipes(proc: subprocess.Popen) -> None:

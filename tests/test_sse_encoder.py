@@ -9,7 +9,16 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from app.sse import HEARTBEAT, dumps, encode_comment, encode_event, encode_json_event, encode_retry
+from app.sse import (
+    HEARTBEAT,
+    dumps,
+    encode_comment,
+    encode_event,
+    encode_json_event,
+    encode_retry,
+    json_string_body,
+    output_json,
+)
 
 from .sse_parser import EventStreamParser, MessageEvent
 
@@ -175,6 +184,36 @@ def test_dumps_never_contains_cr_or_lf_and_round_trips(payload):
 
 def test_dumps_is_compact_and_keeps_non_ascii():
     assert dumps({"out": "\u20ac", "n": [1, 2]}) == '{"out":"\u20ac","n":[1,2]}'
+
+
+# The fast encoder for command output must write exactly what json.dumps writes.
+
+OUTPUT_TEXT = st.one_of(
+    TEXT,
+    DECODED_BYTES,
+    st.text(st.sampled_from('ab"\\/\x1b\x00\x7f\t\b\x0c\r\n\u00e9\u2028\U0001f600'), max_size=40),
+)
+
+
+@FAST
+@given(OUTPUT_TEXT, st.sampled_from(["stdout", "stderr"]))
+@example("\\n", "stdout")
+@example('\\"', "stdout")
+@example("\x1b[1;31mred\x1b[0m\r\n", "stderr")
+def test_output_json_is_byte_for_byte_what_dumps_writes(text, kind):
+    assert output_json(kind, text.encode("utf-8")) == dumps({"type": kind, "out": text}).encode("utf-8")
+
+
+@FAST
+@given(OUTPUT_TEXT, EVENT_IDS)
+def test_output_json_frame_equals_the_dict_frame(text, event_id):
+    fast = encode_json_event(output_json("stdout", text.encode("utf-8")), event="stdout", event_id=event_id)
+    assert fast == encode_json_event({"type": "stdout", "out": text}, event="stdout", event_id=event_id)
+
+
+def test_json_string_body_leaves_plain_text_as_it_is():
+    text = b"plain text, no escapes: \xc3\xa9 \x7f"
+    assert json_string_body(text) is text
 
 
 def test_json_event_refuses_reserved_type():

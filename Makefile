@@ -11,14 +11,19 @@ RUN_APT_PACKAGES := iputils-ping procps
 # chromium: the browser tests drive it with Playwright (executable_path, no browser download).
 # gcc, libc6-dev: the benchmarks' C clients, built by `make bench-smoke` (part of `make test`).
 TEST_APT_PACKAGES := $(RUN_APT_PACKAGES) nginx-light curl python3 chromium gcc libc6-dev
+# Building the C extension app/_spawn.c (pip install): a C compiler, libc headers, and the
+# interpreter's headers (Debian's python3.X-dev, installed only if Python.h is missing).
+BUILD_APT_PACKAGES := gcc libc6-dev
+PYTHON_DEV_PACKAGE := $(notdir $(PYTHON))-dev
 
-.PHONY: run install test test-deps run-deps test-system-deps lint clean
+.PHONY: run install test test-deps run-deps test-system-deps build-deps python-headers lint clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python setup.cfg pyproject.toml
+$(STAMP): $(BIN)/python setup.cfg setup.py pyproject.toml app/_spawn.c
+	@$(MAKE) --no-print-directory build-deps
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
@@ -40,6 +45,14 @@ define apt_install
 	fi
 endef
 
+build-deps: $(BIN)/python
+	$(call apt_install,$(BUILD_APT_PACKAGES))
+	@$(BIN)/python -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+	  || $(MAKE) --no-print-directory python-headers
+
+python-headers:
+	$(call apt_install,$(PYTHON_DEV_PACKAGE))
+
 run-deps:
 	$(call apt_install,$(RUN_APT_PACKAGES))
 
@@ -57,7 +70,7 @@ test: test-deps
 	$(BIN)/python -m bench --smoke
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis app/*.so
 
 # Benchmarks (bench/README.md) against a real gunicorn -k gevent; C helpers are compiled with gcc at bench time.
 BENCH_APT_PACKAGES := gcc libc6-dev

@@ -8,13 +8,16 @@ in the pipe into one event, and yields to other greenlets after every event
 so a flooding command cannot starve the worker. Every command runs in its
 own session; stopping a job signals the whole process group, and the group
 is also cleaned up when the leader exits on its own.
+
+Commands are started by ``app.spawn`` (clone with CLONE_VM | CLONE_VFORK and
+raw system calls in the child, never a fork of the worker), and reaped by a
+libev child watcher.
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
-import ctypes
 import errno
 import fcntl
 import grp
@@ -29,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gevent
-from gevent import subprocess
 from gevent.event import Event
 from gevent.selectors import GeventSelector
 
@@ -37,14 +39,12 @@ from .allowlist import Allowlist
 from .config import Settings
 from .jobs import Job, JobState, MemoryJobStore
 from .pgroups import ProcessGroupRegistry
+from .spawn import ChildProcess, SpawnError, environment_block, spawn
 from .sse import output_json
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_libc = ctypes.CDLL(None, use_errno=True)
-_prctl = _libc.prctl  # resolved before any fork: the child must not load libraries
 
 STATE_FOR_REASON = {
     "exited": JobState.EXITED,
@@ -55,19 +55,6 @@ STATE_FOR_REASON = {
     "disconnected": JobState.CANCELLED,
     "shutdown": JobState.CANCELLED,
 }
-
-
-def _child_setup(parent_pid: int, rlimits: tuple[tuple[int, int], ...]):
-    def preexec() -> None:
-        # Runs in the forked child, after the switch to the unprivileged user
-        # (which would clear PDEATHSIG if set earlier): syscalls only, no locks.
-        for limit, value in rlimits:
-            resource.setrlimit(limit, (value, value))
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:
-            os._exit(127)
-
-    return preexec
 
 
 @dataclass(frozen=True)
@@ -126,7 +113,7 @@ class JobRun:
     """A running job's process and how it is being stopped."""
 
     job: Job
-    proc: subprocess.Popen | None = None
+    proc: ChildProcess | None = None
     stop_reason: str | None = None
     stopping: Event = field(default_factory=Event)
     done: Event = field(default_factory=Event)
@@ -150,6 +137,7 @@ class ProcessRunner:
         self.store = store
         self.allowlist = allowlist
         self.env = env
+        self._env_block = environment_block(env)
         self.registry = registry
         self.containment = containment or Containment()
         self.on_finish = on_finish
@@ -207,29 +195,28 @@ class ProcessRunner:
             run.done.set()
             self.runs.pop(job.id, None)
 
-    def _spawn(self, job: Job, executable: str) -> subprocess.Popen:
+    def _spawn(self, job: Job, executable: str) -> ChildProcess:
+        # No shell; stdin /dev/null; the stripped environment; own session; every other fd
+        # closed; the run-as user with only its group; then the rlimits and the death signal
+        # (setting the user would clear it). See app/spawn.py.
         contain = self.containment
-        credentials = {}
-        if contain.uid is not None:
-            # extra_groups drops root's supplementary groups along with root itself.
-            credentials = {"user": contain.uid, "group": contain.gid, "extra_groups": [contain.gid]}
-        return subprocess.Popen(
-            list(job.argv),
-            executable=executable,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=self.env,
+        return spawn(
+            executable,
+            job.argv,
+            self._env_block,
             cwd=self.settings.child_cwd,
-            close_fds=True,
-            start_new_session=True,
-            preexec_fn=_child_setup(os.getpid(), contain.rlimits),
-            **credentials,
+            uid=contain.uid,
+            gid=contain.gid,
+            rlimits=contain.rlimits,
+            pdeathsig=signal.SIGKILL,
         )
 
     def _record_spawn_failure(self, job: Job, exc: OSError) -> None:
         if getattr(exc, "_failed_chdir", False):
             reason, message = "spawn_failed", f"cannot enter working directory {exc.filename}: {exc.strerror}"
+        elif isinstance(exc, SpawnError) and exc.stage != "execute":
+            # Containment could not be set up (user, limits, ...): never a property of the command.
+            reason, message = "spawn_failed", f"{job.argv[0]}: cannot {exc.stage}: {exc.strerror}"
         else:
             reason, message = _spawn_failure_reason(exc), f"{job.argv[0]}: {exc.strerror or exc}"
         self.store.append(job.id, "err", {"type": "error", "out": message, "reason": reason, "errno": exc.errno})
@@ -345,7 +332,7 @@ class ProcessRunner:
         self.store.append(job_id, name, output_json(name, text), raw)
 
     @staticmethod
-    def _close_pipes(proc: subprocess.Popen) -> None:
+    def _close_pipes(proc: ChildProcess) -> None:
         for pipe in (proc.stdout, proc.stderr):
             with contextlib.suppress(OSError):
                 pipe.close()

@@ -25,7 +25,6 @@ import logging
 import os
 import pwd
 import resource
-import selectors
 import signal
 import time
 from collections.abc import Callable
@@ -33,12 +32,12 @@ from dataclasses import dataclass, field
 
 import gevent
 from gevent.event import Event
-from gevent.selectors import GeventSelector
 
 from .allowlist import Allowlist
 from .config import Settings
 from .jobs import Job, JobState, MemoryJobStore
 from .pgroups import ProcessGroupRegistry
+from .pipes import ReadablePipes
 from .spawn import ChildProcess, SpawnError, environment_block, spawn
 from .sse import output_json
 
@@ -261,7 +260,7 @@ class ProcessRunner:
     def _pump(self, run: JobRun) -> None:
         proc = run.proc
         log_ = self.store.log(run.job.id)
-        selector = GeventSelector()
+        pipes = ReadablePipes()
         decoders = {}
         pending = {}
         for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
@@ -271,16 +270,16 @@ class ProcessRunner:
             # event's worth between two reads (Linux's default is 64 KiB).
             with contextlib.suppress(OSError):
                 fcntl.fcntl(fd, F_SETPIPE_SZ, self.settings.coalesce_bytes)
-            selector.register(fd, selectors.EVENT_READ, name)
+            pipes.register(fd, name)
             decoders[name] = codecs.getincrementaldecoder("utf-8")(errors="replace")
             pending[name] = b""
         limit = self.settings.max_output_bytes
         try:
-            while selector.get_map():
+            while pipes:
                 log_.wait_for_room(wake=(run.stopping,))
-                for key, _ in selector.select():
-                    name = key.data
-                    data, eof = self._read_available(key.fd)
+                # Always through the hub, so a flooding pipe never starves the worker's other greenlets.
+                for fd, name in pipes.wait():
+                    data, eof = self._read_available(fd)
                     if limit and data:
                         room = limit - log_.output_bytes - len(pending[name])
                         if len(data) >= room:
@@ -289,13 +288,10 @@ class ProcessRunner:
                     if data:
                         self._emit(run.job.id, name, decoders[name], pending, data)
                     if eof:
-                        selector.unregister(key.fd)
+                        pipes.unregister(fd)
                         self._emit(run.job.id, name, decoders[name], pending, b"", final=True)
-                # Yield after every batch: a flooding pipe is always ready, and
-                # without this the other greenlets on the worker would starve.
-                gevent.sleep(0)
         finally:
-            selector.close()
+            pipes.close()
 
     def _read_available(self, fd: int) -> tuple[bytes, bool]:
         """Read what the pipe holds now, up to coalesce_bytes, without waiting."""

@@ -12,7 +12,7 @@ Frames are encoded once, when appended, and the same bytes go to every viewer.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +83,7 @@ class EventLog:
         self._owner_cursor: int | None = None
         self._room = Event()
         self._room.set()
+        self._listeners: list[Callable[[LogEvent], None]] = []
 
     @property
     def last_id(self) -> int:
@@ -114,7 +115,13 @@ class EventLog:
         if kind in self.terminal_kinds:
             self.finished = True
         self._notify()
+        for listener in self._listeners:
+            listener(event)
         return event
+
+    def add_listener(self, listener: Callable[[LogEvent], None]) -> None:
+        """Call ``listener`` with every event appended from now on (direct delivery, see delivery.py)."""
+        self._listeners.append(listener)
 
     def _trim(self) -> None:
         events = self._events

@@ -22,7 +22,8 @@ from gevent.event import Event
 from gevent.socket import wait_read
 
 from .config import Settings
-from .eventlog import LogEvent, LogRead
+from .delivery import ClientConnection, Parked, delivery_for, send_rest
+from .eventlog import EventLog, LogEvent, LogRead
 from .jobs import JobStore, UnknownJob
 from .multiplex import format_composite, retag, retag_gap
 from .sse import HEARTBEAT, encode_comment, encode_json_event, encode_retry
@@ -53,6 +54,20 @@ class JobSource:
         """Wait for an event after the cursor."""
         return self.store.wait(self.job_id, cursor, timeout, wake)
 
+    def event_log(self) -> EventLog | None:
+        """The job's EventLog, if the store keeps it in this process."""
+        try:
+            return self.store.log(self.job_id)
+        except (UnknownJob, AttributeError):
+            return None
+
+
+def _event_log(source: LogSource) -> EventLog | None:
+    if isinstance(source, EventLog):
+        return source
+    find = getattr(source, "event_log", None)
+    return find() if find is not None else None
+
 
 def job_event_stream(
     store: JobStore,
@@ -61,12 +76,13 @@ def job_event_stream(
     settings: Settings,
     shutdown: Event,
     on_progress: Callable[[int], None] | None = None,
+    connection: ClientConnection | None = None,
 ) -> Iterator[bytes]:
     """Replay a job's events after ``cursor``, then follow them live until the terminal event."""
     # On shutdown, jobs are being stopped: give their final events a moment to arrive.
     return event_stream(
-        JobSource(store, job_id), cursor, settings, shutdown,
-        on_progress=on_progress, gap_field="missed_bytes", drain_on_shutdown=settings.kill_grace + 1.0,
+        JobSource(store, job_id), cursor, settings, shutdown, on_progress=on_progress, gap_field="missed_bytes",
+        drain_on_shutdown=settings.kill_grace + 1.0, connection=connection,
     )
 
 
@@ -77,12 +93,19 @@ def channel_event_stream(
     shutdown: Event,
     visible: Callable[[LogEvent], bool] | None = None,
     client_socket: socket.socket | None = None,
+    connection: ClientConnection | None = None,
 ) -> Iterator[bytes]:
     """Replay a channel's retained messages after ``cursor``, then follow it live.
 
-    With ``client_socket``, a client that hangs up is noticed at once, even
-    while nothing is published (otherwise only at the second failed heartbeat).
+    A client that hangs up is noticed at once, even while nothing is published
+    (otherwise only at the second failed heartbeat): by the parked stream with
+    ``connection`` (direct delivery), else by a watcher on ``client_socket``.
     """
+    if connection is not None:
+        yield from event_stream(
+            channel, cursor, settings, shutdown, visible=visible, gap_field="missed_messages", connection=connection
+        )
+        return
     gone = Event()
     watcher = watch_for_disconnect(client_socket, gone.set)
     try:
@@ -122,8 +145,13 @@ def event_stream(
     on_progress: Callable[[int], None] | None = None,
     visible: Callable[[LogEvent], bool] | None = None,
     drain_on_shutdown: float = 0.0,
+    connection: ClientConnection | None = None,
 ) -> Iterator[bytes]:
-    """The one SSE loop: replay after ``cursor``, follow live, heartbeat when idle, end on shutdown."""
+    """The one SSE loop: replay after ``cursor``, follow live, heartbeat when idle, end on shutdown.
+
+    With ``connection``, a stream that has caught up parks in its log's
+    Delivery, which writes new events straight to the client (delivery.py).
+    """
     pending = [encode_retry(settings.retry_ms) + encode_comment("connected")]
     drain_deadline = None
     while True:
@@ -156,6 +184,19 @@ def event_stream(
             timeout, wake = drain_deadline - time.monotonic(), ()
             if timeout <= 0:
                 break
+        elif connection is not None and not connection.pipelined and (log_ := _event_log(source)) is not None:
+            parked = Parked(connection, cursor, visible, on_progress)
+            woken = delivery_for(log_).park(parked, timeout, shutdown)
+            cursor = parked.cursor
+            if parked.leftover:
+                send_rest(connection, parked.leftover, settings.send_timeout)
+                if on_progress is not None:
+                    on_progress(cursor)
+            if parked.gone or parked.ended:
+                return
+            if not woken and not shutdown.is_set():
+                yield HEARTBEAT
+            continue
         if not source.wait(cursor, timeout, wake=wake) and not shutdown.is_set():
             yield HEARTBEAT
     if pending:

@@ -1,8 +1,10 @@
 """Shared pieces of the channel tests (tests/test_channels*.py): publishing, live subscribers, small checks.
 
-Live subscribers are raw sockets speaking HTTP/1.0 (no chunked framing, so the
-body is exactly the event stream), each read by its own thread into the
-tests' WHATWG parser; closing one shuts its socket down at once.
+Live subscribers are raw sockets, each read by its own thread into the tests'
+WHATWG parser; closing one shuts its socket down at once. They speak HTTP/1.1
+as browsers and curl do (the server then writes events straight to the socket
+once a stream has caught up, see app/delivery.py), and the chunked framing is
+checked strictly; ``http11=False`` speaks HTTP/1.0 (no framing, the pull path).
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ class Subscriber:
         read: bool = True,
         parse: bool = True,
         keep_body: bool = True,
+        http11: bool = True,
     ) -> None:
         """``read=False``: a client that never reads; ``parse=False``: frames only (fast, for floods)."""
         self.path = path
@@ -135,7 +138,10 @@ class Subscriber:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(60)
         self.sock.connect(("127.0.0.1", server.port))
-        lines = [f"GET {path} HTTP/1.0", "Host: 127.0.0.1"]
+        if http11:
+            lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+        else:
+            lines = [f"GET {path} HTTP/1.0", "Host: 127.0.0.1"]
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         self.status: int | None = None
@@ -146,6 +152,8 @@ class Subscriber:
         self.parser = EventStreamParser()
         self.ended = False
         self._partial = b""
+        self._chunks: Dechunker | None = None  # set when the response is chunked
+        self.error: AssertionError | None = None
         self._frames: list[bytes] = []  # complete event frames (comments and retry left out)
         self.frame_times: list[float] = []  # time.monotonic() at each frame's arrival
         self._cond = threading.Condition()
@@ -172,10 +180,14 @@ class Subscriber:
                             name, _, value = line.partition(":")
                             self.headers[name.strip().lower()] = value.strip()
                         self.status = int(lines[0].split()[1])
-                    self._take(chunk)
+                        if self.headers.get("transfer-encoding") == "chunked":
+                            self._chunks = Dechunker()
+                    self._take(chunk if self._chunks is None else self._chunks.feed(chunk))
                     self._cond.notify_all()
         except OSError:
             pass
+        except AssertionError as exc:  # bad chunked framing: fail the test that waits, not just this thread
+            self.error = exc
         finally:
             with self._cond:
                 self.ended = True
@@ -185,6 +197,8 @@ class Subscriber:
         """Wait until ``predicate(self)`` holds (or the stream ends); whether it holds."""
         with self._cond:
             self._cond.wait_for(lambda: predicate(self) or self.ended, timeout)
+            if self.error is not None:
+                raise self.error
             return bool(predicate(self))
 
     def connected(self, timeout: float = 10) -> Subscriber:
@@ -246,6 +260,11 @@ class Subscriber:
             return list(self._frames)
 
     @property
+    def complete(self) -> bool:
+        """A chunked response ended with its last (empty) chunk: the server ended the stream cleanly."""
+        return self._chunks is not None and self._chunks.done
+
+    @property
     def frame_count(self) -> int:
         """How many complete event frames arrived."""
         return len(self._frames)
@@ -263,6 +282,47 @@ class Subscriber:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Dechunker:
+    """HTTP/1.1 chunked transfer coding, decoded strictly: any framing error fails the test."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._left = 0  # bytes of the current chunk still to come
+        self._need_crlf = False
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        """The body bytes in ``data`` (what arrived on the socket)."""
+        self._buffer += data
+        body = bytearray()
+        while self._buffer and not self.done:
+            if self._left:
+                take = self._buffer[: self._left]
+                body += take
+                self._left -= len(take)
+                self._buffer = self._buffer[len(take):]
+                self._need_crlf = self._left == 0
+                continue
+            if self._need_crlf:
+                if len(self._buffer) < 2:
+                    break
+                assert self._buffer[:2] == b"\r\n", f"chunk not followed by CRLF: {self._buffer[:40]!r}"
+                self._buffer = self._buffer[2:]
+                self._need_crlf = False
+                continue
+            line, sep, rest = self._buffer.partition(b"\r\n")
+            if not sep:
+                assert len(self._buffer) < 32, f"bad chunk size line: {self._buffer[:40]!r}"
+                break
+            assert line and all(c in b"0123456789abcdefABCDEF" for c in line), f"bad chunk size: {line!r}"
+            self._left = int(line, 16)
+            self._buffer = rest
+            if self._left == 0:
+                assert rest[:2] in (b"\r\n", b"\r", b""), f"bad last chunk: {rest[:40]!r}"
+                self.done = True
+        return bytes(body)
 
 
 def read_events(server: GunicornServer, path: str, count: int, headers: dict | None = None,

@@ -7,6 +7,7 @@ from flask import Blueprint, Response, jsonify, request
 from .. import lifecycle
 from ..authn import current_principal
 from ..channels import TooManyChannels
+from ..delivery import ClientConnection
 from ..errors import ApiError
 from ..eventlog import EventLog
 from ..jobspec import InvalidRequest, parse_last_event_id
@@ -85,11 +86,12 @@ def subscribe(name: str) -> Response:
         raise ApiError(400, "bad_request", f"Last-Event-ID {cursor} is beyond this channel's last message")
     visible = service.job_visibility(principal) if name == "jobs" else None
     client_socket = request.environ.get("gunicorn.socket")  # to notice a hang-up while nothing is published
+    connection = ClientConnection.from_environ(request.environ)
 
     def stream():
         with service.hub.subscribed(name):
             yield from channel_event_stream(
-                channel, cursor, service.settings, lifecycle.shutdown_event, visible, client_socket
+                channel, cursor, service.settings, lifecycle.shutdown_event, visible, client_socket, connection
             )
 
     return sse_response(stream())

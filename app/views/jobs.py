@@ -8,6 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from .. import lifecycle
 from ..authn import current_principal
+from ..delivery import ClientConnection
 from ..errors import ApiError
 from ..jobs import JobState
 from ..jobspec import InvalidRequest, parse_job_request, parse_last_event_id
@@ -97,7 +98,10 @@ def job_events(job_id: str) -> Response:
     if cursor > read.last_id:
         raise ApiError(400, "bad_request", f"Last-Event-ID {cursor} is beyond this job's last event {read.last_id}")
     return sse_response(
-        job_event_stream(service.store, job.id, cursor, service.settings, lifecycle.shutdown_event)
+        job_event_stream(
+            service.store, job.id, cursor, service.settings, lifecycle.shutdown_event,
+            connection=ClientConnection.from_environ(request.environ),
+        )
     )
 
 

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, request
 
 from .. import lifecycle
 from ..authn import current_principal
+from ..delivery import ClientConnection
 from ..errors import ApiError
 from ..jobspec import InvalidRequest, parse_command_query
 from ..service import current_service
@@ -37,6 +38,7 @@ def run_command() -> Response:
     job_log = service.store.log(job.id)
     job_log.claim_owner()
     client_socket = request.environ.get("gunicorn.socket")
+    connection = ClientConnection.from_environ(request.environ)
 
     def disconnected() -> None:
         job_log.release_owner()
@@ -52,6 +54,7 @@ def run_command() -> Response:
                 service.settings,
                 lifecycle.shutdown_event,
                 on_progress=job_log.owner_read_through,
+                connection=connection,
             )
         finally:
             if watcher is not None:

@@ -13,6 +13,7 @@ import abc
 import enum
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -169,16 +170,22 @@ class MemoryJobStore(JobStore):
         self.finished_ttl = finished_ttl
         self._jobs: dict[str, Job] = {}
         self._logs: dict[str, EventLog] = {}
+        # Kept in step by create/finish/_forget, so that starting a job costs O(1), not a pass
+        # (and a sort) over every kept job: the ids still running, and the finished jobs in the
+        # order they finished (their ended_at order), oldest first.
+        self._running: set[str] = set()
+        self._finished: OrderedDict[str, Job] = OrderedDict()
 
     def create(self, argv: Iterable[str], timeout: float, origin: str, **details: Any) -> Job:
         """Register a new running job (details: owner, action, params), or raise TooManyJobs."""
         self.prune()
-        if self.running_count() >= self.max_running:
+        if len(self._running) >= self.max_running:
             raise TooManyJobs()
         job_id = secrets.token_hex(8)
         job = Job(id=job_id, argv=tuple(argv), timeout=timeout, origin=origin, **details)
         self._jobs[job_id] = job
         self._logs[job_id] = EventLog(self.buffer_bytes)
+        self._running.add(job_id)
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -196,6 +203,8 @@ class MemoryJobStore(JobStore):
         # Viewers still reading a forgotten job see UnknownJob and end their stream.
         del self._jobs[job.id]
         del self._logs[job.id]
+        self._running.discard(job.id)
+        self._finished.pop(job.id, None)
 
     def log(self, job_id: str) -> EventLog:
         """The live log of a job in this process (for the runner and flow control)."""
@@ -242,21 +251,29 @@ class MemoryJobStore(JobStore):
             setattr(job, name, value)
         if job.ended_at is None:
             job.ended_at = time.time()
+        if job.finished:
+            self._running.discard(job_id)
+            if job_id not in self._finished:  # a second finish keeps the job's place
+                self._finished[job_id] = job
         self._sync_counters(job)
         return job
 
     def running_count(self) -> int:
         """How many jobs are running now."""
-        return sum(1 for job in self._jobs.values() if not job.finished)
+        return len(self._running)
 
     def prune(self, now: float | None = None) -> None:
-        """Forget finished jobs beyond the count limit or older than the age limit."""
+        """Forget finished jobs beyond the count limit or older than the age limit.
+
+        From the oldest finished on, and only as far as there is something to forget:
+        O(1) when nothing is, O(forgotten) otherwise.
+        """
         now = time.time() if now is None else now
-        finished = sorted(
-            (job for job in self._jobs.values() if job.finished),
-            key=lambda j: j.ended_at or j.created_at,
-        )
+        finished = self._finished
         excess = len(finished) - self.max_finished
-        for index, job in enumerate(finished):
-            if index < excess or now - (job.ended_at or job.created_at) > self.finished_ttl:
-                self._forget(job)
+        while finished:
+            job = finished[next(iter(finished))]
+            if excess <= 0 and now - (job.ended_at or job.created_at) <= self.finished_ttl:
+                break
+            self._forget(job)
+            excess -= 1

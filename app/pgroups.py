@@ -25,10 +25,18 @@ def default_run_dir() -> str:
 
 def _start_time(pid: int) -> str | None:
     """Field 22 of /proc/<pid>/stat: distinguishes a reused pid from the original process."""
+    # Plain system calls: this runs for every job started, and file objects cost more than the read.
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
+        return None
+    try:
+        stat = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if not stat:
         return None
     # The command name may contain spaces or parentheses; fields follow the last ')'.
     fields = stat[stat.rindex(b")") + 2 :].split()
@@ -40,16 +48,26 @@ class ProcessGroupRegistry:
 
     def __init__(self, root: str, worker_pid: int) -> None:
         self.dir = Path(root) / str(worker_pid)
+        self._prefix = f"{self.dir}/"
 
     def add(self, pgid: int) -> None:
         """Record a group whose leader (pid == pgid) has just started."""
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (self.dir / str(pgid)).write_text(_start_time(pgid) or "")
+        path = self._prefix + str(pgid)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileNotFoundError:  # the first group of this worker (or the directory was removed)
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, flags, 0o600)
+        try:
+            os.write(fd, (_start_time(pgid) or "").encode())
+        finally:
+            os.close(fd)
 
     def remove(self, pgid: int) -> None:
         """Forget a group once it is gone and its leader reaped."""
         with contextlib.suppress(FileNotFoundError):
-            (self.dir / str(pgid)).unlink()
+            os.unlink(self._prefix + str(pgid))
 
 
 def kill_orphaned_groups(root: str, worker_pid: int) -> list[int]:

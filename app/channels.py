@@ -81,12 +81,21 @@ class ChannelHub:
     @contextmanager
     def subscribed(self, name: str) -> Iterator[EventLog]:
         """Count a subscriber for as long as the block runs."""
-        channel = self.log(name)
-        self._subscribers[name] = self._subscribers.get(name, 0) + 1
+        channel = self.subscribe(name)
         try:
             yield channel
         finally:
-            self._subscribers[name] -= 1
+            self.unsubscribe(name)
+
+    def subscribe(self, name: str) -> EventLog:
+        """Count a subscriber (until ``unsubscribe``); the channel's log."""
+        channel = self.log(name)
+        self._subscribers[name] = self._subscribers.get(name, 0) + 1
+        return channel
+
+    def unsubscribe(self, name: str) -> None:
+        """A subscriber counted by ``subscribe`` has gone."""
+        self._subscribers[name] -= 1
 
     def subscribers(self, name: str) -> int:
         """How many streams are subscribed to a channel now."""

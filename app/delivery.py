@@ -151,10 +151,15 @@ class Delivery:
             watcher.stop()
             stream.woken.set()
 
+        _wake_on(shutdown)
+        if shutdown.is_set():
+            return True
         self.parked[stream] = None
         watcher.start(readable)
         try:
-            return bool(gevent.wait([stream.woken, shutdown], timeout=timeout, count=1))
+            # One Event, not gevent.wait on two: that would link every parked stream into
+            # the shutdown Event and build a wait iterator per park (memory per subscriber).
+            return stream.woken.wait(timeout)
         finally:
             watcher.stop()
             watcher.close()
@@ -172,6 +177,20 @@ def send_rest(connection: ClientConnection, rest: bytes, timeout: float) -> None
 
 
 _deliveries: weakref.WeakKeyDictionary[EventLog, Delivery] = weakref.WeakKeyDictionary()
+_linked_shutdowns: weakref.WeakSet[Event] = weakref.WeakSet()
+
+
+def _wake_on(shutdown: Event) -> None:
+    """When ``shutdown`` is set, wake every parked stream of every log (once per Event)."""
+    if shutdown not in _linked_shutdowns:
+        _linked_shutdowns.add(shutdown)
+        shutdown.rawlink(_wake_all_parked)
+
+
+def _wake_all_parked(_shutdown: Event) -> None:
+    for delivery in list(_deliveries.values()):
+        for stream in list(delivery.parked):
+            delivery._detach(stream)
 
 
 def delivery_for(log: EventLog) -> Delivery:

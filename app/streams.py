@@ -102,10 +102,21 @@ def channel_event_stream(
     ``connection`` (direct delivery), else by a watcher on ``client_socket``.
     """
     if connection is not None:
-        yield from event_stream(
+        # Returned, not wrapped: each generator level is C stack a parked greenlet keeps (see TrackedStream).
+        return event_stream(
             channel, cursor, settings, shutdown, visible=visible, gap_field="missed_messages", connection=connection
         )
-        return
+    return _channel_stream_watched(channel, cursor, settings, shutdown, visible, client_socket)
+
+
+def _channel_stream_watched(
+    channel: LogSource,
+    cursor: int,
+    settings: Settings,
+    shutdown: Event,
+    visible: Callable[[LogEvent], bool] | None,
+    client_socket: socket.socket | None,
+) -> Iterator[bytes]:
     gone = Event()
     watcher = watch_for_disconnect(client_socket, gone.set)
     try:
@@ -371,6 +382,53 @@ def _is_job(key: str) -> bool:
     return key.startswith("job:")
 
 
+class TrackedStream:
+    """A response body (WSGI iterable) that StreamTracker times; gunicorn iterates it directly.
+
+    A class rather than a generator, and handed to gunicorn without werkzeug's
+    wrappers (direct_passthrough): each level of generators between gunicorn
+    and the stream's wait is C stack that every parked greenlet keeps saved,
+    which was the largest part of an idle subscriber's memory.
+    """
+
+    __slots__ = ("_frames", "_greenlet", "_label", "_on_close", "_tracker")
+
+    def __init__(
+        self, tracker: StreamTracker, frames: Iterator[bytes], label: str, on_close: tuple[Callable[[], None], ...]
+    ) -> None:
+        self._tracker = tracker
+        self._frames = frames
+        self._label = label
+        self._on_close = on_close
+        self._greenlet: gevent.Greenlet | None = None
+
+    def __iter__(self) -> TrackedStream:
+        return self
+
+    def __next__(self) -> bytes:
+        tracker = self._tracker
+        if self._greenlet is None:
+            self._greenlet = gevent.getcurrent()
+            tracker._opened(self._greenlet, self._label)
+        else:
+            tracker._writing[self._greenlet] = None  # gunicorn asks for more: the last write is done
+        chunk = next(self._frames)
+        tracker._writing[self._greenlet] = time.monotonic()
+        return chunk
+
+    def close(self) -> None:
+        """Called by gunicorn when the response ends, however it ends (even if it never started)."""
+        if self._greenlet is not None:
+            self._tracker._closed(self._greenlet)
+        try:
+            close = getattr(self._frames, "close", None)
+            if close is not None:
+                close()
+        finally:
+            for callback in self._on_close:
+                callback()
+
+
 class StreamTracker:
     """Counts open streams and drops any stuck writing to a client that stopped reading.
 
@@ -390,23 +448,21 @@ class StreamTracker:
         """How many streams are open on this worker."""
         return len(self._writing)
 
-    def guard(self, frames: Iterator[bytes], label: str) -> Iterator[bytes]:
-        """Pass ``frames`` through, timing each write."""
-        current = gevent.getcurrent()
-        self._writing[current] = None
-        self._labels[current] = label
+    def guard(
+        self, frames: Iterator[bytes], label: str, on_close: Iterable[Callable[[], None]] = ()
+    ) -> TrackedStream:
+        """Pass ``frames`` through, timing each write; ``on_close`` runs when the server closes the response."""
         self._ensure_sweeper()
-        try:
-            for chunk in frames:
-                self._writing[current] = time.monotonic()
-                yield chunk
-                self._writing[current] = None
-        finally:
-            self._writing.pop(current, None)
-            self._labels.pop(current, None)
-            close = getattr(frames, "close", None)
-            if close is not None:
-                close()
+        return TrackedStream(self, frames, label, tuple(on_close))
+
+    def _opened(self, greenlet: gevent.Greenlet, label: str) -> None:
+        self._writing[greenlet] = None
+        self._labels[greenlet] = label
+        self._ensure_sweeper()
+
+    def _closed(self, greenlet: gevent.Greenlet) -> None:
+        self._writing.pop(greenlet, None)
+        self._labels.pop(greenlet, None)
 
     def _ensure_sweeper(self) -> None:
         if self._sweeper is None or self._sweeper.dead:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -18,15 +18,18 @@ SSE_HEADERS = {
 }
 
 
-def sse_response(stream: Iterator[bytes]) -> Response:
+def sse_response(stream: Iterator[bytes], on_close: Iterable[Callable[[], None]] = ()) -> Response:
     """A streaming text/event-stream response with the headers proxies and browsers need.
 
-    The stream is counted, and dropped if its client stops reading (see StreamTracker).
+    The stream is counted, and dropped if its client stops reading (see
+    StreamTracker). ``on_close`` runs when the response ends, however it ends.
     """
     from .service import current_service
 
-    guarded = current_service().tracker.guard(stream, request.path)
-    return Response(guarded, mimetype="text/event-stream", headers=SSE_HEADERS)
+    guarded = current_service().tracker.guard(stream, request.path, on_close)
+    # direct_passthrough: gunicorn iterates the tracked stream itself, without werkzeug's
+    # two wrapper levels (see TrackedStream); the frames are bytes already.
+    return Response(guarded, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
 
 
 def _query_values(name: str) -> list[bytes]:

@@ -88,10 +88,9 @@ def subscribe(name: str) -> Response:
     client_socket = request.environ.get("gunicorn.socket")  # to notice a hang-up while nothing is published
     connection = ClientConnection.from_environ(request.environ)
 
-    def stream():
-        with service.hub.subscribed(name):
-            yield from channel_event_stream(
-                channel, cursor, service.settings, lifecycle.shutdown_event, visible, client_socket, connection
-            )
-
-    return sse_response(stream())
+    # Counted from here: the response's close (however the stream ends, even unstarted) uncounts it.
+    channel = service.hub.subscribe(name)
+    stream = channel_event_stream(
+        channel, cursor, service.settings, lifecycle.shutdown_event, visible, client_socket, connection
+    )
+    return sse_response(stream, on_close=[lambda: service.hub.unsubscribe(name)])

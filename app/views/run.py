@@ -44,24 +44,18 @@ def run_command() -> Response:
         job_log.release_owner()
         service.runner.stop(job.id, "disconnected")
 
-    def stream():
-        watcher = watch_for_disconnect(client_socket, disconnected)
-        try:
-            yield from job_event_stream(
-                service.store,
-                job.id,
-                0,
-                service.settings,
-                lifecycle.shutdown_event,
-                on_progress=job_log.owner_read_through,
-                connection=connection,
-            )
-        finally:
-            if watcher is not None:
-                watcher.kill(block=False)
-            disconnected()
+    watcher = watch_for_disconnect(client_socket, disconnected)
 
-    response = sse_response(stream())
+    def closed() -> None:
+        # However the response ends, even if it never started: the command goes with it.
+        if watcher is not None:
+            watcher.kill(block=False)
+        disconnected()
+
+    stream = job_event_stream(
+        service.store, job.id, 0, service.settings, lifecycle.shutdown_event,
+        on_progress=job_log.owner_read_through, connection=connection,
+    )
+    response = sse_response(stream, on_close=[closed])
     response.headers["X-Job-Id"] = job.id
-    response.call_on_close(disconnected)  # also runs if the generator never started
     return response

@@ -27,6 +27,9 @@ def sse_response(stream: Iterator[bytes], on_close: Iterable[Callable[[], None]]
     from .service import current_service
 
     guarded = current_service().tracker.guard(stream, request.path, on_close)
+    # The stream never reads the request again; without this, werkzeug's parsed request
+    # (headers, query, cookies) would stay in the environ for the life of the connection.
+    request.environ.pop("werkzeug.request", None)
     # direct_passthrough: gunicorn iterates the tracked stream itself, without werkzeug's
     # two wrapper levels (see TrackedStream); the frames are bytes already.
     return Response(guarded, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)

@@ -46,6 +46,9 @@ class SSEGeventWorker(GeventWorker):
         if hasattr(libc, "mallopt"):  # glibc
             libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
             libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+        # Otherwise every greenlet (one per connection) keeps the stack that spawned
+        # it, ten frame summaries: about 0.8 KiB per idle subscriber, for debugging only.
+        gevent.config.track_greenlet_tree = False
         # gunicorn writes its own parse errors (bad request line, huge headers) as HTML
         # through this module-level function; this worker's are JSON.
         util.write_error = write_json_error

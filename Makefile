@@ -11,7 +11,7 @@ RUN_APT_PACKAGES := iputils-ping procps
 # chromium: the browser tests drive it with Playwright (executable_path, no browser download).
 # gcc, libc6-dev: the benchmarks' C clients, built by `make bench-smoke` (part of `make test`).
 TEST_APT_PACKAGES := $(RUN_APT_PACKAGES) nginx-light curl python3 chromium gcc libc6-dev
-# Building the C extension app/_spawn.c (pip install): a C compiler, libc headers, and the
+# Building the C extensions app/_spawn.c and app/_jsonescape.c (pip install): a C compiler, libc headers, and the
 # interpreter's headers (Debian's python3.X-dev, installed only if Python.h is missing).
 BUILD_APT_PACKAGES := gcc libc6-dev
 PYTHON_DEV_PACKAGE := $(notdir $(PYTHON))-dev
@@ -22,7 +22,7 @@ $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python setup.cfg setup.py pyproject.toml app/_spawn.c
+$(STAMP): $(BIN)/python setup.cfg setup.py pyproject.toml app/_spawn.c app/_jsonescape.c
 	@$(MAKE) --no-print-directory build-deps
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

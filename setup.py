@@ -1,4 +1,4 @@
-"""Metadata lives in setup.cfg; this file only declares the C extension (built by `pip install -e .`)."""
+"""Metadata lives in setup.cfg; this file only declares the C extensions (built by `pip install -e .`)."""
 
 from setuptools import Extension, setup
 
@@ -7,6 +7,11 @@ setup(
         Extension(
             "app._spawn",
             ["app/_spawn.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
+        Extension(
+            "app._jsonescape",
+            ["app/_jsonescape.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
     ],

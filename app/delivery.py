@@ -64,9 +64,9 @@ class ClientConnection:
         return cls(raw, wrapper, environ.get("PATH_INFO", ""))
 
 
-def chunk(frame: bytes) -> bytes:
-    """One HTTP/1.1 chunk holding ``frame``, as gunicorn would write it."""
-    return b"".join((b"%X\r\n" % len(frame), frame, b"\r\n"))
+def chunk_parts(frame: bytes) -> tuple[bytes, bytes, bytes]:
+    """One HTTP/1.1 chunk holding ``frame``, as gunicorn would write it, in pieces for sendmsg (no copy)."""
+    return (b"%X\r\n" % len(frame), frame, b"\r\n")
 
 
 class Parked:
@@ -102,16 +102,15 @@ class Delivery:
         """Send ``event`` to every parked stream that may see it; detach those that cannot take it now."""
         if not self.parked:
             return
-        framed = None
+        parts = chunk_parts(event.frame)  # once, for every subscriber
+        size = sum(map(len, parts))
         terminal = event.kind in ("exit", "err")
         for stream in list(self.parked):
             if stream.visible is not None and not stream.visible(event):
                 stream.cursor = event.id
                 continue
-            if framed is None:
-                framed = chunk(event.frame)  # once, for every subscriber
             try:
-                sent = stream.connection.sock.send(framed)
+                sent = stream.connection.sock.sendmsg(parts)
             except BlockingIOError:
                 sent = 0
             except OSError:
@@ -119,8 +118,8 @@ class Delivery:
                 self._detach(stream)
                 continue
             stream.cursor = event.id
-            if sent < len(framed):
-                stream.leftover = framed[sent:]
+            if sent < size:
+                stream.leftover = b"".join(parts)[sent:]
                 self._detach(stream)
                 continue
             if stream.on_progress is not None:

@@ -12,20 +12,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, NamedTuple
+
+from . import _jsonescape
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _RESERVED_EVENT_TYPES = frozenset({"error", "open"})
 
 HEARTBEAT = b": ping\n\n"
-
-# What json.dumps(ensure_ascii=False) writes for each byte that needs escaping in a JSON string.
-_JSON_ESCAPES = {byte: f"\\u{byte:04x}".encode("ascii") for byte in range(0x20)} | {
-    0x08: b"\\b", 0x09: b"\\t", 0x0A: b"\\n", 0x0C: b"\\f", 0x0D: b"\\r", 0x22: b'\\"',
-}
-_BACKSLASH = 0x5C
-_NOT_ESCAPED = bytes(byte for byte in range(256) if byte not in _JSON_ESCAPES and byte != _BACKSLASH)
-_SINGLE_BYTES = [bytes([byte]) for byte in range(256)]
 
 
 def _check_field(name: str, value: str) -> None:
@@ -63,26 +57,30 @@ def encode_event(data: str, *, event: str | None = None, event_id: int | str | N
 def json_string_body(text: bytes) -> bytes:
     """The inside of a JSON string for valid UTF-8 ``text``: byte for byte what json.dumps(ensure_ascii=False) writes.
 
-    Command output is mostly plain text with a few kinds of special bytes, so
-    finding which kinds occur (one C pass) and replacing each kind (memchr
-    speed) is several times faster than the json module's per-character loop.
+    In C (app/_jsonescape.c): command output is the hot path, and the json
+    module escapes one character at a time (RESULTS.md has the numbers).
     """
-    special = text.translate(None, _NOT_ESCAPED)
-    if not special:
-        return text
-    kinds = set(special)
-    if _BACKSLASH in kinds:
-        # First, so that the backslashes the other escapes add are not doubled.
-        kinds.discard(_BACKSLASH)
-        text = text.replace(b"\\", b"\\\\")
-    for byte in kinds:
-        text = text.replace(_SINGLE_BYTES[byte], _JSON_ESCAPES[byte])
-    return text
+    return _jsonescape.escape(text)
 
 
-def output_json(kind: str, text: bytes) -> bytes:
-    """``{"type": kind, "out": text}`` for valid UTF-8 output ``text``, as json.dumps would write it, encoded."""
-    return b"".join((b'{"type":"', kind.encode("ascii"), b'","out":"', json_string_body(text), b'"}'))
+class OutputJSON(NamedTuple):
+    """``{"type": kind, "out": <text>}`` with the string already escaped: framed in one join, never re-encoded."""
+
+    kind: str
+    escaped: bytes  # json_string_body of the output
+
+    def parts(self) -> tuple[bytes, ...]:
+        """The JSON text, in pieces."""
+        return (b'{"type":"', self.kind.encode("ascii"), b'","out":"', self.escaped, b'"}')
+
+    def encode(self) -> bytes:
+        """The JSON text."""
+        return b"".join(self.parts())
+
+
+def output_json(kind: str, text: bytes) -> OutputJSON:
+    """``{"type": kind, "out": text}`` for valid UTF-8 output ``text``, exactly as json.dumps would write it."""
+    return OutputJSON(kind, json_string_body(text))
 
 
 def dumps(payload: Any) -> str:
@@ -91,8 +89,8 @@ def dumps(payload: Any) -> str:
 
 
 def encode_json_event(payload: Any, *, event: str, event_id: int | str | None = None) -> bytes:
-    """Encode ``payload`` as JSON on a single ``data:`` line; ``bytes`` are JSON already encoded (output_json)."""
-    data = payload if isinstance(payload, bytes) else dumps(payload).encode("utf-8")
+    """Encode ``payload`` as JSON on a single ``data:`` line (OutputJSON is encoded already)."""
+    data = payload.parts() if isinstance(payload, OutputJSON) else (dumps(payload).encode("utf-8"),)
     head = []
     if event_id is not None:
         event_id = str(event_id)
@@ -101,7 +99,7 @@ def encode_json_event(payload: Any, *, event: str, event_id: int | str | None = 
     _check_event_type(event)
     head.append(b"event: %s\ndata: " % event.encode("utf-8"))
     # JSON text never holds a raw CR or LF (json escapes them), so it is one data: line.
-    return b"".join((*head, data, b"\n\n"))
+    return b"".join((*head, *data, b"\n\n"))
 
 
 def encode_comment(text: str = "") -> bytes:

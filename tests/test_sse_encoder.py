@@ -201,7 +201,7 @@ OUTPUT_TEXT = st.one_of(
 @example('\\"', "stdout")
 @example("\x1b[1;31mred\x1b[0m\r\n", "stderr")
 def test_output_json_is_byte_for_byte_what_dumps_writes(text, kind):
-    assert output_json(kind, text.encode("utf-8")) == dumps({"type": kind, "out": text}).encode("utf-8")
+    assert output_json(kind, text.encode("utf-8")).encode() == dumps({"type": kind, "out": text}).encode("utf-8")
 
 
 @FAST
@@ -209,6 +209,15 @@ def test_output_json_is_byte_for_byte_what_dumps_writes(text, kind):
 def test_output_json_frame_equals_the_dict_frame(text, event_id):
     fast = encode_json_event(output_json("stdout", text.encode("utf-8")), event="stdout", event_id=event_id)
     assert fast == encode_json_event({"type": "stdout", "out": text}, event="stdout", event_id=event_id)
+
+
+@FAST
+@given(st.binary(min_size=200, max_size=3000))
+def test_json_string_body_of_long_output_matches_dumps(data):
+    text = data.decode("utf-8", errors="replace")
+    expected = dumps(text).encode("utf-8")[1:-1]  # without the quotes
+    assert json_string_body(text.encode("utf-8")) == expected
+    assert json_string_body(bytearray(text.encode("utf-8"))) == expected
 
 
 def test_json_string_body_leaves_plain_text_as_it_is():

@@ -9,6 +9,8 @@ from pathlib import Path
 from .suite import Results
 
 HEADER = ("Benchmark", "Result", "Target", "")
+# The hand-kept log of optimisations, copied into every RESULTS.md.
+OPTIMISATIONS = Path(__file__).with_name("OPTIMISATIONS.md")
 
 
 def _rows(results: Results) -> list[tuple[str, str, str, str]]:
@@ -81,6 +83,8 @@ def markdown(results: Results, machine: dict[str, str], command: str, started: d
             out.append("")
     if results.notes:
         out += ["", "## Notes", "", *[f"- {_md(n)}" for n in results.notes]]
+    if OPTIMISATIONS.exists():
+        out += ["", OPTIMISATIONS.read_text().rstrip()]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -19,6 +19,25 @@ from .server import PYTHON, helper, wait_until
 from .sse_parser import EventStreamParser
 
 
+class RawStream:
+    """An HTTP/1.1 response read off a raw socket: head, then the chunked body de-chunked strictly and parsed."""
+
+    def __init__(self) -> None:
+        self.head = b""
+        self.dechunk = Dechunker()
+        self.parser = EventStreamParser()
+
+    def feed(self, data: bytes) -> None:
+        """Take bytes as they arrived on the socket."""
+        if not self.head.endswith(b"\r\n\r\n"):
+            self.head += data
+            if b"\r\n\r\n" not in self.head:
+                return
+            self.head, _, data = self.head.partition(b"\r\n\r\n")
+            self.head += b"\r\n\r\n"
+        self.parser.feed(self.dechunk.feed(data))
+
+
 def _seqs(sub: Subscriber) -> list[int]:
     return [json.loads(event.data)["data"]["seq"] for event in sub.events if event.type == "message"]
 
@@ -63,23 +82,18 @@ def test_a_slow_http11_reader_catches_up_without_loss_duplicates_or_bad_framing(
                 )
                 assert answer.status_code == 201
         # Now read everything, slowly at first.
-        dechunk, parser, head = Dechunker(), EventStreamParser(), b""
+        stream = RawStream()
+        parser = stream.parser
         slow.sock.settimeout(10)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             time.sleep(0.002 if len(parser.events) < 20 else 0)
             data = slow.sock.recv(65536)
             assert data, "the server closed the stream"
-            if not head.endswith(b"\r\n\r\n"):
-                head += data
-                if b"\r\n\r\n" not in head:
-                    continue
-                head, _, data = head.partition(b"\r\n\r\n")
-                head += b"\r\n\r\n"
-                assert b"transfer-encoding: chunked" in head.lower()
-            parser.feed(dechunk.feed(data))
+            stream.feed(data)
             if sum(event.type == "message" for event in parser.events) >= count:
                 break
+        assert b"transfer-encoding: chunked" in stream.head.lower()
         messages = [json.loads(event.data)["data"] for event in parser.events if event.type == "message"]
         assert [m["seq"] for m in messages] == list(range(count))
         assert all(m["pad"] == "p" * size for m in messages)
@@ -87,7 +101,7 @@ def test_a_slow_http11_reader_catches_up_without_loss_duplicates_or_bad_framing(
         # Caught up again: a new message arrives promptly.
         publish(srv, channel, {"seq": count, "pad": ""})
         while sum(event.type == "message" for event in parser.events) <= count:
-            parser.feed(dechunk.feed(slow.sock.recv(8192)))
+            stream.feed(slow.sock.recv(8192))
         assert json.loads(parser.events[-1].data)["data"]["seq"] == count
     finally:
         slow.close()
@@ -123,23 +137,17 @@ def _run_raw(srv, argv: list[str], pause_every: int = 0) -> tuple[bytes, list]:
     sock.settimeout(30)
     sock.connect(("127.0.0.1", srv.port))
     sock.sendall(f"GET /run?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-    head, dechunk, parser, reads = b"", Dechunker(), EventStreamParser(), 0
+    stream, reads = RawStream(), 0
     with sock:
         time.sleep(0.3)  # not reading yet: the job's output piles up on the server's side
-        while not dechunk.done:
+        while not stream.dechunk.done:
             data = sock.recv(4096)
             assert data, "connection closed before the last chunk"
             reads += 1
             if pause_every and reads % pause_every == 0:
                 time.sleep(0.01)
-            if not head.endswith(b"\r\n\r\n"):
-                head += data
-                if b"\r\n\r\n" not in head:
-                    continue
-                head, _, data = head.partition(b"\r\n\r\n")
-                head += b"\r\n\r\n"
-            parser.feed(dechunk.feed(data))
-    return head, parser.events
+            stream.feed(data)
+    return stream.head, stream.parser.events
 
 
 def test_run_output_is_byte_exact_for_a_slow_http11_reader(make_server):

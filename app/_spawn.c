@@ -76,6 +76,14 @@ struct spawn_args {
     volatile int error;
 };
 
+/* The kernel's struct sigaction (not glibc's, whose mask is 128 bytes). */
+struct kernel_sigaction {
+    void (*handler)(int);
+    unsigned long flags;
+    void (*restorer)(void);
+    unsigned long mask;
+};
+
 static int raw(long result) { return result < 0 ? errno : 0; }
 
 __attribute__((noreturn)) static void child_fail(struct spawn_args *a, int stage, int error)
@@ -92,14 +100,15 @@ static int child_main(void *arg)
     int i, err;
 
     /* Default dispositions: the worker's handlers must never run here, and
-     * nothing it ignores (SIGPIPE above all) is inherited by the command. */
+     * nothing it ignores (SIGPIPE above all) is inherited by the command.
+     * The raw system call, because glibc's sigaction refuses its reserved
+     * signals 32 and 33, and those can arrive ignored (GNU make ignores them
+     * in what it runs, and an ignored signal survives execve). */
     for (i = 1; i < _NSIG; i++) {
-        struct sigaction sa;
+        struct kernel_sigaction sa = {0};  /* SIG_DFL, no flags, empty mask */
         if (i == SIGKILL || i == SIGSTOP)
             continue;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = SIG_DFL;
-        sigaction(i, &sa, NULL);  /* glibc's reserved signals just fail: fine */
+        syscall(SYS_rt_sigaction, i, &sa, NULL, sizeof sa.mask);
     }
 
     /* The pipe ends and /dev/null are at 3 or above (ensured by the parent). */

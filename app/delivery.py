@@ -30,10 +30,14 @@ from dataclasses import dataclass
 
 import gevent
 from gevent.event import Event
+from gevent.hub import Waiter
 
 from .eventlog import EventLog, LogEvent
 
 log = logging.getLogger(__name__)
+
+_TIMED_OUT = object()
+_JOIN_BELOW = 65536
 
 _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 
@@ -70,25 +74,80 @@ def chunk_parts(frame: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 class Parked:
-    """A stream caught up with its log, waiting while appends are written to its socket."""
+    """A stream caught up with its log: its ticket for waiting while appends are written to its socket.
 
-    __slots__ = ("connection", "cursor", "ended", "gone", "leftover", "on_progress", "visible", "woken")
+    The stream's generator yields this ticket and the response body
+    (streams.TrackedStream) calls ``wait``, so the generator's frame is not on
+    the parked greenlet's stack: that, and a bare Waiter rather than an Event
+    with a Timeout, is memory every idle subscriber saves.
+    """
+
+    __slots__ = (
+        "connection",
+        "cursor",
+        "delivery",
+        "ended",
+        "gone",
+        "leftover",
+        "on_progress",
+        "shutdown",
+        "timed_out",
+        "timeout",
+        "visible",
+        "waiter",
+        "watcher",
+        "woken",
+    )
 
     def __init__(
         self,
+        delivery: Delivery,
         connection: ClientConnection,
         cursor: int,
         visible: Callable[[LogEvent], bool] | None,
         on_progress: Callable[[int], None] | None,
+        timeout: float,
+        shutdown: Event,
     ) -> None:
+        self.delivery = delivery
         self.connection = connection
         self.cursor = cursor  # id of the last event this stream has delivered or skipped
         self.visible = visible
         self.on_progress = on_progress
+        self.timeout = timeout
+        self.shutdown = shutdown
         self.leftover = b""  # the unsent end of a frame that did not fit; the stream writes it
-        self.woken = Event()
         self.gone = False  # the client hung up
         self.ended = False  # the terminal event was delivered
+        self.timed_out = False
+        self.woken = False
+        self.waiter: Waiter | None = None
+        self.watcher = None  # the io watcher on the client's socket while parked
+
+    def wait(self) -> None:
+        """Park until detached, hung up, shut down or timed out (then ``timed_out``)."""
+        self.timed_out = not self.delivery.park(self, self.timeout, self.shutdown)
+
+    def readable(self) -> None:
+        """The client's socket became readable while parked (called by the hub)."""
+        # The client sends nothing on an SSE response: readable means it hung up
+        # (or pipelined a request, which ends this response's direct delivery too).
+        try:
+            self.gone = not self.connection.sock.recv(1, _PEEK)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.gone = True
+        self.connection.pipelined = not self.gone
+        if self.watcher is not None:
+            self.watcher.stop()
+        self.wake()
+
+    def wake(self) -> None:
+        """End the wait (from any greenlet; the switch itself runs in the hub)."""
+        if self.waiter is not None and not self.woken:
+            self.woken = True
+            self.waiter.hub.loop.run_callback(self.waiter.switch, None)
 
 
 class Delivery:
@@ -104,13 +163,17 @@ class Delivery:
             return
         parts = chunk_parts(event.frame)  # once, for every subscriber
         size = sum(map(len, parts))
+        # A small frame (a message, a line) is joined once and sent with send(), cheaper per
+        # subscriber than sendmsg(); a large one (a flood of output) is never copied.
+        joined = b"".join(parts) if size < _JOIN_BELOW else None
         terminal = event.kind in ("exit", "err")
         for stream in list(self.parked):
             if stream.visible is not None and not stream.visible(event):
                 stream.cursor = event.id
                 continue
             try:
-                sent = stream.connection.sock.sendmsg(parts)
+                sock = stream.connection.sock
+                sent = sock.send(joined) if joined is not None else sock.sendmsg(parts)
             except BlockingIOError:
                 sent = 0
             except OSError:
@@ -119,7 +182,7 @@ class Delivery:
                 continue
             stream.cursor = event.id
             if sent < size:
-                stream.leftover = b"".join(parts)[sent:]
+                stream.leftover = (joined or b"".join(parts))[sent:]
                 self._detach(stream)
                 continue
             if stream.on_progress is not None:
@@ -130,36 +193,28 @@ class Delivery:
 
     def _detach(self, stream: Parked) -> None:
         self.parked.pop(stream, None)
-        stream.woken.set()
+        stream.wake()
 
     def park(self, stream: Parked, timeout: float, shutdown: Event) -> bool:
         """Hold ``stream`` here until it is detached, its client hangs up, shutdown, or ``timeout`` (False)."""
-        loop = gevent.get_hub().loop
-        watcher = loop.io(stream.connection.sock.fileno(), 1)
-
-        def readable() -> None:
-            # The client sends nothing on an SSE response: readable means it hung up
-            # (or pipelined a request, which ends this response's direct delivery too).
-            try:
-                stream.gone = not stream.connection.sock.recv(1, _PEEK)
-            except BlockingIOError:
-                return
-            except OSError:
-                stream.gone = True
-            stream.connection.pipelined = not stream.gone
-            watcher.stop()
-            stream.woken.set()
-
         _wake_on(shutdown)
         if shutdown.is_set():
             return True
+        hub = gevent.get_hub()
+        watcher = stream.watcher = hub.loop.io(stream.connection.sock.fileno(), 1)
+        timer = hub.loop.timer(timeout)
+        waiter = stream.waiter = Waiter(hub)
+        stream.woken = False
         self.parked[stream] = None
-        watcher.start(readable)
+        watcher.start(stream.readable)
+        timer.start(waiter.switch, _TIMED_OUT)
         try:
-            # One Event, not gevent.wait on two: that would link every parked stream into
-            # the shutdown Event and build a wait iterator per park (memory per subscriber).
-            return stream.woken.wait(timeout)
+            # A bare Waiter and a loop timer: an Event plus a Timeout cost every parked stream memory.
+            return waiter.get() is not _TIMED_OUT
         finally:
+            stream.waiter = stream.watcher = None
+            timer.stop()
+            timer.close()
             watcher.stop()
             watcher.close()
             self.parked.pop(stream, None)

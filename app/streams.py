@@ -157,11 +157,12 @@ def event_stream(
     visible: Callable[[LogEvent], bool] | None = None,
     drain_on_shutdown: float = 0.0,
     connection: ClientConnection | None = None,
-) -> Iterator[bytes]:
+) -> Iterator[bytes | Parked]:
     """The one SSE loop: replay after ``cursor``, follow live, heartbeat when idle, end on shutdown.
 
     With ``connection``, a stream that has caught up parks in its log's
-    Delivery, which writes new events straight to the client (delivery.py).
+    Delivery, which writes new events straight to the client (delivery.py):
+    it yields a Parked ticket, on which the response body (TrackedStream) waits.
     """
     pending = [encode_retry(settings.retry_ms) + encode_comment("connected")]
     drain_deadline = None
@@ -196,8 +197,9 @@ def event_stream(
             if timeout <= 0:
                 break
         elif connection is not None and not connection.pipelined and (log_ := _event_log(source)) is not None:
-            parked = Parked(connection, cursor, visible, on_progress)
-            woken = delivery_for(log_).park(parked, timeout, shutdown)
+            parked = Parked(delivery_for(log_), connection, cursor, visible, on_progress, timeout, shutdown)
+            del read, shown, frames, log_  # an idle subscriber may stay parked for hours: hold nothing more
+            yield parked  # TrackedStream waits on it, outside this generator
             cursor = parked.cursor
             if parked.leftover:
                 send_rest(connection, parked.leftover, settings.send_timeout)
@@ -205,7 +207,7 @@ def event_stream(
                     on_progress(cursor)
             if parked.gone or parked.ended:
                 return
-            if not woken and not shutdown.is_set():
+            if parked.timed_out and not shutdown.is_set():
                 yield HEARTBEAT
             continue
         if not source.wait(cursor, timeout, wake=wake) and not shutdown.is_set():
@@ -413,6 +415,10 @@ class TrackedStream:
         else:
             tracker._writing[self._greenlet] = None  # gunicorn asks for more: the last write is done
         chunk = next(self._frames)
+        while type(chunk) is Parked:
+            # The stream has caught up: wait here, with its generator suspended rather than on the stack.
+            chunk.wait()
+            chunk = next(self._frames)
         tracker._writing[self._greenlet] = time.monotonic()
         return chunk
 

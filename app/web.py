@@ -26,7 +26,8 @@ def sse_response(stream: Iterator[bytes], on_close: Iterable[Callable[[], None]]
     """
     from .service import current_service
 
-    guarded = current_service().tracker.guard(stream, request.path, on_close)
+    # The environ's own path string: request.path would build a copy per stream, kept as long as it is open.
+    guarded = current_service().tracker.guard(stream, request.environ.get("PATH_INFO", ""), on_close)
     # The stream never reads the request again; without this, werkzeug's parsed request
     # (headers, query, cookies) would stay in the environ for the life of the connection.
     request.environ.pop("werkzeug.request", None)

@@ -15,6 +15,7 @@ import random
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 import gevent
@@ -117,15 +118,10 @@ def _channel_stream_watched(
     visible: Callable[[LogEvent], bool] | None,
     client_socket: socket.socket | None,
 ) -> Iterator[bytes]:
-    gone = Event()
-    watcher = watch_for_disconnect(client_socket, gone.set)
-    try:
+    with hangup_event(client_socket) as gone:
         yield from event_stream(
             _UntilGone(channel, gone), cursor, settings, shutdown, visible=visible, gap_field="missed_messages"
         )
-    finally:
-        if watcher is not None:
-            watcher.kill(block=False)
 
 
 class _UntilGone:
@@ -234,15 +230,10 @@ def job_output_stream(
     to say "something is missing here". Raw bytes have no heartbeat either,
     so a departed client is noticed by watching its socket.
     """
-    gone = Event()
-    watcher = watch_for_disconnect(client_socket, gone.set)
-    try:
+    with hangup_event(client_socket) as gone:
         # An empty first write makes gunicorn send the headers before any output exists.
         yield b""
         yield from _follow_output(store, job_id, settings, (shutdown, gone))
-    finally:
-        if watcher is not None:
-            watcher.kill(block=False)
 
 
 def _follow_output(store: JobStore, job_id: str, settings: Settings, stop: tuple[Event, ...]) -> Iterator[bytes]:
@@ -266,6 +257,18 @@ def _follow_output(store: JobStore, job_id: str, settings: Settings, stop: tuple
             return
         if not read.events:
             store.wait(job_id, cursor, settings.heartbeat_interval, wake=stop)
+
+
+@contextmanager
+def hangup_event(sock: socket.socket | None) -> Iterator[Event]:
+    """An Event set as soon as the client hangs up (see watch_for_disconnect), for as long as the block runs."""
+    gone = Event()
+    watcher = watch_for_disconnect(sock, gone.set)
+    try:
+        yield gone
+    finally:
+        if watcher is not None:
+            watcher.kill(block=False)
 
 
 def watch_for_disconnect(sock: socket.socket | None, on_disconnect: Callable[[], None]) -> gevent.Greenlet | None:
@@ -315,13 +318,8 @@ def multiplex_stream(
     Channels are not waited for. With ``client_socket``, a client that hangs
     up ends the stream at once, even while every source is silent.
     """
-    gone = Event()
-    watcher = watch_for_disconnect(client_socket, gone.set)
-    try:
+    with hangup_event(client_socket) as gone:
         yield from _multiplex(sources, cursors, settings, shutdown, visible, gone)
-    finally:
-        if watcher is not None:
-            watcher.kill(block=False)
 
 
 def _multiplex(

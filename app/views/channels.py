@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Blueprint, Response, jsonify, request
 
 from .. import lifecycle
+from ..access import Principal
 from ..authn import current_principal
 from ..channels import TooManyChannels
 from ..delivery import ClientConnection
@@ -19,11 +22,14 @@ from ..web import body_bytes, header_text, query_text, sse_response
 bp = Blueprint("channels", __name__, url_prefix="/channels")
 
 
-def _check_name(name: str) -> None:
+def _check_access(name: str, principal: Principal, may: Callable[[Principal, str], bool], verb: str) -> None:
+    """400 for a bad channel name, then 403 unless ``may``: both before the channel can be created."""
     try:
         check_channel_name(name)
     except InvalidMessage as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
+    if not may(principal, name):
+        raise ApiError(403, "forbidden", f"{principal.user or 'anonymous'} may not {verb} {name!r}")
 
 
 def _channel(name: str) -> EventLog:
@@ -52,9 +58,7 @@ def publish(name: str) -> Response:
     """Publish JSON {"data": ..., "event": "name"} or a plain text body."""
     service = current_service()
     principal = current_principal()
-    _check_name(name)
-    if not service.policy.may_publish(principal, name):
-        raise ApiError(403, "forbidden", f"{principal.user or 'anonymous'} may not publish to {name!r}")
+    _check_access(name, principal, service.policy.may_publish, "publish to")
     _channel(name)
     body = body_bytes()  # 413 for a chunked body beyond MAX_CONTENT_LENGTH, never a truncated prefix
     try:
@@ -74,9 +78,7 @@ def subscribe(name: str) -> Response:
     """SSE: replay retained messages after Last-Event-ID (or ?last_event_id=), then follow live."""
     service = current_service()
     principal = current_principal()
-    _check_name(name)
-    if not service.policy.may_subscribe(principal, name):
-        raise ApiError(403, "forbidden", f"{principal.user or 'anonymous'} may not subscribe to {name!r}")
+    _check_access(name, principal, service.policy.may_subscribe, "subscribe to")
     channel = _channel(name)
     try:
         cursor = parse_last_event_id(header_text("Last-Event-ID"), query_text("last_event_id"))

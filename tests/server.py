@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -32,6 +33,21 @@ def free_port() -> int:
 def helper(name: str) -> str:
     """Path of a helper script in tests/helpers."""
     return str(HELPERS / name)
+
+
+def wait_healthy(proc: subprocess.Popen, url: str, timeout: float, name: str, log: Callable[[], str]) -> None:
+    """Wait until GET ``url`` answers 200; RuntimeError with ``log()`` if ``proc`` exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited early:\n{log()}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{name} did not start:\n{log()}")
 
 
 class GunicornServer:
@@ -71,17 +87,8 @@ class GunicornServer:
         """Start gunicorn and wait until /healthz answers."""
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the server
         self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited early:\n{self.log()}")
-            try:
-                if httpx.get(self.url("/healthz"), timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"gunicorn did not start:\n{self.log()}")
+        wait_healthy(self.proc, self.url("/healthz"), 20, "gunicorn", self.log)
+        return self
 
     def url(self, path: str) -> str:
         """Absolute URL for a path on this server."""

@@ -24,7 +24,17 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from .server import PYTHON, REPO, GunicornServer, free_port, group_members, helper, process_state, wait_until
+from .server import (
+    PYTHON,
+    REPO,
+    GunicornServer,
+    free_port,
+    group_members,
+    helper,
+    process_state,
+    wait_healthy,
+    wait_until,
+)
 from .sse_client import collect, iter_events, open_stream, output_of, payload
 
 SHIPPED = REPO / "deploy" / "nginx.conf"
@@ -111,18 +121,12 @@ class NginxServer:
             [NGINX, "-p", str(self.tmp), "-e", str(self.tmp / "error.log"), "-c", str(self.conf)],
             stdout=self._out, stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx exited early:\n{self.log()}")
-            try:
-                if httpx.get(self.url("/healthz"), timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"nginx did not start:\n{self.log()}")
+        try:
+            wait_healthy(self.proc, self.url("/healthz"), 10, "nginx", self.log)
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def url(self, path: str) -> str:
         return self.base_url + path

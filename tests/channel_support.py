@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from .auth_support import assert_error as assert_json_error  # noqa: F401 - the channel tests' name for it
 from .server import GunicornServer
 from .sse_parser import EventStreamParser, MessageEvent
 
@@ -66,17 +67,6 @@ def publish(
     assert answer["event"] == (event or "message")
     assert isinstance(answer["id"], int)
     return answer
-
-
-def assert_json_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
-    """A JSON error object with this status."""
-    assert response.status_code == status, (response.status_code, response.text[:300])
-    assert response.headers.get("content-type", "").startswith("application/json"), response.headers
-    body = response.json()
-    assert isinstance(body.get("error"), str) and isinstance(body.get("message"), str), body
-    if code is not None:
-        assert body["error"] == code, body
-    return body
 
 
 def channel_list(server: GunicornServer, headers: dict | None = None) -> dict[str, dict]:

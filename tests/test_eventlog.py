@@ -307,12 +307,18 @@ def test_without_an_owner_the_producer_never_waits():
     assert log.dropped_bytes > 0  # nobody asked the log to hold back
 
 
-def test_owner_that_reads_nothing_blocks_the_producer_and_loses_nothing():
+def blocked_producer(chunk: bytes):
+    """A log (4,000 bytes) whose owner reads nothing, and a producer that has tried to write ``chunk`` 200 times."""
     log = EventLog(max_bytes=4_000)
     log.claim_owner()
     start(log)
-    producer = run_producer(log, b"t" * 100, 200)
+    producer = run_producer(log, chunk, 200)
     gevent.sleep(0.05)
+    return log, producer
+
+
+def test_owner_that_reads_nothing_blocks_the_producer_and_loses_nothing():
+    log, producer = blocked_producer(b"t" * 100)
     assert not producer.dead
     assert log.output_bytes <= 4_000 // 4 + 100  # the backlog limit plus one chunk
     assert log.dropped_bytes == 0
@@ -391,11 +397,7 @@ def test_owner_read_through_without_claim_is_ignored():
 
 
 def test_owner_that_reads_nothing_loses_nothing_even_for_control_byte_output():
-    log = EventLog(max_bytes=4_000)
-    log.claim_owner()
-    start(log)
-    producer = run_producer(log, b"\x00" * 100, 200)
-    gevent.sleep(0.05)
+    log, producer = blocked_producer(b"\x00" * 100)
     producer.kill()
     assert log.dropped_bytes == 0
     assert log.read_after(0).missed_bytes == 0

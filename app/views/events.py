@@ -77,7 +77,7 @@ def multiplexed() -> Response:
     jobs_visible = service.job_visibility(principal)
 
     def visible(key: str, event) -> bool:
-        return key != "channel:jobs" or jobs_visible(event)
+        return key != "channel:jobs" or jobs_visible is None or jobs_visible(event)
 
     client_socket = request.environ.get("gunicorn.socket")  # to notice a hang-up while every source is silent
 

@@ -4,17 +4,14 @@
 import {
   $,
   api,
-  ApiError,
   el,
+  errorText,
   Follower,
   formatTime,
   frameScheduler,
   LiveStream,
-  logout,
-  setupLogin,
+  pageSession,
   showConnState,
-  showUser,
-  whoami,
 } from "./common.js";
 
 const MAX_MESSAGES = 2000;
@@ -114,23 +111,11 @@ function clock(iso) {
 }
 
 async function resync() {
-  const me = await whoami();
-  if (me.anonymous) {
-    signedOut();
-    return false;
-  }
-  let health;
-  try {
-    health = await api("GET", "/healthz");
-  } catch (error) {
-    if (error instanceof ApiError) return null;
-    throw error;
-  }
-  const { channels } = await api("GET", "/channels");
-  const info = channels.find((c) => c.name === channel);
-  const lastId = info ? info.last_id : 0;
-  const restarted = state.workerPid !== null && health.worker_pid !== state.workerPid;
-  state.workerPid = health.worker_pid;
+  const server = await session.recheck(channel);
+  if (!server) return server;
+  const lastId = server.channel ? server.channel.last_id : 0;
+  const restarted = state.workerPid !== null && server.health.worker_pid !== state.workerPid;
+  state.workerPid = server.health.worker_pid;
   if (restarted || lastId < state.cursor) {
     // A new server process: the channel's history and ids start again.
     state.cursor = 0;
@@ -169,7 +154,7 @@ function setupComposer() {
       grow();
       follower.resume();
     } catch (err) {
-      error.textContent = err instanceof ApiError ? err.message : "The server cannot be reached.";
+      error.textContent = errorText(err);
       error.hidden = false;
     } finally {
       button.disabled = false;
@@ -178,37 +163,18 @@ function setupComposer() {
   });
 }
 
-const login = setupLogin({
-  onLogin: (principal) =>
-    start({ ...principal, auth_configured: true }).catch(() => {
-      signedOut();
-    }),
-});
+const session = pageSession({ conn, stream, start, reset });
 
-function signedOut() {
-  stream.close();
+function reset() {
   state.principal = null;
   state.cursor = 0;
   incoming = [];
   list.replaceChildren($("chat-empty"));
   $("chat-empty").hidden = false;
-  $("app").hidden = true;
-  showUser(null);
-  showConnState(conn, "signedout");
-  login.show();
-}
-
-async function doLogout() {
-  stream.close();
-  await logout();
-  signedOut();
 }
 
 async function start(principal) {
   state.principal = principal;
-  login.hide();
-  showUser(principal, doLogout);
-  $("app").hidden = false;
   if (channelError) {
     $("chat-info").textContent = channelError;
     $("composer").hidden = true;
@@ -222,26 +188,8 @@ async function start(principal) {
   $("message").focus();
 }
 
-async function boot() {
-  setupComposer();
-  for (;;) {
-    try {
-      const me = await whoami();
-      if (me.anonymous) {
-        showConnState(conn, "signedout");
-        login.show();
-      } else {
-        await start(me);
-      }
-      return;
-    } catch {
-      showConnState(conn, "reconnecting");
-      await new Promise((resolve) => setTimeout(resolve, 2000 + Math.random() * 2000));
-    }
-  }
-}
-
-boot();
+setupComposer();
+session.boot();
 
 // For people poking at the page from devtools.
 window.sseCommander = { state, stream };

@@ -229,7 +229,7 @@ export function setupLogin({ onLogin }) {
       form.reset();
       onLogin(principal);
     } catch (err) {
-      error.textContent = err instanceof ApiError ? err.message : "The server cannot be reached.";
+      error.textContent = errorText(err);
       error.hidden = false;
       (usePassword ? $("login-password") : $("login-token")).select();
     } finally {
@@ -270,6 +270,89 @@ export async function logout() {
   } catch {
     // Signing out locally is what matters; the cookie is HttpOnly, so the server has to clear it.
   }
+}
+
+// What the server said, or that it could not be reached (fetch threw).
+export function errorText(error, unreachable = "The server cannot be reached.") {
+  return error instanceof ApiError ? error.message : unreachable;
+}
+
+// Signing in and out, the same on both pages (#app, the login form, the user and the connection pill).
+// `start(principal)` fills the page once someone is signed in (the form is hidden and #app shown by then);
+// `reset()` empties it again on signing out; `notify(message)` reports errors, if the page wants to.
+export function pageSession({ conn, stream, start, reset, notify = () => {} }) {
+  const login = setupLogin({
+    onLogin: (principal) =>
+      begin({ ...principal, auth_configured: true }).catch((error) => {
+        notify(errorText(error));
+        signedOut();
+      }),
+  });
+
+  function signedOut() {
+    stream.close();
+    reset();
+    $("app").hidden = true;
+    showUser(null);
+    showConnState(conn, "signedout");
+    login.show();
+  }
+
+  async function signOut() {
+    stream.close();
+    await logout();
+    signedOut();
+  }
+
+  async function begin(principal) {
+    login.hide();
+    showUser(principal, signOut);
+    $("app").hidden = false;
+    await start(principal);
+  }
+
+  // Ask who is signed in until the server answers; then show the login form or start the page.
+  async function boot() {
+    for (;;) {
+      try {
+        const me = await whoami();
+        if (me.anonymous) {
+          showConnState(conn, "signedout");
+          login.show();
+        } else {
+          await begin(me);
+        }
+        return;
+      } catch (error) {
+        showConnState(conn, "reconnecting");
+        notify(errorText(error, "The server cannot be reached; retrying…"));
+        await new Promise((resolve) => setTimeout(resolve, 2000 + Math.random() * 2000));
+      }
+    }
+  }
+
+  // The common start of a LiveStream's resync: still signed in, and is the server up? Returns false when
+  // signed out (the page is reset), null while the server shuts down (try again later), otherwise
+  // {health, channel}: GET /healthz and the GET /channels entry named `name` (undefined if not listed).
+  // Throws when the server cannot be reached.
+  async function recheck(name) {
+    const me = await whoami();
+    if (me.anonymous) {
+      signedOut();
+      return false;
+    }
+    let health;
+    try {
+      health = await api("GET", "/healthz");
+    } catch (error) {
+      if (error instanceof ApiError) return null; // 503: this worker is shutting down
+      throw error;
+    }
+    const { channels } = await api("GET", "/channels");
+    return { health, channel: channels.find((c) => c.name === name) };
+  }
+
+  return { boot, recheck };
 }
 
 // Sticky-bottom scrolling: follows new content until the user scrolls up, resumes at the bottom.

@@ -9,6 +9,7 @@ import {
   api,
   ApiError,
   el,
+  errorText,
   Follower,
   formatBytes,
   formatComposite,
@@ -16,13 +17,10 @@ import {
   formatTime,
   frameScheduler,
   LiveStream,
-  logout,
   numberFormat,
+  pageSession,
   parseComposite,
-  setupLogin,
   showConnState,
-  showUser,
-  whoami,
 } from "./common.js";
 import { Terminal } from "./terminal.js";
 
@@ -155,23 +153,11 @@ function openStream() {
 // Before each reconnect: is the server back, did it restart, am I still signed in, does my job still exist?
 // Returns true to reconnect, false or "idle" to stay closed, null (or throws) to try again later.
 async function resync() {
-  const me = await whoami();
-  if (me.anonymous) {
-    signedOut();
-    return false;
-  }
-  let health;
-  try {
-    health = await api("GET", "/healthz");
-  } catch (error) {
-    if (error instanceof ApiError) return null; // 503: this worker is shutting down
-    throw error;
-  }
-  const channels = await api("GET", "/channels");
-  const info = channels.channels.find((c) => c.name === "jobs");
-  const lastId = info ? info.last_id : 0;
-  const restarted = state.workerPid !== null && health.worker_pid !== state.workerPid;
-  state.workerPid = health.worker_pid;
+  const server = await session.recheck("jobs");
+  if (!server) return server;
+  const lastId = server.channel ? server.channel.last_id : 0;
+  const restarted = state.workerPid !== null && server.health.worker_pid !== state.workerPid;
+  state.workerPid = server.health.worker_pid;
   if (restarted || lastId < (state.cursors.get(JOBS) || 0)) {
     // A new server process: its jobs channel starts again from 1, and it only knows its own jobs.
     state.cursors.set(JOBS, lastId);
@@ -464,7 +450,7 @@ function setupRunForm() {
       await runJob({ command });
       input.select();
     } catch (err) {
-      error.textContent = err instanceof ApiError ? err.message : "The server cannot be reached.";
+      error.textContent = errorText(err);
       error.hidden = false;
     } finally {
       button.disabled = false;
@@ -492,26 +478,16 @@ function actionForm(action) {
       for (const choice of param.choices) {
         input.append(el("option", { value: choice, text: choice, selected: choice === param.default }));
       }
-    } else if (param.type === "integer") {
-      input = el("input", {
-        id,
-        name: param.name,
-        type: "number",
-        inputmode: "numeric",
-        step: "1",
-        min: param.min ?? undefined,
-        max: param.max ?? undefined,
-        value: param.default ?? undefined,
-        required: param.required,
-      });
     } else {
+      // A number box or a text box: the same but for these attributes.
+      const kind =
+        param.type === "integer"
+          ? { type: "number", inputmode: "numeric", step: "1", min: param.min ?? undefined, max: param.max ?? undefined }
+          : { type: "text", spellcheck: "false", autocapitalize: "off", maxlength: param.max_length ?? undefined };
       input = el("input", {
         id,
         name: param.name,
-        type: "text",
-        spellcheck: "false",
-        autocapitalize: "off",
-        maxlength: param.max_length ?? undefined,
+        ...kind,
         value: param.default ?? undefined,
         required: param.required,
       });
@@ -553,7 +529,7 @@ function actionForm(action) {
     try {
       await runJob({ action: action.name, params });
     } catch (err) {
-      const message = err instanceof ApiError ? err.message : "The server cannot be reached.";
+      const message = errorText(err);
       const named = /parameter (['"])(.+?)\1: (.*)$/s.exec(message);
       const field = named && fields.get(named[2]);
       if (field) {
@@ -654,16 +630,9 @@ function setupKeys() {
 
 // Signing in and out.
 
-const login = setupLogin({
-  onLogin: (principal) =>
-    start({ ...principal, auth_configured: true }).catch((error) => {
-      toast(error instanceof ApiError ? error.message : "The server cannot be reached.");
-      signedOut();
-    }),
-});
+const session = pageSession({ conn, stream, start, reset, notify: toast });
 
-function signedOut() {
-  stream.close();
+function reset() {
   state.started = false;
   state.principal = null;
   state.jobs.clear();
@@ -675,24 +644,11 @@ function signedOut() {
   term.reset();
   render();
   renderHead();
-  $("app").hidden = true;
-  showUser(null);
-  showConnState(conn, "signedout");
-  login.show();
-}
-
-async function doLogout() {
-  stream.close();
-  await logout();
-  signedOut();
 }
 
 async function start(principal) {
   state.principal = principal;
   state.started = true;
-  login.hide();
-  showUser(principal, doLogout);
-  $("app").hidden = false;
   showConnState(conn, "connecting");
   const [actions, channels, health] = await Promise.all([
     api("GET", "/actions"),
@@ -745,22 +701,7 @@ async function boot() {
       if (state.openId) renderHead();
     }
   }, 1000);
-  for (;;) {
-    try {
-      const me = await whoami();
-      if (me.anonymous) {
-        showConnState(conn, "signedout");
-        login.show();
-      } else {
-        await start(me);
-      }
-      return;
-    } catch (error) {
-      showConnState(conn, "reconnecting");
-      toast(error instanceof ApiError ? error.message : "The server cannot be reached; retrying…");
-      await new Promise((resolve) => setTimeout(resolve, 2000 + Math.random() * 2000));
-    }
-  }
+  await session.boot();
 }
 
 boot();

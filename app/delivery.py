@@ -155,6 +155,7 @@ class Delivery:
 
     def __init__(self, log: EventLog) -> None:
         self.parked: dict[Parked, None] = {}  # ordered: first parked, first served
+        self.terminal_kinds = log.terminal_kinds  # a job's exit/err; none for a channel
         log.add_listener(self.deliver)
 
     def deliver(self, event: LogEvent) -> None:
@@ -166,7 +167,7 @@ class Delivery:
         # A small frame (a message, a line) is joined once and sent with send(), cheaper per
         # subscriber than sendmsg(); a large one (a flood of output) is never copied.
         joined = b"".join(parts) if size < _JOIN_BELOW else None
-        terminal = event.kind in ("exit", "err")
+        terminal = event.kind in self.terminal_kinds
         for stream in list(self.parked):
             if stream.visible is not None and not stream.visible(event):
                 stream.cursor = event.id

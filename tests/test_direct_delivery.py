@@ -165,3 +165,17 @@ def test_run_output_is_byte_exact_for_a_slow_http11_reader(make_server):
     ids = [int(e.last_event_id) for e in events]
     assert ids == sorted(set(ids))
     assert events[-1].type == "exit" and json.loads(events[-1].data)["code"] == 0
+
+
+def test_a_channel_message_named_exit_does_not_end_parked_streams(make_server):
+    # Only a job's log ends; on a channel, "exit" and "err" are ordinary event names a publisher may choose.
+    srv = make_server()
+    channel = fresh("names")
+    with Subscriber(srv, f"/channels/{channel}/events").connected() as sub:
+        assert wait_until(lambda: subscribers(srv, channel) == 1, 5)
+        publish(srv, channel, {"seq": 0}, event="exit")
+        publish(srv, channel, {"seq": 1}, event="err")
+        publish(srv, channel, {"seq": 2})
+        events = sub.wait_events(3)
+        assert [event.type for event in events] == ["exit", "err", "message"]
+        assert not sub.ended and not sub.complete

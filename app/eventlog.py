@@ -43,6 +43,7 @@ class LogRead:
     missed_bytes: int  # output after the cursor that the bounded buffer no longer holds
     finished: bool  # the log holds its terminal event and nothing after the cursor remains
     last_id: int
+    gap_at: int = 0  # where in ``events`` the missed output lay: after a pinned start event, else first
 
 
 def _event_id(event: LogEvent) -> int:
@@ -155,6 +156,7 @@ class EventLog:
         start_units = self._start.id if self._start else 0
         missed = max(0, self._dropped_through - max(cursor, start_units))
         index = bisect.bisect_right(self._events, cursor, lo=self._head, key=_event_id)
+        gap_at = len(events)
         events.extend(self._events[index : index + limit])
         more = index + limit < len(self._events)
         return LogRead(
@@ -162,6 +164,7 @@ class EventLog:
             missed_bytes=missed,
             finished=self.finished and not more,
             last_id=self._units,
+            gap_at=gap_at,
         )
 
     @property

@@ -170,9 +170,9 @@ def event_stream(
         shown = read.events if visible is None else [event for event in read.events if visible(event)]
         frames = [event.frame for event in shown]
         if read.missed_bytes:
-            # The gap sits where the dropped events were: after a kept start event.
-            at = 1 if shown and shown[0].kind == "start" else 0
-            frames.insert(at, encode_json_event({gap_field: read.missed_bytes}, event="gap"))
+            # The gap sits where the dropped events were: after a job's pinned start event, if it was read
+            # (only job logs pin one, and they are never filtered, so the index holds among the frames).
+            frames.insert(read.gap_at, encode_json_event({gap_field: read.missed_bytes}, event="gap"))
         pending.extend(frames)
         if read.events:
             cursor = read.events[-1].id

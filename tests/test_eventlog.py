@@ -401,3 +401,20 @@ def test_owner_that_reads_nothing_loses_nothing_even_for_control_byte_output():
     producer.kill()
     assert log.dropped_bytes == 0
     assert log.read_after(0).missed_bytes == 0
+
+
+def test_a_channel_gap_comes_before_a_retained_message_named_start():
+    # Only a job pins its start event; on a channel "start" is an ordinary name and the gap goes first.
+    from gevent.event import Event
+
+    from app.config import Settings
+    from app.streams import channel_event_stream
+
+    channel = EventLog(1 << 20, max_events=2, terminal_kinds=frozenset(), pin_start=False)
+    for n, kind in enumerate(["message", "message", "message", "start", "message"]):
+        channel.append(kind, {"n": n})
+    stream = channel_event_stream(channel, 0, Settings(), Event())
+    body = next(stream)
+    kinds = [line[len(b"event: "):] for line in body.split(b"\n") if line.startswith(b"event: ")]
+    assert kinds == [b"gap", b"start", b"message"]
+    assert b'"missed_messages":3' in body

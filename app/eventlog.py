@@ -172,15 +172,6 @@ class EventLog:
         """Set at the next append; for waiting on several logs at once."""
         return self._changed
 
-    @property
-    def first_retained_id(self) -> int:
-        """The id of the oldest event still held (the pinned start included), or last_id + 1 if none."""
-        if self._start is not None:
-            return self._start.id
-        if self._head < len(self._events):
-            return self._events[self._head].id
-        return self._units + 1
-
     def wait(self, cursor: int, timeout: float, wake: Iterable[Event] = ()) -> bool:
         """Wait until there is an event after ``cursor``, the log ends, a ``wake`` event fires, or timeout."""
         if self._units > cursor or self.finished:

@@ -108,9 +108,6 @@ class ChildProcess:
         self.returncode = os.waitstatus_to_exitcode(watcher.rstatus)
         self._exited.set()
 
-    def poll(self) -> int | None:
-        return self.returncode
-
     def wait(self, timeout: float | None = None) -> int | None:
         """The returncode (negative: killed by that signal), waiting for the exit up to ``timeout``."""
         self._exited.wait(timeout)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -57,7 +59,8 @@ def _wait_finished(server, job_id: str, timeout: float = 10) -> dict:
     return state
 
 
-def test_disconnect_kills_the_whole_group_while_silent(server):
+def test_disconnect_kills_the_whole_group_while_silent(make_server):
+    server = make_server({"SSECMD_HEARTBEAT_INTERVAL": "60"})  # no heartbeat write could notice in time
     with open_stream(server.url(f"/run?command={PYTHON}%20{helper('tree.py')}")) as response:
         for event in iter_events(response):
             if event.type == "stdout":
@@ -69,6 +72,24 @@ def test_disconnect_kills_the_whole_group_while_silent(server):
     jobs = httpx.get(server.url("/jobs")).json()["jobs"]
     killed = next(job for job in jobs if job["pid"] == parent)
     assert killed["state"] == "cancelled" and killed["reason"] == "disconnected"
+
+
+def test_disconnect_of_an_http10_client_kills_the_group_while_silent(make_server):
+    # HTTP/1.0 responses are not delivered directly, so here a socket watcher of the view's own notices
+    # (with heartbeats a minute apart, no failed write could).
+    server = make_server({"SSECMD_HEARTBEAT_INTERVAL": "60"})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(f"GET /run?command={PYTHON}%20{helper('tree.py')} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        received = b""
+        while b'"type":"stdout"' not in received:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+    stdout = next(line for line in received.split(b"\n") if b'"type":"stdout"' in line)
+    _, parent, grandchild = json.loads(stdout[len(b"data: "):])["out"].split()
+    parent, grandchild = int(parent), int(grandchild)
+    assert wait_until(lambda: not _alive(parent) and not _alive(grandchild), timeout=2.0)
+    assert wait_until(lambda: not group_members(parent), timeout=2.0)
 
 
 def test_timeout_kills_group_and_reports_it(server):

@@ -44,7 +44,9 @@ def run_command() -> Response:
         job_log.release_owner()
         service.runner.stop(job.id, "disconnected")
 
-    watcher = watch_for_disconnect(client_socket, disconnected)
+    # A parked stream (direct delivery) notices a hang-up itself, and ends the response, which
+    # stops the command (closed below); only a stream that cannot park needs a watcher of its own.
+    watcher = watch_for_disconnect(client_socket, disconnected) if connection is None else None
 
     def closed() -> None:
         # However the response ends, even if it never started: the command goes with it.

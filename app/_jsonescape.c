@@ -79,13 +79,10 @@ static char *write_escaped(char *out, unsigned char c)
     return out;
 }
 
-static PyObject *escape(PyObject *module, PyObject *arg)
+/* Bytes the escaped form of src adds to its length. */
+static Py_ssize_t escaped_growth(const unsigned char *src, Py_ssize_t length)
 {
-    Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    const unsigned char *src = view.buf;
-    Py_ssize_t length = view.len, extra = 0, i = 0;
+    Py_ssize_t extra = 0, i = 0;
     for (; i + BLOCK <= length; i += BLOCK) {
         if (block_mask(src + i))
             for (int k = 0; k < BLOCK; k++)
@@ -93,37 +90,80 @@ static PyObject *escape(PyObject *module, PyObject *arg)
     }
     for (; i < length; i++)
         extra += growth[src[i]];
+    return extra;
+}
+
+/* Write the escaped form of src at out; returns the end of what was written. */
+static char *write_escaped_text(char *out, const unsigned char *src, Py_ssize_t length)
+{
+    Py_ssize_t i;
+    for (i = 0; i + BLOCK <= length; i += BLOCK) {
+        if (!block_mask(src + i)) {
+            memcpy(out, src + i, BLOCK);
+            out += BLOCK;
+            continue;
+        }
+        for (int k = 0; k < BLOCK; k++) {
+            unsigned char c = src[i + k];
+            if (growth[c])
+                out = write_escaped(out, c);
+            else
+                *out++ = (char)c;
+        }
+    }
+    for (; i < length; i++) {
+        unsigned char c = src[i];
+        if (growth[c])
+            out = write_escaped(out, c);
+        else
+            *out++ = (char)c;
+    }
+    return out;
+}
+
+static PyObject *escape(PyObject *module, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Py_ssize_t extra = escaped_growth(view.buf, view.len);
     PyObject *result;
     if (extra == 0 && PyBytes_CheckExact(arg)) {
         result = Py_NewRef(arg);
     } else {
-        result = PyBytes_FromStringAndSize(NULL, length + extra);
-        if (result != NULL) {
-            char *out = PyBytes_AS_STRING(result);
-            for (i = 0; i + BLOCK <= length; i += BLOCK) {
-                if (!block_mask(src + i)) {
-                    memcpy(out, src + i, BLOCK);
-                    out += BLOCK;
-                    continue;
-                }
-                for (int k = 0; k < BLOCK; k++) {
-                    unsigned char c = src[i + k];
-                    if (growth[c])
-                        out = write_escaped(out, c);
-                    else
-                        *out++ = (char)c;
-                }
-            }
-            for (; i < length; i++) {
-                unsigned char c = src[i];
-                if (growth[c])
-                    out = write_escaped(out, c);
-                else
-                    *out++ = (char)c;
-            }
-        }
+        result = PyBytes_FromStringAndSize(NULL, view.len + extra);
+        if (result != NULL)
+            write_escaped_text(PyBytes_AS_STRING(result), view.buf, view.len);
     }
     PyBuffer_Release(&view);
+    return result;
+}
+
+/* head + escape(text) + tail in one allocation: a whole SSE frame of command output in one call. */
+static PyObject *escape_between(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "escape_between(head, text, tail) takes three bytes arguments");
+        return NULL;
+    }
+    for (int k = 0; k < 3; k++) {
+        if (!PyBytes_Check(args[k])) {
+            PyErr_Format(PyExc_TypeError, "escape_between: argument %d must be bytes, not %.50s", k + 1,
+                         Py_TYPE(args[k])->tp_name);
+            return NULL;
+        }
+    }
+    const unsigned char *src = (const unsigned char *)PyBytes_AS_STRING(args[1]);
+    Py_ssize_t length = PyBytes_GET_SIZE(args[1]);
+    Py_ssize_t head = PyBytes_GET_SIZE(args[0]), tail = PyBytes_GET_SIZE(args[2]);
+    Py_ssize_t extra = escaped_growth(src, length);
+    PyObject *result = PyBytes_FromStringAndSize(NULL, head + length + extra + tail);
+    if (result == NULL)
+        return NULL;
+    char *out = PyBytes_AS_STRING(result);
+    memcpy(out, PyBytes_AS_STRING(args[0]), head);
+    out = write_escaped_text(out + head, src, length);
+    memcpy(out, PyBytes_AS_STRING(args[2]), tail);
     return result;
 }
 
@@ -133,8 +173,13 @@ PyDoc_STRVAR(escape_doc,
 "writes it: \\\" \\\\ \\b \\t \\n \\f \\r, \\u00XX for other control bytes, every other byte as it is.\n"
 "Returns ``data`` itself when nothing needs escaping.");
 
+PyDoc_STRVAR(escape_between_doc,
+"escape_between(head: bytes, text: bytes, tail: bytes) -> bytes\n\n"
+"``head + escape(text) + tail``, built in one allocation (an SSE frame of command output).");
+
 static PyMethodDef methods[] = {
     {"escape", escape, METH_O, escape_doc},
+    {"escape_between", (PyCFunction)(void (*)(void))escape_between, METH_FASTCALL, escape_between_doc},
     {NULL, NULL, 0, NULL},
 };
 

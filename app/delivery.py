@@ -162,11 +162,16 @@ class Delivery:
         """Send ``event`` to every parked stream that may see it; detach those that cannot take it now."""
         if not self.parked:
             return
-        parts = chunk_parts(event.frame)  # once, for every subscriber
-        size = sum(map(len, parts))
-        # A small frame (a message, a line) is joined once and sent with send(), cheaper per
-        # subscriber than sendmsg(); a large one (a flood of output) is never copied.
-        joined = b"".join(parts) if size < _JOIN_BELOW else None
+        frame = event.frame
+        # Chunked once, for every subscriber. A small frame (a message, a line) is copied into
+        # one chunk and sent with send(), cheaper per subscriber than sendmsg(); a large one (a
+        # flood of output) goes as three buffers and is never copied.
+        if len(frame) < _JOIN_BELOW:
+            joined, parts = b"%X\r\n%b\r\n" % (len(frame), frame), None
+            size = len(joined)
+        else:
+            joined, parts = None, chunk_parts(frame)
+            size = sum(map(len, parts))
         terminal = event.kind in self.terminal_kinds
         for stream in list(self.parked):
             if stream.visible is not None and not stream.visible(event):
@@ -183,7 +188,7 @@ class Delivery:
                 continue
             stream.cursor = event.id
             if sent < size:
-                stream.leftover = (joined or b"".join(parts))[sent:]
+                stream.leftover = (joined if joined is not None else b"".join(parts))[sent:]
                 self._detach(stream)
                 continue
             if stream.on_progress is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import gevent
 from gevent.event import Event
@@ -24,9 +24,8 @@ from .sse import encode_json_event
 TERMINAL_EVENTS = frozenset({"exit", "err"})
 
 
-@dataclass(slots=True, frozen=True)
-class LogEvent:
-    """One stored event and its encoded SSE frame."""
+class LogEvent(NamedTuple):
+    """One stored event and its encoded SSE frame (a tuple: made once per line of output, and cheap to make)."""
 
     id: int
     kind: str
@@ -115,9 +114,13 @@ class EventLog:
             self._trim()
         if kind in self.terminal_kinds:
             self.finished = True
-        self._notify()
-        for listener in self._listeners:
-            listener(event)
+        # Direct delivery first: it is what a watching client is waiting for. Neither step
+        # switches greenlets, so no reader can see the event between them.
+        try:
+            for listener in self._listeners:
+                listener(event)
+        finally:
+            self._notify()
         return event
 
     def add_listener(self, listener: Callable[[LogEvent], None]) -> None:

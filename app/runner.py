@@ -35,11 +35,12 @@ from gevent.event import Event
 
 from .allowlist import Allowlist
 from .config import Settings
+from .eventlog import EventLog
 from .jobs import Job, JobState, MemoryJobStore
 from .pgroups import ProcessGroupRegistry
 from .pipes import ReadablePipes
 from .spawn import ChildProcess, SpawnError, environment_block, spawn
-from .sse import output_json
+from .sse import OutputJSON
 
 log = logging.getLogger(__name__)
 
@@ -286,10 +287,10 @@ class ProcessRunner:
                             data = data[: max(room, 0)]
                             self.stop(run.job.id, "output_limit")
                     if data:
-                        self._emit(run.job.id, name, decoders[name], pending, data)
+                        self._emit(log_, name, decoders[name], pending, data)
                     if eof:
                         pipes.unregister(fd)
-                        self._emit(run.job.id, name, decoders[name], pending, b"", final=True)
+                        self._emit(log_, name, decoders[name], pending, b"", final=True)
         finally:
             pipes.close()
 
@@ -311,9 +312,8 @@ class ProcessRunner:
                 break  # drained for now; the next read would only say EAGAIN
         return b"".join(parts), False
 
-    def _emit(
-        self, job_id: str, name: str, decoder, pending: dict[str, bytes], data: bytes, final: bool = False
-    ) -> None:
+    @staticmethod
+    def _emit(log_: EventLog, name: str, decoder, pending: dict[str, bytes], data: bytes, final: bool = False) -> None:
         raw = pending[name] + data
         if not final and data.isascii() and not decoder.getstate()[0]:
             # The common case, and the hot path: ASCII needs no decoding, its bytes are its UTF-8.
@@ -325,7 +325,7 @@ class ProcessRunner:
                 pending[name] = raw
                 return
         pending[name] = b""
-        self.store.append(job_id, name, output_json(name, text), raw)
+        log_.append(name, OutputJSON(name, text), raw)
 
     @staticmethod
     def _close_pipes(proc: ChildProcess) -> None:

@@ -64,23 +64,37 @@ def json_string_body(text: bytes) -> bytes:
 
 
 class OutputJSON(NamedTuple):
-    """``{"type": kind, "out": <text>}`` with the string already escaped: framed in one join, never re-encoded."""
+    """``{"type": kind, "out": <text>}`` for command output: escaped once, straight into its frame (in C)."""
 
     kind: str
-    escaped: bytes  # json_string_body of the output
-
-    def parts(self) -> tuple[bytes, ...]:
-        """The JSON text, in pieces."""
-        return (b'{"type":"', self.kind.encode("ascii"), b'","out":"', self.escaped, b'"}')
+    text: bytes  # valid UTF-8
 
     def encode(self) -> bytes:
         """The JSON text."""
-        return b"".join(self.parts())
+        return _jsonescape.escape_between(_json_head(self.kind), self.text, b'"}')
 
 
 def output_json(kind: str, text: bytes) -> OutputJSON:
     """``{"type": kind, "out": text}`` for valid UTF-8 output ``text``, exactly as json.dumps would write it."""
-    return OutputJSON(kind, json_string_body(text))
+    return OutputJSON(kind, text)
+
+
+def _json_head(kind: str) -> bytes:
+    return b'{"type":%s,"out":"' % dumps(kind).encode("utf-8")
+
+
+# (event type, output kind) -> the frame's bytes from after the id to the output's opening quote.
+# Only a handful of pairs exist (stdout, stderr), so building each once keeps the hot path to
+# one dict lookup and one C call.
+_output_heads: dict[tuple[str, str], bytes] = {}
+
+
+def _output_head(event: str, kind: str) -> bytes:
+    _check_event_type(event)
+    head = b"\nevent: %s\ndata: %s" % (event.encode("utf-8"), _json_head(kind))
+    if len(_output_heads) < 64:
+        _output_heads[(event, kind)] = head
+    return head
 
 
 def dumps(payload: Any) -> str:
@@ -89,8 +103,12 @@ def dumps(payload: Any) -> str:
 
 
 def encode_json_event(payload: Any, *, event: str, event_id: int | str | None = None) -> bytes:
-    """Encode ``payload`` as JSON on a single ``data:`` line (OutputJSON is encoded already)."""
-    data = payload.parts() if isinstance(payload, OutputJSON) else (dumps(payload).encode("utf-8"),)
+    """Encode ``payload`` as JSON on a single ``data:`` line (command output in one C call)."""
+    if payload.__class__ is OutputJSON and event_id.__class__ is int:
+        # The hot path: every line of output a command writes passes here.
+        head = _output_heads.get((event, payload.kind)) or _output_head(event, payload.kind)
+        return _jsonescape.escape_between(b"id: %d%s" % (event_id, head), payload.text, b'"}\n\n')
+    data = (payload.encode() if isinstance(payload, OutputJSON) else dumps(payload).encode("utf-8"),)
     head = []
     if event_id is not None:
         event_id = str(event_id)

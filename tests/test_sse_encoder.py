@@ -9,6 +9,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from app import _jsonescape
 from app.sse import (
     HEARTBEAT,
     dumps,
@@ -218,6 +219,29 @@ def test_json_string_body_of_long_output_matches_dumps(data):
     expected = dumps(text).encode("utf-8")[1:-1]  # without the quotes
     assert json_string_body(text.encode("utf-8")) == expected
     assert json_string_body(bytearray(text.encode("utf-8"))) == expected
+
+
+@FAST
+@given(OUTPUT_TEXT, st.integers(min_value=1, max_value=2**63), st.sampled_from(["stdout", "stderr", 'odd "kind"\\']))
+def test_output_frame_in_one_c_call_equals_the_general_encoder(text, event_id, kind):
+    # The hot path (int id, OutputJSON) is built by escape_between; the general path joins parts.
+    fast = encode_json_event(output_json(kind, text.encode("utf-8")), event=kind, event_id=event_id)
+    general = encode_json_event(output_json(kind, text.encode("utf-8")), event=kind, event_id=str(event_id))
+    assert fast == general
+    assert fast == encode_json_event({"type": kind, "out": text}, event=kind, event_id=event_id)
+
+
+def test_output_frame_refuses_a_reserved_event_type_and_a_line_break_in_it():
+    for event in ("error", "open", "", "std\nout"):
+        with pytest.raises(ValueError):
+            encode_json_event(output_json("stdout", b"x"), event=event, event_id=1)
+
+
+def test_escape_between_takes_bytes_only():
+    assert _jsonescape.escape_between(b"<", b'a"\x01', b">") == b'<a\\"\\u0001>'
+    for args in ((b"", "text", b""), (b"", b"x"), (bytearray(b""), b"x", b"")):
+        with pytest.raises(TypeError):
+            _jsonescape.escape_between(*args)
 
 
 def test_json_string_body_leaves_plain_text_as_it_is():

@@ -6,6 +6,7 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -31,6 +32,29 @@ def _children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def _runtime_root() -> Path:
+    """Where the workers' process-group registry goes: tmpfs, as deployed (/run), if this machine has one."""
+    # deploy/sse-commander.service puts run_dir on /run, a tmpfs; a disk-backed directory
+    # costs a file creation per job that a deployment does not pay.
+    shm = Path("/dev/shm")
+    try:
+        if shm.is_dir() and os.access(shm, os.W_OK) and _filesystem_type(shm) == "tmpfs":
+            return shm / f"ssecmd-bench-{os.getuid()}"
+    except OSError:
+        pass
+    return OUT / "run"
+
+
+def _filesystem_type(path: Path) -> str:
+    best, kind = "", ""
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        mount = fields[1]
+        if str(path).startswith(mount) and len(mount) > len(best):
+            best, kind = mount, fields[2]
+    return kind
+
+
 class Server:
     """One gunicorn master and its workers, set up for measuring rather than for defending."""
 
@@ -39,7 +63,7 @@ class Server:
         self.port = free_port()
         self.host = "127.0.0.1"
         self.log_path = OUT / "logs" / f"{name}-{self.port}.log"
-        self.run_dir = OUT / "run" / str(self.port)
+        self.run_dir = _runtime_root() / str(self.port)
         allowed = " ".join(["echo", helper("writer"), helper("ticker")])
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -139,6 +163,7 @@ class Server:
             self.proc.kill()
             self.proc.wait(5)
         self._log.close()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def problems(self) -> list[str]:
         """Error lines and tracebacks gunicorn logged (the bench runs it at log level warning)."""

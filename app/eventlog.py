@@ -209,9 +209,13 @@ class EventLog:
     def _owner_backlog(self) -> int:
         return 0 if self._owner_cursor is None else self._units - self._owner_cursor
 
+    def owner_far_behind(self) -> bool:
+        """True while the owning viewer is so far behind that the runner must wait for it."""
+        return self._owner_cursor is not None and self._units - self._owner_cursor > self._owner_limit()
+
     def wait_for_room(self, wake: Iterable[Event] = ()) -> None:
         """Block the runner while the owning viewer is too far behind."""
-        while self._owner_backlog() > self._owner_limit():
+        while self.owner_far_behind():
             self._room.clear()
             gevent.wait([self._room, *wake], count=1)
             if any(event.is_set() for event in wake):

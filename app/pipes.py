@@ -1,56 +1,64 @@
-"""Waiting for a job's pipes to become readable, cooperatively (gevent), without a thread or a blocking read."""
+"""Watching a job's pipes cooperatively (gevent), without a thread or a blocking read.
+
+Output is read where readiness is noticed: in the io watcher's callback, run
+by the hub. Waking the runner greenlet for every line instead costs two
+greenlet switches and a stop and restart of the watchers per line, and a
+line of output waited for all of that before it could leave the worker.
+The runner itself sleeps until a pipe ends, it must wait for its viewer, or
+reading failed.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gevent
-from gevent.hub import Waiter
 
 
-class ReadablePipes:
-    """Waits until any of a job's pipes is readable: a gevent-cooperative selector cut to what the runner needs.
+class PipeWatch:
+    """libev io watchers on a job's non-blocking pipes, each calling ``on_readable(fd, name)`` from the hub.
 
-    One libev io watcher per pipe whose callback switches straight back to the
-    runner. gevent's GeventSelector sets an Event instead, whose waiter only
-    runs at the next turn of the loop: a delay on every line of output.
+    Level-triggered: a pipe that still holds data is reported again at the
+    next turn of the loop, after every other ready greenlet and watcher has
+    had its turn, so a flooding command cannot starve the worker.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_readable: Callable[[int, str], None]) -> None:
         self._loop = gevent.get_hub().loop
+        self._on_readable = on_readable
         self._watchers: dict[int, tuple[object, str]] = {}
+        self.active = False
 
     def __bool__(self) -> bool:
         return bool(self._watchers)
 
     def register(self, fd: int, name: str) -> None:
-        """Watch ``fd`` (a non-blocking pipe) for reading."""
-        self._watchers[fd] = (self._loop.io(fd, 1), name)
+        """Watch ``fd`` (a non-blocking pipe) for reading; reported only while started."""
+        watcher = self._loop.io(fd, 1)
+        self._watchers[fd] = (watcher, name)
+        if self.active:
+            watcher.start(self._on_readable, fd, name)
 
     def unregister(self, fd: int) -> None:
-        """Stop watching ``fd``."""
+        """Stop watching ``fd`` for good."""
         watcher, _ = self._watchers.pop(fd)
         watcher.stop()
         watcher.close()
 
-    def wait(self) -> list[tuple[int, str]]:
-        """Block this greenlet until at least one pipe is readable; the readable ones, with their names."""
-        waiter = Waiter()
-        ready: list[tuple[int, str]] = []
-
-        def readable(fd: int, name: str) -> None:
-            ready.append((fd, name))
-            if len(ready) == 1:
-                waiter.switch(None)
-
+    def start(self) -> None:
+        """Report readable pipes from now on."""
+        self.active = True
         for fd, (watcher, name) in self._watchers.items():
-            watcher.start(readable, fd, name)
-        try:
-            waiter.get()
-        finally:
-            for watcher, _ in self._watchers.values():
-                watcher.stop()
-        return ready
+            watcher.start(self._on_readable, fd, name)
+
+    def stop(self) -> None:
+        """Report nothing until started again."""
+        self.active = False
+        for watcher, _ in self._watchers.values():
+            watcher.stop()
 
     def close(self) -> None:
         """Stop and free every watcher."""
         for fd in list(self._watchers):
             self.unregister(fd)
+        self.active = False

@@ -2,10 +2,12 @@
 
 Data flow: process pipes -> runner (this module) -> job log -> stream generator -> socket.
 
-Each job gets one greenlet. It reads stdout and stderr through a gevent
-selector (never a read that blocks the hub), coalesces whatever is already
-in the pipe into one event, and yields to other greenlets after every event
-so a flooding command cannot starve the worker. Every command runs in its
+Each job gets one greenlet, and its output an ``OutputPump``: libev io
+watchers on stdout and stderr (never a read that blocks the hub) whose
+callbacks read whatever is already in the pipe, coalesced into one event, and
+append it to the log. The loop then serves every other ready greenlet and
+watcher before a still-readable pipe is read again, so a flooding command
+cannot starve the worker. Every command runs in its
 own session; stopping a job signals the whole process group, and the group
 is also cleaned up when the leader exits on its own.
 
@@ -32,13 +34,14 @@ from dataclasses import dataclass, field
 
 import gevent
 from gevent.event import Event
+from gevent.hub import Waiter
 
 from .allowlist import Allowlist
 from .config import Settings
 from .eventlog import EventLog
 from .jobs import Job, JobState, MemoryJobStore
 from .pgroups import ProcessGroupRegistry
-from .pipes import ReadablePipes
+from .pipes import PipeWatch
 from .spawn import ChildProcess, SpawnError, environment_block, spawn
 from .sse import OutputJSON
 
@@ -118,6 +121,111 @@ class JobRun:
     stopping: Event = field(default_factory=Event)
     done: Event = field(default_factory=Event)
     terminator: gevent.Greenlet | None = None
+
+
+class OutputPump:
+    """Moves one job's pipe output into its log: pipes -> runner -> job log.
+
+    Each readable pipe is read and its output appended (and so delivered to
+    caught-up viewers) right in the hub's io callback; the runner's greenlet
+    sleeps until every pipe has ended, the owning viewer is too far behind
+    (flow control), or reading failed. A line of output thus costs no greenlet
+    switch before it leaves the worker.
+    """
+
+    def __init__(self, log_: EventLog, settings: Settings, on_limit: Callable[[], object]) -> None:
+        self.log = log_
+        self.read_size = settings.read_chunk_bytes
+        self.coalesce = settings.coalesce_bytes
+        self.limit = settings.max_output_bytes
+        self.on_limit = on_limit  # stops the job: output_limit reached
+        self.pipes = PipeWatch(self.readable)
+        self.decoders: dict[str, codecs.IncrementalDecoder] = {}
+        self.pending: dict[str, bytes] = {}  # the start of a multi-byte character, per pipe
+        self.waiter: Waiter | None = None
+        self.failure: BaseException | None = None
+
+    def add(self, fd: int, name: str) -> None:
+        """Pump ``fd`` (non-blocking) as the output kind ``name``."""
+        self.pipes.register(fd, name)
+        self.decoders[name] = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.pending[name] = b""
+
+    def run(self, wake: tuple[Event, ...]) -> None:
+        """Pump until every pipe has ended (in the runner's greenlet)."""
+        try:
+            while self.pipes:
+                self.log.wait_for_room(wake=wake)
+                self.waiter = Waiter()
+                self.pipes.start()
+                try:
+                    self.waiter.get()
+                finally:
+                    self.waiter = None
+                    self.pipes.stop()
+                if self.failure is not None:
+                    raise self.failure
+        finally:
+            self.pipes.close()
+
+    def readable(self, fd: int, name: str) -> None:
+        """A pipe has output or has ended (called by the hub): move it into the log."""
+        try:
+            self._move(fd, name)
+            if self.pipes and not self.log.owner_far_behind():
+                return
+        except Exception as exc:  # raised in the runner's greenlet, which handles it
+            self.failure = exc
+        self.pipes.stop()
+        if self.waiter is not None:
+            self.waiter.switch(None)
+
+    def _move(self, fd: int, name: str) -> None:
+        data, eof = self._read_available(fd)
+        limit = self.limit
+        if limit and data:
+            room = limit - self.log.output_bytes - len(self.pending[name])
+            if len(data) >= room:
+                data = data[: max(room, 0)]
+                self.on_limit()
+        if data:
+            self._emit(name, data)
+        if eof:
+            self.pipes.unregister(fd)
+            self._emit(name, b"", final=True)
+
+    def _read_available(self, fd: int) -> tuple[bytes, bool]:
+        """Read what the pipe holds now, up to coalesce_bytes, without waiting."""
+        size, limit = self.read_size, self.coalesce
+        parts: list[bytes] = []
+        total = 0
+        while total < limit:
+            try:
+                data = os.read(fd, size)
+            except BlockingIOError:
+                return b"".join(parts), False
+            if not data:
+                return b"".join(parts), True
+            parts.append(data)
+            total += len(data)
+            if len(data) < size:
+                break  # drained for now; the next read would only say EAGAIN
+        return b"".join(parts), False
+
+    def _emit(self, name: str, data: bytes, final: bool = False) -> None:
+        pending, decoder = self.pending, self.decoders[name]
+        raw = pending[name] + data
+        if not final and data.isascii() and not decoder.getstate()[0]:
+            # The common case, and the hot path: ASCII needs no decoding, its bytes are its UTF-8.
+            text = data
+        else:
+            text = decoder.decode(data, final=final).encode("utf-8")
+            if not text:
+                # Only part of a multi-byte character so far: carry its bytes to the next event.
+                pending[name] = raw
+                return
+        pending[name] = b""
+        self.log.append(name, OutputJSON(name, text), raw)
 
 
 class ProcessRunner:
@@ -260,10 +368,7 @@ class ProcessRunner:
 
     def _pump(self, run: JobRun) -> None:
         proc = run.proc
-        log_ = self.store.log(run.job.id)
-        pipes = ReadablePipes()
-        decoders = {}
-        pending = {}
+        pump = OutputPump(self.store.log(run.job.id), self.settings, lambda: self.stop(run.job.id, "output_limit"))
         for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
             fd = pipe.fileno()
             os.set_blocking(fd, False)
@@ -271,61 +376,8 @@ class ProcessRunner:
             # event's worth between two reads (Linux's default is 64 KiB).
             with contextlib.suppress(OSError):
                 fcntl.fcntl(fd, F_SETPIPE_SZ, self.settings.coalesce_bytes)
-            pipes.register(fd, name)
-            decoders[name] = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            pending[name] = b""
-        limit = self.settings.max_output_bytes
-        try:
-            while pipes:
-                log_.wait_for_room(wake=(run.stopping,))
-                # Always through the hub, so a flooding pipe never starves the worker's other greenlets.
-                for fd, name in pipes.wait():
-                    data, eof = self._read_available(fd)
-                    if limit and data:
-                        room = limit - log_.output_bytes - len(pending[name])
-                        if len(data) >= room:
-                            data = data[: max(room, 0)]
-                            self.stop(run.job.id, "output_limit")
-                    if data:
-                        self._emit(log_, name, decoders[name], pending, data)
-                    if eof:
-                        pipes.unregister(fd)
-                        self._emit(log_, name, decoders[name], pending, b"", final=True)
-        finally:
-            pipes.close()
-
-    def _read_available(self, fd: int) -> tuple[bytes, bool]:
-        """Read what the pipe holds now, up to coalesce_bytes, without waiting."""
-        size, limit = self.settings.read_chunk_bytes, self.settings.coalesce_bytes
-        parts: list[bytes] = []
-        total = 0
-        while total < limit:
-            try:
-                data = os.read(fd, size)
-            except BlockingIOError:
-                return b"".join(parts), False
-            if not data:
-                return b"".join(parts), True
-            parts.append(data)
-            total += len(data)
-            if len(data) < size:
-                break  # drained for now; the next read would only say EAGAIN
-        return b"".join(parts), False
-
-    @staticmethod
-    def _emit(log_: EventLog, name: str, decoder, pending: dict[str, bytes], data: bytes, final: bool = False) -> None:
-        raw = pending[name] + data
-        if not final and data.isascii() and not decoder.getstate()[0]:
-            # The common case, and the hot path: ASCII needs no decoding, its bytes are its UTF-8.
-            text = data
-        else:
-            text = decoder.decode(data, final=final).encode("utf-8")
-            if not text:
-                # Only part of a multi-byte character so far: carry its bytes to the next event.
-                pending[name] = raw
-                return
-        pending[name] = b""
-        log_.append(name, OutputJSON(name, text), raw)
+            pump.add(fd, name)
+        pump.run(wake=(run.stopping,))
 
     @staticmethod
     def _close_pipes(proc: ChildProcess) -> None:

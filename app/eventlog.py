@@ -198,16 +198,13 @@ class EventLog:
         if self._owner_cursor is None:
             return
         self._owner_cursor = cursor
-        if self._owner_backlog() <= self._owner_limit():
+        if not self.owner_far_behind():
             self._room.set()
 
     def _owner_limit(self) -> int:
         # Units are output bytes; frames roughly double them in memory, so a
         # quarter of the budget keeps the owner's backlog well inside it.
         return max(self.max_bytes // 4, 1)
-
-    def _owner_backlog(self) -> int:
-        return 0 if self._owner_cursor is None else self._units - self._owner_cursor
 
     def owner_far_behind(self) -> bool:
         """True while the owning viewer is so far behind that the runner must wait for it."""

@@ -11,7 +11,7 @@ cannot starve the worker. Every command runs in its
 own session; stopping a job signals the whole process group, and the group
 is also cleaned up when the leader exits on its own.
 
-Commands are started by ``app.spawn`` (clone with CLONE_VM | CLONE_VFORK and
+Commands are started by ``app.spawn`` (clone with CLONE_VM and
 raw system calls in the child, never a fork of the worker), and reaped by a
 libev child watcher.
 """
@@ -260,20 +260,24 @@ class ProcessRunner:
         failed_to_start) before this returns, so the caller sees it at once.
         """
         run = JobRun(job)
+        # Listed while the child execs (this greenlet waits for that), so that a stop meanwhile is not lost.
+        self.runs[job.id] = run
         try:
             run.proc = self._spawn(job, executable)
         except Exception as exc:
             # Anything that stops the spawn must still finish the job, or it would stay "running".
+            self.runs.pop(job.id, None)
             self._record_spawn_failure(job, exc if isinstance(exc, OSError) else OSError(0, str(exc)))
             run.done.set()
             return run
-        self.runs[job.id] = run
         if self.registry is not None:
             self.registry.add(run.proc.pid)
         self.store.mark_started(job.id, run.proc.pid)
         self.store.append(
             job.id, "start", {"type": "start", "job": job.id, "pid": run.proc.pid, "argv": list(job.argv)}
         )
+        if run.stopping.is_set():
+            run.terminator = gevent.spawn(self._terminate_group, run.proc.pid)
         gevent.spawn(self._run, run)
         return run
 
@@ -398,10 +402,11 @@ class ProcessRunner:
         run = self.runs.get(job_id)
         if run is None or run.stopping.is_set():
             return False
-        if run.proc.returncode is None:
+        if run.proc is None or run.proc.returncode is None:
             run.stop_reason = reason
         run.stopping.set()
-        run.terminator = gevent.spawn(self._terminate_group, run.proc.pid)
+        if run.proc is not None:  # else start() terminates it once the child has exec'd
+            run.terminator = gevent.spawn(self._terminate_group, run.proc.pid)
         return True
 
     def stop_all(self, reason: str) -> None:

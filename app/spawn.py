@@ -1,8 +1,9 @@
 """Starting a contained command without forking the worker, and waiting for it cooperatively.
 
-``spawn()`` runs the C extension ``app._spawn`` (clone with CLONE_VM |
-CLONE_VFORK, raw system calls in the child, execve): the worker is not
-copied, only suspended until the child has exec'd. What the child gets:
+``spawn()`` runs the C extension ``app._spawn`` (clone with CLONE_VM, raw
+system calls in the child, execve): the worker is neither copied nor
+suspended. Its greenlet waits, cooperatively, until the child has exec'd;
+the worker serves others meanwhile. What the child gets:
 
 - the executable itself, no shell; argv and the environment as given (the
   runner builds a stripped one);
@@ -17,9 +18,9 @@ copied, only suspended until the child has exec'd. What the child gets:
   exit if the worker already died;
 - default signal dispositions and the worker's signal mask.
 
-A failure in the child is an ``OSError`` here, raised before anything else
-is recorded, with ``_failed_chdir`` set when the working directory was the
-problem (as gevent's subprocess does).
+A failure in the child is an ``OSError`` here, raised once the failed child
+has been reaped and before anything else is recorded, with ``_failed_chdir``
+set when the working directory was the problem (as gevent's subprocess does).
 
 ``ChildProcess`` is the little of ``subprocess.Popen`` the runner uses: the
 pid, the two pipes, ``returncode`` and a cooperative ``wait()``, fed by a
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Mapping, Sequence
 
 import gevent
@@ -141,10 +143,11 @@ def spawn(
     pdeathsig: int = 0,
 ) -> ChildProcess:
     """Start ``executable`` with ``argv`` contained as the module docstring says; OSError if it cannot."""
-    gevent.get_hub().loop.install_sigchld()
+    hub = gevent.get_hub()
+    hub.loop.install_sigchld()
     if uid is not None and gid is None:
         raise ValueError("a run-as uid needs a gid")
-    pid, out_fd, err_fd, stage, error = _spawn.spawn(
+    pid, out_fd, err_fd, launch = _spawn.start(
         _b(executable),
         tuple(_b(arg) for arg in argv),
         env_block,
@@ -154,10 +157,28 @@ def spawn(
         tuple((int(resource), int(value)) for resource, value in rlimits),
         pdeathsig,
     )
+    proc = ChildProcess(pid, out_fd, err_fd)
+    try:
+        watcher = hub.loop.io(launch.fileno(), 1)
+        try:
+            hub.wait(watcher)  # end-of-file: the child has exec'd or exited
+        finally:
+            watcher.close()
+    except BaseException:
+        # Whoever started it is gone (a kill, a timeout): so is the command.
+        os.kill(pid, signal.SIGKILL)
+        launch.result()
+        proc.stdout.close()
+        proc.stderr.close()
+        raise
+    stage, error = launch.result()
     if stage:
+        proc.stdout.close()
+        proc.stderr.close()
+        proc.wait()
         filename = _b(cwd).decode(errors="replace") if stage == _spawn.STAGE_CHDIR else os.fsdecode(_b(executable))
         exc = SpawnError(error, os.strerror(error), filename)
         exc.stage = _STAGES.get(stage, "start")
         exc._failed_chdir = stage == _spawn.STAGE_CHDIR
         raise exc
-    return ChildProcess(pid, out_fd, err_fd)
+    return proc

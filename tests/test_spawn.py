@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import gevent
@@ -234,6 +235,48 @@ def test_many_at_once_from_greenlets():
     greenlets = [gevent.spawn(one, i) for i in range(100)]
     gevent.joinall(greenlets, timeout=30, raise_error=True)
     assert [g.value for g in greenlets] == [f"{i}\n".encode() for i in range(100)]
+
+
+def test_other_greenlets_run_while_the_child_execs():
+    # The worker is not suspended until the exec (no CLONE_VFORK): the spawning greenlet waits
+    # on the status pipe, and a greenlet that was ready runs meanwhile.
+    ran = []
+    gevent.get_hub().loop.run_callback(ran.append, "other")
+    proc = spawn("/bin/echo", ["echo", "hi"], ENV, cwd="/")
+    assert ran == ["other"]
+    assert _collect(proc) == (0, b"hi\n", b"")
+
+
+def test_a_spawn_interrupted_while_the_child_execs_kills_the_child_and_keeps_nothing():
+    # Whoever started the command is gone: the command must not run on unwatched, the memory
+    # the child used must outlive it (a crash otherwise), and no descriptor may leak.
+    before = _open_fds()
+    for _ in range(20):
+        starting = gevent.spawn(spawn, "/bin/sleep", ["sleep", "30"], ENV, cwd="/")
+        gevent.sleep(0)  # into spawn(), waiting for the exec
+        starting.kill()
+        assert isinstance(starting.value, gevent.GreenletExit)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _children():
+        gevent.sleep(0.05)
+    assert _children() == []
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # every one reaped
+    assert _open_fds() == before
+
+
+def _children() -> list[int]:
+    """This process's live (or unreaped) children."""
+    me = str(os.getpid())
+    return [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and _ppid(pid) == me]
+
+
+def _ppid(pid: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[1]
+    except OSError:
+        return None
 
 
 def test_works_with_stdio_closed_in_the_worker(tmp_path):

@@ -126,7 +126,6 @@ struct spawn_args {
     struct rlimit limit_value[MAX_RLIMITS];
     int pdeathsig;    /* 0: none */
     pid_t parent_pid;
-    long max_fd;      /* for the close loop if close_range is missing */
     sigset_t old_mask;
     /* Written by the child. */
     volatile int stage;
@@ -153,13 +152,17 @@ __attribute__((noreturn)) static void child_fail(struct spawn_args *a, int stage
 }
 
 /* Close every descriptor from 3 up except keep. */
-static void close_others(struct spawn_args *a, int keep)
+static void close_others(int keep)
 {
-    long fd;
+    struct rlimit limit;
+    long fd, end = 1 << 20;
     if ((keep == 3 || failed(SYS(SYS_close_range, 3, keep - 1, 0)) == 0) &&
         failed(SYS(SYS_close_range, keep + 1, ~0U, 0)) == 0)
         return;
-    for (fd = 3; fd < a->max_fd; fd++) {
+    /* No close_range (Linux before 5.9): every descriptor below the limit. */
+    if (failed(sys6(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, (long)&limit, 0, 0)) == 0 && limit.rlim_cur < (rlim_t)end)
+        end = (long)limit.rlim_cur;
+    for (fd = 3; fd < end; fd++) {
         if (fd != keep)
             SYS(SYS_close, fd, 0, 0);
     }
@@ -169,6 +172,15 @@ static int child_main(void *arg)
 {
     struct spawn_args *a = arg;
     int i, err;
+
+    /* First, because the worker runs on meanwhile: the copies of its descriptors that this child
+     * got (sockets, other jobs' pipes) keep their files open, and their epoll registrations alive,
+     * until they are closed here. The pipe ends and /dev/null are at 3 or above (ensured by the parent). */
+    for (i = 0; i < 3; i++) {
+        if ((err = failed(SYS(SYS_dup2, a->fds[i], i, 0))))
+            child_fail(a, STAGE_FDS, err);
+    }
+    close_others(a->status_fd);
 
     /* Default dispositions: the worker's handlers must never run here, and
      * nothing it ignores (SIGPIPE above all) is inherited by the command.
@@ -181,13 +193,6 @@ static int child_main(void *arg)
             continue;
         sys6(SYS_rt_sigaction, i, (long)&sa, 0, sizeof sa.mask, 0, 0);
     }
-
-    /* The pipe ends and /dev/null are at 3 or above (ensured by the parent). */
-    for (i = 0; i < 3; i++) {
-        if ((err = failed(SYS(SYS_dup2, a->fds[i], i, 0))))
-            child_fail(a, STAGE_FDS, err);
-    }
-    close_others(a, a->status_fd);
 
     if (a->cwd && (err = failed(SYS(SYS_chdir, a->cwd, 0, 0))))
         child_fail(a, STAGE_CHDIR, err);
@@ -406,9 +411,6 @@ static PyObject *start(PyObject *self, PyObject *args)
     a->argv = launch->argv;
     a->envp = launch->envp;
     a->parent_pid = getpid();
-    a->max_fd = sysconf(_SC_OPEN_MAX);
-    if (a->max_fd < 0 || a->max_fd > 1 << 20)
-        a->max_fd = 1 << 20;
 
     launch->stack = PyMem_Malloc(CHILD_STACK_SIZE);
     if (launch->stack == NULL) {

@@ -10,6 +10,7 @@ reaped before the worker exits.
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 
 import gevent
@@ -53,6 +54,14 @@ class SSEGeventWorker(GeventWorker):
         # through this module-level function; this worker's are JSON.
         util.write_error = write_json_error
         super().init_process()
+
+    def load_wsgi(self) -> None:
+        """Load the app, then exempt everything it built from garbage collection."""
+        super().load_wsgi()
+        # The app, its modules and settings live as long as the worker; frozen, they are no
+        # longer traversed by every full collection (one took 13-33 ms under load, 4 ms after).
+        gc.collect()
+        gc.freeze()
 
     def handle_exit(self, sig, frame) -> None:
         """TERM: stop accepting (gunicorn), and tell streams and jobs (from a greenlet, not the handler)."""

@@ -264,11 +264,15 @@ class ProcessRunner:
         self.runs[job.id] = run
         try:
             run.proc = self._spawn(job, executable)
-        except Exception as exc:
+        except BaseException as exc:
             # Anything that stops the spawn must still finish the job, or it would stay "running".
+            # A kill of this greenlet while the child execs (spawn kills the child) is re-raised.
             self.runs.pop(job.id, None)
-            self._record_spawn_failure(job, exc if isinstance(exc, OSError) else OSError(0, str(exc)))
+            failure = exc if isinstance(exc, OSError) else OSError(0, str(exc) or type(exc).__name__)
+            self._record_spawn_failure(job, failure)
             run.done.set()
+            if not isinstance(exc, Exception):
+                raise
             return run
         if self.registry is not None:
             self.registry.add(run.proc.pid)

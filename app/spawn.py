@@ -166,7 +166,9 @@ def spawn(
             watcher.close()
     except BaseException:
         # Whoever started it is gone (a kill, a timeout): so is the command.
-        os.kill(pid, signal.SIGKILL)
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         launch.result()
         proc.stdout.close()
         proc.stderr.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import gevent
 
@@ -10,6 +12,7 @@ from app.allowlist import Allowlist
 from app.config import Settings
 from app.jobs import JobState, MemoryJobStore
 from app.runner import ProcessRunner
+from tests.server import children_of
 
 SETTINGS = Settings(kill_grace=1.0)
 
@@ -62,3 +65,21 @@ def test_a_start_that_fails_at_the_exec_is_recorded_and_not_left_listed():
     events = runner.store.log(job.id).read_after(0, limit=100).events
     assert [event.kind for event in events] == ["err"]
     assert json.loads(events[0].frame.split(b"data: ", 1)[1])["errno"] == 2
+
+
+def test_a_start_killed_while_the_child_execs_finishes_the_job_and_kills_the_child():
+    runner = _runner()
+    children_before = set(children_of(os.getpid()))
+    job = runner.store.create(["sleep", "30"], 60, "test")
+    starting = gevent.spawn(runner.start, job, runner.allowlist.resolve_program("sleep"))
+    gevent.sleep(0)  # into spawn(), waiting for the exec
+    starting.kill()
+    assert isinstance(starting.value, gevent.GreenletExit)
+    assert job.id not in runner.runs
+    finished = runner.store.get(job.id)
+    assert finished.state == JobState.FAILED_TO_START
+    assert _kinds(runner, job.id) == ["err"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and set(children_of(os.getpid())) - children_before:
+        gevent.sleep(0.05)
+    assert set(children_of(os.getpid())) - children_before == set()

@@ -23,6 +23,7 @@ import gevent
 import pytest
 
 from app.spawn import ChildProcess, SpawnError, environment_block, spawn
+from tests.server import children_of
 
 PYTHON = os.path.realpath(sys.executable)
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -251,32 +252,17 @@ def test_a_spawn_interrupted_while_the_child_execs_kills_the_child_and_keeps_not
     # Whoever started the command is gone: the command must not run on unwatched, the memory
     # the child used must outlive it (a crash otherwise), and no descriptor may leak.
     before = _open_fds()
+    children_before = set(children_of(os.getpid()))
     for _ in range(20):
         starting = gevent.spawn(spawn, "/bin/sleep", ["sleep", "30"], ENV, cwd="/")
         gevent.sleep(0)  # into spawn(), waiting for the exec
         starting.kill()
         assert isinstance(starting.value, gevent.GreenletExit)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _children():
+    while time.monotonic() < deadline and set(children_of(os.getpid())) - children_before:
         gevent.sleep(0.05)
-    assert _children() == []
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # every one reaped
+    assert set(children_of(os.getpid())) - children_before == set()  # killed and reaped (no zombie)
     assert _open_fds() == before
-
-
-def _children() -> list[int]:
-    """This process's live (or unreaped) children."""
-    me = str(os.getpid())
-    return [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and _ppid(pid) == me]
-
-
-def _ppid(pid: str) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[1]
-    except OSError:
-        return None
 
 
 def test_works_with_stdio_closed_in_the_worker(tmp_path):

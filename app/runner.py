@@ -296,7 +296,7 @@ class ProcessRunner:
             finally:
                 timer.kill(block=False)
                 reaper.kill(block=False)
-                self._close_pipes(proc)
+                proc.close_pipes()
             self._record_exit(run)
         except BaseException:
             log.exception("runner for job %s failed", job.id)
@@ -386,12 +386,6 @@ class ProcessRunner:
                 fcntl.fcntl(fd, F_SETPIPE_SZ, self.settings.coalesce_bytes)
             pump.add(fd, name)
         pump.run(wake=(run.stopping,))
-
-    @staticmethod
-    def _close_pipes(proc: ChildProcess) -> None:
-        for pipe in (proc.stdout, proc.stderr):
-            with contextlib.suppress(OSError):
-                pipe.close()
 
     # Stopping and reaping.
 

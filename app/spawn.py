@@ -110,6 +110,12 @@ class ChildProcess:
         self.returncode = os.waitstatus_to_exitcode(watcher.rstatus)
         self._exited.set()
 
+    def close_pipes(self) -> None:
+        """Close both output pipes (errors on closing are of no interest any more)."""
+        for pipe in (self.stdout, self.stderr):
+            with contextlib.suppress(OSError):
+                pipe.close()
+
     def wait(self, timeout: float | None = None) -> int | None:
         """The returncode (negative: killed by that signal), waiting for the exit up to ``timeout``."""
         self._exited.wait(timeout)
@@ -170,13 +176,11 @@ def spawn(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         launch.result()
-        proc.stdout.close()
-        proc.stderr.close()
+        proc.close_pipes()
         raise
     stage, error = launch.result()
     if stage:
-        proc.stdout.close()
-        proc.stderr.close()
+        proc.close_pipes()
         proc.wait()
         filename = _b(cwd).decode(errors="replace") if stage == _spawn.STAGE_CHDIR else os.fsdecode(_b(executable))
         exc = SpawnError(error, os.strerror(error), filename)

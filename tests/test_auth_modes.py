@@ -322,6 +322,7 @@ def cli_server(tmp_path_factory):
     assert password.returncode == 0, password.stderr
     config = tmp / "config.toml"
     config.write_text(f'allowed_commands = {json.dumps(ALLOWED.split())}\n\n{entry}\n{password.stdout}\n')
+    config.chmod(0o600)  # the server refuses a config file with secrets that others can read
     port = free_port()
     server = _gunicorn(tmp, {"SSECMD_CONFIG": str(config)}, [f"0.0.0.0:{port}"])
     server.port, server.base_url = port, f"http://127.0.0.1:{port}"

@@ -112,7 +112,7 @@ class Service:
             job=job.id,
             user=principal.user,
             via=principal.via,
-            addr=request.remote_addr,
+            addr=self.authenticator.client_address(),
             origin=origin,
             argv=list(spec.argv),
             action=spec.action,
@@ -190,7 +190,7 @@ class Service:
             raise ApiError(403, "forbidden", f"{principal.user} may not cancel job {job_id}")
         if job.finished or not self.runner.stop(job_id, "cancelled"):
             raise ApiError(409, "job_not_running", f"job {job_id} is not running", extra={"job": job.to_json()})
-        self.audit.record("job_cancel", job=job_id, user=principal.user, addr=request.remote_addr)
+        self.audit.record("job_cancel", job=job_id, user=principal.user, addr=self.authenticator.client_address())
         run = self.runner.runs.get(job_id)
         if run is not None:
             run.done.wait(timeout=self.settings.kill_grace + 2.0)
@@ -203,7 +203,7 @@ class Service:
             status=status,
             reason=reason,
             user=principal.user if principal and principal.user else None,
-            addr=request.remote_addr,
+            addr=self.authenticator.client_address(),
             method=request.method,
             path=request.path,
             **fields,

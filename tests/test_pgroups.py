@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
+import signal
 import stat
 import subprocess
 import sys
@@ -88,11 +90,26 @@ def test_a_record_planted_by_another_uid_kills_nothing(tmp_path, victim):
     assert any("written by uid" in w and str(record) in w for w in warnings), warnings
 
 
-@pytest.mark.parametrize("content", ["{start} ; kill", "not a start time", "{start}\n1"])
-def test_a_record_not_in_the_servers_form_kills_nothing(tmp_path, victim, content):
-    _plant(tmp_path / "run", 99, victim.pid, content.format(start=_start_time(victim.pid)))
+@pytest.fixture
+def leaderless():
+    """A live process group whose leader has exited and been reaped: no start time left to compare with."""
+    leader = subprocess.Popen(["sh", "-c", "sleep 60 & echo $!"], start_new_session=True, stdout=subprocess.PIPE,
+                              text=True)
+    member = int(leader.stdout.readline())
+    leader.wait()
+    leader.stdout.close()
+    yield leader.pid, member
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("content", ["123 ; kill", "not a start time", "\n\n"])
+def test_a_record_not_in_the_servers_form_kills_nothing(tmp_path, leaderless, content):
+    pgid, member = leaderless
+    assert _start_time(pgid) is None and _start_time(member) is not None  # the premise
+    _plant(tmp_path / "run", 99, pgid, content)
     assert kill_orphaned_groups(str(tmp_path / "run"), 99) == []
-    assert victim.poll() is None
+    assert _start_time(member) is not None
 
 
 @needs_root

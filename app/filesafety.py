@@ -11,7 +11,7 @@ changed by a user that jobs run as, or by every local user, and says which
 The rules are pure functions of what ``stat`` says (``Node``), who jobs run
 as (``JobAccounts``) and who the server is; ``startup_problems`` and
 ``ensure_private_dir`` are the thin I/O around them. Only mode bits and
-owners are judged: ACLs are not read. Standard library only: the master
+owners are judged: ACLs are not read. No gevent or Flask here: the master
 imports this before workers are forked.
 """
 

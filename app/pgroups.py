@@ -82,10 +82,9 @@ class ProcessGroupRegistry:
 
 
 def _unsafe_dir(path: str) -> str | None:
+    """Why records under ``path`` must not be acted on, or None."""
     try:
         return private_dir_problem(node(path, follow=False), os.geteuid(), server_user())
-    except FileNotFoundError:
-        return ""  # nothing recorded
     except OSError as exc:
         return f"{path}: {exc.strerror}"
 
@@ -107,11 +106,12 @@ def kill_orphaned_groups(root: str, worker_pid: int, warn: Callable[[str], objec
     warn = warn or (lambda message: None)
     directory = Path(root) / str(worker_pid)
     killed: list[int] = []
+    if not os.path.lexists(directory):
+        return killed  # the worker had nothing running
     for path in (root, str(directory)):
         problem = _unsafe_dir(path)
         if problem is not None:
-            if problem:
-                warn(f"process-group records of worker {worker_pid} ignored: {problem}")
+            warn(f"process-group records of worker {worker_pid} ignored: {problem}")
             return killed
     own_group = os.getpgrp()
     for entry in directory.iterdir():

@@ -10,12 +10,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 ALL = "*"
+_TOKEN_HASH = re.compile(r"sha256:[0-9a-f]{64}")
 SYSTEM_CHANNELS = frozenset({"jobs", "stats"})  # written by the server only
 
 
@@ -34,6 +36,8 @@ class Role:
     cancel_all_jobs: bool = False
     subscribe: frozenset[str] = frozenset({ALL})  # channels this role may read
     publish: frozenset[str] = frozenset()  # channels this role may post to
+    run_as_user: str = ""  # who this role's commands run as (when the server is root); "" = the global setting
+    run_as_group: str = ""  # with run_as_user: its group; "" = that user's primary group
 
     @property
     def free_text(self) -> bool:
@@ -84,17 +88,25 @@ class Policy:
     def _roles_of(self, principal: Principal) -> list[Role]:
         return [self.roles[name] for name in principal.roles if name in self.roles]
 
+    def role_for_command(self, principal: Principal, program: str) -> Role | None:
+        """The first of the principal's roles that allows free text whose argv[0] is ``program``."""
+        if principal.ticket_job is not None:
+            return None
+        return next((r for r in self._roles_of(principal) if ALL in r.commands or program in r.commands), None)
+
+    def role_for_action(self, principal: Principal, action: str) -> Role | None:
+        """The first of the principal's roles that allows the named action."""
+        if principal.ticket_job is not None:
+            return None
+        return next((r for r in self._roles_of(principal) if ALL in r.actions or action in r.actions), None)
+
     def may_run_command(self, principal: Principal, program: str) -> bool:
         """May this principal run free text whose argv[0] is ``program``?"""
-        if principal.ticket_job is not None:
-            return False
-        return any(ALL in role.commands or program in role.commands for role in self._roles_of(principal))
+        return self.role_for_command(principal, program) is not None
 
     def may_run_action(self, principal: Principal, action: str) -> bool:
         """May this principal run the named action?"""
-        if principal.ticket_job is not None:
-            return False
-        return any(ALL in role.actions or action in role.actions for role in self._roles_of(principal))
+        return self.role_for_action(principal, action) is not None
 
     def may_see_job(self, principal: Principal, owner: str, job_id: str) -> bool:
         """May this principal read the job (metadata, events, output)?"""
@@ -134,7 +146,9 @@ def parse_roles(document: Any) -> dict[str, Role]:
         return roles
     if not isinstance(document, Mapping):
         raise AccessConfigError("roles: expected a table of role tables")
-    allowed_keys = {"commands", "actions", "see_all_jobs", "cancel_all_jobs", "subscribe", "publish"}
+    allowed_keys = {
+        "commands", "actions", "see_all_jobs", "cancel_all_jobs", "subscribe", "publish", "run_as_user", "run_as_group",
+    }
     for name, spec in document.items():
         if not isinstance(spec, Mapping):
             raise AccessConfigError(f"roles.{name}: expected a table")
@@ -148,6 +162,11 @@ def parse_roles(document: Any) -> dict[str, Role]:
         for key in ("see_all_jobs", "cancel_all_jobs"):
             if not isinstance(spec.get(key, False), bool):
                 raise AccessConfigError(f"roles.{name}.{key}: expected true or false")
+        for key in ("run_as_user", "run_as_group"):
+            if not isinstance(spec.get(key, ""), str):
+                raise AccessConfigError(f"roles.{name}.{key}: expected a user or group name")
+        if spec.get("run_as_group") and not spec.get("run_as_user"):
+            raise AccessConfigError(f"roles.{name}.run_as_group: needs run_as_user too")
         roles[name] = Role(
             name,
             frozenset(spec.get("commands", [])),
@@ -156,6 +175,8 @@ def parse_roles(document: Any) -> dict[str, Role]:
             cancel_all_jobs=spec.get("cancel_all_jobs", False),
             subscribe=frozenset(spec.get("subscribe", [ALL])),
             publish=frozenset(spec.get("publish", [])),
+            run_as_user=spec.get("run_as_user", ""),
+            run_as_group=spec.get("run_as_group", ""),
         )
     return roles
 
@@ -183,8 +204,10 @@ def parse_credentials(tokens: Any, users: Any, roles: Mapping[str, Role]) -> tup
                 raise AccessConfigError(f"{where}.roles: unknown role(s) {', '.join(unknown)}")
             if kind == "tokens":
                 digest = entry.get("hash")
-                if not isinstance(digest, str) or not digest.startswith("sha256:") or len(digest) != 71:
-                    raise AccessConfigError(f"{where}.hash: expected 'sha256:<64 hex digits>'")
+                if not isinstance(digest, str) or not _TOKEN_HASH.fullmatch(digest):
+                    raise AccessConfigError(
+                        f"{where}.hash: expected 'sha256:<64 lower-case hex digits>' (from 'sse-commander token')"
+                    )
                 found.append(Credential(user, tuple(entry_roles), token_hash=digest))
             else:
                 digest = entry.get("password_hash")
@@ -194,6 +217,11 @@ def parse_credentials(tokens: Any, users: Any, roles: Mapping[str, Role]) -> tup
     return tuple(found)
 
 
+def _utf8(text: str) -> bytes:
+    """Text as bytes for hashing and comparing: UTF-8, with lone surrogates (valid JSON) kept, never an error."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 def new_token() -> str:
     """A fresh API token: 32 random bytes, URL-safe."""
     return "ssecmd_" + secrets.token_urlsafe(32)
@@ -201,13 +229,13 @@ def new_token() -> str:
 
 def hash_token(token: str) -> str:
     """The form a token is kept in the config."""
-    return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+    return "sha256:" + hashlib.sha256(_utf8(token)).hexdigest()
 
 
 def find_key(credentials: Iterable[Credential], user: str, key: str) -> Credential | None:
     """The credential a session was opened with, if it is still configured for that user."""
     for credential in credentials:
-        if credential.user == user and hmac.compare_digest(credential.key, key):
+        if credential.user == user and hmac.compare_digest(_utf8(credential.key), _utf8(key)):
             return credential
     return None
 
@@ -218,7 +246,7 @@ def find_token(credentials: Iterable[Credential], token: str) -> Credential | No
     match = None
     for credential in credentials:
         # Compare against every entry, so timing says nothing about which one matched.
-        if credential.token_hash and hmac.compare_digest(credential.token_hash, presented):
+        if credential.token_hash and hmac.compare_digest(_utf8(credential.token_hash), _utf8(presented)):
             match = credential
     return match
 
@@ -229,19 +257,21 @@ _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 def hash_password(password: str, salt: bytes | None = None) -> str:
     """An scrypt hash for ``[[users]] password_hash``."""
     salt = salt if salt is not None else secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, dklen=32, **_SCRYPT)
+    digest = hashlib.scrypt(_utf8(password), salt=salt, dklen=32, **_SCRYPT)
     encode = base64.urlsafe_b64encode
     return f"scrypt${_SCRYPT['n']}${encode(salt).decode()}${encode(digest).decode()}"
 
 
 def check_password(credentials: Iterable[Credential], user: str, password: str) -> Credential | None:
     """The credential for ``user`` if ``password`` matches its hash."""
+    # compare_digest takes str only when it is ASCII: names like "jörg" are compared as bytes.
+    wanted = _utf8(user)
     for credential in credentials:
-        if credential.password_hash and hmac.compare_digest(credential.user, user):
+        if credential.password_hash and hmac.compare_digest(_utf8(credential.user), wanted):
             try:
                 _, n, salt, expected = credential.password_hash.split("$")
                 digest = hashlib.scrypt(
-                    password.encode("utf-8"),
+                    _utf8(password),
                     salt=base64.urlsafe_b64decode(salt),
                     dklen=32,
                     n=int(n),

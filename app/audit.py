@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 _logger = logging.getLogger("sse_commander.audit")
+
+
+def open_private_log(path: str) -> TextIO:
+    """Open a log file for appending, created 0600: it says who ran what (the master checks an existing one)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return open(fd, "a", encoding="utf-8")
 
 
 class AuditLog:
@@ -22,7 +29,7 @@ class AuditLog:
         if destination == "-":
             handler = logging.StreamHandler(sys.stderr)
         else:
-            handler = logging.FileHandler(destination, encoding="utf-8")
+            handler = logging.StreamHandler(open_private_log(destination))
         handler.setFormatter(logging.Formatter("%(message)s"))
         _logger.addHandler(handler)
         _logger.setLevel(logging.INFO)

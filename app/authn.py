@@ -12,7 +12,6 @@ Runs before every request:
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -24,6 +23,7 @@ from .access import Credential, Principal, check_password, find_key, find_token
 from .config import Settings
 from .errors import ApiError
 from .exposure import is_loopback
+from .forwarding import TrustedProxies
 from .signing import InvalidSignedValue, Signer
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,14 @@ STATE_CHANGING_GETS = frozenset({"run.run_command"})
 # Endpoints that answer without a login (the browser rules still apply).
 PUBLIC_ENDPOINTS = frozenset({"health.healthz", "auth.login", "auth.logout", "pages.index", "pages.chat", "static"})
 NOBODY = Principal("", (), "none")
+# Credentials a browser attaches by itself (a cookie: ours, or an SSO proxy's), so a page on another site could
+# use them: a change made with one must show where it comes from.
+AMBIENT = frozenset({"session", "proxy"})
+# Sec-Fetch-Site values that only a browser sends (pages cannot set it), for a request that no other site made.
+NOT_CROSS_SITE = frozenset({"same-origin", "none"})
 REFUSALS = frozenset({401, 403, 429})
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="sse-commander"'}
 INVALID_TOKEN = {"WWW-Authenticate": 'Bearer realm="sse-commander", error="invalid_token"'}
-
-
-def _networks(entries: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(entry, strict=False) for entry in entries]
 
 
 class Authenticator:
@@ -57,10 +58,7 @@ class Authenticator:
         self.settings = settings
         self.signer = signer
         self.credentials: tuple[Credential, ...] = settings.credentials
-        try:
-            self.proxies = _networks(settings.trusted_proxies)
-        except ValueError as exc:
-            raise ValueError(f"trusted_proxies: {exc}") from None
+        self.proxies = TrustedProxies(settings.trusted_proxies)
         self.allowed_origins = frozenset(origin.rstrip("/") for origin in settings.cors_allowed_origins)
         self.allowed_hosts = frozenset(host.lower() for host in settings.allowed_hosts)
 
@@ -112,24 +110,29 @@ class Authenticator:
             raise ApiError(401, "unauthorized", "unknown or revoked token", headers=INVALID_TOKEN)
         return Principal(credential.user, credential.roles, "token")
 
+    def client_address(self) -> str:
+        """Where the current request comes from: the peer, or the client a trusted proxy forwards for."""
+        return self.proxies.client_address(request.remote_addr or "", request.headers.get("X-Forwarded-For"))
+
     def _from_proxy(self) -> Principal | None:
-        raw = request.headers.get(self.settings.user_header)
+        header = self.settings.user_header
+        raw = request.headers.get(header)
         if raw is None or not self.proxies:
             return None
-        try:
-            peer = ipaddress.ip_address(request.remote_addr or "")
-        except ValueError:
-            return None
-        if not any(peer in network for network in self.proxies):
-            log.warning("ignoring %s from untrusted address %s", self.settings.user_header, peer)
+        peer = request.remote_addr or ""
+        if not self.proxies.trusts(peer):
+            log.warning("ignoring %s from untrusted address %s", header, peer)
             return None
         try:
             # WSGI hands headers over as latin-1; proxies send UTF-8 names.
             user = raw.encode("latin-1").decode("utf-8").strip()
         except UnicodeError:
-            raise ApiError(401, "unauthorized", f"{self.settings.user_header} is not valid UTF-8") from None
+            raise ApiError(401, "unauthorized", f"{header} is not valid UTF-8") from None
         if not user:
-            raise ApiError(401, "unauthorized", f"{self.settings.user_header} is empty")
+            raise ApiError(401, "unauthorized", f"{header} is empty")
+        if "," in user:
+            # The server joins repeated header lines with commas: which of the users is meant is anyone's guess.
+            raise ApiError(401, "unauthorized", f"{header} must be sent once, naming one user (got {user!r})")
         roles = self.settings.proxy_roles
         if self.settings.roles_header and request.headers.get(self.settings.roles_header):
             offered = [r.strip() for r in request.headers[self.settings.roles_header].split(",")]
@@ -185,8 +188,13 @@ class Authenticator:
             source = origin or request.headers.get("Referer")
             if source is not None and not allowed_origin and not self._same_origin(source):
                 raise ApiError(403, "cross_site_refused", "request from another origin refused")
-            if source is None and principal.via == "session":
-                raise ApiError(403, "cross_site_refused", "a cookie-authenticated change needs an Origin header")
+            if source is None and principal.via in AMBIENT and fetch_site not in NOT_CROSS_SITE:
+                raise ApiError(
+                    403,
+                    "cross_site_refused",
+                    f"a change made with a {'session cookie' if principal.via == 'session' else 'login from the proxy'}"
+                    " needs an Origin, Referer or Sec-Fetch-Site header (scripts: use a Bearer token)",
+                )
         if principal.via == "anonymous" and not self.allowed_hosts and not is_loopback(host):
             raise ApiError(403, "forbidden", "without authentication only loopback host names are served")
 

@@ -4,26 +4,18 @@ Kept free of gevent and Flask imports: this file is read by the master,
 which must not import them before workers are forked and patched.
 """
 
-import grp
 import os
-import pwd
 import secrets
 import sys
 
-from app.config import ConfigError, load_settings
+from app.config import CONFIG_ENV, ConfigError, load_settings
+from app.runas import resolve_job_users
 
 try:
     _settings = load_settings()
-except ConfigError as exc:
+    _job_users = resolve_job_users(_settings, os.geteuid() == 0)
+except (ConfigError, LookupError) as exc:
     sys.exit(f"sse-commander: configuration error: {exc}")
-
-if os.geteuid() == 0 and _settings.run_as_user not in ("", "root"):
-    try:
-        pwd.getpwnam(_settings.run_as_user)
-        if _settings.run_as_group:
-            grp.getgrnam(_settings.run_as_group)
-    except KeyError as exc:
-        sys.exit(f"sse-commander: configuration error: run_as_user/run_as_group: no such user or group ({exc.args[0]})")
 
 if not os.path.isdir(_settings.child_cwd):
     sys.exit(f"sse-commander: configuration error: child_cwd: {_settings.child_cwd} is not a directory")
@@ -50,16 +42,32 @@ errorlog = "-"
 loglevel = _settings.log_level
 
 
+def _secret_files(cfg) -> list[tuple[str, str]]:
+    """(label, path) of every file that holds secrets or says who ran what."""
+    files = [("the configuration file", os.environ.get(CONFIG_ENV, "")), ("the audit log", _settings.audit_log)]
+    files += [("gunicorn's access log", cfg.accesslog), ("gunicorn's error log", cfg.errorlog),
+              ("the TLS key", cfg.keyfile)]
+    return [(label, path) for label, path in files if path and path != "-"]
+
+
 def on_starting(server):
-    """Master side, before binding: refuse a public address without auth."""
+    """Master side, before binding and forking: refuse a public address without auth, and files open to others."""
     from app.exposure import exposure_problem
+    from app.filesafety import shared_user_warnings, startup_problems
+    from app.pgroups import default_run_dir
 
     problem = exposure_problem(server.cfg.address, _settings.auth_configured, _settings.insecure_no_auth)
     if problem:
         sys.exit(f"sse-commander: {problem}")
+    problems = startup_problems(_secret_files(server.cfg), _settings.run_dir or default_run_dir(), _job_users)
+    if problems:
+        sys.exit("sse-commander: refusing to start:\n" + "\n".join(f"  - {p}" for p in problems))
     if _settings.insecure_no_auth and not _settings.auth_configured:
         server.log.warning("INSECURE: insecure_no_auth is set; anyone who can reach %s can run commands",
                            ", ".join(map(str, server.cfg.address)))
+    if _settings.auth_configured:
+        for warning in shared_user_warnings(_job_users, os.geteuid() == 0, _settings.roles):
+            server.log.warning(warning)
 
 
 def child_exit(server, worker):
@@ -67,6 +75,6 @@ def child_exit(server, worker):
     from app.pgroups import default_run_dir, kill_orphaned_groups
 
     root = _settings.run_dir or default_run_dir()
-    killed = kill_orphaned_groups(root, worker.pid)
+    killed = kill_orphaned_groups(root, worker.pid, server.log.warning)
     if killed:
         server.log.warning("worker %s left %d process group(s); killed: %s", worker.pid, len(killed), killed)

@@ -88,7 +88,10 @@ def _action_spec(payload: dict[str, Any], settings: Settings) -> JobSpec:
         argv = action.render(params)
     except InvalidParameter as exc:
         raise InvalidRequest(str(exc)) from None
-    timeout = payload.get("timeout", action.timeout)
+    # An absent or null timeout is the action's own: null must not mean the (larger) server default.
+    timeout = payload.get("timeout")
+    if timeout is None:
+        timeout = action.timeout
     if action.timeout is not None and isinstance(timeout, (int, float)) and timeout > action.timeout:
         raise InvalidRequest(f"timeout must not exceed this action's {action.timeout:g} seconds")
     return JobSpec(

@@ -5,6 +5,11 @@ PR_SET_PDEATHSIG, but grandchildren do not; so each worker writes one file
 per running process group, and gunicorn's master (``child_exit`` hook)
 kills whatever groups a dead worker left behind.
 
+Only this server can write there: the master creates ``run_dir`` 0700 and
+refuses one that another user owns or can write to (app/filesafety.py), and
+ignores any record this server did not write, so that nobody can have the
+root master kill a process group of their choosing.
+
 Standard library only: the master imports this, and must not import gevent
 or Flask before the workers are forked and patched.
 """
@@ -14,7 +19,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
+from collections.abc import Callable
 from pathlib import Path
+
+from .filesafety import ensure_private_dir, foreign_record, node, private_dir_problem, server_user
 
 
 def default_run_dir() -> str:
@@ -47,6 +56,7 @@ class ProcessGroupRegistry:
     """One directory per worker pid holding one file per live process group."""
 
     def __init__(self, root: str, worker_pid: int) -> None:
+        self.root = root
         self.dir = Path(root) / str(worker_pid)
         self._prefix = f"{self.dir}/"
 
@@ -57,7 +67,8 @@ class ProcessGroupRegistry:
         try:
             fd = os.open(path, flags, 0o600)
         except FileNotFoundError:  # the first group of this worker (or the directory was removed)
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            ensure_private_dir(self.root)
+            ensure_private_dir(str(self.dir))
             fd = os.open(path, flags, 0o600)
         try:
             os.write(fd, (_start_time(pgid) or "").encode())
@@ -70,18 +81,51 @@ class ProcessGroupRegistry:
             os.unlink(self._prefix + str(pgid))
 
 
-def kill_orphaned_groups(root: str, worker_pid: int) -> list[int]:
-    """Kill every group recorded for a dead worker; returns the pgids signalled."""
+def _unsafe_dir(path: str) -> str | None:
+    """Why records under ``path`` must not be acted on, or None."""
+    try:
+        return private_dir_problem(node(path, follow=False), os.geteuid(), server_user())
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+
+
+def _read_record(entry: Path) -> bytes:
+    fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 64)
+    finally:
+        os.close(fd)
+
+
+def kill_orphaned_groups(root: str, worker_pid: int, warn: Callable[[str], object] | None = None) -> list[int]:
+    """Kill every group recorded for a dead worker by this server; returns the pgids signalled.
+
+    Records this server did not write, or in a directory others could write
+    to, are left alone, and ``warn`` is told about them.
+    """
+    warn = warn or (lambda message: None)
     directory = Path(root) / str(worker_pid)
     killed: list[int] = []
-    if not directory.is_dir():
-        return killed
+    if not os.path.lexists(directory):
+        return killed  # the worker had nothing running
+    for path in (root, str(directory)):
+        problem = _unsafe_dir(path)
+        if problem is not None:
+            warn(f"process-group records of worker {worker_pid} ignored: {problem}")
+            return killed
+    own_group = os.getpgrp()
     for entry in directory.iterdir():
         try:
             pgid = int(entry.name)
-            recorded = entry.read_text().strip()
+            record = node(str(entry), follow=False)
+            content = _read_record(entry) if stat.S_ISREG(record.mode) else b""
         except (ValueError, OSError):
             continue
+        foreign = foreign_record(record, content, os.geteuid())
+        if foreign is not None or pgid <= 1 or pgid == own_group:
+            warn(f"ignored process-group record {entry}: {foreign or 'names no job of this server'}")
+            continue
+        recorded = content.decode()
         current = _start_time(pgid)
         # A live process with this pid but another start time is not ours: the pid
         # was reused after our whole group died. A pid cannot be reused while any

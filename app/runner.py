@@ -22,10 +22,8 @@ import codecs
 import contextlib
 import errno
 import fcntl
-import grp
 import logging
 import os
-import pwd
 import resource
 import signal
 import time
@@ -42,6 +40,7 @@ from .eventlog import EventLog
 from .jobs import Job, JobState, MemoryJobStore
 from .pgroups import ProcessGroupRegistry
 from .pipes import PipeWatch
+from .runas import JobUsers, resolve_job_users
 from .spawn import ChildProcess, SpawnError, environment_block, spawn
 from .sse import OutputJSON
 
@@ -67,6 +66,7 @@ class Containment:
     uid: int | None = None
     gid: int | None = None
     rlimits: tuple[tuple[int, int], ...] = ()
+    users: JobUsers = field(default_factory=JobUsers)  # roles with their own run_as_user
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Containment:
@@ -86,14 +86,21 @@ class Containment:
                 log.warning("%s=%d is above this host's hard limit %d; using %d", name, value, hard, hard)
                 value = hard
             limits.append((limit, value))
-        if os.geteuid() != 0 or settings.run_as_user in ("", "root"):
-            return cls(rlimits=tuple(limits))
         try:
-            user = pwd.getpwnam(settings.run_as_user)
-            gid = grp.getgrnam(settings.run_as_group).gr_gid if settings.run_as_group else user.pw_gid
-        except KeyError as exc:
-            raise ValueError(f"run_as_user/run_as_group: no such user or group: {exc}") from None
-        return cls(uid=user.pw_uid, gid=gid, rlimits=tuple(limits))
+            users = resolve_job_users(settings, os.geteuid() == 0)
+        except LookupError as exc:
+            raise ValueError(str(exc)) from None
+        default = users.default
+        if default is None:
+            return cls(rlimits=tuple(limits), users=users)
+        return cls(default.uid, default.gid, tuple(limits), users)
+
+    def user_for(self, role: str | None) -> tuple[int | None, int | None]:
+        """The uid and gid a command allowed by ``role`` runs as (None: the server's own)."""
+        if role is not None and role in self.users.by_role:
+            user = self.users.by_role[role]
+            return (user.uid, user.gid) if user else (None, None)
+        return self.uid, self.gid
 
 
 def _signal_name(number: int) -> str | None:
@@ -253,8 +260,8 @@ class ProcessRunner:
 
     # Lifecycle of one job.
 
-    def start(self, job: Job, executable: str) -> JobRun:
-        """Spawn the job's command now and pump it in its own greenlet.
+    def start(self, job: Job, executable: str, role: str | None = None) -> JobRun:
+        """Spawn the job's command now (as the user of ``role``, the role that allowed it) and pump it.
 
         A command that cannot start is recorded (``err`` event, state
         failed_to_start) before this returns, so the caller sees it at once.
@@ -263,7 +270,7 @@ class ProcessRunner:
         # Listed while the child execs (this greenlet waits for that), so that a stop meanwhile is not lost.
         self.runs[job.id] = run
         try:
-            run.proc = self._spawn(job, executable)
+            run.proc = self._spawn(job, executable, role)
         except BaseException as exc:
             # Anything that stops the spawn must still finish the job, or it would stay "running".
             # A kill of this greenlet while the child execs (spawn kills the child) is re-raised.
@@ -311,18 +318,19 @@ class ProcessRunner:
             run.done.set()
             self.runs.pop(job.id, None)
 
-    def _spawn(self, job: Job, executable: str) -> ChildProcess:
+    def _spawn(self, job: Job, executable: str, role: str | None) -> ChildProcess:
         # No shell; stdin /dev/null; the stripped environment; own session; every other fd
         # closed; the run-as user with only its group; then the rlimits and the death signal
         # (setting the user would clear it). See app/spawn.py.
         contain = self.containment
+        uid, gid = contain.user_for(role)
         return spawn(
             executable,
             job.argv,
             self._env_block,
             cwd=self.settings.child_cwd,
-            uid=contain.uid,
-            gid=contain.gid,
+            uid=uid,
+            gid=gid,
             rlimits=contain.rlimits,
             pdeathsig=signal.SIGKILL,
         )

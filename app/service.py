@@ -85,7 +85,7 @@ class Service:
 
     def start_job(self, spec: JobSpec, origin: str, principal: Principal) -> Job:
         """Check who may run what, the allowlist and the limits, then start the command."""
-        executable = self._authorize(spec, principal)
+        executable, role = self._authorize(spec, principal)
         if lifecycle.shutdown_event.is_set():
             raise ApiError(503, "shutting_down", "the server is restarting; try again", headers={"Retry-After": "2"})
         wait = self.rate_limiter.acquire(principal.user)
@@ -112,13 +112,14 @@ class Service:
             job=job.id,
             user=principal.user,
             via=principal.via,
-            addr=request.remote_addr,
+            addr=self.authenticator.client_address(),
             origin=origin,
             argv=list(spec.argv),
             action=spec.action,
             params=spec.params,
+            run_as_uid=self._uid_for(role),
         )
-        self.runner.start(job, executable)
+        self.runner.start(job, executable, role)
         if not job.finished:  # a job that failed to start was announced as it finished
             self._announce(job)
         return job
@@ -133,17 +134,24 @@ class Service:
             return None  # no filter to call per event and per subscriber
         return lambda event: event.audience is None or event.audience == principal.user
 
-    def _authorize(self, spec: JobSpec, principal: Principal) -> str:
+    def _authorize(self, spec: JobSpec, principal: Principal) -> tuple[str, str]:
+        """The executable to run, and the role that allows it (its run_as_user applies)."""
         if spec.action is not None:
-            if not self.policy.may_run_action(principal, spec.action):
+            role = self.policy.role_for_action(principal, spec.action)
+            if role is None:
                 raise ApiError(403, "forbidden", f"{principal.user} may not run action {spec.action!r}")
-            return self.allowlist.resolve_program(spec.argv[0])
-        if not self.policy.may_run_command(principal, spec.argv[0]):
+            return self.allowlist.resolve_program(spec.argv[0]), role.name
+        role = self.policy.role_for_command(principal, spec.argv[0])
+        if role is None:
             raise ApiError(403, "forbidden", f"{principal.user} may not run {spec.argv[0]!r}")
         try:
-            return self.allowlist.executable_for(spec.argv[0])
+            return self.allowlist.executable_for(spec.argv[0]), role.name
         except CommandNotAllowed as exc:
             raise ApiError(403, "command_not_allowed", str(exc), extra={"allowed": self.allowlist.names()}) from None
+
+    def _uid_for(self, role: str) -> int:
+        uid, _ = self.runner.containment.user_for(role)
+        return os.geteuid() if uid is None else uid
 
     def _job_finished(self, job: Job) -> None:
         self._announce(job)
@@ -182,7 +190,7 @@ class Service:
             raise ApiError(403, "forbidden", f"{principal.user} may not cancel job {job_id}")
         if job.finished or not self.runner.stop(job_id, "cancelled"):
             raise ApiError(409, "job_not_running", f"job {job_id} is not running", extra={"job": job.to_json()})
-        self.audit.record("job_cancel", job=job_id, user=principal.user, addr=request.remote_addr)
+        self.audit.record("job_cancel", job=job_id, user=principal.user, addr=self.authenticator.client_address())
         run = self.runner.runs.get(job_id)
         if run is not None:
             run.done.wait(timeout=self.settings.kill_grace + 2.0)
@@ -195,7 +203,7 @@ class Service:
             status=status,
             reason=reason,
             user=principal.user if principal and principal.user else None,
-            addr=request.remote_addr,
+            addr=self.authenticator.client_address(),
             method=request.method,
             path=request.path,
             **fields,

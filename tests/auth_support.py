@@ -37,7 +37,7 @@ ACTIONS = {
         "argv": ["echo", "hello", "{name}"],
         "params": {"name": {"type": "string", "pattern": "[a-z]{1,10}"}},
     },
-    "count": {"argv": ["seq", "{n}"], "params": {"n": {"type": "integer", "min": 1, "max": 5}}},
+    "count": {"argv": ["seq", "{n}"], "timeout": 60, "params": {"n": {"type": "integer", "min": 1, "max": 5}}},
     "pick": {"argv": ["echo", "{env}"], "params": {"env": {"type": "choice", "choices": ["staging", "prod"]}}},
     # A free string: whatever the caller sends must arrive as exactly one argv item, bracketed by printf.
     "say": {"argv": ["printf", "[%s]\\n", "{text}"], "params": {"text": {"type": "string"}}},

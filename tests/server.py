@@ -90,6 +90,27 @@ class GunicornServer:
         wait_healthy(self.proc, self.url("/healthz"), 20, "gunicorn", self.log)
         return self
 
+    def refused(self, timeout: float = 20) -> str:
+        """Run gunicorn expecting it to refuse to start: its output, once it has exited non-zero.
+
+        Fails the test if it keeps running (a worker boot loop, or no refusal at all).
+        """
+        proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for pid in children_of(proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.kill()
+            output, _ = proc.communicate()
+            raise AssertionError(f"gunicorn kept running:\n{output.decode(errors='replace')}") from None
+        text = output.decode(errors="replace")
+        assert proc.returncode != 0, text
+        assert "Traceback" not in text, text
+        assert "Booting worker" not in text, text  # refused by the master, before any worker
+        return text
+
     def url(self, path: str) -> str:
         """Absolute URL for a path on this server."""
         return self.base_url + path

@@ -316,6 +316,16 @@ def test_running_an_action(srv, name, params, argv, out):
         assert finished(srv, token, job["id"])["exit_code"] == 0
 
 
+@pytest.mark.parametrize(("extra", "timeout"), [({}, 60), ({"timeout": None}, 60), ({"timeout": 30}, 30)])
+def test_an_actions_timeout_is_the_ceiling_and_null_means_the_actions_own(srv, extra, timeout):
+    response = HTTP.post(srv.url("/jobs"), json={"action": "count", "params": {"n": 1}, **extra},
+                         headers=bearer(T["rita"]))
+    assert response.status_code == 201, response.text
+    assert response.json()["timeout"] == timeout
+    assert_error(HTTP.post(srv.url("/jobs"), json={"action": "count", "params": {"n": 1}, "timeout": 61},
+                           headers=bearer(T["rita"])), 400, contains="must not exceed this action's 60 seconds")
+
+
 @pytest.mark.parametrize(
     ("name", "params", "param"),
     [

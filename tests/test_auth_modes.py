@@ -175,7 +175,8 @@ def test_roles_header_from_the_trusted_proxy(proxied):
     server, audit = proxied
     headers = {"X-Forwarded-User": "carol", "X-Forwarded-Roles": "operator"}
     assert HTTP.get(server.url("/whoami"), headers=headers).json()["roles"] == ["operator"]
-    response = HTTP.post(server.url("/jobs"), json={"argv": ["echo", "via sso"]}, headers=headers)
+    response = HTTP.post(server.url("/jobs"), json={"argv": ["echo", "via sso"]},
+                         headers={**headers, "Sec-Fetch-Site": "same-origin"})
     assert response.status_code == 201, response.text
     job = response.json()
     assert job["owner"] == "carol"
@@ -195,6 +196,63 @@ def test_proxy_users_are_subject_to_the_browser_rules(proxied):
     assert_error(HTTP.post(server.url("/jobs"), json={"argv": ["true"]}, headers={**headers, "Origin": EVIL}), 403,
                  "cross_site_refused")
     assert_error(HTTP.get(server.url("/run?command=true"), headers={**headers, "Sec-Fetch-Site": "cross-site"}), 403)
+
+
+def _carols_jobs(server) -> list[str]:
+    headers = {"X-Forwarded-User": "carol", "X-Forwarded-Roles": "operator"}
+    return [job["id"] for job in HTTP.get(server.url("/jobs"), headers=headers).json()["jobs"]]
+
+
+def test_a_change_by_a_proxy_user_must_say_where_it_comes_from(proxied):
+    """The SSO proxy's login is a cookie too (the proxy's): a page on another site could ride on it."""
+    server, _ = proxied
+    headers = {"X-Forwarded-User": "carol", "X-Forwarded-Roles": "operator"}
+    before = _carols_jobs(server)
+    refused = HTTP.post(server.url("/jobs"), json={"argv": ["echo", "csrf"]}, headers=headers)
+    assert_error(refused, 403, "cross_site_refused", "needs an Origin, Referer or Sec-Fetch-Site header")
+    run = HTTP.get(server.url("/run?command=echo%20csrf"), headers=headers)
+    assert_error(run, 403, "cross_site_refused")
+    assert _carols_jobs(server) == before
+    same_origin = [{"Origin": server.base_url}, {"Referer": server.url("/")}, {"Sec-Fetch-Site": "same-origin"},
+                   {"Sec-Fetch-Site": "none"}]
+    for extra in same_origin:
+        response = HTTP.post(server.url("/jobs"), json={"argv": ["echo", "ok"]}, headers={**headers, **extra})
+        assert response.status_code == 201, (extra, response.text)
+    assert HTTP.get(server.url("/jobs"), headers=headers).status_code == 200  # reads need nothing
+
+
+def test_a_repeated_user_header_is_refused(proxied):
+    server, _ = proxied
+    before = _carols_jobs(server)
+    for method, target, body in [("GET", b"/whoami", b""), ("POST", b"/jobs", b'{"argv": ["echo", "dup"]}')]:
+        lines = (b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Forwarded-User: carol\r\n"
+                 b"X-Forwarded-User: admin\r\nX-Forwarded-Roles: operator\r\nSec-Fetch-Site: same-origin\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s")
+        raw = raw_request(server.port, lines % (method.encode(), target, len(body), body))
+        assert raw.status == 401, raw
+        assert raw.headers["content-type"].startswith("application/json")
+        answer = json.loads(raw.body)
+        assert answer["error"] == "unauthorized" and "must be sent once" in answer["message"], answer
+    assert _carols_jobs(server) == before
+
+
+def test_proxy_users_and_token_users_of_one_name_are_one_principal(tmp_path):
+    """The same person reaching the service two ways: the SSO proxy for the browser, a token for scripts."""
+    creds = Credentials()
+    token = creds.add_token("carol", ["operator"])
+    settings = {**creds.env(), "SSECMD_ALLOWED_COMMANDS": ALLOWED, "SSECMD_TRUSTED_PROXIES": "127.0.0.1",
+                "SSECMD_PROXY_ROLES": "operator"}
+    server = GunicornServer(tmp_path, settings).start()
+    try:
+        job = HTTP.post(server.url("/jobs"), json={"argv": ["sleep", "30"]}, headers=bearer(token)).json()
+        via_proxy = {"X-Forwarded-User": "carol", "Sec-Fetch-Site": "same-origin"}
+        assert HTTP.get(server.url(f"/jobs/{job['id']}"), headers=via_proxy).json()["owner"] == "carol"
+        cancelled = HTTP.delete(server.url(f"/jobs/{job['id']}"), headers=via_proxy)
+        assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled", cancelled.text
+        other = {"X-Forwarded-User": "carol2", "Sec-Fetch-Site": "same-origin"}
+        assert_error(HTTP.get(server.url(f"/jobs/{job['id']}"), headers=other), 404)
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize(
@@ -322,6 +380,7 @@ def cli_server(tmp_path_factory):
     assert password.returncode == 0, password.stderr
     config = tmp / "config.toml"
     config.write_text(f'allowed_commands = {json.dumps(ALLOWED.split())}\n\n{entry}\n{password.stdout}\n')
+    config.chmod(0o600)  # the server refuses a config file with secrets that others can read
     port = free_port()
     server = _gunicorn(tmp, {"SSECMD_CONFIG": str(config)}, [f"0.0.0.0:{port}"])
     server.port, server.base_url = port, f"http://127.0.0.1:{port}"
@@ -353,6 +412,23 @@ def test_cli_entry_is_valid_toml_for_any_user_name():
     assert tomllib.loads(entry)["tokens"][0]["user"] == "deploy-bot \U0001f916"
 
 
+def test_non_ascii_user_names_log_in_and_so_do_the_users_after_them(make_server):
+    creds = Credentials()
+    creds.add_password("jörg", "pw-j\u00f6rg", ["operator"])
+    creds.add_password("bob", "pw-bob", ["viewer"])
+    srv = make_server({**creds.env(), "SSECMD_ALLOWED_COMMANDS": ALLOWED})
+    joerg = HTTP.post(srv.url("/login"), json={"user": "jörg", "password": "pw-jörg"})
+    assert joerg.status_code == 200 and joerg.json()["user"] == "jörg", joerg.text
+    bob = HTTP.post(srv.url("/login"), json={"user": "bob", "password": "pw-bob"})
+    assert bob.status_code == 200 and bob.json()["user"] == "bob", bob.text
+    assert_error(HTTP.post(srv.url("/login"), json={"user": "jörg", "password": "pw-bob"}), 401)
+    # Lone surrogates: refused as JSON this server does not take, never a crash.
+    for body in ('{"user": "\\ud800", "password": "x"}', '{"user": "bob", "password": "\\udfff"}',
+                 '{"token": "\\ud800"}'):
+        response = HTTP.post(srv.url("/login"), content=body, headers={"Content-Type": "application/json"})
+        assert_error(response, 400, "bad_json")
+
+
 def test_login_attempts_are_throttled_per_address(make_server):
     creds = Credentials()
     creds.add_token("someone", ["operator"])
@@ -372,3 +448,29 @@ def test_allowed_hosts_refuses_other_host_names_even_with_auth(make_server):
     assert_error(refused, 403, "forbidden", "allowed_hosts")
     ok = HTTP.get(srv.url("/jobs"), headers={**bearer(token), "Host": f"commander.internal:{srv.port}"})
     assert ok.status_code == 200
+
+
+def test_behind_a_trusted_proxy_logins_are_throttled_per_forwarded_client(make_server):
+    creds = Credentials()
+    creds.add_token("someone", ["operator"])
+    srv = make_server({**creds.env(), "SSECMD_LOGIN_ATTEMPTS_PER_MINUTE": "2", "SSECMD_TRUSTED_PROXIES": "127.0.0.1"})
+
+    def attempt(forwarded_for: str) -> int:
+        return HTTP.post(srv.url("/login"), json={"token": "ssecmd_wrong"},
+                         headers={"X-Forwarded-For": forwarded_for}).status_code
+
+    assert [attempt("203.0.113.7") for _ in range(3)] == [401, 401, 429]
+    # Another client behind the same proxy has its own bucket ...
+    assert attempt("198.51.100.4") == 401
+    # ... and what a client writes in front of what the proxy appended changes nothing.
+    assert attempt("192.0.2.1, 203.0.113.7") == 429
+    assert attempt("192.0.2.2, 203.0.113.7") == 429
+
+
+def test_forwarded_for_from_an_untrusted_peer_is_not_a_way_around_the_throttle(make_server):
+    creds = Credentials()
+    creds.add_token("someone", ["operator"])
+    srv = make_server({**creds.env(), "SSECMD_LOGIN_ATTEMPTS_PER_MINUTE": "2", "SSECMD_TRUSTED_PROXIES": "10.9.9.9"})
+    answers = [HTTP.post(srv.url("/login"), json={"token": "ssecmd_wrong"},
+                         headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code for n in range(3)]
+    assert answers == [401, 401, 429]

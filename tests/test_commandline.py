@@ -296,5 +296,7 @@ def test_an_actions_timeout_is_a_ceiling_for_callers():
     )
     assert parse_job_request({"action": "nap"}, settings).timeout == 5
     assert parse_job_request({"action": "nap", "timeout": 2}, settings).timeout == 2
+    # An explicit null is "no preference": the action's own timeout, not the (larger) server default.
+    assert parse_job_request({"action": "nap", "timeout": None}, settings).timeout == 5
     with pytest.raises(InvalidRequest, match="must not exceed this action's 5 seconds"):
         parse_job_request({"action": "nap", "timeout": 86400}, settings)

@@ -8,13 +8,12 @@ directory under /tmp, and run with Debian's /usr/bin/python3 (not the venv's).
 
 from __future__ import annotations
 
-import contextlib
 import grp
+import json
 import os
 import pwd
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .server import REPO, GunicornServer, children_of, group_members, process_state, wait_until
+from .auth_support import HTTP, Credentials, bearer, finished, output, start, wait_for_audit
+from .server import GunicornServer, group_members, process_state, wait_until
 from .sse_client import collect, iter_events, open_stream, output_of, payload
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, readable by nobody; the venv's may live under /root
@@ -280,22 +280,8 @@ def test_run_as_group_overrides_the_primary_group(start_server, scripts):
     [("SSECMD_RUN_AS_USER", "no-such-user-ssecmd"), ("SSECMD_RUN_AS_GROUP", "no-such-group-ssecmd")],
 )
 def test_unknown_run_as_user_or_group_refuses_to_start(tmp_path, scripts, setting, name):
-    srv = GunicornServer(tmp_path, _settings(scripts, **{setting: name}))
-    proc = subprocess.Popen(srv.args, cwd=REPO, env=srv.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        output, _ = proc.communicate(timeout=20)
-    except subprocess.TimeoutExpired:  # a worker boot loop: clean up and fail
-        for pid in children_of(proc.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        proc.kill()
-        output, _ = proc.communicate()
-        pytest.fail(f"gunicorn kept running with {setting}={name}:\n{output.decode(errors='replace')}")
-    text = output.decode(errors="replace")
-    assert proc.returncode != 0
+    text = GunicornServer(tmp_path, _settings(scripts, **{setting: name})).refused()
     assert "configuration error" in text and "no such user or group" in text and name in text, text
-    assert "Traceback" not in text, text
-    assert "Booting worker" not in text, text  # refused by the master, before any worker
 
 
 # Resource limits.
@@ -391,3 +377,40 @@ def test_pdeathsig_survives_the_switch_to_nobody(start_server, scripts):
     # The master replaces the worker. Waiting for it to serve also keeps teardown quick: a TERM that
     # reaches a worker before it has installed its signal handlers is lost (graceful_timeout wait).
     assert wait_until(lambda: _healthy(srv) and worker not in srv.worker_pids(), timeout=10)
+
+
+# Roles with users of their own: one role's jobs cannot read another's through /proc.
+
+
+def test_two_roles_jobs_run_as_their_own_users_and_cannot_read_each_others_environment(start_server, scripts,
+                                                                                       tmp_path):
+    creds = Credentials()
+    alice = creds.add_token("alice", ["team-a"])
+    bob = creds.add_token("bob", ["team-b"])
+    roles = {"team-a": {"commands": ["*"], "run_as_user": "nobody"},
+             "team-b": {"commands": ["*"], "run_as_user": "daemon", "run_as_group": "daemon"}}
+    audit = tmp_path / "audit.log"
+    srv = start_server(_settings(scripts, SSECMD_ALLOWED_COMMANDS=f"{ALLOWED} cat", SSECMD_ROLES=json.dumps(roles),
+                                 SSECMD_AUDIT_LOG=str(audit), **creds.env()))
+
+    def run(token: str, argv: list[str]) -> tuple[str, dict]:
+        job = start(srv, token, {"argv": argv})
+        done = finished(srv, token, job["id"])
+        return output(srv, token, job["id"]).decode(), done
+
+    daemon = pwd.getpwnam("daemon")
+    assert _id_fields(run(alice, ["id"])[0])["uid"] == f"{_nobody().pw_uid}(nobody)"
+    assert _id_fields(run(bob, ["id"])[0])["uid"] == f"{daemon.pw_uid}(daemon)"
+    starts = wait_for_audit(audit, lambda r: r["audit"] == "job_start" and r["argv"] == ["id"])
+    assert sorted(r["run_as_uid"] for r in starts) == sorted([_nobody().pw_uid, daemon.pw_uid])
+
+    napping = start(srv, bob, {"argv": ["sleep", "30"]})
+    try:
+        environ = f"/proc/{napping['pid']}/environ"
+        text, done = run(alice, ["cat", environ])
+        assert "Permission denied" in text and done["exit_code"] == 1, text
+        # Jobs of one user can: that is why users who must not see each other's jobs get roles of their own.
+        text, done = run(bob, ["cat", environ])
+        assert done["exit_code"] == 0 and "PATH=" in text, text
+    finally:
+        HTTP.delete(srv.url(f"/jobs/{napping['id']}"), headers=bearer(bob))

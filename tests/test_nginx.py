@@ -24,6 +24,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from .auth_support import Credentials
 from .server import (
     PYTHON,
     REPO,
@@ -48,8 +49,11 @@ pytestmark = [
 ]
 
 
-def site_config(upstream_port: int, listen_port: int, read_timeout: int) -> str:
-    """The shipped deploy/nginx.conf with the upstream, listen address and stream timeouts replaced."""
+def site_config(upstream_port: int, listen_port: int, read_timeout: int, sso_user: str | None = None) -> str:
+    """The shipped deploy/nginx.conf with the upstream, listen address and stream timeouts replaced.
+
+    ``sso_user`` stands in for an auth_request SSO set-up: the proxy names this user itself.
+    """
     text = SHIPPED.read_text()
     rewrites = [
         # (pattern on an active line, replacement, how many lines must match)
@@ -57,6 +61,8 @@ def site_config(upstream_port: int, listen_port: int, read_timeout: int) -> str:
         (r"^(\s*listen\s+)80;", rf"\g<1>127.0.0.1:{listen_port};", 1),
         (r"^(\s*proxy_read_timeout\s+)1h;", rf"\g<1>{read_timeout}s;", len(SSE_LOCATIONS)),
     ]
+    if sso_user is not None:
+        rewrites.append((r'^(\s*proxy_set_header\s+X-Forwarded-User\s+)"";', rf'\g<1>"{sso_user}";', 1))
     for pattern, replacement, expected in rewrites:
         text, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
         assert count == expected, f"deploy/nginx.conf changed shape: {pattern!r} matched {count} lines, not {expected}"
@@ -100,12 +106,13 @@ def nginx_test(conf: Path, tmp: Path) -> subprocess.CompletedProcess:
 class NginxServer:
     """One nginx master (daemon off) proxying to a gunicorn server; stopped by pid."""
 
-    def __init__(self, tmp: Path, upstream_port: int, read_timeout: int = READ_TIMEOUT) -> None:
+    def __init__(self, tmp: Path, upstream_port: int, read_timeout: int = READ_TIMEOUT,
+                 sso_user: str | None = None) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.site = tmp / "site.conf"
-        self.site.write_text(site_config(upstream_port, self.port, read_timeout))
+        self.site.write_text(site_config(upstream_port, self.port, read_timeout, sso_user))
         self.conf = tmp / "nginx.conf"
         self.conf.write_text(main_config(tmp, self.site))
         self.proc: subprocess.Popen | None = None
@@ -208,6 +215,8 @@ def test_shipped_file_has_the_sse_directives():
         r"proxy_ignore_client_abort\s+off;",
         r"proxy_set_header\s+X-Forwarded-For\s+\$proxy_add_x_forwarded_for;",
         r"proxy_set_header\s+X-Forwarded-Proto\s+\$scheme;",
+        r'proxy_set_header\s+X-Forwarded-User\s+"";',
+        r'proxy_set_header\s+X-Forwarded-Roles\s+"";',
     ):
         assert re.search(directive, server_level), directive
     # A location with its own proxy_set_header would silently drop the server-level ones.
@@ -329,3 +338,42 @@ def test_resume_through_nginx_with_last_event_id(nginx):
     after_final = httpx.get(events_url, headers={"Last-Event-ID": str(ids[-1])}, timeout=10)
     assert after_final.status_code == 204
     assert after_final.content == b""
+
+
+# The user and roles headers: believed by the app from this proxy, so never a client's.
+
+
+@pytest.fixture(scope="module")
+def sso_backend(tmp_path_factory):
+    """A server that believes 127.0.0.1's user and roles headers (tokens configured too)."""
+    creds = Credentials()
+    creds.add_token("someone", ["viewer"])
+    settings = {**creds.env(), "SSECMD_TRUSTED_PROXIES": "127.0.0.1", "SSECMD_ROLES_HEADER": "X-Forwarded-Roles",
+                "SSECMD_PROXY_ROLES": "runner"}
+    backend = GunicornServer(tmp_path_factory.mktemp("sso-server"), settings).start()
+    yield backend
+    backend.stop()
+
+
+FORGED = {"X-Forwarded-User": "boss", "X-Forwarded-Roles": "admin"}
+
+
+def test_a_client_cannot_name_itself_through_nginx(sso_backend, tmp_path):
+    # The premise: straight to the app (from the trusted address), the headers would be believed.
+    assert httpx.get(sso_backend.url("/whoami"), headers=FORGED).json()["user"] == "boss"
+    proxy = NginxServer(tmp_path, sso_backend.port).start()
+    try:
+        response = httpx.get(proxy.url("/whoami"), headers=FORGED, timeout=10)
+        assert response.status_code == 401, response.text
+        assert response.json()["error"] == "unauthorized"
+    finally:
+        proxy.stop()
+
+
+def test_with_sso_the_proxy_names_the_user_and_a_clients_roles_header_is_dropped(sso_backend, tmp_path):
+    proxy = NginxServer(tmp_path, sso_backend.port, sso_user="sso-carol").start()
+    try:
+        me = httpx.get(proxy.url("/whoami"), headers=FORGED, timeout=10).json()
+        assert me["user"] == "sso-carol" and me["roles"] == ["runner"] and me["via"] == "proxy", me
+    finally:
+        proxy.stop()

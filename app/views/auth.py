@@ -21,7 +21,7 @@ def _principal_json(principal) -> dict:
 def login() -> Response:
     """{"token": "..."} or {"user": "...", "password": "..."} -> session cookie."""
     service = current_service()
-    wait = service.login_limiter.acquire(request.remote_addr or "")
+    wait = service.login_limiter.acquire(service.authenticator.client_address())
     if wait:
         raise ApiError(
             429, "rate_limited", "too many login attempts; try again later",
@@ -31,7 +31,7 @@ def login() -> Response:
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "body must be a JSON object")
     principal, credential = service.authenticator.login(body)
-    service.audit.record("login", user=principal.user, addr=request.remote_addr)
+    service.audit.record("login", user=principal.user, addr=service.authenticator.client_address())
     response = jsonify(_principal_json(principal))
     response.set_cookie(
         SESSION_COOKIE,

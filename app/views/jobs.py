@@ -67,7 +67,7 @@ def create_ticket(job_id: str) -> Response:
         raise ApiError(403, "forbidden", "a ticket cannot issue tickets")
     job = service.get_job(job_id, principal)
     ticket, expires_at = service.signer.ticket(job.id, principal.user)
-    service.audit.record("ticket", job=job.id, user=principal.user, addr=request.remote_addr)
+    service.audit.record("ticket", job=job.id, user=principal.user, addr=service.authenticator.client_address())
     response = jsonify(
         {
             "ticket": ticket,

@@ -22,7 +22,7 @@ $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python setup.cfg setup.py pyproject.toml app/_spawn.c app/_jsonescape.c
+$(STAMP): $(BIN)/python setup.cfg setup.py pyproject.toml app/_spawn.c app/spawner.c app/spawner.h app/_jsonescape.c
 	@$(MAKE) --no-print-directory build-deps
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'

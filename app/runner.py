@@ -423,10 +423,7 @@ class ProcessRunner:
         self._finished(self.store.finish(job.id, state=JobState.FAILED_TO_START, reason=reason, error=message))
 
     def _record_stopped_before_start(self, run: JobRun) -> None:
-        job, reason = run.job, run.stop_reason
-        error = "stopped before its command started"
-        self.store.append(job.id, "exit", _exit_payload(reason, None, None, None, (None, None), error))
-        self._finished(self.store.finish(job.id, state=STATE_FOR_REASON[reason], reason=reason, error=error))
+        self._record_end(run, run.stop_reason, "stopped before its command started")
 
     def _finished(self, job: Job) -> None:
         if self.on_finish is not None:
@@ -436,16 +433,23 @@ class ProcessRunner:
                 log.exception("on_finish hook failed for job %s", job.id)
 
     def _record_exit(self, run: JobRun) -> None:
-        job, proc = run.job, run.procs.leader
-        code = proc.returncode
-        signal_number = -code if code is not None and code < 0 else None
-        reason = run.stop_reason or ("killed" if signal_number else "exited")
-        exit_code = code if signal_number is None else None
+        proc = run.procs.leader
+        killed = proc.returncode is not None and proc.returncode < 0
+        reason = run.stop_reason or ("killed" if killed else "exited")
         error = f"stopped before its command started: it was stuck trying to {proc.stuck_at}" if proc.stuck_at else None
+        self._record_end(run, reason, error)
+
+    def _record_end(self, run: JobRun, reason: str, error: str | None) -> None:
+        """The exit event and the final state, with the leader's status and the job's usage where known."""
+        job, leader = run.job, run.procs.leader
+        code = leader.returncode if leader is not None else None
+        signal_number = -code if code is not None and code < 0 else None
+        exit_code = code if signal_number is None else None
         ended = time.time()
         usage = run.procs.usage()
-        payload = _exit_payload(reason, exit_code, signal_number, round(ended - (job.started_at or ended), 6), usage,
-                                error)
+        payload = _exit_payload(
+            reason, exit_code, signal_number, round(ended - (job.started_at or ended), 6), usage, error
+        )
         self.store.append(job.id, "exit", payload)
         finished = self.store.finish(
             job.id,
@@ -559,37 +563,15 @@ class ProcessRunner:
         run.given_up = True
         why = run.procs.what_is_left()
         grace = self.settings.kill_grace
-        log.warning("job %s is unkillable: %s %.0f s after it was stopped; giving up on it", job.id, why,
-                    grace + UNKILLABLE_AFTER)
+        log.warning("job %s is unkillable: %s within %.0f s of being told to end; giving up on it (its slot is "
+                    "free; what is left is reaped when it dies)", job.id, why, grace + UNKILLABLE_AFTER)
         if run.pump is not None:
             run.pump.abandon()
-        leader = run.procs.leader
-        code = leader.returncode if leader is not None else None
-        signal_number = -code if code is not None and code < 0 else None
-        exit_code = code if signal_number is None else None
-        ended = time.time()
-        usage = run.procs.usage()
-        error = f"unkillable: {why}"
-        duration = round(ended - job.started_at, 6) if job.started_at else None
-        payload = _exit_payload("unkillable", exit_code, signal_number, duration, usage, error)
-        self.store.append(job.id, "exit", payload)
-        finished = self.store.finish(
-            job.id,
-            state=JobState.UNKILLABLE,
-            reason="unkillable",
-            exit_code=exit_code,
-            signal=signal_number,
-            signal_name=payload["signal_name"],
-            error=error,
-            ended_at=ended,
-            cpu_seconds=usage[0],
-            peak_memory_bytes=usage[1],
-        )
         self._forget(run)
+        self._record_end(run, "unkillable", f"unkillable: {why}")
         run.settled.set()
         run.started.set()
         run.done.set()
-        self._finished(finished)
 
 
 def _exit_payload(

@@ -107,8 +107,15 @@ def own_cgroup(proc_cgroup: str) -> str | None:
 
 
 def _read(path: str) -> str:
-    with open(path) as fh:
-        return fh.read()
+    # Plain system calls: a job's cgroup files are read on every job, and file objects cost more than the read.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
 
 
 def _write(path: str, text: str) -> None:
@@ -307,7 +314,7 @@ class WorkerCgroups:
                 _write(os.path.join(self.dir, "cgroup.subtree_control"),
                        " ".join(f"+{name}" for name in self.plan.controllers))
             self._made = True
-        cgroup = JobCgroup(os.path.join(self.dir, f"job-{job_id}"))
+        cgroup = JobCgroup(os.path.join(self.dir, f"job-{job_id}"), "memory" in self.plan.controllers)
         os.mkdir(cgroup.path, 0o755)
         try:
             if self.memory_max:
@@ -329,8 +336,9 @@ class WorkerCgroups:
 class JobCgroup:
     """One job's cgroup: join it, signal and kill everything in it, measure it, remove it."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, has_memory: bool = False) -> None:
         self.path = path
+        self.has_memory = has_memory  # memory.peak exists (the memory controller is enabled for it)
 
     def open_procs(self) -> int:
         """``cgroup.procs`` open for writing: a child writes "0" to it to join."""
@@ -384,13 +392,12 @@ class JobCgroup:
         """(CPU seconds, peak memory in bytes) of everything that ran in it; None where not measurable."""
         cpu = peak = None
         with contextlib.suppress(OSError, ValueError):
-            for line in _read(os.path.join(self.path, "cpu.stat")).splitlines():
-                name, _, value = line.partition(" ")
-                if name == "usage_usec":
-                    cpu = int(value) / 1e6
-                    break
-        with contextlib.suppress(OSError, ValueError):
-            peak = int(_read(os.path.join(self.path, "memory.peak")))
+            stat = _read(os.path.join(self.path, "cpu.stat"))
+            if stat.startswith("usage_usec "):  # the first line, always
+                cpu = int(stat[11 : stat.index("\n")]) / 1e6
+        if self.has_memory:
+            with contextlib.suppress(OSError, ValueError):  # memory.peak: Linux 5.19
+                peak = int(_read(os.path.join(self.path, "memory.peak")))
         return cpu, peak
 
     def remove(self) -> bool:

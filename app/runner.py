@@ -491,12 +491,13 @@ class ProcessRunner:
         procs = run.procs
         procs.leader.wait()
         self._arm_deadline(run)  # the rest of the job has that long to go too
-        if not run.stopping.is_set() and procs.alive():
-            self._terminate(run)
-        pause = 0.02
-        while procs.alive():
-            gevent.sleep(pause)
-            pause = min(pause * 2, 1.0)
+        if procs.alive():  # it left something behind
+            if not run.stopping.is_set():
+                self._terminate(run)
+            pause = 0.02
+            while procs.alive():
+                gevent.sleep(pause)
+                pause = min(pause * 2, 1.0)
         run.settled.set()
         run.done.wait()  # the exit recorded: its usage was read from the cgroup
         if self.registry is not None:

@@ -17,21 +17,15 @@ import pytest
 
 from tests import cgroup_support
 
-from .server import PYTHON, group_members, helper, process_state, wait_until
+from .job_support import alive, post_job, wait_final
+from .server import PYTHON, group_members, helper, wait_until
 from .sse_client import collect, iter_events, open_stream, payload
 
 pytestmark = pytest.mark.skipif(cgroup_support.skip_reason() is not None, reason=str(cgroup_support.skip_reason()))
 
 
-def _alive(pid: int) -> bool:
-    state = process_state(pid)
-    return state is not None and state != "Z"
 
 
-def _post(server, body: dict) -> dict:
-    response = httpx.post(server.url("/jobs"), json=body, timeout=10)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def _first_stdout(server, job: dict) -> str:
@@ -48,15 +42,6 @@ def _pids(text: str) -> tuple[int, int]:
     return int(leader), int(escapee)
 
 
-def _wait_final(server, job_id: str, timeout: float) -> dict:
-    state = {}
-
-    def final() -> bool:
-        state.update(httpx.get(server.url(f"/jobs/{job_id}"), timeout=5).json())
-        return state["state"] not in ("running", "stopping")
-
-    assert wait_until(final, timeout), state
-    return state
 
 
 def _base(server) -> Path:
@@ -90,27 +75,27 @@ def test_healthz_and_the_startup_log_say_how_jobs_are_contained(cgroup_server, m
 def test_a_setsid_escapee_ends_with_its_job(cgroup_server):
     # The leader exits at once; the escapee holds the job's stdout open. With process groups alone the job
     # ran "forever"; its cgroup catches the escapee.
-    job = _post(cgroup_server, {"argv": [PYTHON, helper("escape.py"), "--hold"]})
+    job = post_job(cgroup_server, {"argv": [PYTHON, helper("escape.py"), "--hold"]})
     _, escapee = _pids(_first_stdout(cgroup_server, job))
-    final = _wait_final(cgroup_server, job["id"], timeout=10)
+    final = wait_final(cgroup_server, job["id"], timeout=10)
     assert final["state"] == "exited" and final["exit_code"] == 0
-    assert wait_until(lambda: not _alive(escapee), timeout=5)
+    assert wait_until(lambda: not alive(escapee), timeout=5)
 
 
 def test_cancel_reaches_setsid_escapees(cgroup_server):
-    job = _post(cgroup_server, {"argv": [PYTHON, helper("escape.py"), "600", "--hold"]})
+    job = post_job(cgroup_server, {"argv": [PYTHON, helper("escape.py"), "600", "--hold"]})
     leader, escapee = _pids(_first_stdout(cgroup_server, job))
     started = time.monotonic()
     response = httpx.delete(cgroup_server.url(job["urls"]["self"]), timeout=15)
     assert response.status_code == 200, response.text
     assert response.json()["state"] == "cancelled"
     assert time.monotonic() - started < 1 + 1  # kill_grace + 1 s
-    assert wait_until(lambda: not _alive(leader) and not _alive(escapee), timeout=5)
+    assert wait_until(lambda: not alive(leader) and not alive(escapee), timeout=5)
 
 
 def test_cpu_time_is_in_the_exit_event_and_the_metadata(cgroup_server):
     busy = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
-    job = _post(cgroup_server, {"argv": [PYTHON, "-c", busy]})
+    job = post_job(cgroup_server, {"argv": [PYTHON, "-c", busy]})
     events = collect(cgroup_server.url(job["urls"]["events"]), timeout=20)
     exit_event = payload(events[-1])
     assert exit_event["reason"] == "exited"
@@ -127,7 +112,7 @@ def test_job_cgroups_are_removed_and_so_is_the_server_s_at_its_exit(make_server)
     srv = make_server()
     base = _base(srv)
     for command in ("true", "false", "echo hi"):
-        _wait_final(srv, _post(srv, {"command": command})["id"], timeout=10)
+        wait_final(srv, post_job(srv, {"command": command})["id"], timeout=10)
     (worker,) = srv.worker_pids()
     worker_dir = base / f"worker-{worker}"
     assert wait_until(lambda: not list(worker_dir.glob("job-*")), timeout=5), list(worker_dir.iterdir())
@@ -139,12 +124,12 @@ def test_a_worker_killed_by_sigkill_leaves_no_escapee_behind(make_server):
     # The leader dies with the worker (PR_SET_PDEATHSIG); the master kills the rest of the worker's cgroups,
     # which hold what left the process group too.
     srv = make_server()
-    job = _post(srv, {"argv": [PYTHON, helper("escape.py"), "600"]})
+    job = post_job(srv, {"argv": [PYTHON, helper("escape.py"), "600"]})
     leader, escapee = _pids(_first_stdout(srv, job))
     assert not group_members(leader) or escapee not in group_members(leader)  # it did escape
     (worker,) = srv.worker_pids()
     os.kill(worker, signal.SIGKILL)
-    assert wait_until(lambda: not _alive(leader) and not _alive(escapee), timeout=10)
+    assert wait_until(lambda: not alive(leader) and not alive(escapee), timeout=10)
     assert wait_until(lambda: not (_base(srv) / f"worker-{worker}").exists(), timeout=10)
     assert wait_until(lambda: httpx.get(srv.url("/healthz")).status_code == 200, timeout=10)
 
@@ -154,8 +139,8 @@ def test_memory_max_ends_a_job_that_exceeds_it(make_server):
     if "memory.max" not in _containment(srv)["limits"]:
         pytest.skip("no memory controller for job cgroups on this host")
     hog = "chunks = []\nwhile True: chunks.append(bytearray(16 << 20))"
-    job = _post(srv, {"argv": [PYTHON, "-c", hog], "timeout": 30})
-    final = _wait_final(srv, job["id"], timeout=30)
+    job = post_job(srv, {"argv": [PYTHON, "-c", hog], "timeout": 30})
+    final = wait_final(srv, job["id"], timeout=30)
     assert final["state"] == "killed" and final["signal_name"] == "SIGKILL"
     assert final["peak_memory_bytes"] <= 64 << 20
 
@@ -170,7 +155,7 @@ def test_pids_max_bounds_the_processes_of_a_job(make_server):
         "    if pid == 0:\n        time.sleep(30)\n        os._exit(0)\n    forked += 1\n"
         "print(forked, failed, flush=True)"
     )
-    job = _post(srv, {"argv": [PYTHON, "-c", bomb], "timeout": 30})
+    job = post_job(srv, {"argv": [PYTHON, "-c", bomb], "timeout": 30})
     forked, failed = map(int, _first_stdout(srv, job).split())
     assert forked < 20 and failed > 0
     httpx.delete(srv.url(job["urls"]["self"]), timeout=15)

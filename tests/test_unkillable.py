@@ -18,6 +18,7 @@ import pytest
 
 from tests import fusehang
 
+from .job_support import alive, post_job, wait_final
 from .server import HELPERS, PYTHON, GunicornServer, helper, process_state, wait_until
 from .sse_client import collect, iter_events, open_stream, payload
 
@@ -25,30 +26,14 @@ KILL_GRACE = 1.0
 UNKILLABLE_AFTER = 5.0
 
 
-def _alive(pid: int) -> bool:
-    state = process_state(pid)
-    return state is not None and state != "Z"
 
 
-def _post(server, body: dict) -> dict:
-    response = httpx.post(server.url("/jobs"), json=body, timeout=10)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def _job(server, job_id: str) -> dict:
     return httpx.get(server.url(f"/jobs/{job_id}"), timeout=5).json()
 
 
-def _wait_final(server, job_id: str, timeout: float) -> dict:
-    state = {}
-
-    def final() -> bool:
-        state.update(_job(server, job_id))
-        return state["state"] not in ("running", "stopping")
-
-    assert wait_until(final, timeout), state
-    return state
 
 
 @pytest.fixture
@@ -78,9 +63,9 @@ def test_a_command_hanging_before_its_exec_still_times_out(hanging_server):
     srv = make({"SSECMD_CHILD_CWD": str(control.mountpoint / "x")})  # served at start-up, hung below
     control.set("pending")
     started = time.monotonic()
-    job = _post(srv, {"command": "sleep 30", "timeout": 1})  # answers before the exec that never comes
+    job = post_job(srv, {"command": "sleep 30", "timeout": 1})  # answers before the exec that never comes
     assert time.monotonic() - started < 5
-    final = _wait_final(srv, job["id"], timeout=1 + KILL_GRACE + 10)
+    final = wait_final(srv, job["id"], timeout=1 + KILL_GRACE + 10)
     assert final["state"] == "timed_out" and final["reason"] == "timeout"
     assert "stuck trying to enter the working directory" in final["error"]
     events = collect(srv.url(job["urls"]["events"]), timeout=10)
@@ -91,7 +76,7 @@ def test_delete_of_a_command_hanging_before_its_exec_ends_it(hanging_server):
     make, control = hanging_server
     srv = make({"SSECMD_CHILD_CWD": str(control.mountpoint / "x")})
     control.set("pending")
-    job = _post(srv, {"command": "sleep 30"})
+    job = post_job(srv, {"command": "sleep 30"})
     started = time.monotonic()
     response = httpx.delete(srv.url(job["urls"]["self"]), timeout=15)
     assert time.monotonic() - started < KILL_GRACE + 1
@@ -103,7 +88,7 @@ def test_an_unkillable_job_is_given_up_on_and_its_slot_freed(hanging_server):
     srv = make({"SSECMD_MAX_RUNNING_JOBS": "1", "SSECMD_ALLOWED_COMMANDS": "ls sleep"})
     control.set("stuck")
     # ls waits for the file system uninterruptibly: not even SIGKILL (nor cgroup.kill) ends it.
-    job = _post(srv, {"argv": ["ls", str(control.mountpoint / "y")]})
+    job = post_job(srv, {"argv": ["ls", str(control.mountpoint / "y")]})
     assert wait_until(lambda: process_state(job["pid"]) in ("S", "D"), timeout=5)
     started = time.monotonic()
     response = httpx.delete(srv.url(job["urls"]["self"]), timeout=15)
@@ -112,24 +97,24 @@ def test_an_unkillable_job_is_given_up_on_and_its_slot_freed(hanging_server):
     assert response.json()["state"] == "stopping"
     assert _job(srv, job["id"])["state"] == "stopping"
     assert httpx.post(srv.url("/jobs"), json={"command": "sleep 1"}, timeout=10).status_code == 429  # slot taken
-    final = _wait_final(srv, job["id"], timeout=KILL_GRACE + UNKILLABLE_AFTER + 5)
+    final = wait_final(srv, job["id"], timeout=KILL_GRACE + UNKILLABLE_AFTER + 5)
     assert time.monotonic() - started < KILL_GRACE + UNKILLABLE_AFTER + 3
     assert final["state"] == "unkillable" and final["reason"] == "unkillable"
     assert "did not die" in final["error"]
-    assert _alive(job["pid"])  # the premise: it really could not be killed
+    assert alive(job["pid"])  # the premise: it really could not be killed
     events = collect(srv.url(job["urls"]["events"]), timeout=10)
     assert payload(events[-1])["reason"] == "unkillable"
     assert [j["id"] for j in httpx.get(srv.url("/jobs?state=unkillable")).json()["jobs"]] == [job["id"]]
     assert "unkillable" in srv.log()
-    assert _post(srv, {"command": "sleep 0"})["state"] in ("running", "exited")  # the slot is free
+    assert post_job(srv, {"command": "sleep 0"})["state"] in ("running", "exited")  # the slot is free
     control.set("release")  # the file system lets go: the process dies, and is reaped
-    assert wait_until(lambda: not _alive(job["pid"]), timeout=10)
+    assert wait_until(lambda: not alive(job["pid"]), timeout=10)
 
 
 def test_without_cgroups_an_escapee_holding_the_output_ends_its_job_as_unkillable(make_server):
     # Process groups cannot reach what left with setsid(): the job still ends, kill_grace + 5 s after its leader.
     srv = make_server({"SSECMD_CGROUP": "off", "SSECMD_KILL_GRACE": str(KILL_GRACE)})
-    job = _post(srv, {"argv": [PYTHON, helper("escape.py"), "--hold"]})
+    job = post_job(srv, {"argv": [PYTHON, helper("escape.py"), "--hold"]})
     escapee = None
     try:
         with open_stream(srv.url(job["urls"]["events"]), timeout=20) as response:
@@ -137,11 +122,11 @@ def test_without_cgroups_an_escapee_holding_the_output_ends_its_job_as_unkillabl
                 if event.type == "stdout":
                     escapee = int(payload(event)["out"].split()[2])
                     break
-        final = _wait_final(srv, job["id"], timeout=KILL_GRACE + UNKILLABLE_AFTER + 5)
+        final = wait_final(srv, job["id"], timeout=KILL_GRACE + UNKILLABLE_AFTER + 5)
         assert final["state"] == "unkillable"
         assert final["exit_code"] == 0  # the leader itself had exited
         assert "outside its process group" in final["error"]
-        assert _alive(escapee)
+        assert alive(escapee)
     finally:
         if escapee is not None:
             os.kill(escapee, signal.SIGKILL)

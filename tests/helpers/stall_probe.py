@@ -34,22 +34,14 @@ import gevent  # noqa: E402
 
 from app.spawn import environment_block, spawn  # noqa: E402
 from tests.fusehang import Control  # noqa: E402
+from tests.server import children_of  # noqa: E402
 
 # (chdir, clone) system call numbers: x86-64's own table, and the generic one (arm64, riscv64, ...).
 SYSCALLS = {"x86_64": (80, 56)}.get(platform.machine(), (49, 220))
 
 
 def children() -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == os.getpid():
-                found.append(int(entry))
-    return found
+    return children_of(os.getpid())
 
 
 def syscall_of(pid: int, tid: int | None = None) -> list[str]:

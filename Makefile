@@ -10,19 +10,22 @@ RUN_APT_PACKAGES := iputils-ping procps
 # python3: Debian's interpreter, readable by the unprivileged user the containment tests run as.
 # chromium: the browser tests drive it with Playwright (executable_path, no browser download).
 # gcc, libc6-dev: the benchmarks' C clients, built by `make bench-smoke` (part of `make test`).
-TEST_APT_PACKAGES := $(RUN_APT_PACKAGES) nginx-light curl python3 chromium gcc libc6-dev
+# Cross compilers (tests/test_cross_compile.py): the C extensions build for arm64, riscv64 and 32-bit arm.
+CROSS_APT_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-riscv64-linux-gnu libc6-dev-riscv64-cross \
+	gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
+TEST_APT_PACKAGES := $(RUN_APT_PACKAGES) nginx-light curl python3 chromium gcc libc6-dev $(CROSS_APT_PACKAGES)
 # Building the C extensions app/_spawn.c and app/_jsonescape.c (pip install): a C compiler, libc headers, and the
 # interpreter's headers (Debian's python3.X-dev, installed only if Python.h is missing).
 BUILD_APT_PACKAGES := gcc libc6-dev
 PYTHON_DEV_PACKAGE := $(notdir $(PYTHON))-dev
 
-.PHONY: run install test test-deps run-deps test-system-deps build-deps python-headers lint clean
+.PHONY: run install test test-deps run-deps test-system-deps build-deps python-headers lint cross-check clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python setup.cfg setup.py pyproject.toml app/_spawn.c app/_jsonescape.c
+$(STAMP): $(BIN)/python setup.cfg setup.py pyproject.toml app/_spawn.c app/spawner.c app/spawner.h app/_jsonescape.c
 	@$(MAKE) --no-print-directory build-deps
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -63,6 +66,10 @@ test-deps: install test-system-deps
 
 lint: install
 	$(BIN)/ruff check .
+
+# The C extensions compiled with Debian's cross compilers (also part of `make test`'s pytest run).
+cross-check: test-deps
+	$(BIN)/pytest -q tests/test_cross_compile.py
 
 test: test-deps
 	$(BIN)/ruff check .

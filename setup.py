@@ -6,8 +6,10 @@ setup(
     ext_modules=[
         Extension(
             "app._spawn",
-            ["app/_spawn.c"],
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            ["app/_spawn.c", "app/spawner.c"],
+            depends=["app/spawner.h"],
+            extra_compile_args=["-O2", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            extra_link_args=["-pthread"],
         ),
         Extension(
             "app._jsonescape",

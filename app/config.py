@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 
 from .access import BUILTIN_ROLES, AccessConfigError, Credential, Role, parse_credentials, parse_roles
 from .actions import Action, parse_actions
+from .cgroups import CGROUP_SETTINGS
 
 ENV_PREFIX = "SSECMD_"
 CONFIG_ENV = "SSECMD_CONFIG"
@@ -110,6 +112,11 @@ class Settings:
     rlimit_as: int = 4 * 1024**3  # address space in bytes
     rlimit_nofile: int = 1024
     rlimit_nproc: int = 512  # processes of the user the job runs as
+    cgroup: str = "auto"  # a cgroup per job: "auto" (where the host allows), "required", or "off"
+    job_memory_max: int = 4 * 1024**3  # memory.max of a job's cgroup (all its processes); 0 = none
+    job_pids_max: int = 512  # pids.max of a job's cgroup; 0 = none
+    no_new_privileges: bool = True  # PR_SET_NO_NEW_PRIVS: no set-uid or file-capability program gains anything
+    child_umask: str = "022"  # octal
     rate_limit_per_minute: int = 300  # job starts per user; 0 = unlimited
     rate_limit_burst: int = 100
     login_attempts_per_minute: int = 10  # per client address; 0 = unlimited
@@ -198,10 +205,15 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError(f"{name}: must be greater than zero")
     for name in (
         "max_output_bytes", "kill_grace", "retry_ms", "shutdown_retry_jitter_ms", "rlimit_cpu", "rlimit_as",
-        "rlimit_nofile", "rlimit_nproc", "rate_limit_per_minute", "login_attempts_per_minute",
+        "rlimit_nofile", "rlimit_nproc", "rate_limit_per_minute", "login_attempts_per_minute", "job_memory_max",
+        "job_pids_max",
     ):
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name}: must not be negative")
+    if settings.cgroup not in CGROUP_SETTINGS:
+        raise ConfigError(f"cgroup: must be one of {', '.join(CGROUP_SETTINGS)}")
+    if not re.fullmatch(r"0?[0-7]{1,3}", settings.child_umask):
+        raise ConfigError(f"child_umask: expected an octal mode such as 022, got {settings.child_umask!r}")
     if settings.log_level not in ("debug", "info", "warning", "error", "critical"):
         raise ConfigError("log_level: must be one of debug, info, warning, error, critical")
     if settings.default_timeout > settings.max_timeout:

@@ -51,7 +51,8 @@ def _secret_files(cfg) -> list[tuple[str, str]]:
 
 
 def on_starting(server):
-    """Master side, before binding and forking: refuse a public address without auth, and files open to others."""
+    """Master side, before forking: refuse a public bind without auth and exposed files; decide job containment."""
+    from app import cgroups
     from app.exposure import exposure_problem
     from app.filesafety import shared_user_warnings, startup_problems
     from app.pgroups import default_run_dir
@@ -68,13 +69,37 @@ def on_starting(server):
     if _settings.auth_configured:
         for warning in shared_user_warnings(_job_users, os.geteuid() == 0, _settings.roles):
             server.log.warning(warning)
+    # Once, before any worker is forked: the workers inherit the plan (and, delegated, the leaf cgroup).
+    try:
+        plan = cgroups.establish(_settings.cgroup, os.getpid())
+    except cgroups.CgroupError as exc:
+        sys.exit(f"sse-commander: configuration error: {exc}")
+    server.log.info("%s", plan.describe())
 
 
 def child_exit(server, worker):
-    """Master side: kill the process groups a worker left behind (it may have died by SIGKILL)."""
+    """Master side: kill what a worker's jobs left behind (it may have died by SIGKILL)."""
+    from app import cgroups
     from app.pgroups import default_run_dir, kill_orphaned_groups
 
+    plan = cgroups.server_plan()
+    if plan is not None and plan.uses_cgroups:
+        found, removed = cgroups.release_worker(plan, worker.pid)
+        if found:
+            server.log.warning("worker %s left %d process(es) in its jobs' cgroups; killed", worker.pid, found)
+        if not removed:
+            server.log.warning("worker %s: some of its jobs' cgroups could not be removed", worker.pid)
+        return
     root = _settings.run_dir or default_run_dir()
     killed = kill_orphaned_groups(root, worker.pid, server.log.warning)
     if killed:
         server.log.warning("worker %s left %d process group(s); killed: %s", worker.pid, len(killed), killed)
+
+
+def on_exit(server):
+    """Master side, last: remove the cgroups this server made (killing what is still in them)."""
+    from app import cgroups
+
+    plan = cgroups.server_plan()
+    if plan is not None and not cgroups.release_server(plan):
+        server.log.warning("some of this server's cgroups under %s could not be removed", plan.base)

@@ -29,11 +29,16 @@ class JobState(enum.StrEnum):
     """Where a job is in its life."""
 
     RUNNING = "running"
+    STOPPING = "stopping"  # being stopped: signalled, not all gone yet
     EXITED = "exited"
     KILLED = "killed"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
     FAILED_TO_START = "failed_to_start"
+    UNKILLABLE = "unkillable"  # still not gone kill_grace + 5 s after it was stopped: given up on
+
+
+LIVE_STATES = frozenset({JobState.RUNNING, JobState.STOPPING})
 
 
 class UnknownJob(KeyError):
@@ -73,11 +78,13 @@ class Job:
     error: str | None = None
     output_bytes: int = 0
     dropped_bytes: int = 0
+    cpu_seconds: float | None = None  # CPU time of all its processes, where measurable
+    peak_memory_bytes: int | None = None  # peak memory of all its processes, where measurable
 
     @property
     def finished(self) -> bool:
         """True once the job has ended, however it ended."""
-        return self.state is not JobState.RUNNING
+        return self.state not in LIVE_STATES
 
     def duration(self, now: float | None = None) -> float | None:
         """Seconds from start to end (or to now while running)."""
@@ -109,6 +116,8 @@ class Job:
             "duration": self.duration(),
             "output_bytes": self.output_bytes,
             "dropped_bytes": self.dropped_bytes,
+            "cpu_seconds": self.cpu_seconds,
+            "peak_memory_bytes": self.peak_memory_bytes,
             "urls": {
                 "self": f"/jobs/{self.id}",
                 "events": f"/jobs/{self.id}/events",
@@ -243,6 +252,12 @@ class MemoryJobStore(JobStore):
         job = self._jobs[job_id]
         job.pid = pid
         job.started_at = time.time()
+
+    def mark_stopping(self, job_id: str) -> None:
+        """A running job is being stopped."""
+        job = self._jobs[job_id]
+        if job.state is JobState.RUNNING:
+            job.state = JobState.STOPPING
 
     def finish(self, job_id: str, **fields: Any) -> Job:
         """Record how a job ended."""

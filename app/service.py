@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import current_app, request
 
-from . import lifecycle
+from . import cgroups, lifecycle
 from .access import Policy, Principal
 from .allowlist import Allowlist, CommandNotAllowed
 from .audit import AuditLog
@@ -58,15 +58,26 @@ class Service:
             max_finished=settings.max_finished_jobs,
             finished_ttl=settings.finished_job_ttl,
         )
-        registry = ProcessGroupRegistry(settings.run_dir or default_run_dir(), os.getpid())
+        self.containment_plan = _containment_plan(settings)
+        log.info("%s", self.containment_plan.describe())
+        job_cgroups = registry = None
+        if self.containment_plan.uses_cgroups:
+            job_cgroups = cgroups.WorkerCgroups(
+                self.containment_plan, os.getpid(), settings.job_memory_max, settings.job_pids_max
+            )
+        else:  # what the master kills if this worker dies (with cgroups it kills the worker's cgroups)
+            registry = ProcessGroupRegistry(settings.run_dir or default_run_dir(), os.getpid())
+        containment = Containment.from_settings(settings)
+        _warn_if_ping_cannot_work(settings, containment, self.allowlist)
         self.runner = ProcessRunner(
             settings,
             self.store,
             self.allowlist,
             child_environment(settings, os.environ),
             registry,
-            Containment.from_settings(settings),
+            containment,
             on_finish=self._job_finished,
+            cgroups=job_cgroups,
         )
         self.hub = ChannelHub(
             max_channels=settings.max_channels,
@@ -184,16 +195,20 @@ class Service:
         return [job for job in jobs if self.policy.may_see_job(principal, job.owner, job.id)]
 
     def cancel_job(self, job_id: str, principal: Principal) -> Job:
-        """Cancel a running job the principal may cancel; answers once it has ended."""
+        """Cancel a running (or already stopping) job the principal may cancel.
+
+        Waits up to kill_grace + 0.5 s for it to end, so the answer comes within kill_grace + 1 s: the job
+        then is in its final state, or still ``stopping``.
+        """
         job = self.get_job(job_id, principal)
         if not self.policy.may_cancel_job(principal, job.owner):
             raise ApiError(403, "forbidden", f"{principal.user} may not cancel job {job_id}")
-        if job.finished or not self.runner.stop(job_id, "cancelled"):
-            raise ApiError(409, "job_not_running", f"job {job_id} is not running", extra={"job": job.to_json()})
-        self.audit.record("job_cancel", job=job_id, user=principal.user, addr=self.authenticator.client_address())
         run = self.runner.runs.get(job_id)
-        if run is not None:
-            run.done.wait(timeout=self.settings.kill_grace + 2.0)
+        if job.finished or run is None:
+            raise ApiError(409, "job_not_running", f"job {job_id} is not running", extra={"job": job.to_json()})
+        if self.runner.stop(job_id, "cancelled"):
+            self.audit.record("job_cancel", job=job_id, user=principal.user, addr=self.authenticator.client_address())
+        run.done.wait(timeout=self.settings.kill_grace + 0.5)
         return self.store.get(job_id) or job
 
     def refused(self, principal: Principal | None, status: int, reason: str, **fields: Any) -> None:
@@ -207,6 +222,38 @@ class Service:
             method=request.method,
             path=request.path,
             **fields,
+        )
+
+
+def _containment_plan(settings: Settings) -> cgroups.CgroupPlan:
+    """The master's decision (gunicorn's on_starting hook); process groups without one."""
+    plan = cgroups.server_plan()
+    if plan is None:
+        plan = cgroups.process_groups("no cgroup was set up for this process: start it with gunicorn.conf.py")
+    if settings.cgroup == "required" and not plan.uses_cgroups:
+        raise cgroups.CgroupError(f"cgroup = required, but {plan.reason}")
+    return plan
+
+
+def _warn_if_ping_cannot_work(settings: Settings, containment: Containment, allowlist: Allowlist) -> None:
+    """no_new_privileges keeps ping from its file capability: it then needs net.ipv4.ping_group_range."""
+    ping = allowlist.by_name.get("ping")
+    if ping is None or not settings.no_new_privileges:
+        return
+    uid = os.geteuid() if containment.uid is None else containment.uid
+    gid = os.getegid() if containment.gid is None else containment.gid
+    if uid == 0:
+        return  # root opens raw sockets itself
+    try:
+        with open("/proc/sys/net/ipv4/ping_group_range") as fh:
+            low, high = (int(n) for n in fh.read().split())
+    except (OSError, ValueError):
+        return
+    if not low <= gid <= high:
+        log.warning(
+            "ping is allowed but will fail: no_new_privileges keeps it from its file capability, and "
+            "net.ipv4.ping_group_range (%d %d) excludes group %d; widen the range (see README) or set "
+            "no_new_privileges = false", low, high, gid,
         )
 
 

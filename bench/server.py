@@ -58,7 +58,12 @@ def _filesystem_type(path: Path) -> str:
 class Server:
     """One gunicorn master and its workers, set up for measuring rather than for defending."""
 
-    def __init__(self, workers: int = 1, name: str = "server", extra: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workers: int = 1, name: str = "server", extra: dict[str, str] | None = None, repo: Path | None = None,
+        venv_bin: Path | None = None,
+    ) -> None:
+        # repo/venv_bin: another checkout's server (bench/short_jobs_ab.py); by default this one's.
+        self.repo = repo or REPO
         self.workers = workers
         self.port = free_port()
         self.host = "127.0.0.1"
@@ -81,7 +86,7 @@ class Server:
         }
         # gunicorn.conf.py hard-codes accesslog = "-"; the bench's config file is that one with it off.
         self.args = [
-            str(VENV_BIN / "gunicorn"), "-c", str(REPO / "bench" / "gunicorn_bench.py"),
+            str((venv_bin or VENV_BIN) / "gunicorn"), "-c", str(self.repo / "bench" / "gunicorn_bench.py"),
             "--bind", f"{self.host}:{self.port}", "--workers", str(workers),
             "--worker-connections", str(WORKER_CONNECTIONS), "--backlog", str(BACKLOG),
             "wsgi:app",
@@ -99,7 +104,7 @@ class Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the server
-        self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.args, cwd=self.repo, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

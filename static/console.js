@@ -128,7 +128,7 @@ function onJobEvent(type, data) {
       duration: data.duration,
     };
     const job = state.jobs.get(state.openId);
-    if (job && job.state === "running") patch.state = stateForReason(data.reason, data.code);
+    if (job && isLive(job)) patch.state = stateForReason(data.reason, data.code);
     patchJob(state.openId, patch);
     const result = outcome({ ...job, ...patch });
     const details = [result.text];
@@ -184,10 +184,16 @@ function jobLost() {
 
 // Jobs: the list and the open one.
 
+// Running, or being stopped (signalled, not all gone yet).
+function isLive(job) {
+  return job.state === "running" || job.state === "stopping";
+}
+
 function stateForReason(reason, code) {
   if (reason === "exited") return "exited";
   if (reason === "timeout") return "timed_out";
   if (reason === "cancelled") return "cancelled";
+  if (reason === "unkillable") return "unkillable";
   return code !== null && code !== undefined ? "exited" : "killed";
 }
 
@@ -195,7 +201,7 @@ function upsertJob(job) {
   if (!job || !job.id) return;
   const known = state.jobs.get(job.id);
   // The channel may replay a "running" announcement after the list already showed the end: keep the end.
-  if (known && known.state !== "running" && job.state === "running") return;
+  if (known && !isLive(known) && isLive(job)) return;
   // When we heard of it: a running job's duration ticks on from there, on this browser's clock.
   const fresh = { ...job, heardAt: Date.now() };
   if (known && known.lost) fresh.lost = true;
@@ -240,6 +246,8 @@ function outcome(job) {
   if (!job) return { text: "", cls: "" };
   if (job.lost) return { text: "lost", cls: "muted" };
   if (job.state === "running") return { text: "running", cls: "running" };
+  if (job.state === "stopping") return { text: "stopping", cls: "running" };
+  if (job.state === "unkillable") return { text: "unkillable", cls: "bad" };
   if (job.state === "failed_to_start") return { text: "failed to start", cls: "bad" };
   if (job.exit_code !== null && job.exit_code !== undefined) {
     return { text: `exit ${job.exit_code}`, cls: job.exit_code === 0 ? "ok" : "bad" };
@@ -252,7 +260,7 @@ function outcome(job) {
 
 function jobDuration(job) {
   if (job.lost) return null;
-  if (job.state === "running") return (job.duration || 0) + (Date.now() - (job.heardAt || Date.now())) / 1000;
+  if (isLive(job)) return (job.duration || 0) + (Date.now() - (job.heardAt || Date.now())) / 1000;
   return job.duration ?? null;
 }
 
@@ -262,7 +270,7 @@ function renderJobs() {
   const list = $("jobs");
   const jobs = [...state.jobs.values()].sort(byNewest);
   $("jobs-empty").hidden = jobs.length > 0;
-  const running = jobs.filter((j) => j.state === "running" && !j.lost).length;
+  const running = jobs.filter((j) => isLive(j) && !j.lost).length;
   $("jobs-count").textContent = jobs.length ? `${running} running · ${jobs.length}` : "";
   const wanted = new Set(jobs.map((j) => j.id));
   for (const [id, item] of jobItems) {
@@ -346,7 +354,7 @@ function renderHead() {
     const seconds = jobDuration(job);
     if (seconds !== null) meta.push(formatDuration(seconds));
     if (job.reason && job.reason !== "exited") meta.push(job.reason);
-    if (job.pid && job.state === "running") meta.push(`pid ${job.pid}`);
+    if (job.pid && isLive(job)) meta.push(`pid ${job.pid}`);
     if (job.output_bytes) meta.push(formatBytes(job.output_bytes));
   }
   setText($("job-meta"), meta.join(" · "));
@@ -696,7 +704,7 @@ async function boot() {
   renderHead();
   setInterval(() => {
     // Running durations tick.
-    if ([...state.jobs.values()].some((j) => j.state === "running")) {
+    if ([...state.jobs.values()].some(isLive)) {
       renderJobs();
       if (state.openId) renderHead();
     }

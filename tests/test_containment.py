@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -106,13 +107,16 @@ time.sleep(600)
 # The server gets root's supplementary groups (this host may give it none), so that
 # `id` as nobody proves they are dropped rather than never there.
 SERVER_GROUPS = [0] + [g.gr_gid for g in grp.getgrall() if g.gr_name in ("adm", "disk")]
+# And a umask of its own, so that `child_umask` shows it is not inherited.
+SERVER_UMASK = 0o077
 _SETGROUPS_EXEC = (
-    "import os, sys; os.setgroups([int(g) for g in sys.argv[1].split(',')]); os.execv(sys.argv[2], sys.argv[2:])"
+    f"import os, sys; os.setgroups([int(g) for g in sys.argv[1].split(',')]); os.umask({SERVER_UMASK}); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
 )
 
 
 def _start(tmp_path: Path, settings: dict[str, str], **kwargs) -> GunicornServer:
-    """A started server whose master (same pid, exec'd) holds SERVER_GROUPS as supplementary groups."""
+    """A started server whose master (same pid, exec'd) holds SERVER_GROUPS as supplementary groups, umask 077."""
     srv = GunicornServer(tmp_path, settings, **kwargs)
     srv.args = [sys.executable, "-c", _SETGROUPS_EXEC, ",".join(map(str, SERVER_GROUPS)), *srv.args]
     return srv.start()
@@ -205,6 +209,11 @@ def scripts():
             path = directory / name
             path.write_text(text)
             os.chmod(path, 0o644)
+        # A set-user-ID-root copy of id, which no_new_privileges must keep from becoming root.
+        shutil.copy(shutil.which("id"), directory / "suid-id")
+        os.chmod(directory / "suid-id", 0o4755)
+        (directory / "out").mkdir(mode=0o777)
+        os.chmod(directory / "out", 0o777)
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -414,3 +423,73 @@ def test_two_roles_jobs_run_as_their_own_users_and_cannot_read_each_others_envir
         assert done["exit_code"] == 0 and "PATH=" in text, text
     finally:
         HTTP.delete(srv.url(f"/jobs/{napping['id']}"), headers=bearer(bob))
+
+
+# no_new_privileges and the umask.
+
+
+def test_no_new_privileges_keeps_set_uid_programs_from_gaining_root(start_server, scripts):
+    suid_id = str(scripts / "suid-id")
+    command = f"/run?command={suid_id}%20-u"
+    srv = start_server(_settings(scripts, SSECMD_ALLOWED_COMMANDS=suid_id))
+    assert output_of(collect(srv.url(command)), "stdout") == f"{_nobody().pw_uid}\n"
+    # The premise: without it, the same program does become root.
+    unsafe = start_server(_settings(scripts, SSECMD_ALLOWED_COMMANDS=suid_id, SSECMD_NO_NEW_PRIVILEGES="false"))
+    assert output_of(collect(unsafe.url(command)), "stdout") == "0\n"
+
+
+def _ping_group_range() -> tuple[int, int]:
+    low, high = Path("/proc/sys/net/ipv4/ping_group_range").read_text().split()
+    return int(low), int(high)
+
+
+# Every program of the default allowlist, with an argument list that succeeds as nobody (ping aside).
+DEFAULT_PROGRAM_RUNS = {
+    "echo": ["echo", "hi"], "printf": ["printf", "x"], "ls": ["ls", "/"], "date": ["date"], "uptime": ["uptime"],
+    "df": ["df", "/"], "du": ["du", "-s", "/etc/hostname"], "free": ["free"], "sleep": ["sleep", "0"],
+    "seq": ["seq", "3"], "cat": ["cat", "/etc/hostname"], "head": ["head", "-n1", "/etc/passwd"],
+    "tail": ["tail", "-n1", "/etc/passwd"], "wc": ["wc", "-l", "/etc/passwd"], "whoami": ["whoami"], "id": ["id"],
+    "hostname": ["hostname"], "uname": ["uname", "-a"], "true": ["true"],
+}
+
+
+def test_every_default_program_works_with_no_new_privileges(start_server, scripts):
+    from app.config import DEFAULT_ALLOWED_COMMANDS
+
+    assert set(DEFAULT_ALLOWED_COMMANDS) == {*DEFAULT_PROGRAM_RUNS, "false", "yes", "ping"}
+    srv = start_server(_settings(scripts, SSECMD_ALLOWED_COMMANDS=" ".join(DEFAULT_ALLOWED_COMMANDS)))
+    for name, argv in DEFAULT_PROGRAM_RUNS.items():
+        output, exit_event = _run(srv, argv)
+        assert (exit_event["reason"], exit_event["code"]) == ("exited", 0), (name, output)
+    assert _run(srv, ["whoami"])[0] == "nobody\n"
+    assert _run(srv, ["false"])[1]["code"] == 1
+    output, exit_event = _run(srv, ["yes"], timeout=1)
+    assert exit_event["reason"] == "timeout" and output.startswith("y\ny\n")
+    # ping: its file capability is what no_new_privileges withholds; it then needs ICMP datagram sockets.
+    output, exit_event = _run(srv, ["ping", "-c", "1", "-W", "2", "127.0.0.1"])
+    low, high = _ping_group_range()
+    if low <= _nobody().pw_gid <= high:
+        assert exit_event["code"] == 0, output
+    else:
+        assert exit_event["code"] != 0 and "ping_group_range" in srv.log()  # warned at start-up
+
+
+def test_ping_under_no_new_privileges_needs_ping_group_range():
+    # In a network namespace of its own (the setting is per namespace), as nobody, no_new_privileges on.
+    probe = str(Path(__file__).parent / "helpers" / "ping_probe.py")
+    run = subprocess.run([sys.executable, probe, "0 2147483647"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["code"] == 0, run.stdout
+    run = subprocess.run([sys.executable, probe, "1 0"], capture_output=True, text=True, timeout=60)
+    result = json.loads(run.stdout)
+    assert result["code"] != 0 and "permitted" in result["output"], result
+
+
+def test_child_umask_is_the_setting_not_the_server_s(start_server, scripts):
+    code = "import os, sys; p = sys.argv[1]; open(p, 'w').close(); print(oct(os.stat(p).st_mode & 0o777))"
+    srv = start_server(_settings(scripts))
+    output, _ = _run(srv, [SYSTEM_PYTHON, "-c", code, str(scripts / "out" / "default")])
+    assert output == "0o644\n"  # 022, not the server's 077
+    srv = start_server(_settings(scripts, SSECMD_CHILD_UMASK="027"))
+    output, _ = _run(srv, [SYSTEM_PYTHON, "-c", code, str(scripts / "out" / "set")])
+    assert output == "0o640\n"

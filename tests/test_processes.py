@@ -199,8 +199,9 @@ def test_children_get_a_minimal_environment(make_server):
 
 def test_children_get_dev_null_as_stdin(server):
     events = collect(server.url("/run?command=cat"), timeout=10)
-    assert payload(events[-1]) | {"duration": 0} == {
+    assert payload(events[-1]) | {"duration": 0, "cpu_seconds": 0, "peak_memory_bytes": 0} == {
         "type": "exit", "reason": "exited", "code": 0, "signal": None, "signal_name": None, "duration": 0,
+        "cpu_seconds": 0, "peak_memory_bytes": 0,
     }
 
 

@@ -102,7 +102,8 @@ def test_a_config_file_owned_by_the_run_as_user_is_refused(tmp_path, open_dir):
 def test_the_files_the_server_makes_are_private(tmp_path):
     audit = tmp_path / "logs" / "audit.log"
     audit.parent.mkdir()
-    srv = GunicornServer(tmp_path, {"SSECMD_AUDIT_LOG": str(audit)})
+    # Process groups (not cgroups): only then does a worker record its jobs' groups under run_dir.
+    srv = GunicornServer(tmp_path, {"SSECMD_AUDIT_LOG": str(audit), "SSECMD_CGROUP": "off"})
     assert not srv.run_dir.exists()
     srv.start()
     try:
@@ -151,7 +152,8 @@ def test_a_run_dir_that_is_not_the_servers_alone_is_refused(tmp_path, change):
 
 
 def test_a_record_planted_by_another_uid_kills_nothing_when_a_worker_dies(tmp_path):
-    srv = GunicornServer(tmp_path).start()
+    # Process groups (not cgroups): only then does the master act on run_dir's records.
+    srv = GunicornServer(tmp_path, {"SSECMD_CGROUP": "off"}).start()
     victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
         (worker,) = srv.worker_pids()

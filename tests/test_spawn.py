@@ -1,7 +1,10 @@
 """app.spawn in-process: what a spawned command gets, how failures are reported, and that the worker keeps nothing.
 
 The server-level tests (test_containment.py, test_processes.py) cover the same
-properties end to end; these pin them down at the source, one at a time.
+properties end to end; these pin them down at the source, one at a time. A
+child that hangs before its exec comes from a hanging FUSE file system in a
+mount namespace of its own (tests/fusehang.py, probed in a subprocess by
+tests/helpers/stall_probe.py), or, in-process, from a frozen cgroup.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from pathlib import Path
 import gevent
 import pytest
 
-from app.spawn import ChildProcess, SpawnError, environment_block, spawn
-from tests.server import children_of
+from app.spawn import ChildProcess, SpawnError, environment_block, spawn, start_child
+from tests import cgroup_support, fusehang
+from tests.server import HELPERS, children_of, process_state
 
 PYTHON = os.path.realpath(sys.executable)
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -198,12 +202,18 @@ def test_chdir_failure_is_reported_distinctly():
     assert caught.value._failed_chdir and caught.value.filename == "/nonexistent/dir"
 
 
+def _zombie_children() -> list[int]:
+    return [pid for pid in children_of(os.getpid()) if process_state(pid) == "Z"]
+
+
 def test_failed_children_are_reaped():
+    # A child that fails before its exec sends no SIGCHLD (libev's reaping would never see it).
+    before = set(children_of(os.getpid()))
     for _ in range(5):
         with pytest.raises(SpawnError):
             spawn("/nonexistent/binary", ["x"], ENV, cwd="/")
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)
+    assert set(children_of(os.getpid())) - before == set()
+    assert _zombie_children() == []
 
 
 def test_the_worker_keeps_no_descriptor_and_no_zombie():
@@ -238,31 +248,159 @@ def test_many_at_once_from_greenlets():
     assert [g.value for g in greenlets] == [f"{i}\n".encode() for i in range(100)]
 
 
-def test_other_greenlets_run_while_the_child_execs():
-    # The worker is not suspended until the exec (no CLONE_VFORK): the spawning greenlet waits
-    # on the status pipe, and a greenlet that was ready runs meanwhile.
-    ran = []
-    gevent.get_hub().loop.run_callback(ran.append, "other")
-    proc = spawn("/bin/echo", ["echo", "hi"], ENV, cwd="/")
-    assert ran == ["other"]
-    assert _collect(proc) == (0, b"hi\n", b"")
+# A child that hangs before its exec (a hung NFS chdir), probed from outside.
+
+needs_fuse = pytest.mark.skipif(fusehang.available() is not None, reason=str(fusehang.available()))
 
 
-def test_a_spawn_interrupted_while_the_child_execs_kills_the_child_and_keeps_nothing():
-    # Whoever started the command is gone: the command must not run on unwatched, the memory
-    # the child used must outlive it (a crash otherwise), and no descriptor may leak.
+@pytest.fixture(scope="module")
+def stalled_child_report(tmp_path_factory):
+    """stall_probe.py's report on a child hanging in the chdir into a hanging file system."""
+    control = fusehang.Control.make(tmp_path_factory.mktemp("stall"))
+    result = subprocess.run(
+        [sys.executable, str(HELPERS / "in_private_mount.py"), str(control.dir), "--",
+         sys.executable, str(HELPERS / "stall_probe.py"), str(control.dir)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["stuck"], report  # the premise: the child did hang in its chdir
+    return report
+
+
+@needs_fuse
+def test_the_event_loop_runs_while_a_child_hangs_before_its_exec(stalled_child_report):
+    # The worker is never suspended by a spawn (a vfork from the event loop's thread would freeze it).
+    assert stalled_child_report["hub_ran"]
+
+
+@needs_fuse
+def test_the_thread_that_cloned_the_child_sleeps_until_its_exec(stalled_child_report):
+    # CLONE_VFORK: nothing of the worker's runs on the thread whose stack and errno the child borrows.
+    assert stalled_child_report["parent_in_clone"]
+
+
+@needs_fuse
+def test_every_signal_is_blocked_while_the_child_prepares(stalled_child_report):
+    # glibc's internal signals 32 and 33 too (pthread_sigmask leaves them open); the kernel never
+    # records SIGKILL and SIGSTOP as blocked.
+    blocked = int(stalled_child_report["sigblk"], 16)
+    assert blocked == ((1 << 64) - 1) & ~(1 << (signal.SIGKILL - 1)) & ~(1 << (signal.SIGSTOP - 1))
+
+
+@needs_fuse
+def test_the_child_stack_has_a_guard_page(stalled_child_report):
+    assert stalled_child_report["stack_guard"]
+
+
+# Hanging on purpose in-process: a frozen cgroup stops the child as it joins.
+
+needs_cgroup = pytest.mark.skipif(cgroup_support.skip_reason() is not None, reason=str(cgroup_support.skip_reason()))
+
+
+def _start_frozen(cgroup, argv=("sleep", "30")) -> object:
+    fd = os.open(cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        return start_child(f"/bin/{argv[0]}", list(argv), ENV, cwd="/", cgroup_procs=fd)
+    finally:
+        os.close(fd)
+
+
+def _wait_for(predicate, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        gevent.sleep(0.02)
+    return predicate()
+
+
+@needs_cgroup
+def test_the_child_joins_its_cgroup_before_its_exec():
+    with cgroup_support.scratch_cgroup() as cgroup:
+        fd = os.open(cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            proc = spawn("/bin/cat", ["cat", "/proc/self/cgroup"], ENV, cwd="/", cgroup_procs=fd)
+        finally:
+            os.close(fd)
+        code, out, _ = _collect(proc)
+    assert code == 0
+    assert f"0::/{cgroup.name}\n" in out.decode()
+
+
+@needs_cgroup
+def test_a_child_hanging_before_its_exec_is_killed_through_its_pidfd():
+    with cgroup_support.scratch_cgroup(frozen=True) as cgroup:
+        starting = _start_frozen(cgroup)
+        assert _wait_for(lambda: cgroup_support.members(cgroup))  # joined, and frozen there
+        assert starting.stage == "join its cgroup"
+        assert starting.kill(signal.SIGTERM)  # blocked until the exec: it stays
+        gevent.sleep(0.2)
+        assert cgroup_support.members(cgroup)
+        assert starting.kill(signal.SIGKILL)
+        proc = starting.wait()
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        assert proc.stuck_at == "join its cgroup"  # it never exec'd
+    assert _zombie_children() == []
+
+
+@needs_cgroup
+def test_a_spawn_interrupted_while_the_child_prepares_kills_it_and_keeps_nothing():
+    # Whoever started the command is gone: the command must not run on unwatched, and no descriptor
+    # or zombie may be left.
     before = _open_fds()
     children_before = set(children_of(os.getpid()))
-    for _ in range(20):
-        starting = gevent.spawn(spawn, "/bin/sleep", ["sleep", "30"], ENV, cwd="/")
-        gevent.sleep(0)  # into spawn(), waiting for the exec
-        starting.kill()
-        assert isinstance(starting.value, gevent.GreenletExit)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and set(children_of(os.getpid())) - children_before:
-        gevent.sleep(0.05)
-    assert set(children_of(os.getpid())) - children_before == set()  # killed and reaped (no zombie)
+    with cgroup_support.scratch_cgroup(frozen=True) as cgroup:
+        fd = os.open(cgroup / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            starting = [
+                gevent.spawn(spawn, "/bin/sleep", ["sleep", "30"], ENV, cwd="/", cgroup_procs=fd) for _ in range(10)
+            ]
+            assert _wait_for(lambda: len(cgroup_support.members(cgroup)) == 10)
+        finally:
+            os.close(fd)
+        for greenlet in starting:
+            greenlet.kill()
+            assert isinstance(greenlet.value, gevent.GreenletExit)
+        assert _wait_for(lambda: not set(children_of(os.getpid())) - children_before)
     assert _open_fds() == before
+
+
+def test_the_pidfd_is_the_child_s():
+    proc = spawn("/bin/sleep", ["sleep", "30"], ENV, cwd="/")
+    try:
+        fdinfo = Path(f"/proc/self/fdinfo/{proc.pidfd}").read_text()
+        assert f"Pid:\t{proc.pid}\n" in fdinfo
+        assert proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        assert proc.pidfd == -1 and not proc.send_signal(signal.SIGKILL)  # closed once reaped
+    finally:
+        proc.close_pipes()
+
+
+def test_umask_and_no_new_privs_are_set_as_asked():
+    script = "umask; grep NoNewPrivs /proc/self/status"
+    code, out, _ = _collect(spawn("/bin/sh", ["sh", "-c", script], ENV, cwd="/", umask=0o027, no_new_privs=True))
+    assert code == 0 and out.split() == [b"0027", b"NoNewPrivs:", b"1"]
+    old = os.umask(0o077)
+    try:
+        code, out, _ = _collect(spawn("/bin/sh", ["sh", "-c", script], ENV, cwd="/"))
+    finally:
+        os.umask(old)
+    assert out.split() == [b"0077", b"NoNewPrivs:", b"0"]  # neither unless asked
+
+
+def test_exit_statuses_reach_their_waiters_when_libev_reaps_too():
+    # Exec'd commands are SIGCHLD children: libev's handler reaps them, maybe before the spawner
+    # thread has returned; each status must still reach its own ChildProcess.
+    def one(i: int) -> int | None:
+        proc = spawn("/bin/sh", ["sh", "-c", f"exit {i % 7}"], ENV, cwd="/")
+        proc.close_pipes()
+        return proc.wait(timeout=20)
+
+    greenlets = [gevent.spawn(one, i) for i in range(200)]
+    gevent.joinall(greenlets, timeout=60, raise_error=True)
+    assert [g.value for g in greenlets] == [i % 7 for i in range(200)]
 
 
 def test_works_with_stdio_closed_in_the_worker(tmp_path):

@@ -23,6 +23,7 @@ def healthz() -> Response:
             "worker_pid": os.getpid(),
             "running_jobs": service.store.running_count(),
             "max_running_jobs": service.settings.max_running_jobs,
+            "containment": service.containment_plan.public(),
         }
     )
     response.status_code = 503 if shutting_down else 200

@@ -54,8 +54,12 @@ def get_job(job_id: str) -> Response:
 
 @bp.delete("/<job_id>")
 def cancel_job(job_id: str) -> Response:
-    """Cancel: SIGTERM to the process group, SIGKILL after the grace period; answers once it has ended."""
-    return jsonify(current_service().cancel_job(job_id, current_principal()).to_json())
+    """Cancel: SIGTERM to all of the job, SIGKILL after the grace period; 200 once it has ended, else 202 stopping."""
+    job = current_service().cancel_job(job_id, current_principal())
+    response = jsonify(job.to_json())
+    if not job.finished:
+        response.status_code = 202
+    return response
 
 
 @bp.post("/<job_id>/tickets")

@@ -1,0 +1,39 @@
+"""Ctrl-C that never tears an event in half: it is held while an event is written and its id recorded."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+
+class CtrlC:
+    """SIGINT raises KeyboardInterrupt at once (even out of a blocked read), except inside ``held()``."""
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._pending = False
+
+    def install(self) -> None:
+        """Take over SIGINT, unless it is ignored (a background job of a script keeps ignoring it)."""
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        if self._depth:
+            self._pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """A block Ctrl-C does not interrupt; a Ctrl-C during it is raised when it ends."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if not self._depth and self._pending:
+                self._pending = False
+                raise KeyboardInterrupt

@@ -82,6 +82,7 @@ class Follower:
         self.on_status = on_status
         self.held = held  # the block that writes an event and records its id, safe from Ctrl-C
         self.connected = patient  # True: retry even a first connection that fails (the server was reached before)
+        self.delivered = 0  # events delivered on the current connection
 
     def run(self, handle: Callable[[Event], bool]) -> str:
         """Deliver events until ``handle`` returns True (FINISHED) or the server answers 204 (NO_CONTENT)."""
@@ -89,6 +90,7 @@ class Follower:
         last_contact = time.monotonic()
         while True:
             delay = None
+            self.delivered = 0
             try:
                 with self.api.stream(self.path, headers=self._headers()) as response:
                     status = response.status_code
@@ -96,24 +98,23 @@ class Follower:
                         return self.NO_CONTENT
                     if status in RETRYABLE_STATUSES:
                         problem = f"the server answered {status}"
-                        delay = retry_after(response, self.retry_ms / 1000) if "Retry-After" in response.headers \
-                            else None
+                        if "Retry-After" in response.headers:
+                            delay = retry_after(response)
                     elif status != 200:
                         response.read()
                         raise self.api.refusal(response)
                     else:
                         self._check_content_type(response)
                         self.connected = True
-                        delivered, finished = self._deliver(response, handle)
-                        if finished:
+                        if self._deliver(response, handle):
                             return self.FINISHED
-                        if delivered:
-                            failures, last_contact = 0, time.monotonic()
                         problem = "the server closed the stream"
             except httpx.TransportError as exc:
                 if not self.connected:
                     raise self.api.transport_error(exc) from None
                 problem = describe_transport_error(exc, self.api.connection.url)
+            if self.delivered:  # this connection made progress: start backing off afresh
+                failures, last_contact = 0, time.monotonic()
             failures += 1
             if time.monotonic() - last_contact > self.reconnect_for:
                 raise ClientError(f"{problem}; gave up reconnecting after {self.reconnect_for:g} s")
@@ -133,9 +134,8 @@ class Follower:
         if kind != "text/event-stream":
             raise ClientError(f"GET {self.path}: expected an event stream, got {kind or 'no content type'}")
 
-    def _deliver(self, response: httpx.Response, handle: Callable[[Event], bool]) -> tuple[bool, bool]:
-        """(whether any event was delivered, whether the handler finished) for one connection."""
-        delivered = False
+    def _deliver(self, response: httpx.Response, handle: Callable[[Event], bool]) -> bool:
+        """Hand one connection's events to ``handle`` (counting them in ``delivered``); True once it finished."""
         decoder_id = ""  # httpx-sse's last event id: it starts empty on each connection
         for sse in EventSource(response).iter_sse():
             # Per the SSE spec an event's id is the last id: line seen, so an event without one of its own (a gap)
@@ -153,7 +153,7 @@ class Follower:
                 finished = handle(event)
                 if own_id is not None:
                     self.last_id = own_id
-            delivered = True
+            self.delivered += 1
             if finished:
-                return True, True
-        return delivered, False
+                return True
+        return False

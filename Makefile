@@ -10,7 +10,8 @@ RUN_APT_PACKAGES := iputils-ping procps
 # python3: Debian's interpreter, readable by the unprivileged user the containment tests run as.
 # chromium: the browser tests drive it with Playwright (executable_path, no browser download).
 # gcc, libc6-dev: the benchmarks' C clients, built by `make bench-smoke` (part of `make test`).
-TEST_APT_PACKAGES := $(RUN_APT_PACKAGES) nginx-light curl python3 chromium gcc libc6-dev
+# curl, jq: the README's examples, which tests/test_readme_examples.py runs as written.
+TEST_APT_PACKAGES := $(RUN_APT_PACKAGES) nginx-light curl jq python3 chromium gcc libc6-dev
 # Building the C extensions app/_spawn.c and app/_jsonescape.c (pip install): a C compiler, libc headers, and the
 # interpreter's headers (Debian's python3.X-dev, installed only if Python.h is missing).
 BUILD_APT_PACKAGES := gcc libc6-dev

@@ -77,7 +77,7 @@ def test_the_token_comes_from_the_environment_or_a_private_file(auth_server, tmp
     exposed = client(auth_server, "jobs", "--token-file", str(token_file))
     assert exposed.returncode == 255
     assert _one_line(exposed) == (
-        f"sse-commander: token file {token_file} can be read or written by others (mode 0644); "
+        f"sse-commander: token file {token_file} is open to other users (mode 0644); "
         f"fix with: chmod 600 {token_file}"
     )
     missing = client(auth_server, "jobs", "--token-file", str(tmp_path / "absent"))

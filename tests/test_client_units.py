@@ -209,15 +209,18 @@ def test_token_files_must_be_private(tmp_path):
     for mode in (0o600, 0o400):
         path.chmod(mode)
         assert connection.read_token_file(str(path)) == "ssecmd_abc"
-    for mode in (0o640, 0o604, 0o620, 0o602, 0o644):
+    for mode in (0o640, 0o604, 0o620, 0o602, 0o644, 0o610):
         path.chmod(mode)
         with pytest.raises(connection.ConnectionConfigError, match=f"mode {mode:04o}.*chmod 600"):
             connection.read_token_file(str(path))
     path.chmod(0o600)
     link = tmp_path / "link"
     link.symlink_to(path)
-    with pytest.raises(connection.ConnectionConfigError):
-        connection.read_token_file(str(link))
+    assert connection.read_token_file(str(link)) == "ssecmd_abc"  # the file it names is what is judged
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(connection.ConnectionConfigError, match="not a regular file"):
+        connection.read_token_file(str(fifo))
     with pytest.raises(connection.ConnectionConfigError, match="not a regular file"):
         connection.read_token_file(str(tmp_path))
     path.write_text("   \n")
@@ -363,6 +366,13 @@ def test_ctrl_c_waits_for_the_end_of_a_held_block():
             os.kill(os.getpid(), signal.SIGINT)
             steps.append("never")
         assert "never" not in steps
+        # Deferred (while a job starts): the Ctrl-C waits until its id is known and someone asks.
+        with ctrl_c.deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+        steps.append("job id known")
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c.raise_pending()
+        ctrl_c.raise_pending()  # only once
     finally:
         signal.signal(signal.SIGINT, previous)
 

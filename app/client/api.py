@@ -109,10 +109,12 @@ class Api:
     """The server's HTTP interface, as the commands use it."""
 
     def __init__(self, connection: Connection, *, wait: bool = False,
-                 on_wait: Callable[[str], None] | None = None) -> None:
+                 on_wait: Callable[[str], None] | None = None,
+                 checkpoint: Callable[[], None] | None = None) -> None:
         self.connection = connection
         self.wait = wait  # on 429, sleep for Retry-After and try again
         self.on_wait = on_wait or (lambda message: None)
+        self.checkpoint = checkpoint or (lambda: None)  # runs before each wait: a deferred Ctrl-C ends it
         headers = {"User-Agent": f"sse-commander/{_version()}"}
         if connection.token:
             headers["Authorization"] = f"Bearer {connection.token}"
@@ -142,8 +144,8 @@ class Api:
     ) -> httpx.Response:
         """Send a request; Refused for an error answer. 503s are retried for a while; 429s with --wait.
 
-        Each attempt runs inside ``held()`` (where Ctrl-C waits: a job started must have its id known); the
-        waits between attempts do not.
+        Each attempt runs inside ``held()`` (where Ctrl-C may wait: a job started must have its id known);
+        the waits between attempts do not, and ``checkpoint`` runs before each.
         """
         give_up = time.monotonic() + GIVE_UP_503_AFTER
         while True:
@@ -157,11 +159,13 @@ class Api:
             if response.status_code == 429 and can_wait and self.wait:
                 delay = retry_after(response)
                 self.on_wait(f"{error_body(response).get('message', 'too many requests')}; waiting {delay:g} s")
+                self.checkpoint()
                 time.sleep(delay)
                 continue
             if response.status_code == 503 and time.monotonic() < give_up:
                 delay = retry_after(response)
                 self.on_wait(f"the server answered {response.status_code}; trying again in {delay:g} s")
+                self.checkpoint()
                 time.sleep(delay)
                 continue
             raise self.refusal(response, can_wait=can_wait)

@@ -72,14 +72,13 @@ def _client_command(func: Callable[..., int], context_settings: dict[str, Any]) 
         terminal = Terminal.standard(verbose=verbose)
         ctrl_c = CtrlC()
         ctrl_c.install()
+        api = None
         try:
-            connection = resolve(url, token_file, os.environ)
+            api = Api(resolve(url, token_file, os.environ), on_wait=terminal.note, checkpoint=ctrl_c.raise_pending)
+            return func(Session(api, terminal, ctrl_c), **options)
         except ConnectionConfigError as exc:
             terminal.note(str(exc))
             return EXIT_CLIENT_ERROR
-        api = Api(connection, on_wait=terminal.note)
-        try:
-            return func(Session(api, terminal, ctrl_c), **options)
         except ClientError as exc:
             terminal.note(exc.message)
             return exc.exit_code
@@ -88,8 +87,14 @@ def _client_command(func: Callable[..., int], context_settings: dict[str, Any]) 
         except BrokenPipeError:
             _quiet_stdout()
             return EXIT_BROKEN_PIPE
+        except (click.ClickException, click.exceptions.Exit):
+            raise
+        except Exception as exc:  # a bug of ours: still one line, never a traceback
+            terminal.note(f"unexpected error: {type(exc).__name__}: {exc}")
+            return EXIT_CLIENT_ERROR
         finally:
-            api.close()
+            if api is not None:
+                api.close()
 
     created = click.command(cls=ClientCommand, context_settings=context_settings)(command)
     # --help lists the command's own options first, then the shared ones.
@@ -160,9 +165,14 @@ def _reattach_hint(job_id: str) -> str:
     return f"detached from job {job_id}, which keeps running; reattach with: {PROG} attach {job_id}"
 
 
+def job_path(job_id: str, rest: str = "") -> str:
+    """The path of a job's resource (ids come from people: quoted)."""
+    return f"/jobs/{quote(job_id, safe='')}{rest}"
+
+
 def _cancel(session: Session, job_id: str) -> None:
     """DELETE the job; one that has ended meanwhile (409) is fine: its final event follows."""
-    session.api.request("DELETE", f"/jobs/{job_id}", ok=(200, 202, 409))
+    session.api.request("DELETE", job_path(job_id), ok=(200, 202, 409))
 
 
 def follow_job(session: Session, job_id: str, *, after: int | None, reconnect_for: float, owned: bool) -> int:
@@ -171,10 +181,11 @@ def follow_job(session: Session, job_id: str, *, after: int | None, reconnect_fo
     terminal = session.terminal
     watch = JobWatch(job_id, terminal)
     follower = Follower(
-        session.api, f"/jobs/{quote(job_id, safe='')}/events", after=None if after is None else str(after),
+        session.api, job_path(job_id, "/events"), after=None if after is None else str(after),
         reconnect_for=reconnect_for, on_status=terminal.status, held=session.ctrl_c.held, patient=owned,
     )
     try:
+        session.ctrl_c.raise_pending()  # a Ctrl-C while ``run`` started the job: cancel it now
         ended = follower.run(watch.handle)
     except BrokenPipeError:
         if owned:
@@ -194,7 +205,7 @@ def follow_job(session: Session, job_id: str, *, after: int | None, reconnect_fo
             return EXIT_DETACHED
     outcome = watch.outcome if ended == Follower.FINISHED else None
     if outcome is None:  # 204: resumed after the final event, which this client has not seen
-        outcome = outcome_of_job(session.api.json("GET", f"/jobs/{quote(job_id, safe='')}"))
+        outcome = outcome_of_job(session.api.json("GET", job_path(job_id)))
         if outcome is None:
             raise ClientError(f"job {job_id} has no final event yet, but its stream ended")
     if outcome.message:
@@ -226,10 +237,12 @@ def run(session: Session, words: tuple[str, ...], action: str | None, timeout: f
     """
     body = job_request(words, action, timeout)
     session.api.wait = wait
-    job = session.api.json("POST", "/jobs", json=body, can_wait=True, held=session.ctrl_c.held)
+    # A Ctrl-C while the job starts waits until its id is known, so that it can be cancelled (or shown).
+    job = session.api.json("POST", "/jobs", json=body, can_wait=True, held=session.ctrl_c.deferred)
     job_id = str(job["id"])
     if detach:
         session.terminal.line(job_id)
+        session.ctrl_c.raise_pending()
         return 0
     return follow_job(session, job_id, after=None, reconnect_for=reconnect_timeout, owned=True)
 
@@ -268,7 +281,7 @@ def logs(session: Session, job_id: str) -> int:
     the output exactly as the command wrote it: NUL, \\r and all.
     """
     try:
-        with session.api.stream(f"/jobs/{quote(job_id, safe='')}/output", timeout=OUTPUT_TIMEOUT) as response:
+        with session.api.stream(job_path(job_id, "/output"), timeout=OUTPUT_TIMEOUT) as response:
             if response.status_code != 200:
                 response.read()
                 raise session.api.refusal(response)
@@ -287,7 +300,7 @@ def logs(session: Session, job_id: str) -> int:
 @click.argument("job_id", metavar="ID")
 def cancel(session: Session, job_id: str) -> int:
     """Cancel a job: SIGTERM to its processes, SIGKILL after the server's grace period; print how it ended."""
-    response = session.api.request("DELETE", f"/jobs/{quote(job_id, safe='')}", ok=(200, 202))
+    response = session.api.request("DELETE", job_path(job_id), ok=(200, 202))
     job = response.json()
     outcome = outcome_of_job(job)
     if outcome is None:

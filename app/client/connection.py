@@ -54,10 +54,8 @@ def _check_token(token: str, where: str) -> str:
 def read_token_file(path: str) -> str:
     """The token in a file only its owner may read or write (as ssh asks of private keys)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not hang the client
     except OSError as exc:
-        if exc.filename is None:
-            exc.filename = path
         raise ConnectionConfigError(f"token file {path}: {exc.strerror}") from None
     try:
         info = os.fstat(fd)
@@ -65,7 +63,7 @@ def read_token_file(path: str) -> str:
             raise ConnectionConfigError(f"token file {path}: not a regular file")
         if info.st_mode & 0o077:
             raise ConnectionConfigError(
-                f"token file {path} can be read or written by others (mode {stat.S_IMODE(info.st_mode):04o}); "
+                f"token file {path} is open to other users (mode {stat.S_IMODE(info.st_mode):04o}); "
                 f"fix with: chmod 600 {path}"
             )
         data = os.read(fd, 4097)

@@ -1,4 +1,4 @@
-"""Ctrl-C that never tears an event in half: it is held while an event is written and its id recorded."""
+"""Ctrl-C that never tears an event in half, nor loses the id of a job just started."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from types import FrameType
 
 
 class CtrlC:
-    """SIGINT raises KeyboardInterrupt at once (even out of a blocked read), except inside ``held()``."""
+    """SIGINT raises KeyboardInterrupt at once (even out of a blocked read), except while it is deferred."""
 
     def __init__(self) -> None:
         self._depth = 0
@@ -27,13 +27,23 @@ class CtrlC:
         raise KeyboardInterrupt
 
     @contextmanager
-    def held(self) -> Iterator[None]:
-        """A block Ctrl-C does not interrupt; a Ctrl-C during it is raised when it ends."""
+    def deferred(self) -> Iterator[None]:
+        """A block Ctrl-C does not interrupt; a Ctrl-C during it waits for ``raise_pending()``."""
         self._depth += 1
         try:
             yield
         finally:
             self._depth -= 1
-            if not self._depth and self._pending:
-                self._pending = False
-                raise KeyboardInterrupt
+
+    def raise_pending(self) -> None:
+        """Raise the KeyboardInterrupt of a Ctrl-C that came while deferred, if any."""
+        if self._pending and not self._depth:
+            self._pending = False
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """A block Ctrl-C does not interrupt; a Ctrl-C during it is raised when it ends."""
+        with self.deferred():
+            yield
+        self.raise_pending()

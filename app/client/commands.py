@@ -318,7 +318,7 @@ def cancel(session: Session, job_id: str) -> int:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message: id, event, data, user, time.")
 @reconnect_option
 def tail(session: Session, channel: str, after: str | None, as_json: bool, reconnect_timeout: float) -> int:
-    """Follow a channel's messages live, one per line, until Ctrl-C."""
+    """Follow a channel's messages, one per line: its retained history first, then live until Ctrl-C."""
     terminal = session.terminal
 
     def handle(event: Event) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -40,8 +41,6 @@ class Terminal:
     @classmethod
     def standard(cls, *, verbose: bool = False, environ: Mapping[str, str] | None = None) -> Terminal:
         """The process's own stdout and stderr."""
-        import os
-
         stdout_tty, stderr_tty = sys.stdout.isatty(), sys.stderr.isatty()
         return cls(
             sys.stdout.buffer, sys.stderr.buffer,

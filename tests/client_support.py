@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import selectors
 import signal
 import socket
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Sequence
 
 from .server import VENV_BIN, GunicornServer
@@ -58,11 +60,18 @@ def start_client(server: GunicornServer | str | None, *args: str, env: dict[str,
     )
 
 
-def read_until(stream, marker: bytes, limit: int = 1 << 20) -> bytes:
-    """Read a pipe until ``marker`` has arrived (or EOF); everything read so far."""
+def read_until(stream, marker: bytes, limit: int = 1 << 20, timeout: float = 30) -> bytes:
+    """Read a pipe (or a pty) until ``marker`` has arrived, or EOF; everything read so far."""
+    fd = stream if isinstance(stream, int) else stream.fileno()
+    deadline = time.monotonic() + timeout
     seen = b""
     while marker not in seen and len(seen) < limit:
-        chunk = os.read(stream.fileno(), 65536)
+        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+        assert ready, f"nothing more after {timeout} s; so far: {seen[-2000:]!r}"
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: a pty whose other side has closed
+            break
         if not chunk:
             break
         seen += chunk

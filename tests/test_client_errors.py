@@ -114,7 +114,7 @@ def test_404_for_an_unknown_job(server):
 
 def test_429_is_final_without_wait_and_waited_out_with_it(make_server):
     srv = make_server({"SSECMD_MAX_RUNNING_JOBS": "1"})
-    busy = client(srv, "run", "--detach", "--", "sleep", "2").stdout.decode().strip()
+    busy = client(srv, "run", "--detach", "--", "sleep", "3").stdout.decode().strip()
     refused = client(srv, "run", "--", "echo", "late")
     assert refused.returncode == 255
     assert _one_line(refused) == (

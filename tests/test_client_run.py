@@ -236,15 +236,7 @@ def _on_a_terminal(server, *args: str, **env: str) -> bytes:
     proc = subprocess.Popen([CLIENT, *args], env=client_env(server, **env), stdin=subprocess.DEVNULL,
                             stdout=terminal, stderr=terminal)
     os.close(terminal)
-    seen = b""
-    while True:
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:  # EIO: the client has gone and closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
+    seen = read_until(controller, b"\0never\0")  # to the end: EIO once the client has closed the terminal
     os.close(controller)
     assert proc.wait(15) == 0
     no_traceback(seen)

@@ -6,5 +6,6 @@ Layers, each in its own module:
 - ``connection``: the server's address and the token (never from the command line);
 - ``api``: requests with friendly one-line errors, 429 and 503 handling;
 - ``events``: an SSE stream over httpx-sse that reconnects with Last-Event-ID;
+- ``interrupts``: Ctrl-C held while an event is written and its id recorded;
 - ``commands``: the click commands.
 """

@@ -10,10 +10,11 @@ RUN_APT_PACKAGES := iputils-ping procps
 # python3: Debian's interpreter, readable by the unprivileged user the containment tests run as.
 # chromium: the browser tests drive it with Playwright (executable_path, no browser download).
 # gcc, libc6-dev: the benchmarks' C clients, built by `make bench-smoke` (part of `make test`).
+# curl, jq: the README's examples, which tests/test_readme_examples.py runs as written.
 # Cross compilers (tests/test_cross_compile.py): the C extensions build for arm64, riscv64 and 32-bit arm.
 CROSS_APT_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-riscv64-linux-gnu libc6-dev-riscv64-cross \
 	gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
-TEST_APT_PACKAGES := $(RUN_APT_PACKAGES) nginx-light curl python3 chromium gcc libc6-dev $(CROSS_APT_PACKAGES)
+TEST_APT_PACKAGES := $(RUN_APT_PACKAGES) nginx-light curl jq python3 chromium gcc libc6-dev $(CROSS_APT_PACKAGES)
 # Building the C extensions app/_spawn.c and app/_jsonescape.c (pip install): a C compiler, libc headers, and the
 # interpreter's headers (Debian's python3.X-dev, installed only if Python.h is missing).
 BUILD_APT_PACKAGES := gcc libc6-dev

@@ -1,56 +1,94 @@
-"""The ``sse-commander`` command: serve, or show the effective settings."""
+"""The ``sse-commander`` command: serve and configure a server, or use one as a client (app/client)."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import sys
 
-from .access import hash_password, hash_token, new_token
+import click
+
+from .client.commands import COMMANDS, ClientCommand
+from .client.exitcodes import EXIT_CLIENT_ERROR, EXIT_DETACHED
 from .config import ConfigError, load_settings
 
+EXIT_USAGE = 2  # the server-side commands' usage and configuration errors, as before
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script."""
-    parser = argparse.ArgumentParser(prog="sse-commander", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser(
-        "serve",
-        help="run gunicorn with the gevent worker and the bundled settings; other options go to gunicorn",
-    )
-    sub.add_parser("settings", help="print the effective settings as JSON and exit")
-    token = sub.add_parser("token", help="create an API token; prints it once, and the [[tokens]] entry for the config")
-    token.add_argument("--user", required=True)
-    token.add_argument("--roles", default="operator", help="comma-separated roles (default: operator)")
-    password = sub.add_parser("password", help="hash a password (read from stdin) for a [[users]] entry")
-    password.add_argument("--user", required=True)
-    password.add_argument("--roles", default="operator", help="comma-separated roles (default: operator)")
-    args, gunicorn_args = parser.parse_known_args(argv)
-    if args.command != "serve" and gunicorn_args:
-        parser.error(f"unrecognized arguments: {' '.join(gunicorn_args)}")
-    if args.command == "token":
-        return _print_token(args.user, _roles(args.roles))
-    if args.command == "password":
-        return _print_password(args.user, _roles(args.roles))
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sse-commander", prog_name="sse-commander")
+def cli() -> None:
+    """Run commands on a host over HTTP and stream their output live as Server-Sent Events.
+
+    serve, settings, token and password are for the server; the other commands use a server as a client:
+    --url or SSECMD_URL says which, and the token comes from SSECMD_TOKEN or --token-file.
+    """
+
+
+def _load_settings_or_exit():
     try:
-        settings = load_settings()
+        return load_settings()
     except ConfigError as exc:
-        print(f"sse-commander: configuration error: {exc}", file=sys.stderr)
-        return 2
-    if args.command == "settings":
-        shown = dataclasses.asdict(settings)
-        if shown["session_secret"]:
-            shown["session_secret"] = "(set)"
-        print(json.dumps(shown, indent=2, default=list))
-        return 0
+        click.echo(f"sse-commander: configuration error: {exc}", err=True)
+        raise click.exceptions.Exit(EXIT_USAGE) from None
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": False})
+@click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED, metavar="[GUNICORN OPTIONS]...")
+def serve(gunicorn_args: tuple[str, ...]) -> None:
+    """Run gunicorn with the gevent worker and the bundled settings; other options go to gunicorn."""
+    _load_settings_or_exit()
     command = [
         sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_conf",
         *gunicorn_args, "app:create_app()",
     ]
     os.execv(sys.executable, command)
-    return 0  # pragma: no cover
+
+
+@cli.command()
+def settings() -> None:
+    """Print the effective settings as JSON and exit."""
+    shown = dataclasses.asdict(_load_settings_or_exit())
+    if shown["session_secret"]:
+        shown["session_secret"] = "(set)"
+    click.echo(json.dumps(shown, indent=2, default=list))
+
+
+roles_option = click.option("--roles", default="operator", show_default=True, help="Comma-separated roles.")
+
+
+@cli.command()
+@click.option("--user", required=True, help="Who the token is for.")
+@roles_option
+def token(user: str, roles: str) -> None:
+    """Create an API token; prints it once, and the [[tokens]] entry for the config."""
+    from .access import hash_token, new_token
+
+    secret = new_token()
+    click.echo(f"# the token for {user}, shown only now, then the entry for the config file:", err=True)
+    click.echo(secret)
+    click.echo(f'[[tokens]]\nuser = {_toml_string(user)}\nroles = {_toml_list(_roles(roles))}\n'
+               f'hash = "{hash_token(secret)}"')
+
+
+@cli.command()
+@click.option("--user", required=True, help="Who the password is for.")
+@roles_option
+def password(user: str, roles: str) -> None:
+    """Hash a password (read from stdin) for a [[users]] entry."""
+    from .access import hash_password
+
+    secret = sys.stdin.readline().rstrip("\n")
+    if not secret:
+        click.echo("sse-commander: give the password on standard input", err=True)
+        raise click.exceptions.Exit(EXIT_USAGE)
+    entry = f'[[users]]\nname = {_toml_string(user)}\nroles = {_toml_list(_roles(roles))}\n'
+    click.echo(entry + f'password_hash = "{hash_password(secret)}"')
+
+
+for _command in COMMANDS:
+    cli.add_command(_command)
 
 
 def _roles(text: str) -> list[str]:
@@ -66,19 +104,14 @@ def _toml_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _print_token(user: str, roles: list[str]) -> int:
-    token = new_token()
-    print(f"# the token for {user}, shown only now, then the entry for the config file:", file=sys.stderr)
-    print(token)
-    print(f'[[tokens]]\nuser = {_toml_string(user)}\nroles = {_toml_list(roles)}\nhash = "{hash_token(token)}"')
-    return 0
-
-
-def _print_password(user: str, roles: list[str]) -> int:
-    password = sys.stdin.readline().rstrip("\n")
-    if not password:
-        print("sse-commander: give the password on standard input", file=sys.stderr)
-        return 2
-    entry = f'[[users]]\nname = {_toml_string(user)}\nroles = {_toml_list(roles)}\n'
-    print(entry + f'password_hash = "{hash_password(password)}"')
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script: the exit status, never a traceback for a usage error or Ctrl-C."""
+    try:
+        result = cli.main(args=argv, prog_name="sse-commander", standalone_mode=False)
+    except click.exceptions.Abort:
+        return EXIT_DETACHED
+    except click.ClickException as exc:
+        exc.show()
+        context = getattr(exc, "ctx", None)
+        return EXIT_CLIENT_ERROR if context and isinstance(context.command, ClientCommand) else exc.exit_code
+    return result if isinstance(result, int) else 0

@@ -23,9 +23,12 @@ from .cgroups import CGROUP_SETTINGS
 
 ENV_PREFIX = "SSECMD_"
 CONFIG_ENV = "SSECMD_CONFIG"
+# SSECMD_* variables that belong to the sse-commander client (app/client), not to the server. The loader skips
+# them, and only them, so that one shell can both serve and use the client; any other unknown name is an error.
+CLIENT_ENV = frozenset({"SSECMD_URL", "SSECMD_TOKEN", "SSECMD_TOKEN_FILE"})
 
 DEFAULT_ALLOWED_COMMANDS: tuple[str, ...] = (
-    "echo", "printf", "ls", "date", "uptime", "df", "du", "free", "ping",
+    "echo", "printf", "ls", "date", "uptime", "df", "du", "free", "vmstat", "ping",
     "sleep", "seq", "cat", "head", "tail", "wc", "whoami", "id", "hostname",
     "uname", "true", "false", "yes",
 )
@@ -274,7 +277,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     env_values = {
         key[len(ENV_PREFIX):].lower(): value
         for key, value in environ.items()
-        if key.startswith(ENV_PREFIX) and key != CONFIG_ENV
+        if key.startswith(ENV_PREFIX) and key != CONFIG_ENV and key not in CLIENT_ENV
     }
     for key in _TABLE_KEYS:
         if key in env_values:

@@ -54,7 +54,8 @@ class GunicornServer:
     """One gunicorn master with its workers, configured through SSECMD_* variables."""
 
     def __init__(self, tmp_path: Path, settings: dict[str, str] | None = None, *, workers: int = 1,
-                 graceful_timeout: float = 10, extra_env: dict[str, str] | None = None) -> None:
+                 graceful_timeout: float = 10, extra_env: dict[str, str] | None = None,
+                 test_defaults: bool = True) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.run_dir = tmp_path / "run"
@@ -63,16 +64,19 @@ class GunicornServer:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/root"),
             "LANG": "C.UTF-8",
-            "SSECMD_ALLOWED_COMMANDS": TEST_ALLOWED,
             "SSECMD_RUN_DIR": str(self.run_dir),
-            "SSECMD_KILL_GRACE": "1",
-            "SSECMD_LOG_LEVEL": "debug",
-            # Most tests run helpers from this checkout, which may not be readable by
-            # 'nobody'; tests/test_containment.py covers the unprivileged default.
-            "SSECMD_RUN_AS_USER": "root",
-            "SSECMD_RATE_LIMIT_PER_MINUTE": "0",
-            "SSECMD_LOGIN_ATTEMPTS_PER_MINUTE": "0",
         }
+        if test_defaults:  # False: the shipped defaults, as the README's examples use them
+            env.update({
+                "SSECMD_ALLOWED_COMMANDS": TEST_ALLOWED,
+                "SSECMD_KILL_GRACE": "1",
+                "SSECMD_LOG_LEVEL": "debug",
+                # Most tests run helpers from this checkout, which may not be readable by
+                # 'nobody'; tests/test_containment.py covers the unprivileged default.
+                "SSECMD_RUN_AS_USER": "root",
+                "SSECMD_RATE_LIMIT_PER_MINUTE": "0",
+                "SSECMD_LOGIN_ATTEMPTS_PER_MINUTE": "0",
+            })
         env.update(settings or {})
         env.update(extra_env or {})
         self.env = env

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 
 import pytest
 
-from .server import REPO, VENV_BIN
+from .server import REPO, VENV_BIN, free_port, wait_healthy
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -47,3 +48,18 @@ def test_server_refuses_to_start_on_bad_configuration(setting, value, complaint)
     )
     assert result.returncode != 0
     assert complaint in result.stderr
+
+
+def test_serve_passes_gunicorn_options_through(tmp_path):
+    port = free_port()
+    env = {"PATH": os.environ["PATH"], "SSECMD_RUN_DIR": str(tmp_path / "run")}
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "sse-commander"), "serve", "--bind", f"127.0.0.1:{port}", "-w", "1", "--graceful-timeout", "5"],
+        env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_healthy(proc, f"http://127.0.0.1:{port}/healthz", 30, "sse-commander serve", lambda: "")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert f"Listening at: http://127.0.0.1:{port}" in output.decode()

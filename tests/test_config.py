@@ -159,6 +159,23 @@ def test_unknown_environment_setting_is_refused():
         load_settings({"SSECMD_WROKERS": "2"})
 
 
+def test_the_clients_variables_are_ignored_so_one_shell_can_serve_and_use_the_client():
+    client = {"SSECMD_URL": "http://127.0.0.1:9", "SSECMD_TOKEN": "t0k3n", "SSECMD_TOKEN_FILE": "/nonexistent"}
+    assert load_settings(client) == Settings()
+    assert load_settings({**client, "SSECMD_WORKERS": "3"}).workers == 3
+
+
+@pytest.mark.parametrize("name", ["SSECMD_URLS", "SSECMD_TOKEN_PATH", "SSECMD_CLIENT_URL", "SSECMD_USER"])
+def test_names_near_the_clients_variables_are_still_refused(name):
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_settings({name: "x"})
+
+
+def test_client_names_are_not_settings_in_the_file(toml_file):
+    with pytest.raises(ConfigError, match="unknown setting 'url'"):
+        load_settings(toml_file('url = "http://127.0.0.1:8000"\n'))
+
+
 def test_invalid_toml_is_a_config_error(toml_file):
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_settings(toml_file("workers = = 2\n"))

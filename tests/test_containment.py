@@ -446,7 +446,8 @@ def _ping_group_range() -> tuple[int, int]:
 # Every program of the default allowlist, with an argument list that succeeds as nobody (ping aside).
 DEFAULT_PROGRAM_RUNS = {
     "echo": ["echo", "hi"], "printf": ["printf", "x"], "ls": ["ls", "/"], "date": ["date"], "uptime": ["uptime"],
-    "df": ["df", "/"], "du": ["du", "-s", "/etc/hostname"], "free": ["free"], "sleep": ["sleep", "0"],
+    "df": ["df", "/"], "du": ["du", "-s", "/etc/hostname"], "free": ["free"],
+    "vmstat": ["vmstat", "1", "2"], "sleep": ["sleep", "0"],
     "seq": ["seq", "3"], "cat": ["cat", "/etc/hostname"], "head": ["head", "-n1", "/etc/passwd"],
     "tail": ["tail", "-n1", "/etc/passwd"], "wc": ["wc", "-l", "/etc/passwd"], "whoami": ["whoami"], "id": ["id"],
     "hostname": ["hostname"], "uname": ["uname", "-a"], "true": ["true"],

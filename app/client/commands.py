@@ -1,0 +1,381 @@
+"""The client commands: run, attach, jobs, logs, cancel, tail, publish, actions (click)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import click
+import httpx
+
+from .api import OUTPUT_TIMEOUT, Api, ClientError
+from .connection import DEFAULT_URL, TOKEN_ENV, TOKEN_FILE_ENV, URL_ENV, ConnectionConfigError, resolve
+from .events import DEFAULT_RECONNECT_FOR, Event, Follower
+from .exitcodes import (
+    EXIT_CLIENT_ERROR,
+    EXIT_DETACHED,
+    EXIT_SIGNAL_BASE,
+    Outcome,
+    outcome_of_exit,
+    outcome_of_job,
+    outcome_of_start_failure,
+)
+from .interrupts import CtrlC
+from .output import PROG, Terminal, format_actions, format_jobs, format_message
+
+EXIT_BROKEN_PIPE = EXIT_SIGNAL_BASE + signal.SIGPIPE  # what a shell shows for `cmd | head`
+
+
+class ClientCommand(click.Command):
+    """A command that talks to a server: its usage errors exit 255, like its other failures (as ssh's do)."""
+
+
+@dataclass
+class Session:
+    """What a client command works with."""
+
+    api: Api
+    terminal: Terminal
+    ctrl_c: CtrlC
+
+
+def _quiet_stdout() -> None:
+    """After EPIPE on stdout: point it at /dev/null so the interpreter's final flush does not complain."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def client_command(**context_settings: Any) -> Callable[[Callable[..., int]], ClientCommand]:
+    """A client command: --url, --token-file and -v, a Session, and every failure as one line on stderr."""
+    return functools.partial(_client_command, context_settings={"help_option_names": ["-h", "--help"],
+                                                                **context_settings})
+
+
+def _client_command(func: Callable[..., int], context_settings: dict[str, Any]) -> ClientCommand:
+
+    @click.option("--url", envvar=URL_ENV, default=DEFAULT_URL, show_default=True, show_envvar=True,
+                  help="The server's address.")
+    @click.option("--token-file", envvar=TOKEN_FILE_ENV, show_envvar=True, metavar="PATH",
+                  help=f"Read the token from this file (mode 600). Default: the {TOKEN_ENV} variable.")
+    @click.option("-v", "--verbose", is_flag=True, help="Status lines on stderr: start, reconnects, end.")
+    @functools.wraps(func)
+    def command(url: str, token_file: str | None, verbose: bool, **options: Any) -> int:
+        terminal = Terminal.standard(verbose=verbose)
+        ctrl_c = CtrlC()
+        ctrl_c.install()
+        api = None
+        try:
+            api = Api(resolve(url, token_file, os.environ), on_wait=terminal.note, checkpoint=ctrl_c.raise_pending)
+            return func(Session(api, terminal, ctrl_c), **options)
+        except ConnectionConfigError as exc:
+            terminal.note(str(exc))
+            return EXIT_CLIENT_ERROR
+        except ClientError as exc:
+            terminal.note(exc.message)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            return EXIT_DETACHED
+        except BrokenPipeError:
+            _quiet_stdout()
+            return EXIT_BROKEN_PIPE
+        except (click.ClickException, click.exceptions.Exit):
+            raise
+        except Exception as exc:  # a bug of ours: still one line, never a traceback
+            terminal.note(f"unexpected error: {type(exc).__name__}: {exc}")
+            return EXIT_CLIENT_ERROR
+        finally:
+            if api is not None:
+                api.close()
+
+    created = click.command(cls=ClientCommand, context_settings=context_settings)(command)
+    # --help lists the command's own options first, then the shared ones.
+    shared = {"url", "token_file", "verbose", "help"}
+    created.params = [p for p in created.params if p.name not in shared] + [
+        p for p in created.params if p.name in shared
+    ]
+    return created
+
+
+reconnect_option = click.option(
+    "--reconnect-timeout", type=click.FloatRange(min=0), default=DEFAULT_RECONNECT_FOR, show_default=True,
+    metavar="SECONDS", help="Give up (exit 255) after this long without a working connection.",
+)
+
+
+# Jobs.
+
+def job_request(words: Sequence[str], action: str | None, timeout: float | None) -> dict[str, Any]:
+    """The POST /jobs body for ``run``: argv, or an action with KEY=VALUE parameters. Pure."""
+    body: dict[str, Any]
+    if action is not None:
+        params = {}
+        for word in words:
+            key, sep, value = word.partition("=")
+            if not sep or not key:
+                raise click.UsageError(f"action parameters are KEY=VALUE, got {word!r}")
+            params[key] = value
+        body = {"action": action, "params": params}
+    else:
+        if not words:
+            raise click.UsageError("give the command to run: sse-commander run -- CMD [ARGS]...")
+        body = {"argv": list(words)}
+    if timeout is not None:
+        body["timeout"] = timeout
+    return body
+
+
+class JobWatch:
+    """Writes a job's events as a local command's output, and keeps how it ended."""
+
+    def __init__(self, job_id: str, terminal: Terminal) -> None:
+        self.job_id = job_id
+        self.terminal = terminal
+        self.outcome: Outcome | None = None
+
+    def handle(self, event: Event) -> bool:
+        """Write one event; True once the job's final event has come."""
+        data = event.data if isinstance(event.data, dict) else {}
+        if event.type in ("stdout", "stderr"):
+            self.terminal.output(event.type, str(data.get("out", "")))
+        elif event.type == "start":
+            argv = [str(item) for item in data.get("argv") or ()]
+            self.terminal.status(f"job {self.job_id} started (pid {data.get('pid')}): {shlex.join(argv)}")
+        elif event.type == "gap":
+            self.terminal.note(
+                f"gap: {data.get('missed_bytes')} bytes of output are missing here "
+                "(the server's buffer had dropped them)"
+            )
+        elif event.type == "exit":
+            self.outcome = outcome_of_exit(data, self.job_id)
+        elif event.type == "err":
+            self.outcome = outcome_of_start_failure(data, self.job_id)
+        return self.outcome is not None
+
+
+def _reattach_hint(job_id: str) -> str:
+    return f"detached from job {job_id}, which keeps running; reattach with: {PROG} attach {job_id}"
+
+
+def job_path(job_id: str, rest: str = "") -> str:
+    """The path of a job's resource (ids come from people: quoted)."""
+    return f"/jobs/{quote(job_id, safe='')}{rest}"
+
+
+def _cancel(session: Session, job_id: str) -> None:
+    """DELETE the job; one that has ended meanwhile (409) is fine: its final event follows."""
+    session.api.request("DELETE", job_path(job_id), ok=(200, 202, 409))
+
+
+def follow_job(session: Session, job_id: str, *, after: int | None, reconnect_for: float, owned: bool) -> int:
+    """Stream a job to its end and return its exit status. ``owned``: this client started it, so Ctrl-C and
+    a closed stdout cancel it (a second Ctrl-C detaches); otherwise Ctrl-C only detaches."""
+    terminal = session.terminal
+    watch = JobWatch(job_id, terminal)
+    follower = Follower(
+        session.api, job_path(job_id, "/events"), after=None if after is None else str(after),
+        reconnect_for=reconnect_for, on_status=terminal.status, held=session.ctrl_c.held, patient=owned,
+    )
+    try:
+        session.ctrl_c.raise_pending()  # a Ctrl-C while ``run`` started the job: cancel it now
+        ended = follower.run(watch.handle)
+    except BrokenPipeError:
+        if owned:
+            _quiet_stdout()
+            _cancel(session, job_id)
+        raise
+    except KeyboardInterrupt:
+        if not owned:
+            terminal.note(_reattach_hint(job_id))
+            return EXIT_DETACHED
+        try:
+            terminal.note(f"cancelling job {job_id} (Ctrl-C again to detach)")
+            _cancel(session, job_id)
+            ended = follower.run(watch.handle)
+        except KeyboardInterrupt:
+            terminal.note(_reattach_hint(job_id))
+            return EXIT_DETACHED
+    outcome = watch.outcome if ended == Follower.FINISHED else None
+    if outcome is None:  # 204: resumed after the final event, which this client has not seen
+        outcome = outcome_of_job(session.api.json("GET", job_path(job_id)))
+        if outcome is None:
+            raise ClientError(f"job {job_id} has no final event yet, but its stream ended")
+    if outcome.message:
+        terminal.note(outcome.message)
+    else:
+        terminal.status(outcome.summary)
+    return outcome.code
+
+
+@client_command(allow_interspersed_args=False)
+@click.option("--action", metavar="NAME", help="Run a named action; the arguments are its KEY=VALUE parameters.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Seconds before the server stops the job (exit 124).")
+@click.option("--detach", is_flag=True, help="Print the job's id and return at once.")
+@click.option("--wait", is_flag=True, help="When the server is at its limit (429), wait as it says and retry.")
+@reconnect_option
+@click.argument("words", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]... | KEY=VALUE...")
+def run(session: Session, words: tuple[str, ...], action: str | None, timeout: float | None, detach: bool,
+        wait: bool, reconnect_timeout: float) -> int:
+    """Run a command (or a named action) on the server and stream it like a local one.
+
+    The remote stdout goes to stdout and the remote stderr to stderr, and the exit status is the remote
+    one (128+N for signal N; 127/126 if it could not start). Ctrl-C cancels the job and waits for its end;
+    a second Ctrl-C detaches and prints how to reattach.
+
+    \b
+      sse-commander run -- ls -la /tmp
+      sse-commander run --action deploy env=staging replicas=2
+    """
+    body = job_request(words, action, timeout)
+    session.api.wait = wait
+    # A Ctrl-C while the job starts waits until its id is known, so that it can be cancelled (or shown).
+    job = session.api.json("POST", "/jobs", json=body, can_wait=True, held=session.ctrl_c.deferred)
+    job_id = str(job["id"])
+    if detach:
+        session.terminal.line(job_id)
+        session.ctrl_c.raise_pending()
+        return 0
+    return follow_job(session, job_id, after=None, reconnect_for=reconnect_timeout, owned=True)
+
+
+@client_command()
+@click.argument("job_id", metavar="ID")
+@click.option("--after", type=click.IntRange(min=0), metavar="EVENT_ID",
+              help="Follow from after this event id (default: from the start).")
+@reconnect_option
+def attach(session: Session, job_id: str, after: int | None, reconnect_timeout: float) -> int:
+    """Follow a job from its start (or after an event id) to its end; exit with its status.
+
+    Ctrl-C only detaches: the job keeps running (`cancel ID` stops it).
+    """
+    return follow_job(session, job_id, after=after, reconnect_for=reconnect_timeout, owned=False)
+
+
+@client_command()
+@click.option("--state", metavar="STATE", help="Only jobs in this state (running, exited, cancelled, ...).")
+@click.option("--all", "show_all", is_flag=True, help="Finished jobs too (default: running jobs only).")
+def jobs(session: Session, state: str | None, show_all: bool) -> int:
+    """List jobs you may see, newest first: running ones, or every kept one with --all."""
+    params = {"state": state} if state else ({} if show_all else {"state": "running"})
+    body = session.api.json("GET", "/jobs", params=params)
+    for line in format_jobs(body.get("jobs") or []):
+        session.terminal.line(line)
+    return 0
+
+
+@client_command()
+@click.argument("job_id", metavar="ID")
+def logs(session: Session, job_id: str) -> int:
+    """Write a job's combined output to stdout, byte-exact, following it while it runs.
+
+    Unlike `run` and `attach` (whose events carry text, with invalid UTF-8 shown as U+FFFD), this is
+    the output exactly as the command wrote it: NUL, \\r and all.
+    """
+    try:
+        with session.api.stream(job_path(job_id, "/output"), timeout=OUTPUT_TIMEOUT) as response:
+            if response.status_code != 200:
+                response.read()
+                raise session.api.refusal(response)
+            dropped = response.headers.get("X-Output-Dropped-Bytes", "0")
+            if dropped.isdigit() and int(dropped):
+                session.terminal.note(f"gap: the first {dropped} bytes of output are missing (the server's buffer "
+                                      "had dropped them)")
+            for chunk in response.iter_raw():
+                session.terminal.raw(chunk)
+    except httpx.TransportError as exc:
+        raise session.api.transport_error(exc) from None
+    return 0
+
+
+@client_command()
+@click.argument("job_id", metavar="ID")
+def cancel(session: Session, job_id: str) -> int:
+    """Cancel a job: SIGTERM to its processes, SIGKILL after the server's grace period; print how it ended."""
+    response = session.api.request("DELETE", job_path(job_id), ok=(200, 202))
+    job = response.json()
+    outcome = outcome_of_job(job)
+    if outcome is None:
+        session.terminal.line(f"job {job_id} is {job.get('state')}: its processes have not all ended yet")
+    else:
+        session.terminal.line(outcome.summary)
+    return 0
+
+
+# Channels and actions.
+
+@client_command()
+@click.argument("channel")
+@click.option("--after", metavar="MESSAGE_ID", help="Replay the history after this message id first.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message: id, event, data, user, time.")
+@reconnect_option
+def tail(session: Session, channel: str, after: str | None, as_json: bool, reconnect_timeout: float) -> int:
+    """Follow a channel's messages, one per line: its retained history first, then live until Ctrl-C."""
+    terminal = session.terminal
+
+    def handle(event: Event) -> bool:
+        if event.type == "gap":
+            missed = event.data.get("missed_messages") if isinstance(event.data, dict) else None
+            terminal.note(f"gap: {missed} messages are missing here (the channel's history had dropped them)")
+        else:
+            terminal.line(format_message(event.type, event.data, as_json=as_json, message_id=event.id))
+        return False
+
+    Follower(
+        session.api, f"/channels/{quote(channel, safe='')}/events", after=after, reconnect_for=reconnect_timeout,
+        on_status=terminal.status, held=session.ctrl_c.held,
+    ).run(handle)
+    return 0
+
+
+def message_data(message: str, as_json: bool, stdin: Any) -> Any:
+    """What ``publish`` sends as data: MESSAGE, or stdin for ``-`` (one final newline dropped), maybe as JSON."""
+    if message == "-":
+        raw = stdin.read()
+        try:
+            message = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ClientError("the message on standard input is not valid UTF-8") from None
+        message = message[:-1] if message.endswith("\n") else message
+    if not as_json:
+        return message
+    try:
+        return json.loads(message)
+    except ValueError as exc:
+        raise ClientError(f"--json: the message is not valid JSON: {exc}") from None
+
+
+@client_command()
+@click.argument("channel")
+@click.argument("message")
+@click.option("--event", metavar="NAME", help="The event type subscribers see (default: message).")
+@click.option("--json", "as_json", is_flag=True, help="MESSAGE is JSON, sent as structured data.")
+@click.option("--wait", is_flag=True, help="When the server is at its limit (429), wait as it says and retry.")
+def publish(session: Session, channel: str, message: str, event: str | None, as_json: bool, wait: bool) -> int:
+    """Publish MESSAGE to a channel (`-` reads it from standard input)."""
+    body: dict[str, Any] = {"data": message_data(message, as_json, sys.stdin.buffer)}
+    if event is not None:
+        body["event"] = event
+    session.api.wait = wait
+    answer = session.api.json("POST", f"/channels/{quote(channel, safe='')}/messages", json=body, can_wait=True)
+    session.terminal.status(f"published message {answer.get('id')} to {channel}")
+    return 0
+
+
+@client_command()
+def actions(session: Session) -> int:
+    """List the named actions you may run, with their parameters, and the commands you may type."""
+    for line in format_actions(session.api.json("GET", "/actions")):
+        session.terminal.line(line)
+    return 0
+
+
+COMMANDS = (run, attach, jobs, logs, cancel, tail, publish, actions)

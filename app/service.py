@@ -10,8 +10,9 @@ from typing import Any
 
 from flask import current_app, request
 
-from . import lifecycle
+from . import capacity, lifecycle
 from .access import Policy, Principal
+from .admission import Admission
 from .allowlist import Allowlist, CommandNotAllowed
 from .audit import AuditLog
 from .authn import Authenticator
@@ -74,6 +75,9 @@ class Service:
             history_bytes=settings.channel_history_bytes,
         )
         self.tracker = StreamTracker(settings.send_timeout)
+        # This worker's own limit: the settings, within what its open-files limit and gunicorn's pool carry.
+        self.capacity = capacity.plan_capacity(settings, capacity.current_nofile(), capacity.worker_pool)
+        self.admission = Admission(self.capacity.max_streams, settings.busy_retry_ms, lambda: self.tracker.count)
         self.stats_publisher = run_stats_publisher(
             self.hub,
             settings.stats_interval,

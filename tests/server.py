@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -54,7 +55,8 @@ class GunicornServer:
     """One gunicorn master with its workers, configured through SSECMD_* variables."""
 
     def __init__(self, tmp_path: Path, settings: dict[str, str] | None = None, *, workers: int = 1,
-                 graceful_timeout: float = 10, extra_env: dict[str, str] | None = None) -> None:
+                 graceful_timeout: float = 10, extra_env: dict[str, str] | None = None,
+                 nofile: tuple[int, int] | None = None) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.run_dir = tmp_path / "run"
@@ -81,12 +83,16 @@ class GunicornServer:
             "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
             "--graceful-timeout", str(graceful_timeout), "wsgi:app",
         ]
+        self.nofile = nofile  # (soft, hard) RLIMIT_NOFILE to start gunicorn with, as a login shell would
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> GunicornServer:
         """Start gunicorn and wait until /healthz answers."""
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the server
-        self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        limits = self.nofile
+        preexec = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits)) if limits else None
+        self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     preexec_fn=preexec)
         wait_healthy(self.proc, self.url("/healthz"), 20, "gunicorn", self.log)
         return self
 

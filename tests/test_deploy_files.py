@@ -6,6 +6,8 @@ import configparser
 import re
 
 from app import gunicorn_conf
+from app.capacity import plan_capacity
+from app.config import Settings
 
 from .server import REPO
 
@@ -28,3 +30,15 @@ def test_unit_runs_the_repository_config_and_reloads_gracefully():
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert service["KillMode"] == "control-group"
     assert (REPO / "gunicorn.conf.py").exists() and (REPO / "wsgi.py").exists()
+
+
+def test_unit_open_files_limit_carries_the_default_capacity():
+    nofile = int(_unit()["Service"]["LimitNOFILE"])
+    plan = plan_capacity(Settings(), nofile)
+    assert not plan.limited_by_nofile and plan.max_streams == Settings().max_streams >= 10_000
+
+
+def test_gunicorn_pool_is_sized_from_the_settings():
+    settings = Settings()
+    assert gunicorn_conf.worker_connections == settings.max_streams + settings.connection_headroom
+    assert gunicorn_conf.backlog == settings.backlog

@@ -23,6 +23,8 @@ def healthz() -> Response:
             "worker_pid": os.getpid(),
             "running_jobs": service.store.running_count(),
             "max_running_jobs": service.settings.max_running_jobs,
+            "open_streams": service.tracker.open_streams,
+            "max_streams": service.capacity.max_streams,
         }
     )
     response.status_code = 503 if shutting_down else 200

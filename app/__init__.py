@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
 
     from . import admission, authn
+    from .bodies import BodyDeadline
     from .errors import register_error_handlers
     from .service import EXTENSION_KEY, Service
     from .views import actions, auth, channels, events, health, jobs, pages, run
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     authn.install(app, service.authenticator, service.refused)
     for blueprint in (run.bp, jobs.bp, actions.bp, channels.bp, events.bp, auth.bp, health.bp, pages.bp):
         app.register_blueprint(blueprint)
+    app.wsgi_app = BodyDeadline(app.wsgi_app, settings.body_timeout)  # type: ignore[method-assign]
     log.info(
         "SSE Commander ready: %d allowed commands, %d max running jobs, %d max streams",
         len(service.allowlist.by_name),

@@ -19,6 +19,7 @@ from typing import Any
 
 import gevent
 
+from .budget import MemoryBudget
 from .eventlog import EventLog
 from .messages import SYSTEM_CHANNELS, check_channel_name
 
@@ -32,10 +33,13 @@ class TooManyChannels(Exception):
 class ChannelHub:
     """All channels of this worker."""
 
-    def __init__(self, *, max_channels: int, history: int, history_bytes: int) -> None:
+    def __init__(
+        self, *, max_channels: int, history: int, history_bytes: int, budget: MemoryBudget | None = None
+    ) -> None:
         self.max_channels = max_channels
         self.history = history
         self.history_bytes = history_bytes
+        self.budget = budget  # the worker's memory budget, shared with the jobs (budget.py)
         # Ordered by last write, least recent first: a publish moves its channel to the end.
         self._logs: OrderedDict[str, EventLog] = OrderedDict()
         self._subscribers: dict[str, int] = {}
@@ -54,7 +58,8 @@ class ChannelHub:
             if len(self._logs) >= self.max_channels and not self._forget_idle(keep):
                 raise TooManyChannels()
             channel = EventLog(
-                self.history_bytes, max_events=self.history, terminal_kinds=frozenset(), pin_start=False
+                self.history_bytes, max_events=self.history, terminal_kinds=frozenset(), pin_start=False,
+                budget=self.budget,
             )
             self._logs[name] = channel
         return channel
@@ -67,7 +72,7 @@ class ChannelHub:
         # Make room by dropping one channel nobody listens to: the least recently written.
         for name in self._logs:
             if name not in SYSTEM_CHANNELS and name not in keep and not self._subscribers.get(name):
-                del self._logs[name]
+                self._logs.pop(name).detach()
                 return True
         return False
 

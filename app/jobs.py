@@ -21,6 +21,7 @@ from typing import Any
 
 from gevent.event import Event
 
+from .budget import MemoryBudget
 from .commandline import display_command
 from .eventlog import EventLog, LogRead
 
@@ -163,11 +164,13 @@ class MemoryJobStore(JobStore):
         buffer_bytes: int,
         max_finished: int,
         finished_ttl: float,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.max_running = max_running
         self.buffer_bytes = buffer_bytes
         self.max_finished = max_finished
         self.finished_ttl = finished_ttl
+        self.budget = budget  # the worker's memory budget, shared with the channels (budget.py)
         self._jobs: dict[str, Job] = {}
         self._logs: dict[str, EventLog] = {}
         # Kept in step by create/finish/_forget, so that starting a job costs O(1), not a pass
@@ -184,7 +187,7 @@ class MemoryJobStore(JobStore):
         job_id = secrets.token_hex(8)
         job = Job(id=job_id, argv=tuple(argv), timeout=timeout, origin=origin, **details)
         self._jobs[job_id] = job
-        self._logs[job_id] = EventLog(self.buffer_bytes)
+        self._logs[job_id] = EventLog(self.buffer_bytes, budget=self.budget)
         self._running.add(job_id)
         return job
 
@@ -202,7 +205,7 @@ class MemoryJobStore(JobStore):
     def _forget(self, job: Job) -> None:
         # Viewers still reading a forgotten job see UnknownJob and end their stream.
         del self._jobs[job.id]
-        del self._logs[job.id]
+        self._logs.pop(job.id).detach()
         self._running.discard(job.id)
         self._finished.pop(job.id, None)
 

@@ -16,6 +16,7 @@ from .admission import Admission
 from .allowlist import Allowlist, CommandNotAllowed
 from .audit import AuditLog
 from .authn import Authenticator
+from .budget import MemoryBudget
 from .channels import ChannelHub, run_stats_publisher, stats_snapshot
 from .childenv import child_environment
 from .config import Settings
@@ -53,11 +54,14 @@ class Service:
         self.authenticator = Authenticator(settings, self.signer)
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
         self.login_limiter = RateLimiter(settings.login_attempts_per_minute, settings.login_attempts_per_minute)
+        # One budget for every job's and channel's buffered events (budget.py).
+        self.budget = MemoryBudget(settings.max_buffered_bytes)
         self.store = MemoryJobStore(
             max_running=settings.max_running_jobs,
             buffer_bytes=settings.job_buffer_bytes,
             max_finished=settings.max_finished_jobs,
             finished_ttl=settings.finished_job_ttl,
+            budget=self.budget,
         )
         registry = ProcessGroupRegistry(settings.run_dir or default_run_dir(), os.getpid())
         self.runner = ProcessRunner(
@@ -73,6 +77,7 @@ class Service:
             max_channels=settings.max_channels,
             history=settings.channel_history,
             history_bytes=settings.channel_history_bytes,
+            budget=self.budget,
         )
         self.tracker = StreamTracker(settings.send_timeout)
         # This worker's own limit: the settings, within what its open-files limit and gunicorn's pool carry.

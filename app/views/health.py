@@ -25,6 +25,8 @@ def healthz() -> Response:
             "max_running_jobs": service.settings.max_running_jobs,
             "open_streams": service.tracker.open_streams,
             "max_streams": service.capacity.max_streams,
+            "buffered_bytes": service.budget.used,
+            "max_buffered_bytes": service.budget.limit,
         }
     )
     response.status_code = 503 if shutting_down else 200

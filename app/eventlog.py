@@ -197,6 +197,12 @@ class EventLog:
         if budget is not None:
             budget.detach(self)
 
+    def drop_history(self) -> None:
+        """Drop every retained event but the newest, keeping the bound for what comes next."""
+        bound, self.max_bytes = self.max_bytes, 0
+        self._trim()
+        self.max_bytes = bound
+
     def shrink_to(self, max_bytes: int) -> None:
         """Keep at most ``max_bytes`` from now on, dropping the oldest events beyond it (viewers get a gap)."""
         self.max_bytes = min(self.max_bytes, max_bytes)

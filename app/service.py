@@ -17,7 +17,7 @@ from .allowlist import Allowlist, CommandNotAllowed
 from .audit import AuditLog
 from .authn import Authenticator
 from .budget import MemoryBudget
-from .channels import ChannelHub, run_stats_publisher, stats_snapshot
+from .channels import ChannelHub, Subscription, TooManyChannels, run_stats_publisher, stats_snapshot
 from .childenv import child_environment
 from .config import Settings
 from .errors import ApiError
@@ -53,6 +53,7 @@ class Service:
         self.audit = AuditLog(settings.audit_log)
         self.authenticator = Authenticator(settings, self.signer)
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        self.publish_limiter = RateLimiter(settings.publish_rate_per_minute, settings.publish_rate_burst)
         self.login_limiter = RateLimiter(settings.login_attempts_per_minute, settings.login_attempts_per_minute)
         # One budget for every job's and channel's buffered events (budget.py).
         self.budget = MemoryBudget(settings.max_buffered_bytes)
@@ -105,17 +106,18 @@ class Service:
                 f"{principal.user} started too many jobs; try again in {retry_after_header(wait)} s",
                 headers={"Retry-After": retry_after_header(wait)},
             )
+        share = None if self.exempt_from_shares(principal) else self.settings.user_job_limit
         try:
             job = self.store.create(
-                spec.argv, spec.timeout, origin, owner=principal.user, action=spec.action, params=spec.params
+                spec.argv, spec.timeout, origin, owner_limit=share, owner=principal.user, action=spec.action,
+                params=spec.params,
             )
-        except TooManyJobs:
-            raise ApiError(
-                429,
-                "too_many_jobs",
-                f"{self.settings.max_running_jobs} jobs are already running; try again later",
-                headers={"Retry-After": "5"},
-            ) from None
+        except TooManyJobs as exc:
+            message = (
+                f"{principal.user} already runs {share} jobs, the most one user may; try again when one ends"
+                if exc.per_owner else f"{self.settings.max_running_jobs} jobs are already running; try again later"
+            )
+            raise ApiError(429, "too_many_jobs", message, headers={"Retry-After": "5"}) from None
         self.audit.record(
             "job_start",
             job=job.id,
@@ -131,6 +133,45 @@ class Service:
         if not job.finished:  # a job that failed to start was announced as it finished
             self._announce(job)
         return job
+
+    @staticmethod
+    def exempt_from_shares(principal: Principal) -> bool:
+        """Admins are exempt from the per-user shares (running jobs, channel subscriptions)."""
+        return "admin" in principal.roles
+
+    # Channel subscriptions.
+
+    def subscribe(self, principal: Principal, names: list[str]) -> list[Subscription]:
+        """Subscribe one stream of ``principal`` to channels, within the user's share; 429 beyond it.
+
+        Only a subscriber who may publish to a channel keeps it from being forgotten, or makes
+        room for it by forgetting another (channels.py).
+        """
+        limit = self.settings.max_subscriptions_per_user
+        held = self.hub.subscriptions_of(principal.user)
+        if not self.exempt_from_shares(principal) and held + len(names) > limit:
+            raise ApiError(
+                429, "too_many_subscriptions",
+                f"{principal.user} holds {held} channel subscriptions; at most {limit} at once",
+                headers={"Retry-After": "60"},
+            )
+        subscriptions: list[Subscription] = []
+        try:
+            for name in names:
+                pins = self.policy.may_publish(principal, name)
+                subscriptions.append(self.hub.subscribe(name, principal.user, pins=pins, keep=names))
+        except TooManyChannels:
+            self.unsubscribe(subscriptions)
+            raise ApiError(
+                429, "too_many_channels", f"{self.settings.max_channels} channels exist already",
+                headers={"Retry-After": "60"},
+            ) from None
+        return subscriptions
+
+    def unsubscribe(self, subscriptions: list[Subscription]) -> None:
+        """End subscriptions made by ``subscribe``."""
+        for subscription in subscriptions:
+            self.hub.unsubscribe(subscription)
 
     def _announce(self, job: Job) -> None:
         """Tell the ``jobs`` channel (its subscribers see only the jobs they may see)."""

@@ -73,6 +73,7 @@ class GunicornServer:
             # 'nobody'; tests/test_containment.py covers the unprivileged default.
             "SSECMD_RUN_AS_USER": "root",
             "SSECMD_RATE_LIMIT_PER_MINUTE": "0",
+            "SSECMD_PUBLISH_RATE_PER_MINUTE": "0",
             "SSECMD_LOGIN_ATTEMPTS_PER_MINUTE": "0",
         }
         env.update(settings or {})

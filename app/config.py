@@ -127,7 +127,7 @@ class Settings:
     rate_limit_burst: int = 100
     login_attempts_per_minute: int = 10  # per client address; 0 = unlimited
     audit_log: str = "-"  # a file path, "-" for stderr, "" for none
-    refused_log_interval: float = 10.0  # refused requests from one address: one line, then a count per interval
+    refused_log_interval: float = 10.0  # refused requests from one address: one line, then a count; 0 = every line
 
     @property
     def user_job_limit(self) -> int:
@@ -214,7 +214,7 @@ def validate(settings: Settings) -> Settings:
         "ticket_ttl", "rate_limit_burst", "max_channels", "channel_history", "channel_history_bytes",
         "max_message_bytes", "stats_interval", "max_stream_sources", "send_timeout", "max_streams",
         "connection_headroom", "backlog", "body_timeout", "max_buffered_bytes", "publish_rate_burst",
-        "max_subscriptions_per_user", "refused_log_interval",
+        "max_subscriptions_per_user",
     )
     for name in positive:
         if getattr(settings, name) <= 0:
@@ -222,7 +222,7 @@ def validate(settings: Settings) -> Settings:
     for name in (
         "max_output_bytes", "kill_grace", "retry_ms", "shutdown_retry_jitter_ms", "rlimit_cpu", "rlimit_as",
         "rlimit_nofile", "rlimit_nproc", "rate_limit_per_minute", "login_attempts_per_minute",
-        "busy_retry_ms", "max_running_jobs_per_user", "publish_rate_per_minute",
+        "busy_retry_ms", "max_running_jobs_per_user", "publish_rate_per_minute", "refused_log_interval",
     ):
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name}: must not be negative")

@@ -8,13 +8,14 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+import gevent
 from flask import current_app, request
 
 from . import capacity, lifecycle
 from .access import Policy, Principal
 from .admission import Admission
 from .allowlist import Allowlist, CommandNotAllowed
-from .audit import AuditLog
+from .audit import AuditLog, RepeatCollapser, capped
 from .authn import Authenticator
 from .budget import MemoryBudget
 from .channels import ChannelHub, Subscription, TooManyChannels, run_stats_publisher, stats_snapshot
@@ -51,6 +52,11 @@ class Service:
         self.signer = Signer(settings.session_secret or secrets.token_urlsafe(32), settings.session_ttl,
                              settings.ticket_ttl)
         self.audit = AuditLog(settings.audit_log)
+        # Refused requests from one address: one line each interval, then a count (a flood of 401s
+        # must not become a flood of log lines).
+        self.refusals = RepeatCollapser(settings.refused_log_interval)
+        if self.audit.enabled and settings.refused_log_interval:
+            gevent.spawn(self._report_repeated_refusals)
         self.authenticator = Authenticator(settings, self.signer)
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
         self.publish_limiter = RateLimiter(settings.publish_rate_per_minute, settings.publish_rate_burst)
@@ -239,17 +245,30 @@ class Service:
         return self.store.get(job_id) or job
 
     def refused(self, principal: Principal | None, status: int, reason: str, **fields: Any) -> None:
-        """Audit a refused request."""
+        """Audit a refused request: the first per address, status and user in each interval, then a count."""
+        user = principal.user if principal and principal.user else None
+        if not self.audit.enabled or not self.refusals.admit((request.remote_addr, status, user)):
+            return
         self.audit.record(
             "refused",
             status=status,
-            reason=reason,
-            user=principal.user if principal and principal.user else None,
+            reason=capped(reason),
+            user=capped(user),
             addr=request.remote_addr,
-            method=request.method,
-            path=request.path,
+            method=capped(request.method, 16),
+            path=capped(request.path),
             **fields,
         )
+
+    def _report_repeated_refusals(self) -> None:
+        """Every interval: one line per address (status, user) whose refusals were held back, with their count."""
+        interval = self.refusals.interval
+        while True:
+            gevent.sleep(interval)
+            for key, count in self.refusals.due():
+                addr, status, user = key if key != RepeatCollapser.OTHERS else ("(other addresses)", None, None)
+                self.audit.record("refused_repeated", addr=addr, status=status, user=capped(user), count=count,
+                                  seconds=interval)
 
 
 def current_service() -> Service:

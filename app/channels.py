@@ -32,7 +32,7 @@ class TooManyChannels(Exception):
     """The limit of channels is reached."""
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class Subscription:
     """One stream's subscription to one channel, until ``ChannelHub.unsubscribe``."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -99,8 +100,8 @@ def subscribe(name: str) -> Response:
     connection = ClientConnection.from_environ(request.environ)
 
     # Counted from here: the response's close (however the stream ends, even unstarted) uncounts it.
-    subscriptions = service.subscribe(principal, [name])
+    (subscription,) = service.subscribe(principal, [name])
     stream = channel_event_stream(
-        subscriptions[0].log, cursor, service.settings, lifecycle.shutdown_event, visible, client_socket, connection
+        subscription.log, cursor, service.settings, lifecycle.shutdown_event, visible, client_socket, connection
     )
-    return sse_response(stream, on_close=[lambda: service.unsubscribe(subscriptions)])
+    return sse_response(stream, on_close=[partial(service.hub.unsubscribe, subscription)])

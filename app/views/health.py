@@ -25,6 +25,7 @@ def healthz() -> Response:
             "max_running_jobs": service.settings.max_running_jobs,
             "open_streams": service.tracker.open_streams,
             "max_streams": service.capacity.max_streams,
+            "worker_connections": service.capacity.worker_connections,
             "buffered_bytes": service.budget.used,
             "max_buffered_bytes": service.budget.limit,
         }

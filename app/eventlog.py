@@ -135,9 +135,9 @@ class EventLog:
             self._events.append(event)
             size = len(frame) + len(raw) + EVENT_OVERHEAD_BYTES
             self._retained_bytes += size
+            freed = self._trim()
             if budget is not None:
-                budget.used += size
-            self._trim()
+                budget.used += size - freed
         if kind in self.terminal_kinds:
             self.finished = True
             if budget is not None:
@@ -157,7 +157,8 @@ class EventLog:
         """Call ``listener`` with every event appended from now on (direct delivery, see delivery.py)."""
         self._listeners.append(listener)
 
-    def _trim(self) -> None:
+    def _trim(self) -> int:
+        """Drop the oldest events beyond the bounds; the bytes freed (the caller tells the budget)."""
         events = self._events
         # Never drop what the owning viewer has not read: the runner's wait_for_room
         # bounds that backlog instead (JSON-escaped control bytes can make frames 6x the output).
@@ -174,13 +175,17 @@ class EventLog:
             self._head += 1
             retained -= len(old.frame) + len(old.raw) + EVENT_OVERHEAD_BYTES
             self._dropped_through = old.id
-        if retained != self._retained_bytes:
-            if self._budget is not None:
-                self._budget.used -= self._retained_bytes - retained
-            self._retained_bytes = retained
+        freed = self._retained_bytes - retained
+        self._retained_bytes = retained
         if self._head > 1024 and self._head * 2 > len(events):
             del events[: self._head]
             self._head = 0
+        return freed
+
+    def _trim_and_report(self) -> None:
+        freed = self._trim()
+        if self._budget is not None:
+            self._budget.used -= freed
 
     # The worker's memory budget (budget.py).
 
@@ -200,13 +205,13 @@ class EventLog:
     def drop_history(self) -> None:
         """Drop every retained event but the newest, keeping the bound for what comes next."""
         bound, self.max_bytes = self.max_bytes, 0
-        self._trim()
+        self._trim_and_report()
         self.max_bytes = bound
 
     def shrink_to(self, max_bytes: int) -> None:
         """Keep at most ``max_bytes`` from now on, dropping the oldest events beyond it (viewers get a gap)."""
         self.max_bytes = min(self.max_bytes, max_bytes)
-        self._trim()
+        self._trim_and_report()
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, Event()

@@ -6,7 +6,7 @@ import configparser
 import re
 
 from app import gunicorn_conf
-from app.capacity import plan_capacity
+from app.capacity import current_nofile, plan_capacity
 from app.config import Settings
 
 from .server import REPO
@@ -40,5 +40,8 @@ def test_unit_open_files_limit_carries_the_default_capacity():
 
 def test_gunicorn_pool_is_sized_from_the_settings():
     settings = Settings()
-    assert gunicorn_conf.worker_connections == settings.max_streams + settings.connection_headroom
+    plan = plan_capacity(settings, current_nofile())  # importing the config raised this process's limit
+    assert gunicorn_conf.worker_connections == plan.worker_connections
+    if not plan.limited_by_nofile:
+        assert gunicorn_conf.worker_connections == settings.max_streams + settings.connection_headroom
     assert gunicorn_conf.backlog == settings.backlog

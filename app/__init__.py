@@ -34,7 +34,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
 
-    from . import authn
+    from . import admission, authn
+    from .bodies import BodyDeadline
     from .errors import register_error_handlers
     from .service import EXTENSION_KEY, Service
     from .views import actions, auth, channels, events, health, jobs, pages, run
@@ -43,12 +44,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     service = Service(settings)
     app.extensions[EXTENSION_KEY] = service
+    admission.install(app, service.admission)  # first: a refused stream costs nothing more
     authn.install(app, service.authenticator, service.refused)
     for blueprint in (run.bp, jobs.bp, actions.bp, channels.bp, events.bp, auth.bp, health.bp, pages.bp):
         app.register_blueprint(blueprint)
+    app.wsgi_app = BodyDeadline(app.wsgi_app, settings.body_timeout)  # type: ignore[method-assign]
     log.info(
-        "SSE Commander ready: %d allowed commands, %d max running jobs",
+        "SSE Commander ready: %d allowed commands, %d max running jobs, %d max streams",
         len(service.allowlist.by_name),
         settings.max_running_jobs,
+        service.capacity.max_streams,
     )
     return app

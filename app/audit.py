@@ -1,4 +1,4 @@
-"""The audit log: one JSON line per job and per refused request."""
+"""The audit log: one JSON line per job and per refused request (repeats collapsed into a count)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Any, TextIO
+
+# A refused request's path (up to 8 KB from gunicorn) is logged up to here.
+MAX_LOGGED_TEXT = 256
 
 _logger = logging.getLogger("sse_commander.audit")
 
@@ -41,3 +46,62 @@ class AuditLog:
             return
         entry = {"audit": kind, "time": round(time.time(), 3), **fields}
         _logger.info(json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str))
+
+
+def capped(text: str | None, limit: int = MAX_LOGGED_TEXT) -> str | None:
+    """``text`` cut to ``limit`` characters, saying how much was cut."""
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text) - limit} more characters)"
+
+
+@dataclass
+class _Window:
+    started: float
+    held_back: int = 0
+
+
+class RepeatCollapser:
+    """The first record per key in each interval is written; the rest are counted and reported once.
+
+    Pure bookkeeping with an injected clock. At most ``max_keys`` keys are
+    tracked: beyond that, records are counted under one key for all the rest.
+    """
+
+    OTHERS = ("others",)
+
+    def __init__(self, interval: float, max_keys: int = 4096, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.max_keys = max_keys
+        self.clock = clock
+        self._windows: dict[Hashable, _Window] = {}
+        self._ended: list[tuple[Hashable, int]] = []
+
+    def admit(self, key: Hashable) -> bool:
+        """True: write this record in full. False: it was counted, for ``due`` to report."""
+        now = self.clock()
+        if key not in self._windows and len(self._windows) >= self.max_keys:
+            self._drop_ended_windows(now)
+            if len(self._windows) >= self.max_keys:
+                key = self.OTHERS  # one entry more, at most
+        window = self._windows.get(key)
+        if window is not None and now - window.started < self.interval:
+            window.held_back += 1
+            return False
+        if window is not None and window.held_back:
+            self._ended.append((key, window.held_back))
+        self._windows[key] = _Window(now)
+        return True
+
+    def due(self) -> list[tuple[Hashable, int]]:
+        """(key, count) for each key whose interval has ended with records held back; forgets ended windows."""
+        self._drop_ended_windows(self.clock())
+        ended, self._ended = self._ended, []
+        return ended
+
+    def _drop_ended_windows(self, now: float) -> None:
+        for key, window in list(self._windows.items()):
+            if now - window.started >= self.interval:
+                del self._windows[key]
+                if window.held_back:
+                    self._ended.append((key, window.held_back))

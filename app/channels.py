@@ -11,14 +11,17 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import gevent
 
+from .budget import MemoryBudget
 from .eventlog import EventLog
 from .messages import SYSTEM_CHANNELS, check_channel_name
 
@@ -29,45 +32,81 @@ class TooManyChannels(Exception):
     """The limit of channels is reached."""
 
 
-class ChannelHub:
-    """All channels of this worker."""
+@dataclass(frozen=True, eq=False, slots=True)
+class Subscription:
+    """One stream's subscription to one channel, until ``ChannelHub.unsubscribe``."""
 
-    def __init__(self, *, max_channels: int, history: int, history_bytes: int) -> None:
+    name: str
+    user: str
+    pins: bool  # whether it keeps the channel from being forgotten (only those who may publish to it)
+    log: EventLog
+
+
+class ChannelHub:
+    """All channels of this worker.
+
+    A subscription keeps its channel from being forgotten to make room only if
+    its user may publish to that channel, and only such users make room by
+    forgetting another: a read-only viewer can neither fill the hub nor hold
+    it full. A channel forgotten while someone still reads it gives its
+    history's memory back, and its readers stay on it: if it is written or
+    asked for again while they read, it comes back under its name, its ids
+    going on from where they were.
+    """
+
+    def __init__(
+        self, *, max_channels: int, history: int, history_bytes: int, budget: MemoryBudget | None = None
+    ) -> None:
         self.max_channels = max_channels
         self.history = history
         self.history_bytes = history_bytes
+        self.budget = budget  # the worker's memory budget, shared with the jobs (budget.py)
         # Ordered by last write, least recent first: a publish moves its channel to the end.
         self._logs: OrderedDict[str, EventLog] = OrderedDict()
         self._subscribers: dict[str, int] = {}
+        self._pins: dict[str, int] = {}  # subscriptions that keep the channel (see Subscription.pins)
+        self._by_user: dict[str, int] = {}  # subscriptions each user's open streams hold
+        self._forgotten: weakref.WeakValueDictionary[str, EventLog] = weakref.WeakValueDictionary()
         for name in SYSTEM_CHANNELS:
             self.log(name)
 
-    def log(self, name: str, keep: Collection[str] = ()) -> EventLog:
+    def log(self, name: str, keep: Collection[str] = (), *, make_room: bool = True) -> EventLog:
         """The channel's log, created on first use.
 
         Making room never forgets a channel named in ``keep`` (the other
-        channels of the same request).
+        channels of the same request); with ``make_room`` false (a caller who
+        may not publish to it), none is forgotten at all.
         """
         channel = self._logs.get(name)
         if channel is None:
             check_channel_name(name)
-            if len(self._logs) >= self.max_channels and not self._forget_idle(keep):
+            if len(self._logs) >= self.max_channels and not (make_room and self._forget_idle(keep)):
                 raise TooManyChannels()
-            channel = EventLog(
-                self.history_bytes, max_events=self.history, terminal_kinds=frozenset(), pin_start=False
-            )
+            channel = self._forgotten.pop(name, None)
+            if channel is not None:
+                if self.budget is not None:
+                    channel.attach(self.budget)
+            else:
+                channel = EventLog(
+                    self.history_bytes, max_events=self.history, terminal_kinds=frozenset(), pin_start=False,
+                    budget=self.budget,
+                )
             self._logs[name] = channel
         return channel
 
     def peek(self, name: str) -> EventLog | None:
-        """The channel's log if it exists; never creates one."""
-        return self._logs.get(name)
+        """The channel's log if it exists (or is forgotten but still read); never creates one."""
+        return self._logs.get(name) or self._forgotten.get(name)
 
     def _forget_idle(self, keep: Collection[str] = ()) -> bool:
-        # Make room by dropping one channel nobody listens to: the least recently written.
+        # Make room by forgetting one channel nobody keeps: the least recently written.
         for name in self._logs:
-            if name not in SYSTEM_CHANNELS and name not in keep and not self._subscribers.get(name):
-                del self._logs[name]
+            if name not in SYSTEM_CHANNELS and name not in keep and not self._pins.get(name):
+                channel = self._logs.pop(name)
+                channel.detach()
+                if self._subscribers.get(name):
+                    channel.drop_history()
+                    self._forgotten[name] = channel
                 return True
         return False
 
@@ -79,23 +118,33 @@ class ChannelHub:
         return message_id
 
     @contextmanager
-    def subscribed(self, name: str) -> Iterator[EventLog]:
+    def subscribed(self, name: str, user: str = "", *, pins: bool = True) -> Iterator[EventLog]:
         """Count a subscriber for as long as the block runs."""
-        channel = self.subscribe(name)
+        subscription = self.subscribe(name, user, pins=pins)
         try:
-            yield channel
+            yield subscription.log
         finally:
-            self.unsubscribe(name)
+            self.unsubscribe(subscription)
 
-    def subscribe(self, name: str) -> EventLog:
-        """Count a subscriber (until ``unsubscribe``); the channel's log."""
-        channel = self.log(name)
+    def subscribe(self, name: str, user: str = "", *, pins: bool = True, keep: Collection[str] = ()) -> Subscription:
+        """Count a subscriber (until ``unsubscribe``), creating the channel if need be (TooManyChannels)."""
+        channel = self.log(name, keep, make_room=pins)
         self._subscribers[name] = self._subscribers.get(name, 0) + 1
-        return channel
+        if pins:
+            self._pins[name] = self._pins.get(name, 0) + 1
+        self._by_user[user] = self._by_user.get(user, 0) + 1
+        return Subscription(name, user, pins, channel)
 
-    def unsubscribe(self, name: str) -> None:
+    def unsubscribe(self, subscription: Subscription) -> None:
         """A subscriber counted by ``subscribe`` has gone."""
-        self._subscribers[name] -= 1
+        _uncount(self._subscribers, subscription.name)
+        if subscription.pins:
+            _uncount(self._pins, subscription.name)
+        _uncount(self._by_user, subscription.user)
+
+    def subscriptions_of(self, user: str) -> int:
+        """How many channel subscriptions the user's open streams hold."""
+        return self._by_user.get(user, 0)
 
     def subscribers(self, name: str) -> int:
         """How many streams are subscribed to a channel now."""
@@ -113,6 +162,15 @@ class ChannelHub:
             }
             for name, channel in sorted(self._logs.items())
         ]
+
+
+def _uncount(counts: dict[str, int], key: str) -> None:
+    # Entries at zero go: the maps stay as small as what is subscribed now.
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
 
 
 def _memory() -> dict[str, int]:

@@ -47,6 +47,14 @@ class Settings:
     workers: int = 1
     log_level: str = "info"
 
+    # Capacity of one worker (app/capacity.py): gunicorn's worker_connections is max_streams plus
+    # connection_headroom, so short requests always find a free connection slot.
+    max_streams: int = 12000  # open streams per worker; beyond it a new stream is refused as busy
+    connection_headroom: int = 1000  # connections per worker kept for short requests above max_streams
+    backlog: int = 2048  # the listen queue (gunicorn's --backlog)
+    busy_retry_ms: int = 10000  # reconnection delay sent to a refused stream, plus a random extra up to as much
+    body_timeout: float = 10.0  # seconds to receive a request body; 408 beyond
+
     # Which commands may run: names resolved on PATH at start-up, or absolute paths.
     allowed_commands: tuple[str, ...] = DEFAULT_ALLOWED_COMMANDS
     # Allow any executable on PATH. Dangerous; must be set explicitly.
@@ -62,12 +70,14 @@ class Settings:
 
     # Limits.
     max_running_jobs: int = 32
+    max_running_jobs_per_user: int = 0  # 0: a quarter of max_running_jobs (at least 1); admins are exempt
     default_timeout: float = 3600.0
     max_timeout: float = 86400.0
     max_command_length: int = 4096
     max_argv_items: int = 256
     max_body_bytes: int = 65536
     job_buffer_bytes: int = 16 * 1024 * 1024  # raw output plus encoded frames kept per job
+    max_buffered_bytes: int = 1024**3  # every job's and channel's buffer together, per worker
     max_output_bytes: int = 0  # total output after which the job is killed; 0 = no limit
     max_finished_jobs: int = 200
     finished_job_ttl: float = 24 * 3600.0
@@ -88,6 +98,9 @@ class Settings:
     stats_interval: float = 5.0  # seconds between messages on the "stats" channel
     max_stream_sources: int = 32  # jobs plus channels on one GET /events connection
     send_timeout: float = 30.0  # a stream stuck writing this long is dropped
+    publish_rate_per_minute: int = 600  # messages per user; 0 = unlimited
+    publish_rate_burst: int = 100
+    max_subscriptions_per_user: int = 256  # channel subscriptions a user's open streams hold; admins are exempt
 
     # Where process groups are recorded so the master can kill them if a worker dies.
     run_dir: str = ""
@@ -124,6 +137,14 @@ class Settings:
     rate_limit_burst: int = 100
     login_attempts_per_minute: int = 10  # per client address; 0 = unlimited
     audit_log: str = "-"  # a file path, "-" for stderr, "" for none
+    refused_log_interval: float = 10.0  # refused requests from one address: one line, then a count; 0 = every line
+
+    @property
+    def user_job_limit(self) -> int:
+        """Running jobs one (non-admin) user may have: the setting, or a quarter of max_running_jobs."""
+        if self.max_running_jobs_per_user:
+            return self.max_running_jobs_per_user
+        return max(1, self.max_running_jobs // 4)
 
     @property
     def auth_configured(self) -> bool:
@@ -201,7 +222,9 @@ def validate(settings: Settings) -> Settings:
         "max_argv_items", "max_body_bytes", "job_buffer_bytes", "max_finished_jobs",
         "finished_job_ttl", "heartbeat_interval", "read_chunk_bytes", "coalesce_bytes", "session_ttl",
         "ticket_ttl", "rate_limit_burst", "max_channels", "channel_history", "channel_history_bytes",
-        "max_message_bytes", "stats_interval", "max_stream_sources", "send_timeout",
+        "max_message_bytes", "stats_interval", "max_stream_sources", "send_timeout", "max_streams",
+        "connection_headroom", "backlog", "body_timeout", "max_buffered_bytes", "publish_rate_burst",
+        "max_subscriptions_per_user",
     )
     for name in positive:
         if getattr(settings, name) <= 0:
@@ -209,7 +232,8 @@ def validate(settings: Settings) -> Settings:
     for name in (
         "max_output_bytes", "kill_grace", "retry_ms", "shutdown_retry_jitter_ms", "rlimit_cpu", "rlimit_as",
         "rlimit_nofile", "rlimit_nproc", "rate_limit_per_minute", "login_attempts_per_minute", "job_memory_max",
-        "job_pids_max",
+        "job_pids_max", "busy_retry_ms", "max_running_jobs_per_user", "publish_rate_per_minute",
+        "refused_log_interval",
     ):
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name}: must not be negative")

@@ -14,14 +14,21 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import gevent
 from gevent.event import Event
 
 from .sse import encode_json_event
 
+if TYPE_CHECKING:
+    from .budget import MemoryBudget
+
 TERMINAL_EVENTS = frozenset({"exit", "err"})
+# What an event costs beyond its frame and output bytes: the tuple, two bytes objects, the id
+# (measured with tracemalloc at about 160 bytes, plus the allocator's own headers). Counted, so
+# that a command writing many tiny events cannot hold far more memory than its budget says.
+EVENT_OVERHEAD_BYTES = 200
 
 
 class LogEvent(NamedTuple):
@@ -64,6 +71,7 @@ class EventLog:
         max_events: int | None = None,
         terminal_kinds: frozenset[str] = TERMINAL_EVENTS,
         pin_start: bool = True,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.max_bytes = max_bytes
         self.max_events = max_events
@@ -84,11 +92,25 @@ class EventLog:
         self._room = Event()
         self._room.set()
         self._listeners: list[Callable[[LogEvent], None]] = []
+        # The worker's budget for every log's memory (budget.py), told of every byte kept and dropped.
+        self._budget: MemoryBudget | None = None
+        if budget is not None:
+            self.attach(budget)
 
     @property
     def last_id(self) -> int:
         """The id of the newest event, 0 if none."""
         return self._units
+
+    @property
+    def retained_bytes(self) -> int:
+        """The memory this log's retained events stand for (frames, output, EVENT_OVERHEAD_BYTES each)."""
+        return self._retained_bytes
+
+    @property
+    def can_shrink(self) -> bool:
+        """Whether anything but the newest event (and a pinned start) is retained."""
+        return len(self._events) - self._head > 1
 
     @property
     def dropped_bytes(self) -> int:
@@ -106,14 +128,20 @@ class EventLog:
         self._units = event_id
         event = LogEvent(event_id, kind, frame, raw, audience)
         self.output_bytes += len(raw)
+        budget = self._budget
         if self.pin_start and kind == "start" and self._start is None and not self._events:
             self._start = event
         else:
             self._events.append(event)
-            self._retained_bytes += len(event.frame) + len(raw)
-            self._trim()
+            size = len(frame) + len(raw) + EVENT_OVERHEAD_BYTES
+            self._retained_bytes += size
+            freed = self._trim()
+            if budget is not None:
+                budget.used += size - freed
         if kind in self.terminal_kinds:
             self.finished = True
+            if budget is not None:
+                budget.finished(self)
         # Direct delivery first: it is what a watching client is waiting for. Neither step
         # switches greenlets, so no reader can see the event between them.
         try:
@@ -121,19 +149,23 @@ class EventLog:
                 listener(event)
         finally:
             self._notify()
+        if budget is not None and budget.used > budget.threshold:
+            budget.reclaim()
         return event
 
     def add_listener(self, listener: Callable[[LogEvent], None]) -> None:
         """Call ``listener`` with every event appended from now on (direct delivery, see delivery.py)."""
         self._listeners.append(listener)
 
-    def _trim(self) -> None:
+    def _trim(self) -> int:
+        """Drop the oldest events beyond the bounds; the bytes freed (the caller tells the budget)."""
         events = self._events
         # Never drop what the owning viewer has not read: the runner's wait_for_room
         # bounds that backlog instead (JSON-escaped control bytes can make frames 6x the output).
         keep_from = self._owner_cursor if self._owner_cursor is not None else None
+        retained = self._retained_bytes
         while (
-            self._retained_bytes > self.max_bytes
+            retained > self.max_bytes
             or (self.max_events is not None and len(events) - self._head > self.max_events)
         ) and len(events) - self._head > 1:
             old = events[self._head]
@@ -141,11 +173,45 @@ class EventLog:
                 break
             events[self._head] = None  # type: ignore[call-overload]
             self._head += 1
-            self._retained_bytes -= len(old.frame) + len(old.raw)
+            retained -= len(old.frame) + len(old.raw) + EVENT_OVERHEAD_BYTES
             self._dropped_through = old.id
+        freed = self._retained_bytes - retained
+        self._retained_bytes = retained
         if self._head > 1024 and self._head * 2 > len(events):
             del events[: self._head]
             self._head = 0
+        return freed
+
+    def _trim_and_report(self) -> None:
+        freed = self._trim()
+        if self._budget is not None:
+            self._budget.used -= freed
+
+    # The worker's memory budget (budget.py).
+
+    def attach(self, budget: MemoryBudget) -> None:
+        """Report this log's memory to ``budget`` from now on."""
+        self._budget = budget
+        budget.attach(self)
+        if self.finished:
+            budget.finished(self)
+
+    def detach(self) -> None:
+        """Stop reporting to the budget (the log is being forgotten)."""
+        budget, self._budget = self._budget, None
+        if budget is not None:
+            budget.detach(self)
+
+    def drop_history(self) -> None:
+        """Drop every retained event but the newest, keeping the bound for what comes next."""
+        bound, self.max_bytes = self.max_bytes, 0
+        self._trim_and_report()
+        self.max_bytes = bound
+
+    def shrink_to(self, max_bytes: int) -> None:
+        """Keep at most ``max_bytes`` from now on, dropping the oldest events beyond it (viewers get a gap)."""
+        self.max_bytes = min(self.max_bytes, max_bytes)
+        self._trim_and_report()
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, Event()

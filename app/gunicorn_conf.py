@@ -8,6 +8,7 @@ import os
 import secrets
 import sys
 
+from app.capacity import plan_capacity, raise_nofile_limit
 from app.config import CONFIG_ENV, ConfigError, load_settings
 from app.runas import resolve_job_users
 
@@ -25,10 +26,16 @@ if not _settings.session_secret:
     # sessions and tickets end when the master restarts unless it is configured.
     os.environ["SSECMD_SESSION_SECRET"] = secrets.token_urlsafe(32)
 
+# In the master, before any worker is forked: workers inherit the raised limit.
+_nofile_before, _nofile, _nofile_hard = raise_nofile_limit()
+_capacity = plan_capacity(_settings, _nofile)
+
 bind = _settings.bind
 worker_class = "app.worker.SSEGeventWorker"
 workers = _settings.workers
-worker_connections = 1000
+# Every stream holds one of these for its life; the headroom above max_streams is for short requests.
+worker_connections = _capacity.worker_connections
+backlog = _settings.backlog
 # For gevent workers this only fires when the event loop is starved; keep the safety net.
 timeout = 30
 # Streams end by themselves on shutdown; this bounds how long jobs get to die.
@@ -75,6 +82,24 @@ def on_starting(server):
     except cgroups.CgroupError as exc:
         sys.exit(f"sse-commander: configuration error: {exc}")
     server.log.info("%s", plan.describe())
+    _log_capacity(server)
+
+
+def _log_capacity(server) -> None:
+    raised = f"raised from {_nofile_before} to {_nofile}" if _nofile != _nofile_before else f"{_nofile}"
+    server.log.info(
+        "open files limit %s (hard limit %s); per worker: %d connections, up to %d streams",
+        raised, "unlimited" if _nofile_hard == -1 else _nofile_hard,
+        server.cfg.worker_connections, _capacity.max_streams,
+    )
+    if _capacity.limited_by_nofile:
+        server.log.warning(
+            "open files limit %d is too low for max_streams %d + connection_headroom %d + %d running jobs' "
+            "pipes (%d descriptors per worker): each worker serves at most %d streams and %d connections. "
+            "Raise the limit (LimitNOFILE= under systemd, ulimit -Hn in a shell) or lower max_streams.",
+            _nofile, _settings.max_streams, _settings.connection_headroom, _settings.max_running_jobs,
+            _capacity.fds_needed, _capacity.max_streams, _capacity.worker_connections,
+        )
 
 
 def child_exit(server, worker):

@@ -21,6 +21,7 @@ from typing import Any
 
 from gevent.event import Event
 
+from .budget import MemoryBudget
 from .commandline import display_command
 from .eventlog import EventLog, LogRead
 
@@ -46,7 +47,11 @@ class UnknownJob(KeyError):
 
 
 class TooManyJobs(Exception):
-    """The limit of concurrently running jobs is reached."""
+    """The limit of concurrently running jobs is reached (``per_owner``: the owner's own share of it)."""
+
+    def __init__(self, per_owner: bool = False) -> None:
+        super().__init__("the owner's share of running jobs is taken" if per_owner else "too many running jobs")
+        self.per_owner = per_owner
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -130,8 +135,13 @@ class JobStore(abc.ABC):
     """Jobs and their event logs."""
 
     @abc.abstractmethod
-    def create(self, argv: Iterable[str], timeout: float, origin: str, **details: Any) -> Job:
-        """Register a new running job (details: owner, action, params), or raise TooManyJobs."""
+    def create(
+        self, argv: Iterable[str], timeout: float, origin: str, *, owner_limit: int | None = None, **details: Any
+    ) -> Job:
+        """Register a new running job (details: owner, action, params), or raise TooManyJobs.
+
+        ``owner_limit``: how many running jobs the owner may have (None: no share of their own).
+        """
 
     @abc.abstractmethod
     def get(self, job_id: str) -> Job | None:
@@ -172,11 +182,13 @@ class MemoryJobStore(JobStore):
         buffer_bytes: int,
         max_finished: int,
         finished_ttl: float,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.max_running = max_running
         self.buffer_bytes = buffer_bytes
         self.max_finished = max_finished
         self.finished_ttl = finished_ttl
+        self.budget = budget  # the worker's memory budget, shared with the channels (budget.py)
         self._jobs: dict[str, Job] = {}
         self._logs: dict[str, EventLog] = {}
         # Kept in step by create/finish/_forget, so that starting a job costs O(1), not a pass
@@ -184,18 +196,37 @@ class MemoryJobStore(JobStore):
         # order they finished (their ended_at order), oldest first.
         self._running: set[str] = set()
         self._finished: OrderedDict[str, Job] = OrderedDict()
+        self._running_by_owner: dict[str, int] = {}
 
-    def create(self, argv: Iterable[str], timeout: float, origin: str, **details: Any) -> Job:
+    def create(
+        self, argv: Iterable[str], timeout: float, origin: str, *, owner_limit: int | None = None, **details: Any
+    ) -> Job:
         """Register a new running job (details: owner, action, params), or raise TooManyJobs."""
         self.prune()
         if len(self._running) >= self.max_running:
             raise TooManyJobs()
+        if owner_limit is not None and self.running_count_of(details.get("owner", Job.owner)) >= owner_limit:
+            raise TooManyJobs(per_owner=True)
         job_id = secrets.token_hex(8)
         job = Job(id=job_id, argv=tuple(argv), timeout=timeout, origin=origin, **details)
         self._jobs[job_id] = job
-        self._logs[job_id] = EventLog(self.buffer_bytes)
+        self._logs[job_id] = EventLog(self.buffer_bytes, budget=self.budget)
         self._running.add(job_id)
+        self._running_by_owner[job.owner] = self._running_by_owner.get(job.owner, 0) + 1
         return job
+
+    def running_count_of(self, owner: str) -> int:
+        """How many jobs the owner has running now."""
+        return self._running_by_owner.get(owner, 0)
+
+    def _not_running(self, job: Job) -> None:
+        if job.id in self._running:
+            self._running.discard(job.id)
+            left = self._running_by_owner[job.owner] - 1
+            if left:
+                self._running_by_owner[job.owner] = left
+            else:
+                del self._running_by_owner[job.owner]
 
     def get(self, job_id: str) -> Job | None:
         """A job by id, or None."""
@@ -211,8 +242,8 @@ class MemoryJobStore(JobStore):
     def _forget(self, job: Job) -> None:
         # Viewers still reading a forgotten job see UnknownJob and end their stream.
         del self._jobs[job.id]
-        del self._logs[job.id]
-        self._running.discard(job.id)
+        self._logs.pop(job.id).detach()
+        self._not_running(job)
         self._finished.pop(job.id, None)
 
     def log(self, job_id: str) -> EventLog:
@@ -267,7 +298,7 @@ class MemoryJobStore(JobStore):
         if job.ended_at is None:
             job.ended_at = time.time()
         if job.finished:
-            self._running.discard(job_id)
+            self._not_running(job)
             if job_id not in self._finished:  # a second finish keeps the job's place
                 self._finished[job_id] = job
         self._sync_counters(job)

@@ -8,14 +8,17 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+import gevent
 from flask import current_app, request
 
-from . import cgroups, lifecycle
+from . import capacity, cgroups, lifecycle
 from .access import Policy, Principal
+from .admission import Admission
 from .allowlist import Allowlist, CommandNotAllowed
-from .audit import AuditLog
+from .audit import AuditLog, RepeatCollapser, capped
 from .authn import Authenticator
-from .channels import ChannelHub, run_stats_publisher, stats_snapshot
+from .budget import MemoryBudget
+from .channels import ChannelHub, Subscription, TooManyChannels, run_stats_publisher, stats_snapshot
 from .childenv import child_environment
 from .config import Settings
 from .errors import ApiError
@@ -49,14 +52,23 @@ class Service:
         self.signer = Signer(settings.session_secret or secrets.token_urlsafe(32), settings.session_ttl,
                              settings.ticket_ttl)
         self.audit = AuditLog(settings.audit_log)
+        # Refused requests from one address: one line each interval, then a count (a flood of 401s
+        # must not become a flood of log lines).
+        self.refusals = RepeatCollapser(settings.refused_log_interval)
+        if self.audit.enabled and settings.refused_log_interval:
+            gevent.spawn(self._report_repeated_refusals)
         self.authenticator = Authenticator(settings, self.signer)
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+        self.publish_limiter = RateLimiter(settings.publish_rate_per_minute, settings.publish_rate_burst)
         self.login_limiter = RateLimiter(settings.login_attempts_per_minute, settings.login_attempts_per_minute)
+        # One budget for every job's and channel's buffered events (budget.py).
+        self.budget = MemoryBudget(settings.max_buffered_bytes)
         self.store = MemoryJobStore(
             max_running=settings.max_running_jobs,
             buffer_bytes=settings.job_buffer_bytes,
             max_finished=settings.max_finished_jobs,
             finished_ttl=settings.finished_job_ttl,
+            budget=self.budget,
         )
         self.containment_plan = _containment_plan(settings)
         log.info("%s", self.containment_plan.describe())
@@ -83,8 +95,12 @@ class Service:
             max_channels=settings.max_channels,
             history=settings.channel_history,
             history_bytes=settings.channel_history_bytes,
+            budget=self.budget,
         )
         self.tracker = StreamTracker(settings.send_timeout)
+        # This worker's own limit: the settings, within what its open-files limit and gunicorn's pool carry.
+        self.capacity = capacity.plan_capacity(settings, capacity.current_nofile(), capacity.worker_pool)
+        self.admission = Admission(self.capacity.max_streams, settings.busy_retry_ms, lambda: self.tracker.count)
         self.stats_publisher = run_stats_publisher(
             self.hub,
             settings.stats_interval,
@@ -107,17 +123,18 @@ class Service:
                 f"{principal.user} started too many jobs; try again in {retry_after_header(wait)} s",
                 headers={"Retry-After": retry_after_header(wait)},
             )
+        share = None if self.exempt_from_shares(principal) else self.settings.user_job_limit
         try:
             job = self.store.create(
-                spec.argv, spec.timeout, origin, owner=principal.user, action=spec.action, params=spec.params
+                spec.argv, spec.timeout, origin, owner_limit=share, owner=principal.user, action=spec.action,
+                params=spec.params,
             )
-        except TooManyJobs:
-            raise ApiError(
-                429,
-                "too_many_jobs",
-                f"{self.settings.max_running_jobs} jobs are already running; try again later",
-                headers={"Retry-After": "5"},
-            ) from None
+        except TooManyJobs as exc:
+            message = (
+                f"{principal.user} already runs {share} jobs, the most one user may; try again when one ends"
+                if exc.per_owner else f"{self.settings.max_running_jobs} jobs are already running; try again later"
+            )
+            raise ApiError(429, "too_many_jobs", message, headers={"Retry-After": "5"}) from None
         self.audit.record(
             "job_start",
             job=job.id,
@@ -134,6 +151,45 @@ class Service:
         if not job.finished:  # a job that failed to start was announced as it finished
             self._announce(job)
         return job
+
+    @staticmethod
+    def exempt_from_shares(principal: Principal) -> bool:
+        """Admins are exempt from the per-user shares (running jobs, channel subscriptions)."""
+        return "admin" in principal.roles
+
+    # Channel subscriptions.
+
+    def subscribe(self, principal: Principal, names: list[str]) -> list[Subscription]:
+        """Subscribe one stream of ``principal`` to channels, within the user's share; 429 beyond it.
+
+        Only a subscriber who may publish to a channel keeps it from being forgotten, or makes
+        room for it by forgetting another (channels.py).
+        """
+        limit = self.settings.max_subscriptions_per_user
+        held = self.hub.subscriptions_of(principal.user)
+        if not self.exempt_from_shares(principal) and held + len(names) > limit:
+            raise ApiError(
+                429, "too_many_subscriptions",
+                f"{principal.user} holds {held} channel subscriptions; at most {limit} at once",
+                headers={"Retry-After": "60"},
+            )
+        subscriptions: list[Subscription] = []
+        try:
+            for name in names:
+                pins = self.policy.may_publish(principal, name)
+                subscriptions.append(self.hub.subscribe(name, principal.user, pins=pins, keep=names))
+        except TooManyChannels:
+            self.unsubscribe(subscriptions)
+            raise ApiError(
+                429, "too_many_channels", f"{self.settings.max_channels} channels exist already",
+                headers={"Retry-After": "60"},
+            ) from None
+        return subscriptions
+
+    def unsubscribe(self, subscriptions: list[Subscription]) -> None:
+        """End subscriptions made by ``subscribe``."""
+        for subscription in subscriptions:
+            self.hub.unsubscribe(subscription)
 
     def _announce(self, job: Job) -> None:
         """Tell the ``jobs`` channel (its subscribers see only the jobs they may see)."""
@@ -212,17 +268,31 @@ class Service:
         return self.store.get(job_id) or job
 
     def refused(self, principal: Principal | None, status: int, reason: str, **fields: Any) -> None:
-        """Audit a refused request."""
+        """Audit a refused request: the first per address, status and user in each interval, then a count."""
+        user = principal.user if principal and principal.user else None
+        addr = self.authenticator.client_address()
+        if not self.audit.enabled or not self.refusals.admit((addr, status, user)):
+            return
         self.audit.record(
             "refused",
             status=status,
-            reason=reason,
-            user=principal.user if principal and principal.user else None,
-            addr=self.authenticator.client_address(),
-            method=request.method,
-            path=request.path,
+            reason=capped(reason),
+            user=capped(user),
+            addr=addr,
+            method=capped(request.method, 16),
+            path=capped(request.path),
             **fields,
         )
+
+    def _report_repeated_refusals(self) -> None:
+        """Every interval: one line per address (status, user) whose refusals were held back, with their count."""
+        interval = self.refusals.interval
+        while True:
+            gevent.sleep(interval)
+            for key, count in self.refusals.due():
+                addr, status, user = key if key != RepeatCollapser.OTHERS else ("(other addresses)", None, None)
+                self.audit.record("refused_repeated", addr=addr, status=status, user=capped(user), count=count,
+                                  seconds=interval)
 
 
 def _containment_plan(settings: Settings) -> cgroups.CgroupPlan:

@@ -391,7 +391,7 @@ class TrackedStream:
     which was the largest part of an idle subscriber's memory.
     """
 
-    __slots__ = ("_frames", "_greenlet", "_label", "_on_close", "_tracker")
+    __slots__ = ("_counted", "_frames", "_greenlet", "_label", "_on_close", "_tracker")
 
     def __init__(
         self, tracker: StreamTracker, frames: Iterator[bytes], label: str, on_close: tuple[Callable[[], None], ...]
@@ -401,6 +401,10 @@ class TrackedStream:
         self._label = label
         self._on_close = on_close
         self._greenlet: gevent.Greenlet | None = None
+        # Counted from here, not from the first write: admission (max_streams) must see every
+        # stream a view has handed out, including those gunicorn has not started yet.
+        self._counted = True
+        tracker.count += 1
 
     def __iter__(self) -> TrackedStream:
         return self
@@ -422,6 +426,7 @@ class TrackedStream:
 
     def close(self) -> None:
         """Called by gunicorn when the response ends, however it ends (even if it never started)."""
+        self._uncount()
         if self._greenlet is not None:
             self._tracker._closed(self._greenlet)
         try:
@@ -431,6 +436,16 @@ class TrackedStream:
         finally:
             for callback in self._on_close:
                 callback()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self._tracker.count -= 1
+
+    def __del__(self) -> None:
+        # A response dropped before gunicorn got it (an error after the view) is never closed:
+        # its place must not stay taken for the life of the worker.
+        self._uncount()
 
 
 class StreamTracker:
@@ -443,14 +458,15 @@ class StreamTracker:
 
     def __init__(self, send_timeout: float) -> None:
         self.send_timeout = send_timeout
+        self.count = 0  # streams handed out and not yet closed (TrackedStream keeps it)
         self._writing: dict[gevent.Greenlet, float | None] = {}
         self._labels: dict[gevent.Greenlet, str] = {}
         self._sweeper: gevent.Greenlet | None = None
 
     @property
     def open_streams(self) -> int:
-        """How many streams are open on this worker."""
-        return len(self._writing)
+        """How many streams are open on this worker (started or about to start)."""
+        return self.count
 
     def guard(
         self, frames: Iterator[bytes], label: str, on_close: Iterable[Callable[[], None]] = ()

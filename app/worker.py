@@ -53,6 +53,10 @@ class SSEGeventWorker(GeventWorker):
         # gunicorn writes its own parse errors (bad request line, huge headers) as HTML
         # through this module-level function; this worker's are JSON.
         util.write_error = write_json_error
+        # The app sizes its stream limit to the pool it is actually served with (capacity.py).
+        from app import capacity
+
+        capacity.worker_pool = self.worker_connections
         super().init_process()
 
     def load_wsgi(self) -> None:

@@ -67,7 +67,8 @@ def describe() -> dict[str, str]:
         "greenlet": _version("greenlet"),
         "Flask": _version("flask"),
         "C compiler": compiler[0] if compiler else "?",
-        "RLIMIT_NOFILE (suite and server)": str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        "RLIMIT_NOFILE (the suite and its clients; the server: see Notes)":
+        str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         + (f"; {tools.NOFILE_NOTE}" if tools.NOFILE_NOTE else ""),
         "net.core.somaxconn": _read("/proc/sys/net/core/somaxconn"),
         "ip_local_port_range": _read("/proc/sys/net/ipv4/ip_local_port_range").replace("\t", "-"),

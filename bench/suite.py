@@ -15,7 +15,7 @@ from pathlib import Path
 from . import clients
 from .clients import Relay, Subscribers, get_request, run_path, sink
 from .profiler import Profile, hot_spots, py_spy
-from .server import Server
+from .server import LIFTED_POLICY, Server
 from .sse import check_job_stream, parse_events, read_stamped, split_response, stamped_events
 from .tools import (
     OUT,
@@ -391,6 +391,7 @@ def run(smoke: bool, profile: bool) -> Results:
     limit_rows = results.section("Machine limits (same run, interleaved with the server's runs)")
     _say("one worker and the machine's limits: throughput, latency, spawn ...")
     with Server(1, "one-worker") as server:
+        numbers["server_capacity"] = server.capacity()
         # Warm up: the first requests import and allocate lazily.
         throughput_server(server, 1_000_000, "run")
         clients.short_jobs(server.host, server.port, 10, 1)
@@ -560,6 +561,7 @@ def run(smoke: bool, profile: bool) -> Results:
     results.background.append(busy_fraction(0.5))
     numbers["background_busy"] = results.background
     results.notes += [
+        _capacity_note(numbers.get("server_capacity")),
         "Several workers: a channel lives in the worker that served the request, so a message reaches only the "
         "subscribers held by the worker that took the POST (about 1/workers of them; the split is shown). "
         "A shared store (Redis) would make every worker see every message.",
@@ -574,6 +576,23 @@ def run(smoke: bool, profile: bool) -> Results:
             f"Other processes kept the machine up to {max(results.background):.0%} busy between benchmarks "
             "(sampled with our servers idle): numbers from this run are lower than on a quiet machine.")
     return results
+
+
+def _capacity_note(capacity: dict | None) -> str:
+    """How the server was run: its capacity as shipped, and the per-user policy limits the bench lifts."""
+    lifted = ", ".join(f"{name.removeprefix('SSECMD_').lower()}={value or '(none)'}"
+                       for name, value in LIFTED_POLICY.items())
+    shipped = "The server runs with its shipped capacity settings: no gunicorn flags of the bench's own"
+    if capacity:
+        shell_soft, shell_hard = capacity["shell_nofile"]
+        shipped += (
+            f"; started with the shell's open-files limit (soft {shell_soft}, hard {shell_hard}), its worker ran "
+            f"with {capacity['nofile_soft']} (hard {capacity['nofile_hard']}), worker_connections "
+            f"{capacity['worker_connections']}, max_streams {capacity['max_streams']}"
+        )
+        if capacity["warning"]:
+            shipped += f" (it warned: {capacity['warning']})"
+    return f"{shipped}. Lifted for measuring, per-user policy limits only: {lifted}."
 
 
 def _fanout_rows(results: Results, rows: list[Row], found: dict, single: bool) -> None:

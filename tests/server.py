@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -55,7 +56,7 @@ class GunicornServer:
 
     def __init__(self, tmp_path: Path, settings: dict[str, str] | None = None, *, workers: int = 1,
                  graceful_timeout: float = 10, extra_env: dict[str, str] | None = None,
-                 test_defaults: bool = True) -> None:
+                 test_defaults: bool = True, nofile: tuple[int, int] | None = None) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.run_dir = tmp_path / "run"
@@ -75,6 +76,7 @@ class GunicornServer:
                 # 'nobody'; tests/test_containment.py covers the unprivileged default.
                 "SSECMD_RUN_AS_USER": "root",
                 "SSECMD_RATE_LIMIT_PER_MINUTE": "0",
+                "SSECMD_PUBLISH_RATE_PER_MINUTE": "0",
                 "SSECMD_LOGIN_ATTEMPTS_PER_MINUTE": "0",
             })
         env.update(settings or {})
@@ -85,12 +87,16 @@ class GunicornServer:
             "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
             "--graceful-timeout", str(graceful_timeout), "wsgi:app",
         ]
+        self.nofile = nofile  # (soft, hard) RLIMIT_NOFILE to start gunicorn with, as a login shell would
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> GunicornServer:
         """Start gunicorn and wait until /healthz answers."""
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the server
-        self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        limits = self.nofile
+        preexec = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, limits)) if limits else None
+        self.proc = subprocess.Popen(self.args, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     preexec_fn=preexec)
         wait_healthy(self.proc, self.url("/healthz"), 20, "gunicorn", self.log)
         return self
 

@@ -65,6 +65,7 @@ def srv(tmp_path_factory, audit_path):
         "SSECMD_ALLOWED_COMMANDS": ALLOWED,
         "SSECMD_SESSION_SECRET": SECRET,
         "SSECMD_AUDIT_LOG": str(audit_path),
+        "SSECMD_REFUSED_LOG_INTERVAL": "0",  # every refusal in full (collapsing: tests/test_log_amplification.py)
         "SSECMD_HEARTBEAT_INTERVAL": "1",
     }
     server = GunicornServer(tmp_path_factory.mktemp("auth-jobs"), settings).start()
@@ -576,6 +577,7 @@ def limited(tmp_path_factory):
         "SSECMD_RATE_LIMIT_BURST": "2",
         "SSECMD_TICKET_TTL": "1",
         "SSECMD_AUDIT_LOG": str(audit),
+        "SSECMD_REFUSED_LOG_INTERVAL": "0",
     }
     server = GunicornServer(tmp_path_factory.mktemp("limited"), settings).start()
     yield server, creds.tokens, audit

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from app import gunicorn_conf
+from app.capacity import current_nofile, plan_capacity
+from app.config import Settings
 
 from .server import REPO
 
@@ -83,3 +85,18 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
     result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout + result.stderr == "", result.stdout + result.stderr  # unknown keys and bad values warn
+
+
+def test_unit_open_files_limit_carries_the_default_capacity():
+    nofile = int(_unit()["Service"]["LimitNOFILE"])
+    plan = plan_capacity(Settings(), nofile)
+    assert not plan.limited_by_nofile and plan.max_streams == Settings().max_streams >= 10_000
+
+
+def test_gunicorn_pool_is_sized_from_the_settings():
+    settings = Settings()
+    plan = plan_capacity(settings, current_nofile())  # importing the config raised this process's limit
+    assert gunicorn_conf.worker_connections == plan.worker_connections
+    if not plan.limited_by_nofile:
+        assert gunicorn_conf.worker_connections == settings.max_streams + settings.connection_headroom
+    assert gunicorn_conf.backlog == settings.backlog

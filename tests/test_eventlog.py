@@ -12,7 +12,7 @@ from gevent.event import Event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.eventlog import EventLog
+from app.eventlog import EVENT_OVERHEAD_BYTES, EventLog
 
 from .sse_parser import EventStreamParser
 
@@ -109,12 +109,12 @@ def test_unfinished_log_is_never_finished():
 
 
 def test_oldest_output_is_dropped_and_accounted():
-    log = EventLog(max_bytes=300)
+    log = EventLog(max_bytes=1_200)
     start(log)
     events = [out(log, bytes([65 + i]) * 50) for i in range(10)]
     kept = retained(log)
     assert kept and kept[-1] == events[-1]
-    assert sum(len(e.frame) + len(e.raw) for e in kept) <= 300
+    assert len(kept) > 1 and sum(len(e.frame) + len(e.raw) + EVENT_OVERHEAD_BYTES for e in kept) <= 1_200
     dropped = [e for e in events if e not in kept]
     assert dropped and dropped == events[: len(dropped)]  # the oldest go first
     assert log.dropped_bytes == 50 * len(dropped)
@@ -173,7 +173,7 @@ def test_missed_bytes_for_cursors_inside_and_after_the_dropped_range():
 
 
 def test_many_events_compaction_keeps_reads_correct():
-    log = EventLog(max_bytes=2_000)
+    log = EventLog(max_bytes=8_000)
     start(log)
     for i in range(5_000):
         out(log, b"%d\n" % i)
@@ -210,7 +210,8 @@ def test_accounting_is_exact_for_every_cursor(with_start, sizes, terminal, max_b
         appended.append(out(log, raw, "stderr" if n % 3 == 2 else "stdout"))
         kept = retained(log)
         # Bounded: within budget, or down to the single newest event.
-        assert sum(len(e.frame) + len(e.raw) for e in kept) <= max_bytes or len(kept) == 1
+        assert sum(len(e.frame) + len(e.raw) + EVENT_OVERHEAD_BYTES for e in kept) <= max_bytes or len(kept) == 1
+        assert log.retained_bytes == sum(len(e.frame) + len(e.raw) + EVENT_OVERHEAD_BYTES for e in kept)
     if terminal:
         appended.append(log.append("exit", {"type": "exit", "code": 0}))
 

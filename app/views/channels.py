@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -15,6 +16,7 @@ from ..errors import ApiError
 from ..eventlog import EventLog
 from ..jobspec import InvalidRequest, parse_last_event_id
 from ..messages import InvalidMessage, check_channel_name, parse_message
+from ..ratelimit import retry_after_header
 from ..service import current_service
 from ..streams import channel_event_stream
 from ..web import body_bytes, header_text, query_text, sse_response
@@ -59,6 +61,13 @@ def publish(name: str) -> Response:
     service = current_service()
     principal = current_principal()
     _check_access(name, principal, service.policy.may_publish, "publish to")
+    wait = service.publish_limiter.acquire(principal.user)
+    if wait:
+        raise ApiError(
+            429, "rate_limited",
+            f"{principal.user} published too many messages; try again in {retry_after_header(wait)} s",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
     _channel(name)
     body = body_bytes()  # 413 for a chunked body beyond MAX_CONTENT_LENGTH, never a truncated prefix
     try:
@@ -79,20 +88,20 @@ def subscribe(name: str) -> Response:
     service = current_service()
     principal = current_principal()
     _check_access(name, principal, service.policy.may_subscribe, "subscribe to")
-    channel = _channel(name)
     try:
         cursor = parse_last_event_id(header_text("Last-Event-ID"), query_text("last_event_id"))
     except InvalidRequest as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
-    if cursor > channel.last_id:
+    existing = service.hub.peek(name)  # a channel that does not exist yet has no messages
+    if cursor > (existing.last_id if existing is not None else 0):
         raise ApiError(400, "bad_request", f"Last-Event-ID {cursor} is beyond this channel's last message")
     visible = service.job_visibility(principal) if name == "jobs" else None
     client_socket = request.environ.get("gunicorn.socket")  # to notice a hang-up while nothing is published
     connection = ClientConnection.from_environ(request.environ)
 
     # Counted from here: the response's close (however the stream ends, even unstarted) uncounts it.
-    channel = service.hub.subscribe(name)
+    (subscription,) = service.subscribe(principal, [name])
     stream = channel_event_stream(
-        channel, cursor, service.settings, lifecycle.shutdown_event, visible, client_socket, connection
+        subscription.log, cursor, service.settings, lifecycle.shutdown_event, visible, client_socket, connection
     )
-    return sse_response(stream, on_close=[lambda: service.hub.unsubscribe(name)])
+    return sse_response(stream, on_close=[partial(service.hub.unsubscribe, subscription)])

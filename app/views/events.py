@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from urllib.parse import parse_qs
 
 from flask import Blueprint, Response, request
 
 from .. import lifecycle
 from ..authn import current_principal
-from ..channels import TooManyChannels
 from ..errors import ApiError
 from ..messages import InvalidMessage, check_channel_name
 from ..multiplex import InvalidCursor, parse_composite, source_key
@@ -64,35 +62,20 @@ def multiplexed() -> Response:
     if cursors and _all_delivered(service, jobs, channels, cursors):
         return Response(status=204)  # every job already delivered to its end: stop reconnecting
     _check_cursors(service, sources, channels, cursors)
-    # Only now, with every check passed, are new channels created.
-    for name in channels:
-        try:
-            log = service.hub.log(name, keep=channels)
-        except TooManyChannels:
-            raise ApiError(
-                429, "too_many_channels", f"{service.settings.max_channels} channels exist already",
-                headers={"Retry-After": "60"},
-            ) from None
-        sources[source_key("channel", name)] = (log, lambda log=log: log.changed)
     jobs_visible = service.job_visibility(principal)
 
     def visible(key: str, event) -> bool:
         return key != "channel:jobs" or jobs_visible is None or jobs_visible(event)
 
     client_socket = request.environ.get("gunicorn.socket")  # to notice a hang-up while every source is silent
-
-    def stream():
-        with ExitStack() as subscriptions:
-            live = dict(sources)
-            for name in channels:
-                # The log counted as subscribed (the same one, unless another request forgot it meanwhile).
-                log = subscriptions.enter_context(service.hub.subscribed(name))
-                live[source_key("channel", name)] = (log, lambda log=log: log.changed)
-            yield from multiplex_stream(
-                live, cursors, service.settings, lifecycle.shutdown_event, visible, client_socket
-            )
-
-    return sse_response(stream())
+    # Only now, with every check passed, are new channels created, and counted as subscribed until
+    # the response's close (however the stream ends, even unstarted).
+    subscriptions = service.subscribe(principal, channels)
+    for subscription in subscriptions:
+        log = subscription.log
+        sources[source_key("channel", subscription.name)] = (log, lambda log=log: log.changed)
+    stream = multiplex_stream(sources, cursors, service.settings, lifecycle.shutdown_event, visible, client_socket)
+    return sse_response(stream, on_close=[lambda: service.unsubscribe(subscriptions)])
 
 
 def _check_cursors(service, job_sources: dict, channels: list[str], cursors: dict[str, int]) -> None:

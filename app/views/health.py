@@ -24,6 +24,11 @@ def healthz() -> Response:
             "running_jobs": service.store.running_count(),
             "max_running_jobs": service.settings.max_running_jobs,
             "containment": service.containment_plan.public(),
+            "open_streams": service.tracker.open_streams,
+            "max_streams": service.capacity.max_streams,
+            "worker_connections": service.capacity.worker_connections,
+            "buffered_bytes": service.budget.used,
+            "max_buffered_bytes": service.budget.limit,
         }
     )
     response.status_code = 503 if shutting_down else 200

@@ -114,10 +114,12 @@ def job_output(job_id: str) -> Response:
     """The combined raw output, byte-exact, streamed while the job runs."""
     service = current_service()
     job = service.get_job(job_id, current_principal())
+    stream = job_output_stream(
+        service.store, job.id, service.settings, lifecycle.shutdown_event, request.environ.get("gunicorn.socket")
+    )
     response = Response(
-        job_output_stream(
-            service.store, job.id, service.settings, lifecycle.shutdown_event, request.environ.get("gunicorn.socket")
-        ),
+        # Counted like every stream (max_streams), and dropped if its client stops reading.
+        service.tracker.guard(stream, request.environ.get("PATH_INFO", "")),
         mimetype="application/octet-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -49,10 +49,12 @@ pytestmark = [
 ]
 
 
-def site_config(upstream_port: int, listen_port: int, read_timeout: int, sso_user: str | None = None) -> str:
+def site_config(upstream_port: int, listen_port: int, read_timeout: int, sso_user: str | None = None,
+                per_client: int | None = None) -> str:
     """The shipped deploy/nginx.conf with the upstream, listen address and stream timeouts replaced.
 
     ``sso_user`` stands in for an auth_request SSO set-up: the proxy names this user itself.
+    ``per_client`` replaces the limit of concurrent requests per client address.
     """
     text = SHIPPED.read_text()
     rewrites = [
@@ -63,6 +65,8 @@ def site_config(upstream_port: int, listen_port: int, read_timeout: int, sso_use
     ]
     if sso_user is not None:
         rewrites.append((r'^(\s*proxy_set_header\s+X-Forwarded-User\s+)"";', rf'\g<1>"{sso_user}";', 1))
+    if per_client is not None:
+        rewrites.append((r"^(\s*limit_conn\s+sse_commander_per_client\s+)\d+;", rf"\g<1>{per_client};", 1))
     for pattern, replacement, expected in rewrites:
         text, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
         assert count == expected, f"deploy/nginx.conf changed shape: {pattern!r} matched {count} lines, not {expected}"
@@ -107,12 +111,12 @@ class NginxServer:
     """One nginx master (daemon off) proxying to a gunicorn server; stopped by pid."""
 
     def __init__(self, tmp: Path, upstream_port: int, read_timeout: int = READ_TIMEOUT,
-                 sso_user: str | None = None) -> None:
+                 sso_user: str | None = None, per_client: int | None = None) -> None:
         self.tmp = tmp
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.site = tmp / "site.conf"
-        self.site.write_text(site_config(upstream_port, self.port, read_timeout, sso_user))
+        self.site.write_text(site_config(upstream_port, self.port, read_timeout, sso_user, per_client))
         self.conf = tmp / "nginx.conf"
         self.conf.write_text(main_config(tmp, self.site))
         self.proc: subprocess.Popen | None = None
@@ -217,6 +221,9 @@ def test_shipped_file_has_the_sse_directives():
         r"proxy_set_header\s+X-Forwarded-Proto\s+\$scheme;",
         r'proxy_set_header\s+X-Forwarded-User\s+"";',
         r'proxy_set_header\s+X-Forwarded-Roles\s+"";',
+        r"limit_conn\s+sse_commander_per_client\s+\d+;",
+        r"client_header_timeout\s+10s;",
+        r"client_body_timeout\s+10s;",
     ):
         assert re.search(directive, server_level), directive
     # A location with its own proxy_set_header would silently drop the server-level ones.
@@ -375,5 +382,30 @@ def test_with_sso_the_proxy_names_the_user_and_a_clients_roles_header_is_dropped
     try:
         me = httpx.get(proxy.url("/whoami"), headers=FORGED, timeout=10).json()
         assert me["user"] == "sso-carol" and me["roles"] == ["runner"] and me["via"] == "proxy", me
+    finally:
+        proxy.stop()
+
+
+# Per-client limits: one address cannot hold every connection of the worker's headroom.
+
+
+def test_one_client_address_holds_at_most_its_share_and_is_told_so_in_json(server, tmp_path):
+    proxy = NginxServer(tmp_path, server.port, read_timeout=60, per_client=3).start()
+    try:
+        with contextlib.ExitStack() as streams:
+            readers = []  # kept: a dropped reader closes its response
+            for number in range(3):
+                response = streams.enter_context(
+                    httpx.stream("GET", proxy.url(f"/channels/limit-{number}/events"), timeout=10)
+                )
+                assert response.status_code == 200
+                readers.append(response.iter_bytes())
+                next(readers[-1])  # the stream is open: its first frame arrived
+            refused = httpx.get(proxy.url("/healthz"), timeout=10)
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"] == "too_many_connections"
+            assert refused.headers["retry-after"] == "10"
+        # The streams are closed: the address has its share back.
+        assert wait_until(lambda: httpx.get(proxy.url("/healthz"), timeout=10).status_code == 200, timeout=10)
     finally:
         proxy.stop()

@@ -34,11 +34,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
 
-    from . import admission, authn
-    from .bodies import BodyDeadline
-    from .errors import register_error_handlers
+    from .http import admission, authn
+    from .http.errors import register_error_handlers
+    from .http.views import actions, auth, channels, events, health, jobs, pages, run
+    from .server.bodies import BodyDeadline
     from .service import EXTENSION_KEY, Service
-    from .views import actions, auth, channels, events, health, jobs, pages, run
 
     _use_gunicorn_logging()
     register_error_handlers(app)

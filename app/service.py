@@ -11,25 +11,26 @@ from typing import Any
 import gevent
 from flask import current_app, request
 
-from . import capacity, cgroups, lifecycle
-from .access import Policy, Principal
-from .admission import Admission
-from .allowlist import Allowlist, CommandNotAllowed
-from .audit import AuditLog, RepeatCollapser, capped
-from .authn import Authenticator
-from .budget import MemoryBudget
-from .channels import ChannelHub, Subscription, TooManyChannels, run_stats_publisher, stats_snapshot
-from .childenv import child_environment
 from .config import Settings
-from .errors import ApiError
-from .eventlog import LogEvent
-from .jobs import Job, MemoryJobStore, TooManyJobs
-from .jobspec import JobSpec
-from .pgroups import ProcessGroupRegistry, default_run_dir
-from .ratelimit import RateLimiter, retry_after_header
-from .runner import Containment, ProcessRunner
-from .signing import Signer
-from .streams import StreamTracker
+from .http.admission import Admission
+from .http.authn import Authenticator
+from .http.errors import ApiError
+from .policy.access import Policy, Principal
+from .policy.allowlist import Allowlist, CommandNotAllowed
+from .policy.audit import AuditLog, RepeatCollapser, capped
+from .policy.jobspec import JobSpec
+from .policy.ratelimit import RateLimiter, retry_after_header
+from .policy.signing import Signer
+from .process import cgroups
+from .process.childenv import child_environment
+from .process.pgroups import ProcessGroupRegistry, default_run_dir
+from .process.runner import Containment, ProcessRunner
+from .server import capacity, lifecycle
+from .store.budget import MemoryBudget
+from .store.channels import ChannelHub, Subscription, TooManyChannels, run_stats_publisher, stats_snapshot
+from .store.eventlog import LogEvent
+from .store.jobs import Job, MemoryJobStore, TooManyJobs
+from .streaming.response import StreamTracker
 
 log = logging.getLogger(__name__)
 

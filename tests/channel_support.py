@@ -3,7 +3,7 @@
 Live subscribers are raw sockets, each read by its own thread into the tests'
 WHATWG parser; closing one shuts its socket down at once. They speak HTTP/1.1
 as browsers and curl do (the server then writes events straight to the socket
-once a stream has caught up, see app/delivery.py), and the chunked framing is
+once a stream has caught up, see app/streaming/delivery.py), and the chunked framing is
 checked strictly; ``http11=False`` speaks HTTP/1.0 (no framing, the pull path).
 """
 

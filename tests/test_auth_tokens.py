@@ -13,7 +13,7 @@ import httpx
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
-from app.access import hash_token
+from app.policy.access import hash_token
 
 from .auth_support import (
     ACTIONS,

@@ -1,11 +1,11 @@
-"""Unit tests for app/channels.py ChannelHub: creation, the channel limit and which idle channel makes room."""
+"""Unit tests for app/store/channels.py ChannelHub: creation, the channel limit and which idle channel makes room."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.channels import ChannelHub, TooManyChannels
-from app.messages import SYSTEM_CHANNELS, InvalidMessage
+from app.policy.messages import SYSTEM_CHANNELS, InvalidMessage
+from app.store.channels import ChannelHub, TooManyChannels
 
 
 def _hub(user_channels: int) -> ChannelHub:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from app.access import hash_token, new_token
+from app.policy.access import hash_token, new_token
 
 from .channel_support import (
     HTTP,

@@ -1,4 +1,4 @@
-"""Direct delivery (app/delivery.py) against real gunicorn.
+"""Direct delivery (app/streaming/delivery.py) against real gunicorn.
 
 A caught-up HTTP/1.1 stream has new events written straight to its socket by
 whoever appends them. These tests pin what that must never change: every

@@ -1,4 +1,4 @@
-"""app/eventlog.py: ids in units, bounded memory, missed-byte accounting, waiting and owner flow control."""
+"""app/store/eventlog.py: ids in units, bounded memory, missed-byte accounting, waiting and owner flow control."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from gevent.event import Event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.eventlog import EVENT_OVERHEAD_BYTES, EventLog
+from app.store.eventlog import EVENT_OVERHEAD_BYTES, EventLog
 
 from .sse_parser import EventStreamParser
 
@@ -409,7 +409,7 @@ def test_a_channel_gap_comes_before_a_retained_message_named_start():
     from gevent.event import Event
 
     from app.config import Settings
-    from app.streams import channel_event_stream
+    from app.streaming.response import channel_event_stream
 
     channel = EventLog(1 << 20, max_events=2, terminal_kinds=frozenset(), pin_start=False)
     for n, kind in enumerate(["message", "message", "message", "start", "message"]):

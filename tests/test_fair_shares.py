@@ -7,9 +7,9 @@ import json
 import httpx
 import pytest
 
-from app.access import hash_token, new_token
 from app.config import Settings
-from app.messages import SYSTEM_CHANNELS
+from app.policy.access import hash_token, new_token
+from app.policy.messages import SYSTEM_CHANNELS
 
 from .server import GunicornServer, wait_until
 from .stream_support import StreamCrowd, connected

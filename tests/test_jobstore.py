@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.jobs import JobState, MemoryJobStore, TooManyJobs
+from app.store.jobs import JobState, MemoryJobStore, TooManyJobs
 
 
 def _store(**overrides) -> MemoryJobStore:

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.budget import MemoryBudget, water_level
-from app.eventlog import EVENT_OVERHEAD_BYTES, EventLog
-from app.sse import output_json
+from app.store.budget import MemoryBudget, water_level
+from app.store.eventlog import EVENT_OVERHEAD_BYTES, EventLog
+from app.streaming.sse import output_json
 
 from .server import wait_until
 

@@ -1,4 +1,4 @@
-"""Unit tests for app/multiplex.py: composite cursors and re-tagged frames, read back by the tests' WHATWG parser."""
+"""Unit tests for app/streaming/multiplex.py: composite cursors and re-tagged frames, read back by a WHATWG parser."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.eventlog import EventLog
-from app.multiplex import (
+from app.store.eventlog import EventLog
+from app.streaming.multiplex import (
     InvalidCursor,
     format_composite,
     missed_field,

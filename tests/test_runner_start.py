@@ -16,11 +16,11 @@ import gevent
 import pytest
 
 from app import runner as runner_module
-from app.allowlist import Allowlist
-from app.cgroups import CgroupPlan, WorkerCgroups
 from app.config import Settings
-from app.jobs import JobState, MemoryJobStore
-from app.runner import ProcessRunner
+from app.policy.allowlist import Allowlist
+from app.process.cgroups import CgroupPlan, WorkerCgroups
+from app.process.runner import ProcessRunner
+from app.store.jobs import JobState, MemoryJobStore
 from tests import cgroup_support
 from tests.server import children_of
 

@@ -24,8 +24,8 @@ from collections.abc import Callable
 
 from flask import Flask, Response, request
 
+from ..streaming.sse import encode_json_event, encode_retry
 from .errors import error_response
-from .sse import encode_json_event, encode_retry
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ from urllib.parse import urlsplit
 import gevent
 from flask import Flask, Response, g, request
 
-from .access import Credential, Principal, check_password, find_key, find_token
-from .config import Settings
+from ..config import Settings
+from ..policy.access import Credential, Principal, check_password, find_key, find_token
+from ..policy.exposure import is_loopback
+from ..policy.forwarding import TrustedProxies
+from ..policy.signing import InvalidSignedValue, Signer
 from .errors import ApiError
-from .exposure import is_loopback
-from .forwarding import TrustedProxies
-from .signing import InvalidSignedValue, Signer
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ def sse_response(stream: Iterator[bytes], on_close: Iterable[Callable[[], None]]
     The stream is counted, and dropped if its client stops reading (see
     StreamTracker). ``on_close`` runs when the response ends, however it ends.
     """
-    from .service import current_service
+    from ..service import current_service
 
     # The environ's own path string: request.path would build a copy per stream, kept as long as it is open.
     guarded = current_service().tracker.guard(stream, request.environ.get("PATH_INFO", ""), on_close)

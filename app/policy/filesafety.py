@@ -26,8 +26,8 @@ import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from ..process.runas import JobUsers
 from .access import Role
-from .runas import JobUsers
 
 _RECORD = re.compile(rb"[0-9]{0,20}")  # what ProcessGroupRegistry.add writes: the leader's start time, or nothing
 

@@ -7,9 +7,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import Settings
 from .actions import InvalidParameter
 from .commandline import InvalidCommand, parse_command, validate_argv
-from .config import Settings
 
 # Plain ASCII numbers only: float() would also take "1_000", " 12 " and non-ASCII digits.
 _DECIMAL = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,4})?", re.ASCII)

@@ -154,7 +154,7 @@ static PyMethodDef launch_methods[] = {
 
 static PyTypeObject LaunchType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "app._spawn.Launch",
+    .tp_name = "app.process._spawn.Launch",
     .tp_doc = "A child being started by a spawner thread.",
     .tp_basicsize = sizeof(LaunchObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -289,7 +289,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "app._spawn",
+    PyModuleDef_HEAD_INIT, "app.process._spawn",
     "Spawn contained commands with clone(CLONE_VM | CLONE_VFORK) from spawner threads.", -1, methods,
     NULL, NULL, NULL, NULL,
 };

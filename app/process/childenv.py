@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .config import Settings
+from ..config import Settings
 
 
 def child_environment(settings: Settings, server_env: Mapping[str, str]) -> dict[str, str]:

@@ -6,7 +6,7 @@ per running process group, and gunicorn's master (``child_exit`` hook)
 kills whatever groups a dead worker left behind.
 
 Only this server can write there: the master creates ``run_dir`` 0700 and
-refuses one that another user owns or can write to (app/filesafety.py), and
+refuses one that another user owns or can write to (app/policy/filesafety.py), and
 ignores any record this server did not write, so that nobody can have the
 root master kill a process group of their choosing.
 
@@ -23,7 +23,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from .filesafety import ensure_private_dir, foreign_record, node, private_dir_problem, server_user
+from ..policy.filesafety import ensure_private_dir, foreign_record, node, private_dir_problem, server_user
 
 
 def default_run_dir() -> str:

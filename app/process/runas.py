@@ -13,7 +13,7 @@ import pwd
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .config import Settings
+from ..config import Settings
 
 SERVER_ITSELF = ("", "root")  # run_as_user values that mean "do not switch"
 

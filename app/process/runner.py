@@ -9,9 +9,9 @@ append it to the log. The loop then serves every other ready greenlet and
 watcher before a still-readable pipe is read again, so a flooding command
 cannot starve the worker.
 
-Commands are started by ``app.spawn`` (a spawner thread clones them with
+Commands are started by ``app.process.spawn`` (a spawner thread clones them with
 CLONE_VM | CLONE_VFORK; never a fork of the worker), each in its own session
-and, where the host allows, its own cgroup (``app.cgroups``); ``JobProcesses``
+and, where the host allows, its own cgroup (``app.process.cgroups``); ``JobProcesses``
 signals and kills all of a job at once. The job's timeout runs from its spawn.
 Stopping a job sends SIGTERM to all of it, and SIGKILL after ``kill_grace``;
 so does the leader's own exit to whatever it leaves behind. Every job reaches
@@ -38,17 +38,17 @@ import gevent
 from gevent.event import Event
 from gevent.hub import Waiter
 
-from .allowlist import Allowlist
+from ..config import Settings
+from ..policy.allowlist import Allowlist
+from ..store.eventlog import EventLog
+from ..store.jobs import Job, JobState, MemoryJobStore
+from ..streaming.sse import OutputJSON
 from .cgroups import WorkerCgroups
-from .config import Settings
-from .eventlog import EventLog
 from .jobprocs import JobProcesses
-from .jobs import Job, JobState, MemoryJobStore
 from .pgroups import ProcessGroupRegistry
 from .pipes import PipeWatch
 from .runas import JobUsers, resolve_job_users
 from .spawn import ChildProcess, SpawnError, environment_block, start_child
-from .sse import OutputJSON
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +322,7 @@ class ProcessRunner:
     def _launch(self, job: Job, executable: str, role: str | None) -> JobProcesses:
         # No shell; stdin /dev/null; the stripped environment; the job's cgroup; own session; every
         # other fd closed; the run-as user with only its group; then the rlimits, no_new_privs and the
-        # death signal (setting the user would clear it). See app/spawn.py.
+        # death signal (setting the user would clear it). See app/process/spawn.py.
         contain = self.containment
         uid, gid = contain.user_for(role)
         cgroup = None

@@ -1,6 +1,6 @@
 """Starting a contained command without forking the worker, and waiting for it cooperatively.
 
-``start_child()`` hands the command to the C extension ``app._spawn``: a
+``start_child()`` hands the command to the C extension ``app.process._spawn``: a
 spawner thread clones the child with ``CLONE_VM | CLONE_VFORK`` (glibc's
 ``posix_spawn`` way: the child borrows the worker's memory only while the
 thread that cloned it sleeps) and the child prepares itself with system
@@ -45,7 +45,7 @@ try:
     from . import _spawn
 except ImportError as exc:  # pragma: no cover - a checkout where `pip install -e .` has not built it
     raise ImportError(
-        f"app._spawn is not built ({exc}): run `pip install -e .` (needs gcc and the Python headers)"
+        f"app.process._spawn is not built ({exc}): run `pip install -e .` (needs gcc and the Python headers)"
     ) from exc
 
 WALL = 0x40000000  # __WALL: wait for children whatever signal they send at exit (here none)

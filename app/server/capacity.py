@@ -19,7 +19,7 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass
 
-from .config import Settings
+from ..config import Settings
 
 # Per running job, in the worker: its stdout and stderr pipes, plus, while it starts, the
 # spawn's status pipe and a process-group registry file.
@@ -27,7 +27,7 @@ FDS_PER_JOB = 4
 # The listening sockets, the event loop's own descriptors, log files, /proc reads.
 RESERVED_FDS = 64
 
-# The connection pool gunicorn runs this worker with (set by app.worker before the app loads);
+# The connection pool gunicorn runs this worker with (set by app.server.worker before the app loads);
 # None outside gunicorn.
 worker_pool: int | None = None
 

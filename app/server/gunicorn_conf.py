@@ -1,4 +1,4 @@
-"""gunicorn settings for SSE Commander (``-c python:app.gunicorn_conf``); the command line overrides them.
+"""gunicorn settings for SSE Commander (``-c python:app.server.gunicorn_conf``); the command line overrides them.
 
 Kept free of gevent and Flask imports: this file is read by the master,
 which must not import them before workers are forked and patched.
@@ -8,9 +8,9 @@ import os
 import secrets
 import sys
 
-from app.capacity import plan_capacity, raise_nofile_limit
 from app.config import CONFIG_ENV, ConfigError, load_settings
-from app.runas import resolve_job_users
+from app.process.runas import resolve_job_users
+from app.server.capacity import plan_capacity, raise_nofile_limit
 
 try:
     _settings = load_settings()
@@ -31,7 +31,7 @@ _nofile_before, _nofile, _nofile_hard = raise_nofile_limit()
 _capacity = plan_capacity(_settings, _nofile)
 
 bind = _settings.bind
-worker_class = "app.worker.SSEGeventWorker"
+worker_class = "app.server.worker.SSEGeventWorker"
 workers = _settings.workers
 # Every stream holds one of these for its life; the headroom above max_streams is for short requests.
 worker_connections = _capacity.worker_connections
@@ -59,10 +59,10 @@ def _secret_files(cfg) -> list[tuple[str, str]]:
 
 def on_starting(server):
     """Master side, before forking: refuse a public bind without auth and exposed files; decide job containment."""
-    from app import cgroups
-    from app.exposure import exposure_problem
-    from app.filesafety import shared_user_warnings, startup_problems
-    from app.pgroups import default_run_dir
+    from app.policy.exposure import exposure_problem
+    from app.policy.filesafety import shared_user_warnings, startup_problems
+    from app.process import cgroups
+    from app.process.pgroups import default_run_dir
 
     problem = exposure_problem(server.cfg.address, _settings.auth_configured, _settings.insecure_no_auth)
     if problem:
@@ -104,8 +104,8 @@ def _log_capacity(server) -> None:
 
 def child_exit(server, worker):
     """Master side: kill what a worker's jobs left behind (it may have died by SIGKILL)."""
-    from app import cgroups
-    from app.pgroups import default_run_dir, kill_orphaned_groups
+    from app.process import cgroups
+    from app.process.pgroups import default_run_dir, kill_orphaned_groups
 
     plan = cgroups.server_plan()
     if plan is not None and plan.uses_cgroups:
@@ -123,7 +123,7 @@ def child_exit(server, worker):
 
 def on_exit(server):
     """Master side, last: remove the cgroups this server made (killing what is still in them)."""
-    from app import cgroups
+    from app.process import cgroups
 
     plan = cgroups.server_plan()
     if plan is not None and not cgroups.release_server(plan):

@@ -54,7 +54,7 @@ class SSEGeventWorker(GeventWorker):
         # through this module-level function; this worker's are JSON.
         util.write_error = write_json_error
         # The app sizes its stream limit to the pool it is actually served with (capacity.py).
-        from app import capacity
+        from app.server import capacity
 
         capacity.worker_pool = self.worker_connections
         super().init_process()
@@ -73,14 +73,14 @@ class SSEGeventWorker(GeventWorker):
         gevent.spawn(self._begin_shutdown)
 
     def _begin_shutdown(self) -> None:
-        from app import lifecycle
+        from app.server import lifecycle
 
         lifecycle.begin_shutdown()
 
     def run(self) -> None:
         """Serve until told to stop, then wait for stopped jobs to be reaped."""
         super().run()
-        from app import lifecycle
+        from app.server import lifecycle
 
         lifecycle.begin_shutdown()
         lifecycle.wait_idle(timeout=max(self.cfg.graceful_timeout, 1))

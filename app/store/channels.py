@@ -21,9 +21,9 @@ from typing import Any
 
 import gevent
 
+from ..policy.messages import SYSTEM_CHANNELS, check_channel_name
 from .budget import MemoryBudget
 from .eventlog import EventLog
-from .messages import SYSTEM_CHANNELS, check_channel_name
 
 log = logging.getLogger(__name__)
 

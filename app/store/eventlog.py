@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import gevent
 from gevent.event import Event
 
-from .sse import encode_json_event
+from ..streaming.sse import encode_json_event
 
 if TYPE_CHECKING:
     from .budget import MemoryBudget

@@ -21,8 +21,8 @@ from typing import Any
 
 from gevent.event import Event
 
+from ..policy.commandline import display_command
 from .budget import MemoryBudget
-from .commandline import display_command
 from .eventlog import EventLog, LogRead
 
 

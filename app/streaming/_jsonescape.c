@@ -1,5 +1,5 @@
 /*
- * app._jsonescape: the inside of a JSON string for UTF-8 bytes, byte for byte
+ * app.streaming._jsonescape: the inside of a JSON string for UTF-8 bytes, byte for byte
  * what json.dumps(ensure_ascii=False) writes (checked by tests/test_sse_encoder.py).
  *
  * Command output is the server's hot path: the json module escapes it one
@@ -184,7 +184,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "app._jsonescape", "JSON string escaping of UTF-8 bytes (command output).", -1, methods,
+    PyModuleDef_HEAD_INIT, "app.streaming._jsonescape", "JSON string escaping of UTF-8 bytes (command output).", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__jsonescape(void)

@@ -32,7 +32,7 @@ import gevent
 from gevent.event import Event
 from gevent.hub import Waiter
 
-from .eventlog import EventLog, LogEvent
+from ..store.eventlog import EventLog, LogEvent
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from .eventlog import LogEvent
+from ..store.eventlog import LogEvent
 
 _SOURCE = re.compile(r"(job|channel):([A-Za-z0-9_.-]{1,64})", re.ASCII)
 

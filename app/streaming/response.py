@@ -22,10 +22,10 @@ import gevent
 from gevent.event import Event
 from gevent.socket import wait_read
 
-from .config import Settings
+from ..config import Settings
+from ..store.eventlog import EventLog, LogEvent, LogRead
+from ..store.jobs import JobStore, UnknownJob
 from .delivery import ClientConnection, Parked, delivery_for, send_rest
-from .eventlog import EventLog, LogEvent, LogRead
-from .jobs import JobStore, UnknownJob
 from .multiplex import format_composite, retag, retag_gap
 from .sse import HEARTBEAT, encode_comment, encode_json_event, encode_retry
 

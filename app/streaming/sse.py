@@ -57,7 +57,7 @@ def encode_event(data: str, *, event: str | None = None, event_id: int | str | N
 def json_string_body(text: bytes) -> bytes:
     """The inside of a JSON string for valid UTF-8 ``text``: byte for byte what json.dumps(ensure_ascii=False) writes.
 
-    In C (app/_jsonescape.c): command output is the hot path, and the json
+    In C (app/streaming/_jsonescape.c): command output is the hot path, and the json
     module escapes one character at a time (RESULTS.md has the numbers).
     """
     return _jsonescape.escape(text)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
+from ...service import current_service
 from ..authn import current_principal
-from ..service import current_service
 
 bp = Blueprint("actions", __name__)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from ...policy.ratelimit import retry_after_header
+from ...service import current_service
 from ..authn import SESSION_COOKIE, current_principal
 from ..errors import ApiError
-from ..ratelimit import retry_after_header
-from ..service import current_service
 from ..web import json_body
 
 bp = Blueprint("auth", __name__)

@@ -7,18 +7,18 @@ from functools import partial
 
 from flask import Blueprint, Response, jsonify, request
 
-from .. import lifecycle
-from ..access import Principal
+from ...policy.access import Principal
+from ...policy.jobspec import InvalidRequest, parse_last_event_id
+from ...policy.messages import InvalidMessage, check_channel_name, parse_message
+from ...policy.ratelimit import retry_after_header
+from ...server import lifecycle
+from ...service import current_service
+from ...store.channels import TooManyChannels
+from ...store.eventlog import EventLog
+from ...streaming.delivery import ClientConnection
+from ...streaming.response import channel_event_stream
 from ..authn import current_principal
-from ..channels import TooManyChannels
-from ..delivery import ClientConnection
 from ..errors import ApiError
-from ..eventlog import EventLog
-from ..jobspec import InvalidRequest, parse_last_event_id
-from ..messages import InvalidMessage, check_channel_name, parse_message
-from ..ratelimit import retry_after_header
-from ..service import current_service
-from ..streams import channel_event_stream
 from ..web import body_bytes, header_text, query_text, sse_response
 
 bp = Blueprint("channels", __name__, url_prefix="/channels")

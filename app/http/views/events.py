@@ -6,13 +6,13 @@ from urllib.parse import parse_qs
 
 from flask import Blueprint, Response, request
 
-from .. import lifecycle
+from ...policy.messages import InvalidMessage, check_channel_name
+from ...server import lifecycle
+from ...service import current_service
+from ...streaming.multiplex import InvalidCursor, parse_composite, source_key
+from ...streaming.response import JobSource, multiplex_stream
 from ..authn import current_principal
 from ..errors import ApiError
-from ..messages import InvalidMessage, check_channel_name
-from ..multiplex import InvalidCursor, parse_composite, source_key
-from ..service import current_service
-from ..streams import JobSource, multiplex_stream
 from ..web import header_text, sse_response
 
 bp = Blueprint("events", __name__)

@@ -6,8 +6,8 @@ import os
 
 from flask import Blueprint, Response, jsonify
 
-from .. import lifecycle
-from ..service import current_service
+from ...server import lifecycle
+from ...service import current_service
 
 bp = Blueprint("health", __name__)
 

@@ -6,14 +6,14 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, jsonify, request
 
-from .. import lifecycle
+from ...policy.jobspec import InvalidRequest, parse_job_request, parse_last_event_id
+from ...server import lifecycle
+from ...service import current_service
+from ...store.jobs import JobState
+from ...streaming.delivery import ClientConnection
+from ...streaming.response import job_event_stream, job_output_stream
 from ..authn import current_principal
-from ..delivery import ClientConnection
 from ..errors import ApiError
-from ..jobs import JobState
-from ..jobspec import InvalidRequest, parse_job_request, parse_last_event_id
-from ..service import current_service
-from ..streams import job_event_stream, job_output_stream
 from ..web import header_text, json_body, query_text, sse_response
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")

@@ -11,7 +11,7 @@ import os
 
 from flask import Blueprint, Response, current_app, render_template, request
 
-from ..messages import InvalidMessage, check_channel_name
+from ...policy.messages import InvalidMessage, check_channel_name
 
 bp = Blueprint("pages", __name__)
 

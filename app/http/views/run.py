@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from .. import lifecycle
+from ...policy.jobspec import InvalidRequest, parse_command_query
+from ...server import lifecycle
+from ...service import current_service
+from ...streaming.delivery import ClientConnection
+from ...streaming.response import job_event_stream, watch_for_disconnect
 from ..authn import current_principal
-from ..delivery import ClientConnection
 from ..errors import ApiError
-from ..jobspec import InvalidRequest, parse_command_query
-from ..service import current_service
-from ..streams import job_event_stream, watch_for_disconnect
 from ..web import query_text, sse_response
 
 bp = Blueprint("run", __name__)

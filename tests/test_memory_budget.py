@@ -42,7 +42,7 @@ def _run_noisy_jobs(client: httpx.Client, count: int, parallel: int) -> list[dic
         time.sleep(0.05)
         for job_id in list(running):
             job = client.get(f"/jobs/{job_id}").json()
-            if job["state"] != "running":
+            if job["state"] not in ("running", "stopping"):  # stopping: killed at its output limit, not yet reaped
                 running.remove(job_id)
                 done.append(job)
     return done

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.store.jobs import JobState, MemoryJobStore, TooManyJobs
+from app.states import JobState
+from app.store.jobs import MemoryJobStore, TooManyJobs
 
 
 def _store(**overrides) -> MemoryJobStore:

@@ -15,12 +15,13 @@ from pathlib import Path
 import gevent
 import pytest
 
-from app import runner as runner_module
 from app.config import Settings
 from app.policy.allowlist import Allowlist
+from app.process import runner as runner_module
 from app.process.cgroups import CgroupPlan, WorkerCgroups
 from app.process.runner import ProcessRunner
-from app.store.jobs import JobState, MemoryJobStore
+from app.states import JobState
+from app.store.jobs import MemoryJobStore
 from tests import cgroup_support
 from tests.server import children_of
 

@@ -40,8 +40,9 @@ from gevent.hub import Waiter
 
 from ..config import Settings
 from ..policy.allowlist import Allowlist
+from ..states import STATE_FOR_REASON, JobState
 from ..store.eventlog import EventLog
-from ..store.jobs import Job, JobState, MemoryJobStore
+from ..store.jobs import Job, MemoryJobStore
 from ..streaming.sse import OutputJSON
 from .cgroups import WorkerCgroups
 from .jobprocs import JobProcesses
@@ -54,16 +55,6 @@ log = logging.getLogger(__name__)
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
-STATE_FOR_REASON = {
-    "exited": JobState.EXITED,
-    "killed": JobState.KILLED,
-    "output_limit": JobState.KILLED,
-    "timeout": JobState.TIMED_OUT,
-    "cancelled": JobState.CANCELLED,
-    "disconnected": JobState.CANCELLED,
-    "shutdown": JobState.CANCELLED,
-    "unkillable": JobState.UNKILLABLE,
-}
 # How long start() waits for the exec before answering anyway (the start event follows).
 START_WAIT = 2.0
 # A job not over this long after kill_grace (from its stop, or its leader's exit) is given up on.

@@ -10,7 +10,6 @@ hosts serve one job.
 from __future__ import annotations
 
 import abc
-import enum
 import secrets
 import time
 from collections import OrderedDict
@@ -22,24 +21,9 @@ from typing import Any
 from gevent.event import Event
 
 from ..policy.commandline import display_command
+from ..states import LIVE_STATES, JobState
 from .budget import MemoryBudget
 from .eventlog import EventLog, LogRead
-
-
-class JobState(enum.StrEnum):
-    """Where a job is in its life."""
-
-    RUNNING = "running"
-    STOPPING = "stopping"  # being stopped: signalled, not all gone yet
-    EXITED = "exited"
-    KILLED = "killed"
-    TIMED_OUT = "timed_out"
-    CANCELLED = "cancelled"
-    FAILED_TO_START = "failed_to_start"
-    UNKILLABLE = "unkillable"  # still not gone kill_grace + 5 s after it was stopped: given up on
-
-
-LIVE_STATES = frozenset({JobState.RUNNING, JobState.STOPPING})
 
 
 class UnknownJob(KeyError):

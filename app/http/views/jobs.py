@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 from ...policy.jobspec import InvalidRequest, parse_job_request, parse_last_event_id
 from ...server import lifecycle
 from ...service import current_service
-from ...store.jobs import JobState
+from ...states import JobState
 from ...streaming.delivery import ClientConnection
 from ...streaming.response import job_event_stream, job_output_stream
 from ..authn import current_principal

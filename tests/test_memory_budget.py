@@ -130,7 +130,7 @@ def test_finished_jobs_shrink_first_oldest_first():
     _fill(running, 8 * MiB)  # 2 MiB more (and the slack): the oldest gives all it has, then the next
     assert not oldest.can_shrink and middle.retained_bytes < 6 * MiB and newest.retained_bytes >= 6 * MiB
     read = oldest.read_after(0)
-    assert [e.kind for e in read.events] == ["start", "exit"] and read.missed_bytes == oldest.output_bytes
+    assert [e.kind for e in read.events] == ["start", "exit"] and read.missed == oldest.output_bytes
 
 
 def test_running_logs_shrink_largest_first_down_to_the_floor():
@@ -181,7 +181,7 @@ def test_a_viewer_behind_a_trimmed_job_is_told_what_it_missed():
     second = _job(budget, 8 * MiB)
     _fill(second, 3 * MiB)
     read = first.read_after(cursor)
-    assert read.missed_bytes > 0 and read.events[-1].kind == "exit"
+    assert read.missed > 0 and read.events[-1].kind == "exit"
 
 
 @pytest.mark.parametrize(

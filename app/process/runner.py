@@ -41,8 +41,8 @@ from gevent.hub import Waiter
 from ..config import Settings
 from ..policy.allowlist import Allowlist
 from ..states import STATE_FOR_REASON, JobState
-from ..store.eventlog import EventLog
-from ..store.jobs import Job, MemoryJobStore
+from ..store.base import JobLog, Store, UnknownLog
+from ..store.jobs import Job
 from ..streaming.sse import OutputJSON
 from .cgroups import WorkerCgroups
 from .jobprocs import JobProcesses
@@ -152,7 +152,7 @@ class OutputPump:
     switch before it leaves the worker.
     """
 
-    def __init__(self, log_: EventLog, settings: Settings, on_limit: Callable[[], object]) -> None:
+    def __init__(self, log_: JobLog, settings: Settings, on_limit: Callable[[], object]) -> None:
         self.log = log_
         self.read_size = settings.read_chunk_bytes
         self.coalesce = settings.coalesce_bytes
@@ -263,7 +263,7 @@ class ProcessRunner:
     def __init__(
         self,
         settings: Settings,
-        store: MemoryJobStore,
+        store: Store,
         allowlist: Allowlist,
         env: dict[str, str],
         registry: ProcessGroupRegistry | None = None,
@@ -284,10 +284,11 @@ class ProcessRunner:
 
     # Lifecycle of one job.
 
-    def start(self, job: Job, executable: str, role: str | None = None) -> JobRun:
+    def start(self, job: Job, executable: str, role: str | None = None, *, owned: bool = False) -> JobRun:
         """Spawn the job's command (as the user of ``role``, the role that allowed it) in its own greenlet.
 
-        Waits (briefly) for the exec.
+        Waits (briefly) for the exec. ``owned``: the job has an owning viewer (GET /run) that it waits for
+        rather than drop output the viewer has not read (``owner_progress``, ``release_owner``).
 
         A command that cannot start is recorded (``err`` event, state
         failed_to_start) before this returns, so the caller sees it at once.
@@ -295,6 +296,8 @@ class ProcessRunner:
         its greenlet: the job is listed as running, and its start event follows.
         """
         run = JobRun(job)
+        if owned:
+            self.store.local_log(job.id).claim_owner()
         # Listed before the child exists, so that a stop meanwhile is not lost; the timeout runs from now.
         self.runs[job.id] = run
         run.timer = gevent.spawn_later(job.timeout, self.stop, job.id, "timeout")
@@ -309,6 +312,15 @@ class ProcessRunner:
         gevent.spawn(self._run, run)
         run.started.wait(START_WAIT)
         return run
+
+    def owner_progress(self, job_id: str) -> Callable[[int], None]:
+        """What the owning viewer's stream calls with the offset it has sent through (flow control)."""
+        return self.store.local_log(job_id).owner_read_through
+
+    def release_owner(self, job_id: str) -> None:
+        """The owning viewer is gone: the job never waits for it again."""
+        with contextlib.suppress(UnknownLog):
+            self.store.local_log(job_id).release_owner()
 
     def _launch(self, job: Job, executable: str, role: str | None) -> JobProcesses:
         # No shell; stdin /dev/null; the stripped environment; the job's cgroup; own session; every
@@ -364,9 +376,11 @@ class ProcessRunner:
             log.exception("runner for job %s failed", job.id)
             if run.procs is not None:
                 run.procs.kill()
-            if not self.store.get(job.id).finished:
-                self.store.append(job.id, "exit", {"type": "exit", "reason": "killed", "code": None, "signal": None})
-                self.store.finish(job.id, state=JobState.KILLED, reason="killed", error="internal runner error")
+            if not self.store.get_job(job.id).finished:
+                self.store.local_log(job.id).append(
+                    "exit", {"type": "exit", "reason": "killed", "code": None, "signal": None}
+                )
+                self.store.finish_job(job.id, state=JobState.KILLED, reason="killed", error="internal runner error")
             raise
         finally:
             self._forget(run)
@@ -395,7 +409,9 @@ class ProcessRunner:
         if self.registry is not None:
             self.registry.add(proc.pid)
         self.store.mark_started(job.id, proc.pid)
-        self.store.append(job.id, "start", {"type": "start", "job": job.id, "pid": proc.pid, "argv": list(job.argv)})
+        self.store.local_log(job.id).append(
+            "start", {"type": "start", "job": job.id, "pid": proc.pid, "argv": list(job.argv)}
+        )
         run.started.set()
         return proc
 
@@ -420,8 +436,10 @@ class ProcessRunner:
             reason, message = "spawn_failed", f"{job.argv[0]}: {exc.strerror or exc}"
         else:
             reason, message = _spawn_failure_reason(exc), f"{job.argv[0]}: {exc.strerror or exc}"
-        self.store.append(job.id, "err", {"type": "error", "out": message, "reason": reason, "errno": exc.errno})
-        self._finished(self.store.finish(job.id, state=JobState.FAILED_TO_START, reason=reason, error=message))
+        self.store.local_log(job.id).append(
+            "err", {"type": "error", "out": message, "reason": reason, "errno": exc.errno}
+        )
+        self._finished(self.store.finish_job(job.id, state=JobState.FAILED_TO_START, reason=reason, error=message))
 
     def _record_stopped_before_start(self, run: JobRun) -> None:
         self._record_end(run, run.stop_reason, "stopped before its command started")
@@ -451,8 +469,8 @@ class ProcessRunner:
         payload = _exit_payload(
             reason, exit_code, signal_number, round(ended - (job.started_at or ended), 6), usage, error
         )
-        self.store.append(job.id, "exit", payload)
-        finished = self.store.finish(
+        self.store.local_log(job.id).append("exit", payload)
+        finished = self.store.finish_job(
             job.id,
             state=STATE_FOR_REASON[reason],
             reason=reason,
@@ -471,7 +489,7 @@ class ProcessRunner:
     def _pump(self, run: JobRun) -> None:
         proc = run.procs.leader
         pump = run.pump = OutputPump(
-            self.store.log(run.job.id), self.settings, lambda: self.stop(run.job.id, "output_limit")
+            self.store.local_log(run.job.id), self.settings, lambda: self.stop(run.job.id, "output_limit")
         )
         for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
             fd = pipe.fileno()

@@ -1,45 +1,26 @@
-"""Broadcast channels: a bounded event log per channel, plus the system channels.
+"""The memory store's channels: a bounded event log per channel, their epochs, and who is subscribed.
 
 Publishing encodes a message once; every subscriber writes the same bytes.
 Subscribers read at their own pace from the shared log, so a slow one never
 delays the others; one that falls behind the history is told how many
 messages it missed.
+
+Each channel's history gets a new epoch (base.new_epoch) when the channel is
+made, so ids from an earlier history (before a restart, or before the channel
+was forgotten and made again) are never taken for ids of this one.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Collection
 from typing import Any
 
-import gevent
-
 from ..policy.messages import SYSTEM_CHANNELS, check_channel_name
+from .base import LogEvent, Position, Subscription, TooManyChannels, channel_key, new_epoch
 from .budget import MemoryBudget
 from .eventlog import EventLog
-
-log = logging.getLogger(__name__)
-
-
-class TooManyChannels(Exception):
-    """The limit of channels is reached."""
-
-
-@dataclass(frozen=True, eq=False, slots=True)
-class Subscription:
-    """One stream's subscription to one channel, until ``ChannelHub.unsubscribe``."""
-
-    name: str
-    user: str
-    pins: bool  # whether it keeps the channel from being forgotten (only those who may publish to it)
-    log: EventLog
 
 
 class ChannelHub:
@@ -50,8 +31,8 @@ class ChannelHub:
     forgetting another: a read-only viewer can neither fill the hub nor hold
     it full. A channel forgotten while someone still reads it gives its
     history's memory back, and its readers stay on it: if it is written or
-    asked for again while they read, it comes back under its name, its ids
-    going on from where they were.
+    asked for again while they read, it comes back under its name, its epoch
+    kept and its ids going on from where they were.
     """
 
     def __init__(
@@ -61,6 +42,7 @@ class ChannelHub:
         self.history = history
         self.history_bytes = history_bytes
         self.budget = budget  # the worker's memory budget, shared with the jobs (budget.py)
+        self.deliver: Callable[[str, LogEvent], None] | None = None  # the store's listener (live delivery)
         # Ordered by last write, least recent first: a publish moves its channel to the end.
         self._logs: OrderedDict[str, EventLog] = OrderedDict()
         self._subscribers: dict[str, int] = {}
@@ -69,6 +51,12 @@ class ChannelHub:
         self._forgotten: weakref.WeakValueDictionary[str, EventLog] = weakref.WeakValueDictionary()
         for name in SYSTEM_CHANNELS:
             self.log(name)
+
+    def set_deliver(self, deliver: Callable[[str, LogEvent], None] | None) -> None:
+        """Live delivery for every channel, those that exist and those to come."""
+        self.deliver = deliver
+        for channel in (*self._logs.values(), *self._forgotten.values()):
+            channel.deliver = deliver
 
     def log(self, name: str, keep: Collection[str] = (), *, make_room: bool = True) -> EventLog:
         """The channel's log, created on first use.
@@ -88,8 +76,8 @@ class ChannelHub:
                     channel.attach(self.budget)
             else:
                 channel = EventLog(
-                    self.history_bytes, max_events=self.history, terminal_kinds=frozenset(), pin_start=False,
-                    budget=self.budget,
+                    self.history_bytes, key=channel_key(name), epoch=new_epoch(), max_events=self.history,
+                    terminal_kinds=frozenset(), pin_start=False, budget=self.budget, deliver=self.deliver,
                 )
             self._logs[name] = channel
         return channel
@@ -110,21 +98,11 @@ class ChannelHub:
                 return True
         return False
 
-    def publish(self, name: str, event: str, data: Any, user: str | None, audience: str | None = None) -> int:
-        """Append a message to a channel; returns its id."""
-        payload = {"data": data, "user": user, "time": datetime.now(UTC).isoformat(timespec="milliseconds")}
-        message_id = self.log(name).append(event, payload, audience=audience).id
+    def append(self, name: str, kind: str, payload: Any, audience: str | None = None) -> LogEvent:
+        """Append a message to a channel (made if need be); it becomes the most recently written."""
+        event = self.log(name).append(kind, payload, audience=audience)
         self._logs.move_to_end(name)
-        return message_id
-
-    @contextmanager
-    def subscribed(self, name: str, user: str = "", *, pins: bool = True) -> Iterator[EventLog]:
-        """Count a subscriber for as long as the block runs."""
-        subscription = self.subscribe(name, user, pins=pins)
-        try:
-            yield subscription.log
-        finally:
-            self.unsubscribe(subscription)
+        return event
 
     def subscribe(self, name: str, user: str = "", *, pins: bool = True, keep: Collection[str] = ()) -> Subscription:
         """Count a subscriber (until ``unsubscribe``), creating the channel if need be (TooManyChannels)."""
@@ -133,6 +111,7 @@ class ChannelHub:
         if pins:
             self._pins[name] = self._pins.get(name, 0) + 1
         self._by_user[user] = self._by_user.get(user, 0) + 1
+        # The subscription holds the log: a forgotten channel stays readable for as long as it is read.
         return Subscription(name, user, pins, channel)
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -151,13 +130,13 @@ class ChannelHub:
         return self._subscribers.get(name, 0)
 
     def describe(self) -> list[dict[str, Any]]:
-        """Every channel with its subscriber count and history, by name."""
+        """Every channel with its subscriber count and newest event id, by name."""
         return [
             {
                 "name": name,
                 "system": name in SYSTEM_CHANNELS,
                 "subscribers": self._subscribers.get(name, 0),
-                "last_id": channel.last_id,
+                "last_id": Position(channel.epoch, channel.last_id).event_id,
                 "url": f"/channels/{name}/events",
             }
             for name, channel in sorted(self._logs.items())
@@ -171,47 +150,3 @@ def _uncount(counts: dict[str, int], key: str) -> None:
         counts[key] = left
     else:
         del counts[key]
-
-
-def _memory() -> dict[str, int]:
-    info: dict[str, int] = {}
-    try:
-        with open(f"/proc/{os.getpid()}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    info["worker_rss_bytes"] = int(line.split()[1]) * 1024
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                key, value = line.split(":", 1)
-                if key in ("MemTotal", "MemAvailable"):
-                    info[f"{key[3:].lower()}_bytes"] = int(value.split()[0]) * 1024
-    except OSError:
-        pass
-    return info
-
-
-def stats_snapshot(running_jobs: int, open_streams: int) -> dict[str, Any]:
-    """What the ``stats`` channel carries."""
-    return {
-        "worker_pid": os.getpid(),
-        "running_jobs": running_jobs,
-        "open_streams": open_streams,
-        "load_average": [round(value, 2) for value in os.getloadavg()],
-        "memory": _memory(),
-    }
-
-
-def run_stats_publisher(hub: ChannelHub, interval: float, snapshot: Callable[[], dict[str, Any]]) -> gevent.Greenlet:
-    """Publish a stats snapshot every ``interval`` seconds while anyone listens."""
-
-    def loop() -> None:
-        while True:
-            started = time.monotonic()
-            if hub.subscribers("stats"):
-                try:
-                    hub.publish("stats", "stats", snapshot(), user=None)
-                except Exception:
-                    log.exception("stats publisher failed")
-            gevent.sleep(max(0.0, interval - (time.monotonic() - started)))
-
-    return gevent.spawn(loop)

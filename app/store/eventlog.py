@@ -1,78 +1,64 @@
-"""An event log (one per job, one per channel): ordered, bounded in memory, with waiting.
+"""The memory store's event log (one per job, one per channel): ordered, bounded in memory, with waiting.
 
-Event ids count "units": every output byte is one unit and every other event
-is one unit, so ids strictly increase and the gap between two ids tells how
-many output bytes lay between them (for a channel, how many messages). That
-is what lets a viewer who falls behind the bounded buffer be told exactly how
-much it missed.
+Event ids (offsets, see base.py) count "units": every output byte is one unit
+and every other event is one unit, so ids strictly increase and the gap
+between two ids tells how many output bytes lay between them (for a channel,
+how many messages). That is what lets a viewer who falls behind the bounded
+buffer be told exactly how much it missed.
 
 Frames are encoded once, when appended, and the same bytes go to every viewer.
+A channel's frames carry ``<epoch>-<id>``, a job's the bare id.
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.event import Event
 
-from ..streaming.sse import encode_json_event
+from ..streaming.sse import encode_json_frame
+from .base import TERMINAL_EVENTS, JobLog, LogEvent, LogRead
 
 if TYPE_CHECKING:
     from .budget import MemoryBudget
 
-TERMINAL_EVENTS = frozenset({"exit", "err"})
 # What an event costs beyond its frame and output bytes: the tuple, two bytes objects, the id
 # (measured with tracemalloc at about 160 bytes, plus the allocator's own headers). Counted, so
 # that a command writing many tiny events cannot hold far more memory than its budget says.
 EVENT_OVERHEAD_BYTES = 200
 
 
-class LogEvent(NamedTuple):
-    """One stored event and its encoded SSE frame (a tuple: made once per line of output, and cheap to make)."""
-
-    id: int
-    kind: str
-    frame: bytes
-    raw: bytes = b""  # the output bytes this event carries, exactly as the command wrote them
-    audience: str | None = None  # whose event this is, for logs that not everyone may read in full
-
-
-@dataclass(slots=True, frozen=True)
-class LogRead:
-    """The answer to "what came after this cursor"."""
-
-    events: list[LogEvent]
-    missed_bytes: int  # output after the cursor that the bounded buffer no longer holds
-    finished: bool  # the log holds its terminal event and nothing after the cursor remains
-    last_id: int
-    gap_at: int = 0  # where in ``events`` the missed output lay: after a pinned start event, else first
-
-
 def _event_id(event: LogEvent) -> int:
     return event.id
 
 
-class EventLog:
+class EventLog(JobLog):
     """Append-only, bounded event log.
 
     For a job (the defaults) the ``start`` event is kept whatever the buffer
     drops and ``exit``/``err`` end the log; a channel keeps ``max_events``
-    messages and never ends.
+    messages and never ends. ``key`` is the log's key in the store (what the
+    listener is told), ``epoch`` its epoch (a channel's; a job has none).
     """
 
     def __init__(
         self,
         max_bytes: int,
         *,
+        key: str = "",
+        epoch: str = "",
         max_events: int | None = None,
         terminal_kinds: frozenset[str] = TERMINAL_EVENTS,
         pin_start: bool = True,
         budget: MemoryBudget | None = None,
+        deliver: Callable[[str, LogEvent], None] | None = None,
     ) -> None:
+        self.key = key
+        self.epoch = epoch
+        self._id_prefix = f"{epoch}-" if epoch else ""
         self.max_bytes = max_bytes
         self.max_events = max_events
         self.terminal_kinds = terminal_kinds
@@ -91,7 +77,8 @@ class EventLog:
         self._owner_cursor: int | None = None
         self._room = Event()
         self._room.set()
-        self._listeners: list[Callable[[LogEvent], None]] = []
+        # Live delivery (the store's listener): told of every event as soon as it is appended.
+        self.deliver = deliver
         # The worker's budget for every log's memory (budget.py), told of every byte kept and dropped.
         self._budget: MemoryBudget | None = None
         if budget is not None:
@@ -119,14 +106,15 @@ class EventLog:
         return max(0, self._dropped_through - start_units)
 
     def append(self, kind: str, payload: Any, raw: bytes = b"", audience: str | None = None) -> LogEvent:
-        """Append an event, encode its frame once, and wake every waiting viewer."""
+        """Append an event, encode its frame once, deliver it, and wake every waiting viewer."""
         if self.finished:
             raise RuntimeError("the log already holds its terminal event")
         # Encode first: a payload that cannot be encoded must not consume an id.
         event_id = self._units + (len(raw) if raw else 1)
-        frame = encode_json_event(payload, event=kind, event_id=event_id)
+        prefix = self._id_prefix
+        frame, data_start = encode_json_frame(payload, kind, f"{prefix}{event_id}" if prefix else event_id)
         self._units = event_id
-        event = LogEvent(event_id, kind, frame, raw, audience)
+        event = LogEvent(event_id, kind, frame, data_start, raw, audience)
         self.output_bytes += len(raw)
         budget = self._budget
         if self.pin_start and kind == "start" and self._start is None and not self._events:
@@ -145,17 +133,13 @@ class EventLog:
         # Direct delivery first: it is what a watching client is waiting for. Neither step
         # switches greenlets, so no reader can see the event between them.
         try:
-            for listener in self._listeners:
-                listener(event)
+            if self.deliver is not None:
+                self.deliver(self.key, event)
         finally:
             self._notify()
         if budget is not None and budget.used > budget.threshold:
             budget.reclaim()
         return event
-
-    def add_listener(self, listener: Callable[[LogEvent], None]) -> None:
-        """Call ``listener`` with every event appended from now on (direct delivery, see delivery.py)."""
-        self._listeners.append(listener)
 
     def _trim(self) -> int:
         """Drop the oldest events beyond the bounds; the bytes freed (the caller tells the budget)."""
@@ -217,8 +201,16 @@ class EventLog:
         changed, self._changed = self._changed, Event()
         changed.set()
 
-    def read_after(self, cursor: int, limit: int = 512) -> LogRead:
-        """Events with id > cursor (at most ``limit``), and how many output bytes were lost before them."""
+    @property
+    def retained_from(self) -> int:
+        """The id just before the oldest event still held (a pinned start aside): reading after it misses nothing."""
+        return self._dropped_through
+
+    def read_after(self, cursor: int, limit: int = 512, *, reset: bool = False) -> LogRead:
+        """Events with id > cursor (at most ``limit``), and how many units were lost before them.
+
+        ``reset``: said in the answer (the caller's position was of another epoch; see base.LogRead).
+        """
         events: list[LogEvent] = []
         if self._start is not None and cursor < self._start.id:
             events.append(self._start)
@@ -230,10 +222,12 @@ class EventLog:
         more = index + limit < len(self._events)
         return LogRead(
             events=events,
-            missed_bytes=missed,
+            missed=missed,
             finished=self.finished and not more,
             last_id=self._units,
             gap_at=gap_at,
+            epoch=self.epoch,
+            reset=reset,
         )
 
     @property
@@ -251,7 +245,7 @@ class EventLog:
     # Flow control for the owning viewer of a /run job.
 
     def claim_owner(self) -> None:
-        """Make the runner wait for the owning viewer rather than drop what it has not read."""
+        """From now on the runner waits for the owning viewer rather than drop what it has not read."""
         self._owner_cursor = 0
 
     def release_owner(self) -> None:
@@ -259,11 +253,11 @@ class EventLog:
         self._owner_cursor = None
         self._room.set()
 
-    def owner_read_through(self, cursor: int) -> None:
+    def owner_read_through(self, offset: int) -> None:
         """Record the owner's progress and let the runner go on when it has caught up enough."""
         if self._owner_cursor is None:
             return
-        self._owner_cursor = cursor
+        self._owner_cursor = offset
         if not self.owner_far_behind():
             self._room.set()
 

@@ -83,15 +83,16 @@ def _json_head(kind: str) -> bytes:
     return b'{"type":%s,"out":"' % dumps(kind).encode("utf-8")
 
 
-# (event type, output kind) -> the frame's bytes from after the id to the output's opening quote.
-# Only a handful of pairs exist (stdout, stderr), so building each once keeps the hot path to
-# one dict lookup and one C call.
-_output_heads: dict[tuple[str, str], bytes] = {}
+# (event type, output kind) -> the frame's bytes from after the id to the output's opening quote, and the
+# length of its JSON part. Only a handful of pairs exist (stdout, stderr), so building each once keeps the
+# hot path to one dict lookup and one C call.
+_output_heads: dict[tuple[str, str], tuple[bytes, int]] = {}
 
 
-def _output_head(event: str, kind: str) -> bytes:
+def _output_head(event: str, kind: str) -> tuple[bytes, int]:
     _check_event_type(event)
-    head = b"\nevent: %s\ndata: %s" % (event.encode("utf-8"), _json_head(kind))
+    json_head = _json_head(kind)
+    head = (b"\nevent: %s\ndata: %s" % (event.encode("utf-8"), json_head), len(json_head))
     if len(_output_heads) < 64:
         _output_heads[(event, kind)] = head
     return head
@@ -104,11 +105,17 @@ def dumps(payload: Any) -> str:
 
 def encode_json_event(payload: Any, *, event: str, event_id: int | str | None = None) -> bytes:
     """Encode ``payload`` as JSON on a single ``data:`` line (command output in one C call)."""
+    return encode_json_frame(payload, event, event_id)[0]
+
+
+def encode_json_frame(payload: Any, event: str, event_id: int | str | None = None) -> tuple[bytes, int]:
+    """``encode_json_event``, and where the JSON begins in the frame (it ends before the final two LFs)."""
     if payload.__class__ is OutputJSON and event_id.__class__ is int:
         # The hot path: every line of output a command writes passes here.
-        head = _output_heads.get((event, payload.kind)) or _output_head(event, payload.kind)
-        return _jsonescape.escape_between(b"id: %d%s" % (event_id, head), payload.text, b'"}\n\n')
-    data = (payload.encode() if isinstance(payload, OutputJSON) else dumps(payload).encode("utf-8"),)
+        head, json_length = _output_heads.get((event, payload.kind)) or _output_head(event, payload.kind)
+        prefix = b"id: %d%s" % (event_id, head)
+        return _jsonescape.escape_between(prefix, payload.text, b'"}\n\n'), len(prefix) - json_length
+    data = payload.encode() if isinstance(payload, OutputJSON) else dumps(payload).encode("utf-8")
     head = []
     if event_id is not None:
         event_id = str(event_id)
@@ -117,7 +124,8 @@ def encode_json_event(payload: Any, *, event: str, event_id: int | str | None = 
     _check_event_type(event)
     head.append(b"event: %s\ndata: " % event.encode("utf-8"))
     # JSON text never holds a raw CR or LF (json escapes them), so it is one data: line.
-    return b"".join((*head, *data, b"\n\n"))
+    prefix = b"".join(head)
+    return b"".join((prefix, data, b"\n\n")), len(prefix)
 
 
 def encode_comment(text: str = "") -> bytes:

@@ -5,36 +5,31 @@ writes through gunicorn: a greenlet switch, a read and a copy per viewer per
 event. That is what made one message to 2,000 subscribers take 160 ms, and a
 line of output wait for a switch before it left the worker.
 
-A stream that has caught up with its log parks here instead. The appending
-greenlet (the runner, or the request that published) frames the event once and
-sends those same bytes to each parked socket, never blocking: a socket that
-cannot take the whole frame at once is detached with the unsent rest, and its
-stream writes that rest itself (bounded by ``send_timeout``) and goes back to
-reading the log. Parked streams cost no greenlet switch per event; their own
-greenlet wakes only for a heartbeat, a hang-up, shutdown or detachment.
+A stream that has caught up with its log parks here instead, under the log's
+key. ``DirectDelivery`` is the store's one listener (store/base.py): for each
+appended event, it frames the event once and sends those same bytes to each
+stream parked on that key, never blocking: a socket that cannot take the
+whole chunk at once is detached with the unsent rest, and its stream writes
+that rest itself (bounded by ``send_timeout``) and goes back to reading the
+log. Parked streams cost no greenlet switch per event; their own greenlet
+wakes only for a heartbeat, a hang-up, shutdown or detachment.
 
-Only plain HTTP/1.1 GET responses are delivered directly: gunicorn frames
-them as chunked, so each direct write is one complete chunk, written between
-two of gunicorn's own writes of the same response.
+Only plain HTTP/1.1 GET responses are delivered directly (wire.py): gunicorn
+frames them as chunked, so each direct write is one complete chunk, written
+between two of gunicorn's own writes of the same response.
 """
 
 from __future__ import annotations
 
-import _socket
-import errno
-import logging
 import socket
-import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import gevent
 from gevent.event import Event
 from gevent.hub import Waiter
 
-from ..store.eventlog import EventLog, LogEvent
-
-log = logging.getLogger(__name__)
+from ..store.base import JOB_PREFIX, TERMINAL_EVENTS, LogEvent
+from .wire import ClientConnection, chunk, chunk_parts
 
 _TIMED_OUT = object()
 _JOIN_BELOW = 65536
@@ -42,42 +37,11 @@ _JOIN_BELOW = 65536
 _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 
 
-@dataclass(slots=True)
-class ClientConnection:
-    """The client's socket, for writes that bypass gunicorn's response (see module docstring)."""
-
-    sock: _socket.socket  # the non-blocking OS-level socket under gevent's wrapper: send() never yields
-    wrapper: socket.socket  # gevent's socket, for a cooperative (blocking) sendall
-    label: str = ""  # the request path, for the log
-    pipelined: bool = False  # the client sent bytes: stop watching the socket for a hang-up
-
-    @classmethod
-    def from_environ(cls, environ: dict) -> ClientConnection | None:
-        """The connection of a plain HTTP/1.1 GET served by gunicorn, else None (no direct delivery)."""
-        wrapper = environ.get("gunicorn.socket")
-        raw = getattr(wrapper, "_sock", None)
-        if (
-            environ.get("SERVER_PROTOCOL") != "HTTP/1.1"
-            or environ.get("REQUEST_METHOD") != "GET"
-            or environ.get("wsgi.url_scheme") != "http"
-            or not isinstance(raw, _socket.socket)
-            or hasattr(wrapper, "do_handshake")  # TLS: bytes must go through the SSL layer
-            or raw.gettimeout() != 0.0
-        ):
-            return None
-        return cls(raw, wrapper, environ.get("PATH_INFO", ""))
-
-
-def chunk_parts(frame: bytes) -> tuple[bytes, bytes, bytes]:
-    """One HTTP/1.1 chunk holding ``frame``, as gunicorn would write it, in pieces for sendmsg (no copy)."""
-    return (b"%X\r\n" % len(frame), frame, b"\r\n")
-
-
 class Parked:
     """A stream caught up with its log: its ticket for waiting while appends are written to its socket.
 
     The stream's generator yields this ticket and the response body
-    (streams.TrackedStream) calls ``wait``, so the generator's frame is not on
+    (tracker.TrackedStream) calls ``wait``, so the generator's frame is not on
     the parked greenlet's stack: that, and a bare Waiter rather than an Event
     with a Timeout, is memory every idle subscriber saves.
     """
@@ -88,9 +52,9 @@ class Parked:
         "delivery",
         "ended",
         "gone",
+        "key",
         "leftover",
         "on_progress",
-        "shutdown",
         "timed_out",
         "timeout",
         "visible",
@@ -101,22 +65,22 @@ class Parked:
 
     def __init__(
         self,
-        delivery: Delivery,
+        delivery: DirectDelivery,
+        key: str,
         connection: ClientConnection,
         cursor: int,
         visible: Callable[[LogEvent], bool] | None,
         on_progress: Callable[[int], None] | None,
         timeout: float,
-        shutdown: Event,
     ) -> None:
         self.delivery = delivery
+        self.key = key  # the log it waits on
         self.connection = connection
-        self.cursor = cursor  # id of the last event this stream has delivered or skipped
+        self.cursor = cursor  # offset of the last event this stream has delivered or skipped
         self.visible = visible
         self.on_progress = on_progress
         self.timeout = timeout
-        self.shutdown = shutdown
-        self.leftover = b""  # the unsent end of a frame that did not fit; the stream writes it
+        self.leftover = b""  # the unsent end of a chunk that did not fit; the stream writes it
         self.gone = False  # the client hung up
         self.ended = False  # the terminal event was delivered
         self.timed_out = False
@@ -126,7 +90,7 @@ class Parked:
 
     def wait(self) -> None:
         """Park until detached, hung up, shut down or timed out (then ``timed_out``)."""
-        self.timed_out = not self.delivery.park(self, self.timeout, self.shutdown)
+        self.timed_out = not self.delivery.park(self)
 
     def readable(self) -> None:
         """The client's socket became readable while parked (called by the hub)."""
@@ -150,30 +114,32 @@ class Parked:
             self.waiter.hub.loop.run_callback(self.waiter.switch, None)
 
 
-class Delivery:
-    """The parked streams of one event log, and the sends that reach them."""
+class DirectDelivery:
+    """Every parked stream of this worker, by log key; the store's listener (store/base.py, LogListener)."""
 
-    def __init__(self, log: EventLog) -> None:
-        self.parked: dict[Parked, None] = {}  # ordered: first parked, first served
-        self.terminal_kinds = log.terminal_kinds  # a job's exit/err; none for a channel
-        log.add_listener(self.deliver)
+    def __init__(self, shutdown: Event) -> None:
+        self.shutdown = shutdown
+        # Ordered: first parked, first served. A key is here only while streams are parked on it.
+        self._parked: dict[str, dict[Parked, None]] = {}
+        shutdown.rawlink(self._wake_all)
 
-    def deliver(self, event: LogEvent) -> None:
-        """Send ``event`` to every parked stream that may see it; detach those that cannot take it now."""
-        if not self.parked:
+    def deliver(self, key: str, event: LogEvent) -> None:
+        """Send ``event`` to every stream parked on ``key`` that may see it; detach those that cannot take it now."""
+        parked = self._parked.get(key)
+        if not parked:
             return
         frame = event.frame
         # Chunked once, for every subscriber. A small frame (a message, a line) is copied into
         # one chunk and sent with send(), cheaper per subscriber than sendmsg(); a large one (a
         # flood of output) goes as three buffers and is never copied.
         if len(frame) < _JOIN_BELOW:
-            joined, parts = b"%X\r\n%b\r\n" % (len(frame), frame), None
+            joined, parts = chunk(frame), None
             size = len(joined)
         else:
             joined, parts = None, chunk_parts(frame)
             size = sum(map(len, parts))
-        terminal = event.kind in self.terminal_kinds
-        for stream in list(self.parked):
+        terminal = event.kind in TERMINAL_EVENTS and key.startswith(JOB_PREFIX)
+        for stream in list(parked):
             if stream.visible is not None and not stream.visible(event):
                 stream.cursor = event.id
                 continue
@@ -184,34 +150,43 @@ class Delivery:
                 sent = 0
             except OSError:
                 stream.gone = True
-                self._detach(stream)
+                self._detach(parked, stream)
                 continue
             stream.cursor = event.id
             if sent < size:
                 stream.leftover = (joined if joined is not None else b"".join(parts))[sent:]
-                self._detach(stream)
+                self._detach(parked, stream)
                 continue
             if stream.on_progress is not None:
                 stream.on_progress(event.id)
             if terminal:
                 stream.ended = True
-                self._detach(stream)
+                self._detach(parked, stream)
 
-    def _detach(self, stream: Parked) -> None:
-        self.parked.pop(stream, None)
+    def reset(self, key: str) -> None:
+        """The log ``key`` has a new epoch: every stream parked on it reads again (and is told ``reset``)."""
+        parked = self._parked.get(key)
+        for stream in list(parked or ()):
+            self._detach(parked, stream)
+
+    @staticmethod
+    def _detach(parked: dict[Parked, None], stream: Parked) -> None:
+        parked.pop(stream, None)
         stream.wake()
 
-    def park(self, stream: Parked, timeout: float, shutdown: Event) -> bool:
-        """Hold ``stream`` here until it is detached, its client hangs up, shutdown, or ``timeout`` (False)."""
-        _wake_on(shutdown)
-        if shutdown.is_set():
+    def park(self, stream: Parked) -> bool:
+        """Hold ``stream`` until it is detached, its client hangs up, shutdown, or its timeout (False)."""
+        if self.shutdown.is_set():
             return True
         hub = gevent.get_hub()
         watcher = stream.watcher = hub.loop.io(stream.connection.sock.fileno(), 1)
-        timer = hub.loop.timer(timeout)
+        timer = hub.loop.timer(stream.timeout)
         waiter = stream.waiter = Waiter(hub)
         stream.woken = False
-        self.parked[stream] = None
+        parked = self._parked.get(stream.key)
+        if parked is None:
+            parked = self._parked[stream.key] = {}
+        parked[stream] = None
         watcher.start(stream.readable)
         timer.start(waiter.switch, _TIMED_OUT)
         try:
@@ -223,39 +198,15 @@ class Delivery:
             timer.close()
             watcher.stop()
             watcher.close()
-            self.parked.pop(stream, None)
+            parked.pop(stream, None)
+            if not parked and self._parked.get(stream.key) is parked:
+                del self._parked[stream.key]
 
+    def parked_count(self) -> int:
+        """How many streams are parked now (all keys)."""
+        return sum(map(len, self._parked.values()))
 
-def send_rest(connection: ClientConnection, rest: bytes, timeout: float) -> None:
-    """Write the end of a frame a direct send left over; a client that takes too long is dropped."""
-    with gevent.Timeout(timeout, False):
-        connection.wrapper.sendall(rest)
-        return
-    log.warning("dropping stream %s: its client stopped reading (%.0f s on one write)", connection.label, timeout)
-    # EPIPE: gunicorn closes the connection without a traceback (half a chunk is on the wire).
-    raise BrokenPipeError(errno.EPIPE, "client stopped reading")
-
-
-_deliveries: weakref.WeakKeyDictionary[EventLog, Delivery] = weakref.WeakKeyDictionary()
-_linked_shutdowns: weakref.WeakSet[Event] = weakref.WeakSet()
-
-
-def _wake_on(shutdown: Event) -> None:
-    """When ``shutdown`` is set, wake every parked stream of every log (once per Event)."""
-    if shutdown not in _linked_shutdowns:
-        _linked_shutdowns.add(shutdown)
-        shutdown.rawlink(_wake_all_parked)
-
-
-def _wake_all_parked(_shutdown: Event) -> None:
-    for delivery in list(_deliveries.values()):
-        for stream in list(delivery.parked):
-            delivery._detach(stream)
-
-
-def delivery_for(log: EventLog) -> Delivery:
-    """The log's Delivery, created on first use."""
-    delivery = _deliveries.get(log)
-    if delivery is None:
-        delivery = _deliveries[log] = Delivery(log)
-    return delivery
+    def _wake_all(self, _shutdown: Event) -> None:
+        for parked in list(self._parked.values()):
+            for stream in list(parked):
+                self._detach(parked, stream)

@@ -1,217 +1,62 @@
-"""Stream generators: event log -> bytes for the socket.
+"""THE SSE response loop: one loop for every event stream, over N sources (sse-starlette's EventSourceResponse).
 
-Each generator replays from a cursor, then follows the log live. The first
-frame (``retry:`` plus a comment) goes out at once so headers reach the
-client before the command prints anything. While idle, a heartbeat comment
-every ``heartbeat_interval`` keeps proxies open and makes a departed client
-show up as a failed write. On graceful shutdown a stream ends with a
-jittered ``retry:`` so clients come back to a fresh worker and resume.
+A single job or channel is N = 1; ``GET /events`` is N >= 1 with composite
+ids. The loop owns, for every stream:
+
+- the first frame (``retry:`` and a ``: connected`` comment), sent at once so
+  headers reach the client before the command prints anything;
+- replay after each source's position, then live: read, yield, wait;
+- ``gap`` (the log no longer holds what came after the position) and
+  ``reset`` (the position was of another epoch: a channel whose history started
+  again, after a restart, say) events;
+- visibility filters (the ``jobs`` channel shows each user only their jobs);
+- the heartbeat, a ``: ping`` comment after ``heartbeat_interval`` without
+  events, so proxies keep the stream open and a departed client shows up as a
+  failed write;
+- hang-up detection: a parked stream's own socket watch (delivery.py), or a
+  watcher greenlet for streams that cannot park (wire.py);
+- the send timeout (tracker.StreamTracker drops a stream stuck on one write);
+- graceful shutdown: a job's final events get ``kill_grace`` + 1 s to arrive,
+  then a jittered ``retry:`` sends clients to a fresh worker to resume.
+
+N = 1 keeps each log's own event ids (a job's ``120``, a channel's
+``k3x9ab-7``) and direct delivery: once caught up, the stream parks
+(delivery.Parked) and appends are written straight to its socket. N > 1 (or
+any ``GET /events``) re-tags each event with a composite id (multiplex.py),
+built from the event's stored JSON, and waits on all its sources at once.
+
+The loop reads through the store's interface only (store/base.py): it never
+knows which store it has.
 """
 
 from __future__ import annotations
 
-import logging
 import random
-import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from typing import Protocol
+from dataclasses import dataclass
 
-import gevent
 from gevent.event import Event
-from gevent.socket import wait_read
 
 from ..config import Settings
-from ..store.eventlog import EventLog, LogEvent, LogRead
-from ..store.jobs import JobStore, UnknownJob
-from .delivery import ClientConnection, Parked, delivery_for, send_rest
-from .multiplex import format_composite, retag, retag_gap
+from ..store.base import LogEvent, Position, Store, UnknownLog, is_job_key
+from .delivery import DirectDelivery, Parked
+from .multiplex import format_composite, missed_field, retag, retag_gap, retag_reset, source_id_json
 from .sse import HEARTBEAT, encode_comment, encode_json_event, encode_retry
+from .tracker import StreamTracker, TrackedStream
+from .wire import Wire, send_rest, watch_for_disconnect
 
-log = logging.getLogger(__name__)
-
-
-class LogSource(Protocol):
-    """What a stream reads from: an EventLog, or a job in a JobStore."""
-
-    def read_after(self, cursor: int) -> LogRead: ...
-
-    def wait(self, cursor: int, timeout: float, wake: Iterable[Event] = ()) -> bool: ...
+RESET_DATA = {"missed": "unknown"}
 
 
-class JobSource:
-    """One job of a JobStore, read like an EventLog."""
+@dataclass(slots=True)
+class Source:
+    """One log a stream follows, and how far the stream has got in it."""
 
-    def __init__(self, store: JobStore, job_id: str) -> None:
-        self.store = store
-        self.job_id = job_id
-
-    def read_after(self, cursor: int) -> LogRead:
-        """Events after the cursor (UnknownJob once the job is forgotten)."""
-        return self.store.read_after(self.job_id, cursor)
-
-    def wait(self, cursor: int, timeout: float, wake: Iterable[Event] = ()) -> bool:
-        """Wait for an event after the cursor."""
-        return self.store.wait(self.job_id, cursor, timeout, wake)
-
-    def event_log(self) -> EventLog | None:
-        """The job's EventLog, if the store keeps it in this process."""
-        try:
-            return self.store.log(self.job_id)
-        except (UnknownJob, AttributeError):
-            return None
-
-
-def _event_log(source: LogSource) -> EventLog | None:
-    if isinstance(source, EventLog):
-        return source
-    find = getattr(source, "event_log", None)
-    return find() if find is not None else None
-
-
-def job_event_stream(
-    store: JobStore,
-    job_id: str,
-    cursor: int,
-    settings: Settings,
-    shutdown: Event,
-    on_progress: Callable[[int], None] | None = None,
-    connection: ClientConnection | None = None,
-) -> Iterator[bytes]:
-    """Replay a job's events after ``cursor``, then follow them live until the terminal event."""
-    # On shutdown, jobs are being stopped: give their final events a moment to arrive.
-    return event_stream(
-        JobSource(store, job_id), cursor, settings, shutdown, on_progress=on_progress, gap_field="missed_bytes",
-        drain_on_shutdown=settings.kill_grace + 1.0, connection=connection,
-    )
-
-
-def channel_event_stream(
-    channel: LogSource,
-    cursor: int,
-    settings: Settings,
-    shutdown: Event,
-    visible: Callable[[LogEvent], bool] | None = None,
-    client_socket: socket.socket | None = None,
-    connection: ClientConnection | None = None,
-) -> Iterator[bytes]:
-    """Replay a channel's retained messages after ``cursor``, then follow it live.
-
-    A client that hangs up is noticed at once, even while nothing is published
-    (otherwise only at the second failed heartbeat): by the parked stream with
-    ``connection`` (direct delivery), else by a watcher on ``client_socket``.
-    """
-    if connection is not None:
-        # Returned, not wrapped: each generator level is C stack a parked greenlet keeps (see TrackedStream).
-        return event_stream(
-            channel, cursor, settings, shutdown, visible=visible, gap_field="missed_messages", connection=connection
-        )
-    return _channel_stream_watched(channel, cursor, settings, shutdown, visible, client_socket)
-
-
-def _channel_stream_watched(
-    channel: LogSource,
-    cursor: int,
-    settings: Settings,
-    shutdown: Event,
-    visible: Callable[[LogEvent], bool] | None,
-    client_socket: socket.socket | None,
-) -> Iterator[bytes]:
-    with hangup_event(client_socket) as gone:
-        yield from event_stream(
-            _UntilGone(channel, gone), cursor, settings, shutdown, visible=visible, gap_field="missed_messages"
-        )
-
-
-class _UntilGone:
-    """A log source that ends (reads as finished) once ``gone`` is set, and whose waits wake on it."""
-
-    def __init__(self, source: LogSource, gone: Event) -> None:
-        self.source = source
-        self.gone = gone
-
-    def read_after(self, cursor: int) -> LogRead:
-        """The source's events, or an empty finished read once the client has gone."""
-        if self.gone.is_set():
-            return LogRead(events=[], missed_bytes=0, finished=True, last_id=cursor)
-        return self.source.read_after(cursor)
-
-    def wait(self, cursor: int, timeout: float, wake: Iterable[Event] = ()) -> bool:
-        """Wait on the source, waking early when the client goes."""
-        return self.source.wait(cursor, timeout, (*wake, self.gone)) or self.gone.is_set()
-
-
-def event_stream(
-    source: LogSource,
-    cursor: int,
-    settings: Settings,
-    shutdown: Event,
-    *,
-    gap_field: str,
-    on_progress: Callable[[int], None] | None = None,
-    visible: Callable[[LogEvent], bool] | None = None,
-    drain_on_shutdown: float = 0.0,
-    connection: ClientConnection | None = None,
-) -> Iterator[bytes | Parked]:
-    """The one SSE loop: replay after ``cursor``, follow live, heartbeat when idle, end on shutdown.
-
-    With ``connection``, a stream that has caught up parks in its log's
-    Delivery, which writes new events straight to the client (delivery.py):
-    it yields a Parked ticket, on which the response body (TrackedStream) waits.
-    """
-    pending = [encode_retry(settings.retry_ms) + encode_comment("connected")]
-    drain_deadline = None
-    while True:
-        try:
-            read = source.read_after(cursor)
-        except UnknownJob:
-            break
-        shown = read.events if visible is None else [event for event in read.events if visible(event)]
-        frames = [event.frame for event in shown]
-        if read.missed_bytes:
-            # The gap sits where the dropped events were: after a job's pinned start event, if it was read
-            # (only job logs pin one, and they are never filtered, so the index holds among the frames).
-            frames.insert(read.gap_at, encode_json_event({gap_field: read.missed_bytes}, event="gap"))
-        pending.extend(frames)
-        if read.events:
-            cursor = read.events[-1].id
-        if pending:
-            yield b"".join(pending)
-            pending = []
-            if on_progress is not None:
-                on_progress(cursor)
-        if read.finished:
-            break
-        if read.events:
-            continue  # more may be waiting beyond the read limit
-        timeout, wake = settings.heartbeat_interval, (shutdown,)
-        if shutdown.is_set():
-            if drain_deadline is None:
-                drain_deadline = time.monotonic() + drain_on_shutdown
-            timeout, wake = drain_deadline - time.monotonic(), ()
-            if timeout <= 0:
-                break
-        elif connection is not None and not connection.pipelined and (log_ := _event_log(source)) is not None:
-            parked = Parked(delivery_for(log_), connection, cursor, visible, on_progress, timeout, shutdown)
-            del read, shown, frames, log_  # an idle subscriber may stay parked for hours: hold nothing more
-            yield parked  # TrackedStream waits on it, outside this generator
-            cursor = parked.cursor
-            if parked.leftover:
-                send_rest(connection, parked.leftover, settings.send_timeout)
-                if on_progress is not None:
-                    on_progress(cursor)
-            if parked.gone or parked.ended:
-                return
-            if parked.timed_out and not shutdown.is_set():
-                yield HEARTBEAT
-            continue
-        if not source.wait(cursor, timeout, wake=wake) and not shutdown.is_set():
-            yield HEARTBEAT
-    if pending:
-        yield b"".join(pending)
-    if shutdown.is_set():
-        yield shutdown_farewell(settings)
+    key: str  # job:<id> or channel:<name>
+    cursor: Position  # of the last event sent (or skipped as not visible)
+    visible: Callable[[LogEvent], bool] | None = None  # which events this client may see; None: all
+    finished: bool = False  # a job's terminal event was sent, or the log is no longer kept
 
 
 def shutdown_farewell(settings: Settings) -> bytes:
@@ -220,283 +65,160 @@ def shutdown_farewell(settings: Settings) -> bytes:
     return encode_retry(delay) + encode_comment("server restarting; reconnect to resume")
 
 
-def job_output_stream(
-    store: JobStore, job_id: str, settings: Settings, shutdown: Event, client_socket: socket.socket | None = None
-) -> Iterator[bytes]:
-    """The job's combined raw output, byte-exact, followed live until the job ends.
-
-    If the bounded buffer drops bytes this reader has not sent yet, the
-    response is aborted rather than silently spliced: raw bytes have no way
-    to say "something is missing here". Raw bytes have no heartbeat either,
-    so a departed client is noticed by watching its socket.
-    """
-    with hangup_event(client_socket) as gone:
-        # An empty first write makes gunicorn send the headers before any output exists.
-        yield b""
-        yield from _follow_output(store, job_id, settings, (shutdown, gone))
+def reset_frame(position: Position) -> bytes:
+    """A single stream's ``reset``: its id is where the replay of the current history begins."""
+    return encode_json_event(RESET_DATA, event="reset", event_id=position.event_id)
 
 
-def _follow_output(store: JobStore, job_id: str, settings: Settings, stop: tuple[Event, ...]) -> Iterator[bytes]:
-    cursor = 0
-    first = True
-    while True:
-        try:
-            read = store.read_after(job_id, cursor)
-        except UnknownJob:
-            return
-        if read.missed_bytes and not first:
-            log.warning("job %s: /output reader fell %d bytes behind the buffer; aborting", job_id, read.missed_bytes)
-            raise ConnectionAbortedError("output reader fell behind the buffer")
-        first = False
-        chunk = b"".join(event.raw for event in read.events if event.raw)
-        if read.events:
-            cursor = read.events[-1].id
-        if chunk:
-            yield chunk
-        if read.finished or any(event.is_set() for event in stop):
-            return
-        if not read.events:
-            store.wait(job_id, cursor, settings.heartbeat_interval, wake=stop)
-
-
-@contextmanager
-def hangup_event(sock: socket.socket | None) -> Iterator[Event]:
-    """An Event set as soon as the client hangs up (see watch_for_disconnect), for as long as the block runs."""
-    gone = Event()
-    watcher = watch_for_disconnect(sock, gone.set)
-    try:
-        yield gone
-    finally:
-        if watcher is not None:
-            watcher.kill(block=False)
-
-
-def watch_for_disconnect(sock: socket.socket | None, on_disconnect: Callable[[], None]) -> gevent.Greenlet | None:
-    """Call ``on_disconnect`` as soon as the client closes its connection, even while the stream is silent.
-
-    A WSGI app only learns of a closed client when a write fails. For GET /run
-    that could be long after the user pressed Ctrl-C, so this greenlet waits
-    for the socket to become readable and peeks: end-of-file means the client
-    (or nginx in front of it) has gone. It never consumes bytes.
-    """
-    if sock is None:
-        return None
-
-    def watch() -> None:
-        try:
-            while True:
-                wait_read(sock.fileno())
-                data = sock.recv(1, socket.MSG_PEEK)
-                if not data:
-                    on_disconnect()
-                    return
-                # The client sent something (a pipelined request): stop watching
-                # rather than spin on a socket that stays readable.
-                return
-        except OSError:
-            on_disconnect()
-
-    return gevent.spawn(watch)
-
-
-def multiplex_stream(
-    sources: dict[str, tuple[LogSource, Callable[[], Event]]],
-    cursors: dict[str, int],
-    settings: Settings,
-    shutdown: Event,
-    visible: Callable[[str, LogEvent], bool],
-    client_socket: socket.socket | None = None,
-) -> Iterator[bytes]:
-    """Several jobs and channels on one connection, with one composite id.
-
-    ``sources`` maps a source key (``job:<id>``, ``channel:<name>``) to its log
-    and a function returning the log's current "changed" event (it is replaced
-    at every append). Ends when every source is a finished job; channels never end.
-
-    On graceful shutdown the jobs are being stopped: their final events (the
-    ``exit``) get up to ``kill_grace`` + 1 s to arrive before the farewell.
-    Channels are not waited for. With ``client_socket``, a client that hangs
-    up ends the stream at once, even while every source is silent.
-    """
-    with hangup_event(client_socket) as gone:
-        yield from _multiplex(sources, cursors, settings, shutdown, visible, gone)
-
-
-def _multiplex(
-    sources: dict[str, tuple[LogSource, Callable[[], Event]]],
-    cursors: dict[str, int],
-    settings: Settings,
-    shutdown: Event,
-    visible: Callable[[str, LogEvent], bool],
-    gone: Event,
-) -> Iterator[bytes]:
-    positions = {key: cursors.get(key, 0) for key in sources}
-    finished: set[str] = set()
-    pending = [encode_retry(settings.retry_ms) + encode_comment("connected")]
-    drain_deadline: float | None = None
-    while not gone.is_set():
-        # Taken before reading: an append while a frame is being written still wakes the wait below.
-        wake_on = {key: changed() for key, (_, changed) in sources.items() if key not in finished}
-        progressed = False
-        for key, (source, _) in sources.items():
-            if key in finished:
-                continue
-            try:
-                read = source.read_after(positions[key])
-            except UnknownJob:
-                finished.add(key)
-                continue
-            if read.missed_bytes:
-                pending.append(retag_gap(key, read.missed_bytes, format_composite(positions)))
-            for event in read.events:
-                positions[key] = event.id
-                if visible(key, event):
-                    pending.append(retag(event, key, format_composite(positions)))
-            progressed = progressed or bool(read.events)
-            if read.finished:
-                finished.add(key)
-        if pending:
-            yield b"".join(pending)
-            pending = []
-        if len(finished) == len(sources):
-            return
-        if progressed:
-            continue
-        if shutdown.is_set():
-            # Wait (bounded) for the jobs still running to write their final events; not for channels.
-            if drain_deadline is None:
-                drain_deadline = time.monotonic() + settings.kill_grace + 1.0
-            remaining = drain_deadline - time.monotonic()
-            jobs = [event for key, event in wake_on.items() if key not in finished and _is_job(key)]
-            if not jobs or remaining <= 0:
-                yield shutdown_farewell(settings)
-                return
-            gevent.wait([*jobs, gone], timeout=remaining, count=1)
-            continue
-        waits = [event for key, event in wake_on.items() if key not in finished]
-        if not gevent.wait([*waits, shutdown, gone], timeout=settings.heartbeat_interval, count=1):
-            yield HEARTBEAT
-
-
-def _is_job(key: str) -> bool:
-    return key.startswith("job:")
-
-
-class TrackedStream:
-    """A response body (WSGI iterable) that StreamTracker times; gunicorn iterates it directly.
-
-    A class rather than a generator, and handed to gunicorn without werkzeug's
-    wrappers (direct_passthrough): each level of generators between gunicorn
-    and the stream's wait is C stack that every parked greenlet keeps saved,
-    which was the largest part of an idle subscriber's memory.
-    """
-
-    __slots__ = ("_counted", "_frames", "_greenlet", "_label", "_on_close", "_tracker")
+class EventStreams:
+    """Opens this worker's event streams: the loop, counted and timed by the tracker."""
 
     def __init__(
-        self, tracker: StreamTracker, frames: Iterator[bytes], label: str, on_close: tuple[Callable[[], None], ...]
+        self, store: Store, delivery: DirectDelivery, tracker: StreamTracker, settings: Settings, shutdown: Event
     ) -> None:
-        self._tracker = tracker
-        self._frames = frames
-        self._label = label
-        self._on_close = on_close
-        self._greenlet: gevent.Greenlet | None = None
-        # Counted from here, not from the first write: admission (max_streams) must see every
-        # stream a view has handed out, including those gunicorn has not started yet.
-        self._counted = True
-        tracker.count += 1
+        self.store = store
+        self.delivery = delivery
+        self.tracker = tracker
+        self.settings = settings
+        self.shutdown = shutdown
 
-    def __iter__(self) -> TrackedStream:
-        return self
-
-    def __next__(self) -> bytes:
-        tracker = self._tracker
-        if self._greenlet is None:
-            self._greenlet = gevent.getcurrent()
-            tracker._opened(self._greenlet, self._label)
-        else:
-            tracker._writing[self._greenlet] = None  # gunicorn asks for more: the last write is done
-        chunk = next(self._frames)
-        while type(chunk) is Parked:
-            # The stream has caught up: wait here, with its generator suspended rather than on the stack.
-            chunk.wait()
-            chunk = next(self._frames)
-        tracker._writing[self._greenlet] = time.monotonic()
-        return chunk
-
-    def close(self) -> None:
-        """Called by gunicorn when the response ends, however it ends (even if it never started)."""
-        self._uncount()
-        if self._greenlet is not None:
-            self._tracker._closed(self._greenlet)
-        try:
-            close = getattr(self._frames, "close", None)
-            if close is not None:
-                close()
-        finally:
-            for callback in self._on_close:
-                callback()
-
-    def _uncount(self) -> None:
-        if self._counted:
-            self._counted = False
-            self._tracker.count -= 1
-
-    def __del__(self) -> None:
-        # A response dropped before gunicorn got it (an error after the view) is never closed:
-        # its place must not stay taken for the life of the worker.
-        self._uncount()
-
-
-class StreamTracker:
-    """Counts open streams and drops any stuck writing to a client that stopped reading.
-
-    A stalled client never delays others (each stream writes from its own
-    greenlet), but its greenlet and socket would wait forever; one sweeper
-    for all streams ends those after ``send_timeout`` and logs it.
-    """
-
-    def __init__(self, send_timeout: float) -> None:
-        self.send_timeout = send_timeout
-        self.count = 0  # streams handed out and not yet closed (TrackedStream keeps it)
-        self._writing: dict[gevent.Greenlet, float | None] = {}
-        self._labels: dict[gevent.Greenlet, str] = {}
-        self._sweeper: gevent.Greenlet | None = None
-
-    @property
-    def open_streams(self) -> int:
-        """How many streams are open on this worker (started or about to start)."""
-        return self.count
-
-    def guard(
-        self, frames: Iterator[bytes], label: str, on_close: Iterable[Callable[[], None]] = ()
+    def open(
+        self,
+        sources: list[Source],
+        wire: Wire,
+        label: str,
+        *,
+        multiplexed: bool = False,
+        on_progress: Callable[[int], None] | None = None,
+        on_close: Iterable[Callable[[], None]] = (),
     ) -> TrackedStream:
-        """Pass ``frames`` through, timing each write; ``on_close`` runs when the server closes the response."""
-        self._ensure_sweeper()
-        return TrackedStream(self, frames, label, tuple(on_close))
+        """The response body for ``sources``; ``on_close`` runs when the response ends, however it ends.
 
-    def _opened(self, greenlet: gevent.Greenlet, label: str) -> None:
-        self._writing[greenlet] = None
-        self._labels[greenlet] = label
-        self._ensure_sweeper()
+        ``on_progress(offset)``: called as a single source's events are sent (GET /run's flow control).
+        """
+        frames = self._loop(sources, wire, multiplexed or len(sources) > 1, on_progress)
+        return self.tracker.guard(frames, label, on_close)
 
-    def _closed(self, greenlet: gevent.Greenlet) -> None:
-        self._writing.pop(greenlet, None)
-        self._labels.pop(greenlet, None)
-
-    def _ensure_sweeper(self) -> None:
-        if self._sweeper is None or self._sweeper.dead:
-            self._sweeper = gevent.spawn(self._sweep)
-
-    def _sweep(self) -> None:
-        while self._writing:
-            gevent.sleep(min(1.0, self.send_timeout / 2))
-            now = time.monotonic()
-            for greenlet, since in list(self._writing.items()):
-                if since is not None and now - since > self.send_timeout and isinstance(greenlet, gevent.Greenlet):
-                    log.warning(
-                        "dropping stream %s: its client stopped reading (%.0f s on one write)",
-                        self._labels.get(greenlet, "?"), now - since,
+    def _loop(
+        self, sources: list[Source], wire: Wire, multiplexed: bool, on_progress: Callable[[int], None] | None
+    ) -> Iterator[bytes | Parked]:
+        settings, shutdown = self.settings, self.shutdown
+        pending = [encode_retry(settings.retry_ms) + encode_comment("connected")]
+        connection = None if multiplexed else wire.connection  # direct delivery: a single source only
+        drain_until: float | None = None
+        gone: Event | None = None  # set when the client hangs up, for streams that cannot park
+        watcher = None
+        try:
+            while True:
+                progressed = self._read(sources, pending, multiplexed)
+                if pending:
+                    yield b"".join(pending)
+                    pending = []
+                    if on_progress is not None:
+                        on_progress(sources[0].cursor.offset)
+                if all(source.finished for source in sources):
+                    break
+                if progressed:
+                    continue  # more may be waiting beyond the read limit
+                if shutdown.is_set():
+                    # Jobs are being stopped: give their final events a moment to arrive; channels never end.
+                    jobs = {s.key: s.cursor for s in sources if not s.finished and is_job_key(s.key)}
+                    if drain_until is None:
+                        drain_until = time.monotonic() + settings.kill_grace + 1.0
+                    remaining = drain_until - time.monotonic()
+                    if not jobs or remaining <= 0:
+                        break
+                    self.store.wait_any(jobs, remaining, () if gone is None else (gone,))
+                elif connection is not None and not connection.pipelined:
+                    source = sources[0]
+                    parked = Parked(
+                        self.delivery, source.key, connection, source.cursor.offset, source.visible, on_progress,
+                        settings.heartbeat_interval,
                     )
-                    self._writing.pop(greenlet, None)
-                    greenlet.kill(block=False)
+                    yield parked  # TrackedStream waits on it, outside this generator
+                    source.cursor = Position(source.cursor.epoch, parked.cursor)
+                    if parked.leftover:
+                        send_rest(connection, parked.leftover, settings.send_timeout)
+                        if on_progress is not None:
+                            on_progress(parked.cursor)
+                    if parked.gone or parked.ended:
+                        return
+                    if parked.timed_out and not shutdown.is_set():
+                        yield HEARTBEAT
+                    continue
+                else:
+                    if gone is None:
+                        gone = Event()
+                        watcher = watch_for_disconnect(wire.sock, gone.set)
+                    afters = {s.key: s.cursor for s in sources if not s.finished}
+                    if not self.store.wait_any(afters, settings.heartbeat_interval, (shutdown, gone)):
+                        yield HEARTBEAT
+                if gone is not None and gone.is_set():
+                    return
+            if shutdown.is_set():
+                yield shutdown_farewell(settings)
+        finally:
+            if watcher is not None:
+                watcher.kill(block=False)
+
+    def _read(self, sources: list[Source], pending: list[bytes], multiplexed: bool) -> bool:
+        """Read every unfinished source once, adding its frames to ``pending``; whether any had events."""
+        progressed = False
+        for source in sources:
+            if source.finished:
+                continue
+            try:
+                read = self.store.read(source.key, source.cursor)
+            except UnknownLog:
+                source.finished = True  # a job forgotten while read: nothing more will come
+                continue
+            events = read.events
+            if read.reset:
+                # The replay starts right after the returned position: the event before the first one read.
+                source.cursor = Position(read.epoch, events[0].id - 1 if events else read.last_id)
+            elif source.cursor.epoch != read.epoch:
+                # Read from the start (the one position in every epoch): from now on it is in the log's epoch.
+                source.cursor = Position(read.epoch, source.cursor.offset)
+            if multiplexed:
+                self._retagged(source, read.epoch, events, read.missed, read.reset, pending, sources)
+            else:
+                self._framed(source, events, read.missed, read.gap_at, read.reset, pending)
+                if events:
+                    source.cursor = Position(read.epoch, events[-1].id)
+            if read.finished:
+                source.finished = True
+            progressed = progressed or bool(events)
+        return progressed
+
+    @staticmethod
+    def _framed(
+        source: Source, events: list[LogEvent], missed: int, gap_at: int, reset: bool, pending: list[bytes]
+    ) -> None:
+        """A single source's frames, as stored (each event's own id)."""
+        if reset:
+            pending.append(reset_frame(source.cursor))
+        visible = source.visible
+        frames = [event.frame for event in events if visible is None or visible(event)]
+        if missed:
+            # The gap sits where the dropped events were: after a job's pinned start event, if it was read
+            # (only job logs pin one, and they are never filtered, so the index holds among the frames).
+            frames.insert(gap_at, encode_json_event({missed_field(source.key): missed}, event="gap"))
+        pending.extend(frames)
+
+    @staticmethod
+    def _retagged(
+        source: Source, epoch: str, events: list[LogEvent], missed: int, reset: bool, pending: list[bytes],
+        sources: list[Source],
+    ) -> None:
+        """A multiplexed source's frames: each with the composite id of every source's position after it."""
+        key = source.key
+        if reset:
+            pending.append(retag_reset(key, format_composite((s.key, s.cursor) for s in sources)))
+        if missed:
+            pending.append(retag_gap(key, missed, format_composite((s.key, s.cursor) for s in sources)))
+        visible = source.visible
+        for event in events:
+            source.cursor = position = Position(epoch, event.id)
+            if visible is None or visible(event):
+                composite = format_composite((s.key, s.cursor) for s in sources)
+                pending.append(retag(event, key, source_id_json(key, position), composite))

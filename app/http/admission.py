@@ -14,17 +14,16 @@ Short requests (``/healthz``, ``POST /jobs``, ``DELETE``, publish, ``GET
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
-import socket
 import time
 from collections.abc import Callable
 
 from flask import Flask, Response, request
 
 from ..streaming.sse import encode_json_event, encode_retry
+from ..streaming.wire import shutdown_write
 from .errors import error_response
 
 log = logging.getLogger(__name__)
@@ -65,17 +64,11 @@ def busy_response(delay_ms: int, max_streams: int) -> Response:
             503, "busy", f"this server holds its limit of {max_streams} streams; try again later",
             headers={"Retry-After": str(math.ceil(delay_ms / 1000))},
         )
-    sock = request.environ.get("gunicorn.socket")
-    if sock is not None:
-        # gunicorn drops a Connection header set by the app; ending our side of the connection once
-        # the answer is written frees its slot now rather than after the keep-alive timeout.
-        response.call_on_close(lambda: _finish_writing(sock))
+    # gunicorn drops a Connection header set by the app; ending our side of the connection once
+    # the answer is written frees its slot now rather than after the keep-alive timeout.
+    environ = request.environ
+    response.call_on_close(lambda: shutdown_write(environ))
     return response
-
-
-def _finish_writing(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_WR)
 
 
 class Admission:

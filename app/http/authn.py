@@ -223,8 +223,11 @@ def security_headers(response: Response) -> Response:
     return response
 
 
-def install(app: Flask, authenticator: Authenticator, on_refused: Callable[[Principal | None, int, str], None]) -> None:
-    """Register the before/after-request hooks; ``on_refused`` audits 401/403/429 answers."""
+def install(app: Flask, authenticator: Authenticator, on_refused: Callable[..., None]) -> None:
+    """Register the before/after-request hooks; ``on_refused`` audits 401/403/429 answers.
+
+    ``on_refused(principal, status, reason, addr=, method=, path=)``: Service.refused.
+    """
 
     @app.before_request
     def _authenticate():
@@ -250,7 +253,10 @@ def install(app: Flask, authenticator: Authenticator, on_refused: Callable[[Prin
     def _headers(response: Response) -> Response:
         if response.status_code in REFUSALS and not response.is_streamed:
             body = response.get_json(silent=True) or {}
-            on_refused(g.get("principal"), response.status_code, str(body.get("message", "")))
+            on_refused(
+                g.get("principal"), response.status_code, str(body.get("message", "")),
+                addr=authenticator.client_address(), method=request.method, path=request.path,
+            )
         authenticator.cors_headers(response)
         return security_headers(response)
 

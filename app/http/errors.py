@@ -1,35 +1,16 @@
-"""JSON error answers for every failure, so no client ever sees HTML or a traceback."""
+"""JSON error answers for every failure (ApiError, HTTP errors, crashes), so no client sees HTML or a traceback."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
+from ..errors import ApiError
+
 log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    """An error answered as ``{"error": code, "message": text}`` with an HTTP status."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        headers: Mapping[str, str] | None = None,
-        extra: Mapping[str, object] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
-        self.extra = dict(extra or {})
 
 
 def error_response(status: int, code: str, message: str, headers=None, extra=None):

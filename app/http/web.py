@@ -1,39 +1,87 @@
-"""Request parsing and response building shared by the views."""
+"""Request parsing and response building shared by the views, and how a view finds its Service."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
-from flask import Response, request
+from flask import Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .errors import ApiError
+from ..errors import ApiError
+from ..store.base import START, Position, parse_position
+from ..streaming.tracker import TrackedStream
+from ..streaming.wire import Wire
 
+if TYPE_CHECKING:
+    from ..service import Service
+    from .authn import Authenticator
+
+EXTENSION_KEY = "sse_commander"  # app.extensions: the Service
+AUTHENTICATOR_KEY = "sse_commander.authenticator"  # app.extensions: the Authenticator (authn.py)
 SSE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Accel-Buffering": "no",
 }
 
 
-def sse_response(stream: Iterator[bytes], on_close: Iterable[Callable[[], None]] = ()) -> Response:
+def current_service() -> Service:
+    """The Service of the app handling this request."""
+    return current_app.extensions[EXTENSION_KEY]
+
+
+def current_authenticator() -> Authenticator:
+    """The Authenticator of the app handling this request."""
+    return current_app.extensions[AUTHENTICATOR_KEY]
+
+
+def client_address() -> str:
+    """Where the current request comes from: the peer, or the client a trusted proxy forwards for."""
+    return current_authenticator().client_address()
+
+
+def stream_label() -> str:
+    """The request path, for a stream's log lines: the environ's own string (request.path would copy it,
+    and a stream keeps its label as long as it is open)."""
+    return request.environ.get("PATH_INFO", "")
+
+
+def client_wire() -> Wire:
+    """The client's connection, for the stream this request opens (hang-up watch, direct delivery)."""
+    return Wire.from_environ(request.environ)
+
+
+def sse_response(stream: TrackedStream) -> Response:
     """A streaming text/event-stream response with the headers proxies and browsers need.
 
     The stream is counted, and dropped if its client stops reading (see
-    StreamTracker). ``on_close`` runs when the response ends, however it ends.
+    tracker.StreamTracker); it runs its ``on_close`` callbacks however the
+    response ends.
     """
-    from ..service import current_service
-
-    # The environ's own path string: request.path would build a copy per stream, kept as long as it is open.
-    guarded = current_service().tracker.guard(stream, request.environ.get("PATH_INFO", ""), on_close)
     # The stream never reads the request again; without this, werkzeug's parsed request
     # (headers, query, cookies) would stay in the environ for the life of the connection.
     request.environ.pop("werkzeug.request", None)
     # direct_passthrough: gunicorn iterates the tracked stream itself, without werkzeug's
     # two wrapper levels (see TrackedStream); the frames are bytes already.
-    return Response(guarded, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
+    return Response(stream, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
+
+
+def channel_cursor() -> Position:
+    """A channel stream's resume position: the Last-Event-ID header (wins) or ?last_event_id=; 400 if unreadable.
+
+    Empty (or absent, or 0) is the start. ``<epoch>-<n>`` is this server's form; a bare number is an id from
+    before channel ids had epochs, which the stream answers with a ``reset``.
+    """
+    header = header_text("Last-Event-ID")
+    query = query_text("last_event_id")
+    value = (header if header is not None else query or "").strip()
+    if not value:
+        return START
+    try:
+        return parse_position(value)
+    except ValueError:
+        raise ApiError(400, "bad_request", "Last-Event-ID must be a channel event id: <epoch>-<n>") from None
 
 
 def _query_values(name: str) -> list[bytes]:

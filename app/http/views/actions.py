@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from ...service import current_service
 from ..authn import current_principal
+from ..web import current_service
 
 bp = Blueprint("actions", __name__)
 
@@ -13,12 +13,4 @@ bp = Blueprint("actions", __name__)
 @bp.get("/actions")
 def list_actions() -> Response:
     """Actions visible to the caller; start one with POST /jobs {"action": NAME, "params": {...}}."""
-    service = current_service()
-    principal = current_principal()
-    actions = [
-        action.to_json()
-        for name, action in sorted(service.settings.actions.items())
-        if service.policy.may_run_action(principal, name)
-    ]
-    commands = [name for name in service.allowlist.names() if service.policy.may_run_command(principal, name)]
-    return jsonify({"actions": actions, "commands": commands})
+    return jsonify(current_service().actions_for(current_principal()))

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from ...errors import ApiError
 from ...policy.ratelimit import retry_after_header
-from ...service import current_service
 from ..authn import SESSION_COOKIE, current_principal
-from ..errors import ApiError
-from ..web import json_body
+from ..web import client_address, current_authenticator, current_service, json_body
 
 bp = Blueprint("auth", __name__)
 
@@ -21,7 +20,8 @@ def _principal_json(principal) -> dict:
 def login() -> Response:
     """{"token": "..."} or {"user": "...", "password": "..."} -> session cookie."""
     service = current_service()
-    wait = service.login_limiter.acquire(service.authenticator.client_address())
+    addr = client_address()
+    wait = service.login_wait(addr)
     if wait:
         raise ApiError(
             429, "rate_limited", "too many login attempts; try again later",
@@ -30,12 +30,11 @@ def login() -> Response:
     body = json_body()
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "body must be a JSON object")
-    principal, credential = service.authenticator.login(body)
-    service.audit.record("login", user=principal.user, addr=service.authenticator.client_address())
+    principal, credential = current_authenticator().login(body)
     response = jsonify(_principal_json(principal))
     response.set_cookie(
         SESSION_COOKIE,
-        service.signer.session_cookie(principal.user, credential.key),
+        service.logged_in(principal, credential, addr),
         max_age=int(service.settings.session_ttl),
         httponly=True,
         samesite="Strict",
@@ -56,8 +55,6 @@ def logout() -> Response:
 @bp.get("/whoami")
 def whoami() -> Response:
     """Who the server thinks you are, and whether auth is on."""
-    service = current_service()
-    principal = current_principal()
-    body = _principal_json(principal)
-    body["auth_configured"] = service.settings.auth_configured
+    body = _principal_json(current_principal())
+    body["auth_configured"] = current_service().settings.auth_configured
     return jsonify(body)

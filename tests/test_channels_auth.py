@@ -93,7 +93,7 @@ def test_a_viewer_reads_everything_but_cannot_publish(srv):
     for body, content_type in ((b'{"data": 1}', "application/json"), (b"text", "text/plain")):
         assert_json_error(publish_raw(srv, channel, body, content_type, auth("vera")), 403, "forbidden")
     assert channel in channel_list(srv, auth("vera"))
-    assert channel_list(srv, auth("root"))[channel]["last_id"] == 1
+    assert channel_list(srv, auth("root"))[channel]["last_id"].endswith("-1")
     (event,) = read_events(srv, f"/channels/{channel}/events", 1, auth("vera"))
     assert envelope(event)["data"] == "hello"
 
@@ -154,7 +154,7 @@ def test_unauthenticated_publish_publishes_nothing(srv):
     channel = fresh()
     publish(srv, channel, "first", headers=auth("alice"))
     assert_json_error(publish_raw(srv, channel, b"anonymous", "text/plain"), 401)
-    assert channel_list(srv, auth("root"))[channel]["last_id"] == 1
+    assert channel_list(srv, auth("root"))[channel]["last_id"].endswith("-1")
 
 
 def test_stream_tickets_cannot_read_or_write_channels(srv):
@@ -182,7 +182,7 @@ def test_stream_tickets_cannot_read_or_write_channels(srv):
             response = HTTP.request(method, srv.url(f"{path}{separator}ticket={ticket}"), headers=headers,
                                     content=b"x" if method == "POST" else None)
             assert_json_error(response, 403, "forbidden")
-    assert channel_list(srv, auth("root"))[channel]["last_id"] == 1
+    assert channel_list(srv, auth("root"))[channel]["last_id"].endswith("-1")
     assert HTTP.delete(srv.url(f"/jobs/{job['id']}"), headers=auth("alice")).status_code == 200
 
 
@@ -192,7 +192,7 @@ def _job_ids(events) -> list[tuple[str, str]]:
 
 def test_jobs_channel_shows_each_user_only_the_jobs_they_may_see(srv):
     after = channel_list(srv, auth("root"))["jobs"]["last_id"]
-    resume = {"Last-Event-ID": str(after)}
+    resume = {"Last-Event-ID": after}
     with Subscriber(srv, "/channels/jobs/events", {**auth("alice"), **resume}) as live_alice, \
             Subscriber(srv, f"/events?channel=jobs&last_event_id=channel:jobs={after}", auth("alice")) as mux_alice:
         assert live_alice.connected().status == 200 and mux_alice.connected().status == 200

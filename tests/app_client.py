@@ -34,12 +34,20 @@ from app.store.jobs import Job
 from .server import server_defaults
 
 
+class _Headers(Headers):
+    """Response headers, also with httpx's name for all the values of one."""
+
+    def get_list(self, key: str) -> list[str]:
+        """Every value of a header (Set-Cookie, say)."""
+        return self.getlist(key)
+
+
 class Answer:
     """A test client's response, read like an httpx.Response."""
 
     def __init__(self, response: TestResponse) -> None:
         self.status_code = response.status_code
-        self.headers: Headers = response.headers
+        self.headers = _Headers(response.headers)
         self.content: bytes = response.get_data()
         response.close()
 

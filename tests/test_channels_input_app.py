@@ -13,6 +13,7 @@ import pytest
 
 from .app_client import AppClient, app_client
 from .channel_support import assert_json_error, epoch, fresh, id_number
+from .test_channels_input import _json_error
 
 BAD_NAMES = [
     "a" * 65,
@@ -89,16 +90,6 @@ def _raw(client: AppClient, method: str, target: str, headers: dict[str, bytes] 
     answer = client.request(method, target, headers=headers or {}, content=body)
     return SimpleNamespace(status=answer.status_code, headers={k.lower(): v for k, v in answer.headers.items()},
                            body=answer.content)
-
-
-def _json_error(raw, status: int, code: str | None = None) -> dict:
-    assert raw.status == status, (raw.status, raw.body[:300])
-    assert raw.headers.get("content-type", "").startswith("application/json"), raw.headers
-    body = json.loads(raw.body)
-    assert isinstance(body["error"], str) and isinstance(body["message"], str), body
-    if code is not None:
-        assert body["error"] == code, body
-    return body
 
 
 def channel_list(client: AppClient) -> dict[str, dict]:

@@ -136,8 +136,9 @@ class Service:
         """Check who may run what, the allowlist and the limits, then start the command (detached)."""
         return self._start(spec, principal, addr, origin, owned=False)
 
-    def run_command(self, spec: JobSpec, principal: Principal, addr: str, wire: Wire, label: str) -> tuple[Job,
-                                                                                                        TrackedStream]:
+    def run_command(
+        self, spec: JobSpec, principal: Principal, addr: str, wire: Wire, label: str
+    ) -> tuple[Job, TrackedStream]:
         """GET /run: start the command and stream it on this response; it lives as long as the response.
 
         The response's viewer owns the job: the command waits for it rather than drop what it has not read,
@@ -269,8 +270,8 @@ class Service:
         """The jobs the principal may list (their own, or all for roles that see all), newest first."""
         if self.policy.sees_all_jobs(principal):
             return self.store.list_jobs(state=state)
-        return [job for job in self.store.list_jobs(state=state) if self.policy.may_see_job(principal, job.owner,
-                                                                                               job.id)]
+        jobs = self.store.list_jobs(state=state)
+        return [job for job in jobs if self.policy.may_see_job(principal, job.owner, job.id)]
 
     def job_visibility(self, principal: Principal) -> Callable[[LogEvent], bool] | None:
         """A filter for ``jobs`` channel events: the jobs this principal may see (None: every one)."""
@@ -297,8 +298,9 @@ class Service:
 
     # Job streams.
 
-    def open_job_stream(self, job_id: str, principal: Principal, cursor: int, wire: Wire,
-                        label: str) -> TrackedStream | None:
+    def open_job_stream(
+        self, job_id: str, principal: Principal, cursor: int, wire: Wire, label: str
+    ) -> TrackedStream | None:
         """A job's events after ``cursor``, then live; None when resuming after its final event (204)."""
         job = self.get_job(job_id, principal)
         key = job_key(job.id)
@@ -309,8 +311,9 @@ class Service:
             raise ApiError(400, "bad_request", f"Last-Event-ID {cursor} is beyond this job's last event {read.last_id}")
         return self.streams.open([Source(key, Position("", cursor))], wire, label)
 
-    def open_output(self, job_id: str, principal: Principal, sock: socket | None, label: str) -> tuple[Job,
-                                                                                                        TrackedStream]:
+    def open_output(
+        self, job_id: str, principal: Principal, sock: socket | None, label: str
+    ) -> tuple[Job, TrackedStream]:
         """A job's raw output, byte-exact, followed while it runs (counted like every stream)."""
         job = self.get_job(job_id, principal)
         frames = job_output_stream(self.store, job_key(job.id), self.settings, lifecycle.shutdown_event, sock)
@@ -367,8 +370,9 @@ class Service:
             headers={"Retry-After": "60"},
         )
 
-    def open_channel_stream(self, name: str, principal: Principal, cursor: Position, wire: Wire,
-                            label: str) -> TrackedStream:
+    def open_channel_stream(
+        self, name: str, principal: Principal, cursor: Position, wire: Wire, label: str
+    ) -> TrackedStream:
         """A channel's retained messages after ``cursor``, then live.
 
         A cursor of another epoch (a restart since, or a bare number from an older server) is not an error:
@@ -420,8 +424,10 @@ class Service:
 
     # Many jobs and channels on one stream.
 
-    def open_multiplexed_stream(self, jobs: list[str], channels: list[str], principal: Principal,
-                                last_event_id: str | None, wire: Wire, label: str) -> TrackedStream | None:
+    def open_multiplexed_stream(
+        self, jobs: list[str], channels: list[str], principal: Principal, last_event_id: str | None, wire: Wire,
+        label: str,
+    ) -> TrackedStream | None:
         """Every named job and channel on one stream, resumed with one composite id; None (204) when every
         named job has been delivered to its end."""
         if not jobs and not channels:
@@ -496,8 +502,9 @@ class Service:
         self.audit.record("login", user=principal.user, addr=addr)
         return self.signer.session_cookie(principal.user, credential.key)
 
-    def refused(self, principal: Principal | None, status: int, reason: str, *, addr: str, method: str,
-                path: str) -> None:
+    def refused(
+        self, principal: Principal | None, status: int, reason: str, *, addr: str, method: str, path: str
+    ) -> None:
         """Audit a refused request: the first per address, status and user in each interval, then a count."""
         user = principal.user if principal and principal.user else None
         if not self.audit.enabled or not self.refusals.admit((addr, status, user)):

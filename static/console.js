@@ -182,7 +182,7 @@ function showEnd() {
   const details = [result.text];
   const signal = job.signal_name || (job.signal ? `signal ${job.signal}` : "");
   if (signal && !result.text.includes(signal)) details.push(signal);
-  if (job.duration !== null && job.duration !== undefined && !job.gone) details.push(formatDuration(job.duration));
+  if (job.duration !== null && job.duration !== undefined && !isLive(job)) details.push(formatDuration(job.duration));
   const text = `[${details.join(" · ")}]`;
   if (term.hasNote("end")) {
     term.setNote("end", text, `end ${result.cls}`);
@@ -294,6 +294,10 @@ async function loadJobs({ restarted = false } = {}) {
   }
   for (const job of jobs.slice(0, MAX_JOBS)) upsertJob(job);
   renderJobs();
+  if (restarted && state.openId) {
+    renderHead();
+    if (state.openDone) showEnd();
+  }
 }
 
 function byNewest(a, b) {

@@ -196,7 +196,7 @@ export class Terminal {
         return true;
       }
     }
-    const node = this.linesEl.querySelector(`[data-note="${key}"]`);
+    const node = this._shownNote(key);
     if (!node) return false;
     node.className = `ln note ${cls || ""}`;
     node.textContent = text;
@@ -207,8 +207,13 @@ export class Terminal {
     return (
       this.queue.some((item) => item.kind === "note" && item.key === key) ||
       this.committed.some((line) => line.key === key) ||
-      this.linesEl.querySelector(`[data-note="${key}"]`) !== null
+      this._shownNote(key) !== null
     );
+  }
+
+  // A keyed line on screen; none while the screen still shows what a reset is about to clear.
+  _shownNote(key) {
+    return this.clearDom ? null : this.linesEl.querySelector(`[data-note="${key}"]`);
   }
 
   // How much output the server's bounded buffer dropped: the job's own figure (dropped_bytes), shown as is.

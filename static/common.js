@@ -81,8 +81,17 @@ export function formatComposite(cursors, keys) {
 // false (or a state name such as "idle") to stay closed. `url()` is called for every attempt, so it always
 // carries the latest cursors.
 export class LiveStream {
-  constructor({ url, events, onState = () => {}, resync = async () => true, baseDelay = 1000, maxDelay = 30000 }) {
+  constructor({
+    url,
+    events,
+    onState = () => {},
+    resync = async () => true,
+    baseDelay = 1000,
+    maxDelay = 30000,
+    source = (address) => new EventSource(address), // or a WorkerEventSource
+  }) {
     this.url = url;
+    this.makeSource = source;
     this.events = events;
     this.onState = onState;
     this.resync = resync;
@@ -106,7 +115,7 @@ export class LiveStream {
   open() {
     this._teardown();
     const generation = ++this.generation;
-    const source = new EventSource(this.url());
+    const source = this.makeSource(this.url());
     this.source = source;
     // Reopening a live stream with other sources is not news; a first connection or a retry is.
     if (this.state !== "reconnecting" && this.state !== "live") this._setState("connecting");

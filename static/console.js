@@ -24,6 +24,7 @@ import {
   showConnState,
 } from "./common.js";
 import { Terminal } from "./terminal.js";
+import { WorkerEventSource } from "./workersource.js";
 import { commandExample, CommandHistory, shellCharacters } from "./command.js";
 import { JobFilter, jobCategory } from "./joblist.js";
 
@@ -58,18 +59,38 @@ const term = new Terminal({
   maxLines: MAX_LINES,
 });
 const follower = new Follower($("term"), $("follow"));
-// One bounded slice of output per animation frame (Terminal.flush); more frames follow while any is left.
-const render = frameScheduler(() => {
+// One bounded slice of output per animation frame (Terminal.flush); more frames follow while any is left. Under a
+// flood (more output between two frames than the screen holds) the screen is redrawn at most every FLOOD_MS:
+// each redraw is a screenful of new lines, and nobody reads faster than that.
+const FLOOD_MS = 100;
+let floodUntil = 0;
+let floodTimer = null;
+const frame = frameScheduler(() => {
   term.flush();
   follower.stick();
+  if (term.flooded) floodUntil = performance.now() + FLOOD_MS;
   if (term.pending) render();
 });
 
+function render() {
+  const wait = floodUntil - performance.now();
+  if (wait <= 0) return frame();
+  if (floodTimer === null) {
+    floodTimer = setTimeout(() => {
+      floodTimer = null;
+      frame();
+    }, wait);
+  }
+}
+
+const EVENTS = ["start", "stdout", "stderr", "exit", "err", "gap", "job", "skipped"];
+// The connection lives in a worker: a flood of output is read, parsed and counted off the page's thread, and
+// what would scroll away unseen arrives as `skipped` summaries (static/stream-worker.js).
 const stream = new LiveStream({
   url: streamUrl,
-  events: Object.fromEntries(
-    ["start", "stdout", "stderr", "exit", "err", "gap", "job"].map((name) => [name, onEvent]),
-  ),
+  events: Object.fromEntries(EVENTS.map((name) => [name, onEvent])),
+  source: (url) =>
+    new WorkerEventSource(url, { events: EVENTS, output: ["stdout", "stderr"], keepLines: MAX_LINES }),
   onState: (s, detail) => {
     showConnState(conn, s);
     banner.update(s, detail);
@@ -145,6 +166,8 @@ async function refreshJob(id) {
 function onJobEvent(type, data) {
   if (type === "stdout" || type === "stderr") {
     term.write(data.out, type === "stdout" ? "out" : "err");
+  } else if (type === "skipped") {
+    term.skipped(data.lines, data.out, data.err);
   } else if (type === "start") {
     patchJob(state.openId, { pid: data.pid });
   } else if (type === "exit") {
@@ -261,6 +284,8 @@ function upsertJob(job) {
   // When we heard of it: a running job's duration ticks on from there, on this browser's clock.
   const fresh = { ...job, heardAt: Date.now() };
   if (known && known.gone) fresh.gone = true;
+  // Who cancelled it, once heard (the DELETE's answer), stays known when a source that does not say follows.
+  if (known && known.cancelled_by && !("cancelled_by" in job)) fresh.cancelled_by = known.cancelled_by;
   state.jobs.set(job.id, fresh);
   if (state.jobs.size > MAX_JOBS) {
     const oldest = [...state.jobs.values()].sort(byNewest).slice(MAX_JOBS);
@@ -974,4 +999,4 @@ async function boot() {
 boot();
 
 // For people poking at the console from devtools.
-window.sseCommander = { state, term, stream, numberFormat };
+window.sseCommander = { state, term, stream, follower, numberFormat };

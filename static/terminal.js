@@ -171,10 +171,17 @@ export class Terminal {
     this.droppedBytes = 0; // output the server dropped before we read it
     this.clearDom = true;
     this.currentEl = null;
+    this.flooded = false;
   }
 
   write(text, stream = "out") {
     if (text) this.queue.push({ kind: "text", text, stream });
+  }
+
+  // Output that was never sent to this page because it would have scrolled away unseen: its lines are counted
+  // as hidden, and its colour escapes applied (`out`, `err`: each stream's SGR escapes, in order).
+  skipped(lines, out = "", err = "") {
+    this.queue.push({ kind: "skip", lines, out, err });
   }
 
   // A marker line, such as the command or its exit status. A `key` names it, to change it later (setNote).
@@ -259,6 +266,7 @@ export class Terminal {
     const queue = this.queue;
     this.queue = [];
     const cut = this._findCut(queue);
+    this.flooded = cut !== null; // more arrived than the screen holds: some of it was only counted
     let start = 0;
     if (cut !== null) {
       for (let i = 0; i < cut.item; i++) this._skip(queue[i]);
@@ -279,7 +287,7 @@ export class Terminal {
     let i = start;
     for (; i < queue.length && lines > 0 && chars > 0; i++) {
       const item = queue[i];
-      if (item.kind === "note") {
+      if (item.kind !== "text") {
         this._apply(item);
         lines--;
         continue;
@@ -304,6 +312,7 @@ export class Terminal {
     let need = this.maxLines + 1;
     for (let i = queue.length - 1; i >= 0; i--) {
       const item = queue[i];
+      if (item.kind === "skip") continue;
       if (item.kind === "note") {
         if (--need === 0) return { item: i + 1, offset: 0 };
         continue;
@@ -327,6 +336,12 @@ export class Terminal {
       this.total++;
       return;
     }
+    if (item.kind === "skip") {
+      this.total += item.lines;
+      this._skip({ kind: "text", stream: "out", text: item.out });
+      this._skip({ kind: "text", stream: "err", text: item.err });
+      return;
+    }
     const text = this.carry[item.stream] + item.text;
     this.carry[item.stream] = "";
     let at = -1;
@@ -344,6 +359,13 @@ export class Terminal {
   }
 
   _apply(item) {
+    if (item.kind === "skip") {
+      // Only reached when too few lines followed it to push what is on screen out: say where the hole is.
+      this._newlineIfNeeded();
+      this._skip(item);
+      this.committed.push({ note: `··· ${item.lines} lines not shown ···`, cls: "gap" });
+      return;
+    }
     if (item.kind === "note") {
       this._newlineIfNeeded();
       this.committed.push({ note: item.text, cls: item.cls, key: item.key });

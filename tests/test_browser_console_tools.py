@@ -26,7 +26,10 @@ from .browser_support import (  # noqa: F401 - fixtures
 from .server import GunicornServer
 
 ACTIONS = {
-    "pick": {"argv": ["echo", "picked", "{env}"], "params": {"env": {"type": "choice", "choices": ["staging", "prod"]}}},
+    "pick": {
+        "argv": ["echo", "picked", "{env}"],
+        "params": {"env": {"type": "choice", "choices": ["staging", "prod"]}},
+    },
     "wipe": {
         "description": "Wipe a cache",
         "argv": ["echo", "wiping", "{target}", "{level}"],

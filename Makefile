@@ -81,7 +81,8 @@ clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis app/*.so
 
 # Benchmarks (bench/README.md) against a real gunicorn -k gevent; C helpers are compiled with gcc at bench time.
-BENCH_APT_PACKAGES := gcc libc6-dev
+# chromium: the console-under-a-flood benchmark drives the page in it (bench/console_flood.py).
+BENCH_APT_PACKAGES := gcc libc6-dev chromium
 .PHONY: bench bench-smoke bench-deps
 bench-deps: install
 	$(call apt_install,$(BENCH_APT_PACKAGES))

@@ -999,4 +999,4 @@ async function boot() {
 boot();
 
 // For people poking at the console from devtools.
-window.sseCommander = { state, term, stream, follower, numberFormat };
+window.sseCommander = { state, term, stream, follower, numberFormat, formatBytes };

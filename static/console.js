@@ -268,12 +268,19 @@ function isLive(job) {
   return job.state === "running" || job.state === "stopping";
 }
 
+// The state the server gives a job that ended for this reason (app/runner.py's STATE_FOR_REASON).
 function stateForReason(reason, code) {
-  if (reason === "exited") return "exited";
-  if (reason === "timeout") return "timed_out";
-  if (reason === "cancelled") return "cancelled";
-  if (reason === "unkillable") return "unkillable";
-  return code !== null && code !== undefined ? "exited" : "killed";
+  const states = {
+    exited: "exited",
+    killed: "killed",
+    output_limit: "killed",
+    timeout: "timed_out",
+    cancelled: "cancelled",
+    disconnected: "cancelled",
+    shutdown: "cancelled",
+    unkillable: "unkillable",
+  };
+  return states[reason] || (code !== null && code !== undefined ? "exited" : "killed");
 }
 
 function upsertJob(job) {
@@ -447,14 +454,12 @@ function renderJobs() {
 
 // The list is one Tab stop: the job last focused, else the open one, else the first; arrows move within it.
 function rovingTabStop() {
-  const ids = [...jobItems.keys()];
   let stop = [state.focusId, state.openId].find((id) => id && jobItems.has(id));
   if (!stop) stop = $("jobs").querySelector("button.job")?.dataset.id;
   for (const [id, item] of jobItems) {
     const index = id === stop ? "0" : "-1";
     if (item.button.getAttribute("tabindex") !== index) item.button.setAttribute("tabindex", index);
   }
-  return ids.length;
 }
 
 function moveInList(event) {

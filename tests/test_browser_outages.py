@@ -100,6 +100,7 @@ def test_a_job_that_still_exists_resumes_after_a_restart(console):
     page.route("**/healthz", new_worker)
     page.evaluate("window.sseCommander.stream.source.dispatchEvent(new Event('error'))")
     console.wait_for_badge("exit 0", timeout=20_000)
+    console.wait_for_line("tick 60")  # the end may be known (from the job's metadata) before the output
     assert seen, "the page did not look at the server again"
     assert console.output_lines() == [f"tick {n}" for n in range(1, 61)]
     assert page.is_hidden("#job-gone")

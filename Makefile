@@ -20,7 +20,10 @@ TEST_APT_PACKAGES := $(RUN_APT_PACKAGES) nginx-light curl jq python3 chromium gc
 BUILD_APT_PACKAGES := gcc libc6-dev
 PYTHON_DEV_PACKAGE := $(notdir $(PYTHON))-dev
 
-.PHONY: run install test test-deps run-deps test-system-deps build-deps python-headers lint cross-check clean
+.PHONY: run install test test-deps run-deps test-system-deps build-deps python-headers lint cross-check clean npm-deps
+# axe-core, which the accessibility tests load into the pages: pinned in tests/package.json and
+# tests/package-lock.json (with its hash), installed with `npm ci` into tests/node_modules (git-ignored).
+AXE := tests/node_modules/axe-core/axe.min.js
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -64,7 +67,15 @@ run-deps:
 test-system-deps:
 	$(call apt_install,$(TEST_APT_PACKAGES))
 
-test-deps: install test-system-deps
+npm-deps:
+	$(call apt_install,npm)
+
+$(AXE): tests/package.json tests/package-lock.json
+	@command -v npm >/dev/null || $(MAKE) --no-print-directory npm-deps
+	cd tests && npm ci --no-audit --no-fund --ignore-scripts
+	touch $(AXE)
+
+test-deps: install test-system-deps $(AXE)
 
 lint: install
 	$(BIN)/ruff check .
@@ -79,10 +90,11 @@ test: test-deps
 	$(BIN)/python -m bench --smoke
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis app/*/*.so
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis app/*/*.so tests/node_modules
 
 # Benchmarks (bench/README.md) against a real gunicorn -k gevent; C helpers are compiled with gcc at bench time.
-BENCH_APT_PACKAGES := gcc libc6-dev
+# chromium: the console-under-a-flood benchmark drives the page in it (bench/console_flood.py).
+BENCH_APT_PACKAGES := gcc libc6-dev chromium
 .PHONY: bench bench-smoke bench-deps
 bench-deps: install
 	$(call apt_install,$(BENCH_APT_PACKAGES))

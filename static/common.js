@@ -96,8 +96,17 @@ export function formatComposite(cursors, keys) {
 // false (or a state name such as "idle") to stay closed. `url()` is called for every attempt, so it always
 // carries the latest cursors.
 export class LiveStream {
-  constructor({ url, events, onState = () => {}, resync = async () => true, baseDelay = 1000, maxDelay = 30000 }) {
+  constructor({
+    url,
+    events,
+    onState = () => {},
+    resync = async () => true,
+    baseDelay = 1000,
+    maxDelay = 30000,
+    source = (address) => new EventSource(address), // or a WorkerEventSource
+  }) {
     this.url = url;
+    this.makeSource = source;
     this.events = events;
     this.onState = onState;
     this.resync = resync;
@@ -108,6 +117,8 @@ export class LiveStream {
     this.failures = 0;
     this.generation = 0;
     this.state = "idle";
+    this.lastEventAt = null; // Date.now() of the last event (or of the connection's opening)
+    this.retryAt = null; // when the next attempt is due, while reconnecting
   }
 
   _setState(state, detail) {
@@ -119,13 +130,14 @@ export class LiveStream {
   open() {
     this._teardown();
     const generation = ++this.generation;
-    const source = new EventSource(this.url());
+    const source = this.makeSource(this.url());
     this.source = source;
     // Reopening a live stream with other sources is not news; a first connection or a retry is.
     if (this.state !== "reconnecting" && this.state !== "live") this._setState("connecting");
     source.onopen = () => {
       if (generation !== this.generation) return;
       this.failures = 0;
+      this.lastEventAt = Date.now();
       this._setState("live");
     };
     source.onerror = () => {
@@ -137,7 +149,9 @@ export class LiveStream {
     };
     for (const [name, handler] of Object.entries(this.events)) {
       source.addEventListener(name, (event) => {
-        if (generation === this.generation) handler(event);
+        if (generation !== this.generation) return;
+        this.lastEventAt = Date.now();
+        handler(event);
       });
     }
   }
@@ -164,22 +178,78 @@ export class LiveStream {
     const exp = Math.min(this.maxDelay, this.baseDelay * 2 ** Math.min(this.failures, 10));
     const delay = Math.round(exp * (0.5 + Math.random()));
     this.failures++;
+    this.retryAt = Date.now() + delay;
     this._setState("reconnecting", { delay, attempt: this.failures });
     const generation = this.generation;
-    this.timer = setTimeout(async () => {
-      this.timer = null;
-      let go;
-      try {
-        go = await this.resync();
-      } catch {
-        go = null; // the server is still away: try again later
-      }
-      if (generation !== this.generation) return;
-      if (go === false || typeof go === "string") return this.close(go || "closed");
-      if (go === null) return this._schedule();
-      this.open();
-    }, delay);
+    this.timer = setTimeout(() => this._attempt(generation), delay);
   }
+
+  // Try now rather than when the backoff says (a person pressed "retry now"); no-op unless waiting to retry.
+  retryNow() {
+    if (this.timer === null || this.state !== "reconnecting") return;
+    clearTimeout(this.timer);
+    this._attempt(this.generation);
+  }
+
+  async _attempt(generation) {
+    this.timer = null;
+    this.retryAt = null;
+    this._setState("reconnecting", { attempt: this.failures, trying: true });
+    let go;
+    try {
+      go = await this.resync();
+    } catch {
+      go = null; // the server is still away: try again later
+    }
+    if (generation !== this.generation) return;
+    if (go === false || typeof go === "string") return this.close(go || "closed");
+    if (go === null) return this._schedule();
+    this.open();
+  }
+}
+
+// The banner across a page's main pane while its stream is down: how long since the last event, when the next
+// attempt is due, and a button to try at once. The pill in the top bar says the same in two words.
+export class ConnectionBanner {
+  constructor(stream, { banner, detail, retry }) {
+    this.stream = stream;
+    this.banner = banner;
+    this.detail = detail;
+    this.trying = false;
+    this.ticker = null;
+    retry.addEventListener("click", () => stream.retryNow());
+  }
+
+  // Call from the stream's onState.
+  update(state, detail = {}) {
+    const down = state === "reconnecting";
+    this.trying = down && Boolean(detail.trying);
+    this.banner.hidden = !down;
+    if (down && this.ticker === null) this.ticker = setInterval(() => this._render(), 1000);
+    if (!down && this.ticker !== null) {
+      clearInterval(this.ticker);
+      this.ticker = null;
+    }
+    if (down) this._render();
+  }
+
+  _render() {
+    const since = this.stream.lastEventAt;
+    const parts = [since === null ? "No event received yet." : `Last event ${ago(Date.now() - since)} ago.`];
+    if (this.trying) parts.push("Reconnecting…");
+    else if (this.stream.retryAt !== null) {
+      parts.push(`Retrying in ${Math.max(1, Math.ceil((this.stream.retryAt - Date.now()) / 1000))} s.`);
+    }
+    const text = parts.join(" ");
+    if (this.detail.textContent !== text) this.detail.textContent = text;
+  }
+}
+
+function ago(ms) {
+  const seconds = Math.max(0, Math.round(ms / 1000));
+  if (seconds < 90) return `${seconds} s`;
+  const minutes = Math.round(seconds / 60);
+  return minutes < 90 ? `${minutes} min` : `${Math.round(minutes / 60)} h`;
 }
 
 // Connection status pill in the top bar.

@@ -8,6 +8,7 @@ import {
   $,
   api,
   ApiError,
+  ConnectionBanner,
   el,
   errorText,
   eventIdAfter,
@@ -24,6 +25,9 @@ import {
   showConnState,
 } from "./common.js";
 import { Terminal } from "./terminal.js";
+import { WorkerEventSource } from "./workersource.js";
+import { commandExample, CommandHistory, shellCharacters } from "./command.js";
+import { JobFilter, jobCategory } from "./joblist.js";
 
 const JOBS = "channel:jobs";
 const MAX_JOBS = 200;
@@ -39,31 +43,67 @@ const state = {
   workerPid: null,
   started: false,
   jobsChannel: true, // may this user read the jobs channel (it is listed at GET /channels)
+  goneOutput: new Map(), // id -> what was on screen of a job the server no longer has (Terminal.snapshot)
+  focusId: null, // the job list's one Tab stop (a roving tabindex)
 };
+const GONE_KEPT = 5; // snapshots of gone jobs' output kept in memory
 
 const conn = $("conn");
 const term = new Terminal({
   linesEl: $("term-lines"),
   hiddenEl: $("term-hidden"),
   hiddenCountEl: $("term-hidden-count"),
+  hiddenBoxEl: $("term-hidden-box"),
   droppedEl: $("term-dropped"),
   droppedBoxEl: $("term-dropped-box"),
+  droppedSepEl: $("term-dropped-sep"),
   maxLines: MAX_LINES,
 });
 const follower = new Follower($("term"), $("follow"));
-const render = frameScheduler(() => {
+// One bounded slice of output per animation frame (Terminal.flush); more frames follow while any is left. Under a
+// flood (more output between two frames than the screen holds) the screen is redrawn at most every FLOOD_MS:
+// each redraw is a screenful of new lines, and nobody reads faster than that.
+const FLOOD_MS = 100;
+let floodUntil = 0;
+let floodTimer = null;
+const frame = frameScheduler(() => {
   term.flush();
   follower.stick();
+  if (term.flooded) floodUntil = performance.now() + FLOOD_MS;
+  if (term.pending) render();
 });
 
+function render() {
+  const wait = floodUntil - performance.now();
+  if (wait <= 0) return frame();
+  if (floodTimer === null) {
+    floodTimer = setTimeout(() => {
+      floodTimer = null;
+      frame();
+    }, wait);
+  }
+}
+
+const EVENTS = ["start", "stdout", "stderr", "exit", "err", "gap", "job", "skipped"];
+// The connection lives in a worker: a flood of output is read, parsed and counted off the page's thread, and
+// what would scroll away unseen arrives as `skipped` summaries (static/stream-worker.js).
 const stream = new LiveStream({
   url: streamUrl,
-  events: Object.fromEntries(
-    ["start", "stdout", "stderr", "exit", "err", "gap", "job"].map((name) => [name, onEvent]),
-  ),
-  onState: (s) => showConnState(conn, s),
+  events: Object.fromEntries(EVENTS.map((name) => [name, onEvent])),
+  source: (url) =>
+    new WorkerEventSource(url, { events: EVENTS, output: ["stdout", "stderr"], keepLines: MAX_LINES }),
+  onState: (s, detail) => {
+    showConnState(conn, s);
+    banner.update(s, detail);
+  },
   resync,
 });
+const banner = new ConnectionBanner(stream, {
+  banner: $("conn-banner"),
+  detail: $("conn-banner-detail"),
+  retry: $("conn-retry"),
+});
+const filter = new JobFilter();
 
 // The stream.
 
@@ -109,14 +149,26 @@ function onGap(source, message) {
     loadJobs().catch(() => {});
   } else if (source === `job:${state.openId}`) {
     const missed = message.missed_bytes || 0;
-    term.gap(missed, `··· ${formatBytes(missed)} of output skipped here: the server's buffer no longer holds it ···`);
+    term.note(`··· ${formatBytes(missed)} of output skipped here: the server's buffer no longer holds it ···`, "gap");
     render();
+    refreshJob(state.openId); // its dropped_bytes, the server's own count of what is gone
+  }
+}
+
+// The job's metadata again (its dropped_bytes, how it ended); quietly nothing if the server cannot say.
+async function refreshJob(id) {
+  try {
+    upsertJob(await api("GET", `/jobs/${encodeURIComponent(id)}`));
+  } catch {
+    // The next event or reconnect brings it.
   }
 }
 
 function onJobEvent(type, data) {
   if (type === "stdout" || type === "stderr") {
     term.write(data.out, type === "stdout" ? "out" : "err");
+  } else if (type === "skipped") {
+    term.skipped(data.lines, data.out, data.err);
   } else if (type === "start") {
     patchJob(state.openId, { pid: data.pid });
   } else if (type === "exit") {
@@ -128,20 +180,45 @@ function onJobEvent(type, data) {
       reason: data.reason,
       duration: data.duration,
     };
+    if ("cancelled_by" in data) patch.cancelled_by = data.cancelled_by;
     const job = state.jobs.get(state.openId);
     if (job && isLive(job)) patch.state = stateForReason(data.reason, data.code);
     patchJob(state.openId, patch);
-    const result = outcome({ ...job, ...patch });
-    const details = [result.text];
-    if (data.reason && data.reason !== "exited") details.push(data.reason);
-    if (data.duration !== null && data.duration !== undefined) details.push(formatDuration(data.duration));
-    term.note(`[${details.join(" · ")}]`, `end ${result.cls}`);
+    showEnd();
+    // The final metadata (dropped_bytes, and who cancelled it) comes with the jobs channel's end event; a page
+    // without that channel asks.
+    if (!state.jobsChannel) refreshJob(state.openId);
   } else if (type === "err") {
     state.openDone = true;
-    term.note(data.out || "the command could not start", "end bad");
+    term.note(data.out || "the command could not start", "bad");
     patchJob(state.openId, { state: "failed_to_start", error: data.out });
+    showEnd();
   }
   render();
+}
+
+// The open job's final line: the same words and colour as its badge, kept so when the job's metadata changes
+// after the exit event (the DELETE's answer, the jobs channel's end event). Announced to screen readers once.
+function showEnd() {
+  const job = state.jobs.get(state.openId);
+  if (!job || (isLive(job) && !job.gone)) return;
+  const result = outcome(job);
+  const details = [result.text];
+  const signal = job.signal_name || (job.signal ? `signal ${job.signal}` : "");
+  if (signal && !result.text.includes(signal)) details.push(signal);
+  if (job.duration !== null && job.duration !== undefined && !isLive(job)) details.push(formatDuration(job.duration));
+  const text = `[${details.join(" · ")}]`;
+  if (term.hasNote("end")) {
+    term.setNote("end", text, `end ${result.cls}`);
+    return;
+  }
+  term.note(text, `end ${result.cls}`, "end");
+  announce(`${job.command || job.action || job.id}: ${result.text}`);
+}
+
+function announce(text) {
+  const region = $("announce");
+  region.textContent = text;
 }
 
 // (Re)open the one connection for what is watched now; with nothing to watch (a role that may not read the
@@ -163,23 +240,25 @@ async function resync() {
     // A new server process: its jobs channel has a new history (epoch), and it only knows its own jobs.
     state.cursors.set(JOBS, lastId);
     state.seen.delete(JOBS);
-    await loadJobs({ replace: true });
+    await loadJobs({ restarted: true });
   }
   if (state.openId && !state.openDone) {
     try {
       upsertJob(await api("GET", `/jobs/${state.openId}`));
     } catch (error) {
       if (!(error instanceof ApiError) || error.status !== 404) throw error;
-      jobLost();
+      openJobGone();
     }
   }
   return watched().length > 0 || "idle";
 }
 
-function jobLost() {
+// The open job is no longer on the server (it restarted): what is on screen stays, marked, and ends here.
+function openJobGone() {
   state.openDone = true;
-  patchJob(state.openId, { lost: true });
-  term.note("··· the server no longer knows this job (it restarted); its output ends here ···", "gap");
+  patchJob(state.openId, { gone: true });
+  term.note("··· the server no longer has this job: its output ends here ···", "gap");
+  showEnd();
   render();
 }
 
@@ -190,12 +269,19 @@ function isLive(job) {
   return job.state === "running" || job.state === "stopping";
 }
 
+// The state the server gives a job that ended for this reason (app/runner.py's STATE_FOR_REASON).
 function stateForReason(reason, code) {
-  if (reason === "exited") return "exited";
-  if (reason === "timeout") return "timed_out";
-  if (reason === "cancelled") return "cancelled";
-  if (reason === "unkillable") return "unkillable";
-  return code !== null && code !== undefined ? "exited" : "killed";
+  const states = {
+    exited: "exited",
+    killed: "killed",
+    output_limit: "killed",
+    timeout: "timed_out",
+    cancelled: "cancelled",
+    disconnected: "cancelled",
+    shutdown: "cancelled",
+    unkillable: "unkillable",
+  };
+  return states[reason] || (code !== null && code !== undefined ? "exited" : "killed");
 }
 
 function upsertJob(job) {
@@ -205,7 +291,9 @@ function upsertJob(job) {
   if (known && !isLive(known) && isLive(job)) return;
   // When we heard of it: a running job's duration ticks on from there, on this browser's clock.
   const fresh = { ...job, heardAt: Date.now() };
-  if (known && known.lost) fresh.lost = true;
+  if (known && known.gone) fresh.gone = true;
+  // Who cancelled it, once heard (the DELETE's answer), stays known when a source that does not say follows.
+  if (known && known.cancelled_by && !("cancelled_by" in job)) fresh.cancelled_by = known.cancelled_by;
   state.jobs.set(job.id, fresh);
   if (state.jobs.size > MAX_JOBS) {
     const oldest = [...state.jobs.values()].sort(byNewest).slice(MAX_JOBS);
@@ -223,64 +311,102 @@ function patchJob(id, patch) {
 
 function jobsChanged(id) {
   renderJobs();
-  if (id === state.openId) renderHead();
-  updateCommandList();
+  if (id === state.openId) {
+    renderHead();
+    if (state.openDone) showEnd();
+  }
 }
 
-async function loadJobs({ replace = false } = {}) {
+// The server's jobs. After a restart (`restarted`), the jobs it no longer has stay listed, marked as gone:
+// what they printed may still be on this screen, and how they ended is worth knowing.
+async function loadJobs({ restarted = false } = {}) {
   const { jobs } = await api("GET", "/jobs");
-  if (replace) {
-    const open = state.jobs.get(state.openId);
-    state.jobs = new Map();
-    if (open) state.jobs.set(open.id, open);
+  if (restarted) {
+    const present = new Set(jobs.map((job) => job.id));
+    for (const [id, job] of state.jobs) if (!present.has(id) && !job.gone) state.jobs.set(id, { ...job, gone: true });
   }
   for (const job of jobs.slice(0, MAX_JOBS)) upsertJob(job);
   renderJobs();
+  if (restarted && state.openId) {
+    renderHead();
+    if (state.openDone) showEnd();
+  }
 }
 
 function byNewest(a, b) {
   return (b.created_at || "").localeCompare(a.created_at || "");
 }
 
-// {text, cls} describing how a job ended (or that it runs).
+// {text, cls} describing how a job ended (or that it runs), and who or what ended it. The class (ok, bad, warn,
+// running) colours the badge, the list's result and the final line alike.
 function outcome(job) {
   if (!job) return { text: "", cls: "" };
-  if (job.lost) return { text: "lost", cls: "muted" };
-  if (job.state === "running") return { text: "running", cls: "running" };
-  if (job.state === "stopping") return { text: "stopping", cls: "running" };
-  if (job.state === "unkillable") return { text: "unkillable", cls: "bad" };
+  if (isLive(job)) {
+    if (job.gone) return { text: "lost", cls: "warn" }; // running when the server went away; no end was heard
+    return job.state === "stopping" ? { text: "stopping", cls: "running" } : { text: "running", cls: "running" };
+  }
   if (job.state === "failed_to_start") return { text: "failed to start", cls: "bad" };
+  const signal = job.signal_name || (job.signal ? `signal ${job.signal}` : "");
+  switch (job.reason) {
+    case "cancelled":
+      return { text: job.cancelled_by ? `cancelled by ${job.cancelled_by}` : "cancelled", cls: "warn" };
+    case "disconnected":
+      return { text: "cancelled: its viewer left", cls: "warn" };
+    case "timeout":
+      return { text: "timed out", cls: "bad" };
+    case "shutdown":
+    case "interrupted":
+      return { text: "server restart", cls: "warn" };
+    case "output_limit":
+      return { text: "output limit", cls: "bad" };
+    case "unkillable":
+      return { text: "unkillable", cls: "bad" };
+    case "lost":
+      return { text: "lost", cls: "warn" };
+    case "killed":
+      return { text: signal ? `killed by ${signal}` : "killed", cls: "bad" };
+    default:
+      break;
+  }
   if (job.exit_code !== null && job.exit_code !== undefined) {
     return { text: `exit ${job.exit_code}`, cls: job.exit_code === 0 ? "ok" : "bad" };
   }
-  if (job.signal_name || job.signal) {
-    return { text: job.signal_name || `signal ${job.signal}`, cls: job.state === "cancelled" ? "muted" : "bad" };
-  }
-  return { text: (job.state || "").replace("_", " "), cls: "muted" };
+  if (signal) return { text: `killed by ${signal}`, cls: "bad" };
+  return { text: (job.state || "ended").replace("_", " "), cls: "warn" };
 }
 
 function jobDuration(job) {
-  if (job.lost) return null;
+  if (job.gone && isLive(job)) return null;
   if (isLive(job)) return (job.duration || 0) + (Date.now() - (job.heardAt || Date.now())) / 1000;
   return job.duration ?? null;
 }
 
-const jobItems = new Map(); // id -> {li, button, dot, cmd, sub}
+const jobItems = new Map(); // id -> {li, button, dot, cmd, sub, result}
 
 function renderJobs() {
   const list = $("jobs");
-  const jobs = [...state.jobs.values()].sort(byNewest);
-  $("jobs-empty").hidden = jobs.length > 0;
-  const running = jobs.filter((j) => isLive(j) && !j.lost).length;
-  $("jobs-count").textContent = jobs.length ? `${running} running · ${jobs.length}` : "";
-  const wanted = new Set(jobs.map((j) => j.id));
+  const all = [...state.jobs.values()].sort(byNewest);
+  const counts = { running: 0, failed: 0, cancelled: 0 };
+  for (const job of all) {
+    const category = jobCategory(job);
+    if (category in counts) counts[category]++;
+  }
+  const shown = all.filter((job) => filter.matches(job));
+  $("jobs-empty").hidden = shown.length > 0;
+  setText($("jobs-empty"), all.length ? "No job matches the filter." : "No jobs yet.");
+  const summary = all.length ? [`${counts.running} running`, `${counts.failed} failed`, `${all.length} jobs`] : [];
+  setText($("jobs-count"), summary.join(" · "));
+  for (const chip of document.querySelectorAll(".state-chip")) {
+    setText(chip.querySelector(".n"), String(counts[chip.dataset.filter]));
+  }
+  const wanted = new Set(shown.map((j) => j.id));
   for (const [id, item] of jobItems) {
     if (!wanted.has(id)) {
       item.li.remove();
       jobItems.delete(id);
     }
   }
-  jobs.forEach((job, index) => {
+  shown.forEach((job, index) => {
     let item = jobItems.get(job.id);
     if (!item) {
       const dot = el("span", { class: "dot", "aria-hidden": "true" });
@@ -289,12 +415,16 @@ function renderJobs() {
       const result = el("span", { class: "job-result" });
       const button = el(
         "button",
-        { type: "button", class: "job", dataset: { id: job.id } },
+        { type: "button", class: "job", tabindex: "-1", dataset: { id: job.id } },
         dot,
         el("span", { class: "job-main" }, cmd, sub),
         result,
       );
       button.addEventListener("click", () => openJob(job.id, { focusOutput: false }));
+      button.addEventListener("focus", () => {
+        state.focusId = job.id;
+        rovingTabStop();
+      });
       item = { li: el("li", {}, button), button, dot, cmd, sub, result };
       jobItems.set(job.id, item);
     }
@@ -307,21 +437,60 @@ function renderJobs() {
     if (job.owner && state.principal && state.principal.auth_configured && job.owner !== state.principal.user) {
       parts.push(job.owner);
     }
+    if (job.gone) parts.push("no longer on the server");
     setText(item.sub, parts.filter(Boolean).join(" · "));
-    setText(item.result, result.cls === "running" ? "" : result.text);
-    item.result.className = `job-result ${result.cls}`;
+    // The visible text is the button's name (a screen reader says what is seen); "running" is said, not shown.
+    setText(item.result, result.text);
+    item.result.className = `job-result ${result.cls}${result.cls === "running" ? " sr-only" : ""}`;
     item.dot.dataset.result = result.cls;
-    item.button.dataset.state = job.lost ? "lost" : job.state;
-    item.button.setAttribute("aria-label", `${job.command || job.id}: ${result.text}`);
+    item.button.dataset.state = job.gone && isLive(job) ? "lost" : job.state;
+    item.button.dataset.gone = job.gone ? "true" : "false";
     if (job.id === state.openId) item.button.setAttribute("aria-current", "true");
     else item.button.removeAttribute("aria-current");
     const at = list.children[index];
     if (at !== item.li) list.insertBefore(item.li, at || null);
   });
+  rovingTabStop();
+}
+
+// The list is one Tab stop: the job last focused, else the open one, else the first; arrows move within it.
+function rovingTabStop() {
+  let stop = [state.focusId, state.openId].find((id) => id && jobItems.has(id));
+  if (!stop) stop = $("jobs").querySelector("button.job")?.dataset.id;
+  for (const [id, item] of jobItems) {
+    const index = id === stop ? "0" : "-1";
+    if (item.button.getAttribute("tabindex") !== index) item.button.setAttribute("tabindex", index);
+  }
+}
+
+function moveInList(event) {
+  const buttons = [...$("jobs").querySelectorAll("button.job")];
+  const at = buttons.indexOf(document.activeElement);
+  if (at === -1) return;
+  const to = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: buttons.length - 1 }[event.key];
+  if (to === undefined) return;
+  event.preventDefault();
+  const next = buttons[Math.max(0, Math.min(buttons.length - 1, to))];
+  state.focusId = next.dataset.id;
+  rovingTabStop();
+  next.focus();
 }
 
 function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
+}
+
+// Raw and Download: links while the server has the output, switched off (no href, aria-disabled) when not.
+function setLink(link, href) {
+  if (href) {
+    link.href = href;
+    link.removeAttribute("aria-disabled");
+    link.removeAttribute("title");
+  } else {
+    link.removeAttribute("href");
+    link.setAttribute("aria-disabled", "true");
+    link.title = "The server no longer has this job's output";
+  }
 }
 
 function renderHead() {
@@ -333,6 +502,7 @@ function renderHead() {
   $("term-empty").hidden = Boolean(state.openId);
   if (!state.openId) {
     badge.hidden = true;
+    $("job-gone").hidden = true;
     setText($("job-command"), "No job open");
     $("job-command").classList.add("muted");
     setText($("job-meta"), "");
@@ -346,6 +516,8 @@ function renderHead() {
   badge.hidden = false;
   setText(badge, result.text);
   badge.className = `badge ${result.cls}`;
+  const gone = Boolean(job && job.gone);
+  $("job-gone").hidden = !gone;
   setText($("job-command"), job ? job.command || job.action || job.id : state.openId);
   $("job-command").title = job ? job.command || "" : "";
   const meta = [`#${state.openId.slice(0, 8)}`];
@@ -354,20 +526,25 @@ function renderHead() {
     if (job.created_at) meta.push(`started ${formatTime(job.created_at)}`);
     const seconds = jobDuration(job);
     if (seconds !== null) meta.push(formatDuration(seconds));
-    if (job.reason && job.reason !== "exited") meta.push(job.reason);
-    if (job.pid && isLive(job)) meta.push(`pid ${job.pid}`);
-    if (job.output_bytes) meta.push(formatBytes(job.output_bytes));
+    if (job.pid && isLive(job) && !gone) meta.push(`pid ${job.pid}`);
+    if (job.output_bytes) {
+      const dropped = job.dropped_bytes ? ` (${formatBytes(job.dropped_bytes)} dropped)` : "";
+      meta.push(`${formatBytes(job.output_bytes)}${dropped}`);
+    }
   }
   setText($("job-meta"), meta.join(" · "));
-  stop.disabled = !job || job.state !== "running" || job.lost || stop.dataset.busy === "1";
-  raw.hidden = download.hidden = Boolean(job && job.lost);
-  raw.href = `/jobs/${encodeURIComponent(state.openId)}/output`;
-  download.href = `/jobs/${encodeURIComponent(state.openId)}/output?download=1`;
-  $("term-hidden-link").href = download.href;
+  term.setDropped(job ? job.dropped_bytes : 0);
+  stop.disabled = !job || job.state !== "running" || gone || stop.dataset.busy === "1";
+  raw.hidden = download.hidden = false;
+  const base = `/jobs/${encodeURIComponent(state.openId)}/output`;
+  setLink(raw, gone ? null : base);
+  setLink(download, gone ? null : `${base}?download=1`);
+  setLink($("term-hidden-link"), gone ? null : `${base}?download=1`);
   document.title = `${result.cls === "running" ? "▶ " : ""}${job ? job.command || job.id : state.openId} — SSE Commander`;
 }
 
-// Show a job: replay it from the start, and follow it if it still runs.
+// Show a job: replay it from the start, and follow it if it still runs. A job the server no longer has shows
+// what this page kept of it.
 async function openJob(id, { focusOutput = false } = {}) {
   if (!state.jobs.has(id)) {
     try {
@@ -378,18 +555,34 @@ async function openJob(id, { focusOutput = false } = {}) {
       return;
     }
   }
+  const leaving = state.jobs.get(state.openId);
+  if (leaving && leaving.gone && leaving.id !== id) {
+    state.goneOutput.delete(leaving.id);
+    state.goneOutput.set(leaving.id, term.snapshot());
+    while (state.goneOutput.size > GONE_KEPT) state.goneOutput.delete(state.goneOutput.keys().next().value);
+  }
   state.openId = id;
   state.openDone = false;
+  state.focusId = id;
   const key = `job:${id}`;
   for (const source of [...state.cursors.keys()]) if (source.startsWith("job:")) state.cursors.delete(source);
   state.seen.delete(key);
   term.reset();
   follower.resume();
   const job = state.jobs.get(id);
-  if (job && job.command) term.note(`$ ${job.command}`, "cmd");
-  if (job && job.lost) {
+  if (job && job.gone) {
     state.openDone = true; // nothing to stream: the server that ran it is gone
-    term.note("··· this job's output is gone: the server restarted and no longer knows it ···", "gap");
+    const kept = state.goneOutput.get(id);
+    if (kept) {
+      state.goneOutput.delete(id);
+      term.restore(kept);
+    } else {
+      if (job.command) term.note(`$ ${job.command}`, "cmd");
+      term.note("··· the server no longer has this job, and this page kept none of its output ···", "gap");
+      term.note(`[${outcome(job).text}]`, `end ${outcome(job).cls}`, "end");
+    }
+  } else if (job && job.command) {
+    term.note(`$ ${job.command}`, "cmd");
   }
   history.replaceState(null, "", `#job=${encodeURIComponent(id)}`);
   $("stop").dataset.busy = "";
@@ -410,7 +603,7 @@ async function runJob(body) {
 async function stopJob() {
   const id = state.openId;
   const job = state.jobs.get(id);
-  if (!id || !job || job.state !== "running" || job.lost) return;
+  if (!id || !job || job.state !== "running" || job.gone) return;
   const stop = $("stop");
   stop.dataset.busy = "1";
   stop.disabled = true;
@@ -428,35 +621,34 @@ async function stopJob() {
 
 // Starting jobs: the command box and one form per action.
 
-function updateCommandList() {
-  const list = $("command-list");
-  const values = [];
-  const recent = [...state.jobs.values()].sort(byNewest);
-  for (const job of recent) if (job.command && !job.action && !values.includes(job.command)) values.push(job.command);
-  const names = state.commands || [];
-  const all = [...values.slice(0, 15), ...names.filter((n) => !values.includes(n))];
-  const key = all.join("\n");
-  if (list.dataset.key === key) return;
-  list.dataset.key = key;
-  list.replaceChildren(...all.map((value) => el("option", { value })));
-}
+const commandHistory = new CommandHistory(localStorage, "ssecmd.history");
 
 function setupRunForm() {
   const form = $("run-form");
   const input = $("command");
   const error = $("run-error");
-  input.addEventListener("input", () => {
-    error.hidden = true;
-  });
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const command = input.value.trim();
-    if (!command) return;
+  const warning = $("shell-warning");
+  // What the warning was last shown for: "Run anyway" runs exactly that text.
+  let warned = null;
+
+  const showWarning = () => {
+    const found = shellCharacters(input.value);
+    warning.hidden = found.length === 0;
+    if (found.length) {
+      $("shell-chars").replaceChildren(
+        ...found.flatMap((chars, index) => [index ? (index === found.length - 1 ? " and " : ", ") : "", el("code", { text: chars })]),
+      );
+    }
+    return found;
+  };
+
+  const run = async (command) => {
     error.hidden = true;
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     try {
       await runJob({ command });
+      commandHistory.add(command);
       input.select();
     } catch (err) {
       error.textContent = errorText(err);
@@ -464,7 +656,63 @@ function setupRunForm() {
     } finally {
       button.disabled = false;
     }
+  };
+
+  input.addEventListener("input", () => {
+    error.hidden = true;
+    commandHistory.edited();
+    showWarning();
   });
+  input.addEventListener("keydown", (event) => {
+    if (event.key !== "ArrowUp" && event.key !== "ArrowDown") return;
+    if (event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    const value = event.key === "ArrowUp" ? commandHistory.older(input.value) : commandHistory.newer();
+    if (value === null) return;
+    event.preventDefault();
+    input.value = value;
+    input.setSelectionRange(value.length, value.length);
+    error.hidden = true;
+    showWarning();
+  });
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const command = input.value.trim();
+    if (!command) return;
+    if (showWarning().length && warned !== command) {
+      // Enter on such a line warns instead of running; Enter again (on "Run anyway") runs it.
+      warned = command;
+      $("run-anyway").focus();
+      return;
+    }
+    run(command);
+  });
+  $("run-anyway").addEventListener("click", () => {
+    const command = input.value.trim();
+    if (!command) return;
+    warned = command;
+    run(command);
+    input.focus();
+  });
+}
+
+function showAllowed(commands) {
+  $("allowed").replaceChildren(
+    ...commands.map((name) =>
+      el("button", {
+        type: "button",
+        class: "chip",
+        text: name,
+        title: `Put ${name} in the command box`,
+        onclick: () => {
+          $("command").value = `${name} `;
+          $("command").focus();
+          $("shell-warning").hidden = true;
+        },
+      }),
+    ),
+  );
+  $("allowed-count").textContent = String(commands.length);
+  $("command").placeholder = commandExample(commands);
 }
 
 function renderActions(actions) {
@@ -482,11 +730,13 @@ function actionForm(action) {
     const errorId = `${id}-error`;
     let input;
     if (param.type === "choice") {
-      input = el("select", { id, name: param.name });
-      if (!param.required && param.default === undefined) input.append(el("option", { value: "", text: "—" }));
+      input = el("select", { id, name: param.name, required: param.default === undefined });
+      // No default: nothing is chosen for the user; Run waits until something is.
+      if (param.default === undefined) input.append(el("option", { value: "", text: "Choose…", disabled: true, selected: true }));
       for (const choice of param.choices) {
         input.append(el("option", { value: choice, text: choice, selected: choice === param.default }));
       }
+      input.addEventListener("change", () => updateSubmit());
     } else {
       // A number box or a text box: the same but for these attributes.
       const kind =
@@ -521,11 +771,27 @@ function actionForm(action) {
     );
   }
   const formError = el("p", { class: "field-error", role: "alert", hidden: true });
-  const submit = el("button", { type: "submit", class: "btn btn-primary btn-sm", text: `Run ${action.name}` });
-  form.append(el("div", { class: "form-foot" }, submit, formError));
+  const waiting = el("span", { class: "hint", id: `action-${action.name}-waiting` });
+  const submit = el("button", {
+    type: "submit",
+    class: "btn btn-primary btn-sm",
+    text: `Run ${action.name}`,
+    "aria-describedby": waiting.id,
+  });
+  form.append(el("div", { class: "form-foot" }, submit, waiting, formError));
+
+  // Choices without a default keep Run disabled until each has a value.
+  function updateSubmit() {
+    const unchosen = [...fields.values()].filter(({ input, param }) => param.type === "choice" && !input.value);
+    submit.disabled = unchosen.length > 0;
+    waiting.textContent = unchosen.length ? `Choose ${unchosen.map(({ param }) => param.name).join(" and ")} first` : "";
+  }
+  updateSubmit();
+
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     formError.hidden = true;
+    if (submit.disabled) return;
     const params = {};
     for (const [name, { input, error, param }] of fields) {
       error.hidden = true;
@@ -534,9 +800,14 @@ function actionForm(action) {
       if (value === "") continue; // the server applies the default, or says it is required
       params[name] = param.type === "integer" && /^-?\d+$/.test(value.trim()) ? Number(value) : value;
     }
+    const body = { action: action.name, params };
+    if (action.confirm) {
+      if (!(await confirmAction(action, params))) return;
+      body.confirm = true;
+    }
     submit.disabled = true;
     try {
-      await runJob({ action: action.name, params });
+      await runJob(body);
     } catch (err) {
       const message = errorText(err);
       const named = /parameter (['"])(.+?)\1: (.*)$/s.exec(message);
@@ -551,16 +822,44 @@ function actionForm(action) {
         formError.hidden = false;
       }
     } finally {
-      submit.disabled = false;
+      updateSubmit();
     }
   });
   const summaryText = action.description ? ` — ${action.description}` : "";
   return el(
     "details",
     { class: "action" },
-    el("summary", {}, el("span", { class: "action-name", text: action.name }), el("span", { class: "muted", text: summaryText })),
+    el(
+      "summary",
+      {},
+      el("span", { class: "action-name", text: action.name }),
+      action.confirm ? el("span", { class: "confirm-mark", text: " (asks to confirm)" }) : null,
+      el("span", { class: "muted", text: summaryText }),
+    ),
     form,
   );
+}
+
+// The action's confirmation: a modal dialog naming it and every parameter it will run with (defaults included).
+function confirmAction(action, params) {
+  const dialog = $("confirm-dialog");
+  $("confirm-title").textContent = `Run ${action.name}?`;
+  $("confirm-run").textContent = `Run ${action.name}`;
+  const rows = action.params.map((param) => {
+    const given = param.name in params;
+    const value = given ? String(params[param.name]) : String(param.default ?? "");
+    return [
+      el("dt", { text: param.name }),
+      el("dd", {}, el("code", { text: value }), given ? null : el("span", { class: "muted", text: " (default)" })),
+    ];
+  });
+  $("confirm-params").replaceChildren(...rows.flat());
+  if (!rows.length) $("confirm-params").append(el("dd", { class: "muted", text: "no parameters" }));
+  dialog.returnValue = "";
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "run"), { once: true });
+  });
 }
 
 function paramHint(param) {
@@ -597,31 +896,34 @@ function setupKeys() {
       $("command").focus();
       $("command").select();
     } else if (event.key === "Escape") {
+      if ($("confirm-dialog").open) return; // the dialog's own Escape cancels it
       if (typing && target.id === "command" && target.value) {
         target.value = ""; // first Escape clears the box, the next one stops the job
         $("run-error").hidden = true;
+        $("shell-warning").hidden = true;
         return;
       }
       if (typing && target.id !== "command") return;
       const job = state.jobs.get(state.openId);
-      if (job && job.state === "running" && !job.lost) {
+      if (job && job.state === "running" && !job.gone) {
         event.preventDefault();
         stopJob();
       }
     }
   });
-  // Up/Down move through the job list; Enter or Space opens the focused job.
-  $("jobs").addEventListener("keydown", (event) => {
-    if (event.key !== "ArrowDown" && event.key !== "ArrowUp") return;
-    const buttons = [...$("jobs").querySelectorAll("button.job")];
-    const at = buttons.indexOf(document.activeElement);
-    if (at === -1) return;
-    const next = buttons[at + (event.key === "ArrowDown" ? 1 : -1)];
-    if (next) {
-      event.preventDefault();
-      next.focus();
-    }
+  // Up/Down (Home/End) move through the job list; Enter or Space opens the focused job.
+  $("jobs").addEventListener("keydown", moveInList);
+  $("jobs-filter").addEventListener("input", (event) => {
+    filter.setText(event.target.value);
+    renderJobs();
   });
+  for (const chip of document.querySelectorAll(".state-chip")) {
+    chip.addEventListener("click", () => {
+      const on = filter.toggle(chip.dataset.filter);
+      chip.setAttribute("aria-pressed", String(on));
+      renderJobs();
+    });
+  }
   $("stop").addEventListener("click", stopJob);
   const wrap = $("wrap-toggle");
   const applyWrap = (on) => {
@@ -645,6 +947,7 @@ function reset() {
   state.started = false;
   state.principal = null;
   state.jobs.clear();
+  state.goneOutput.clear();
   jobItems.clear();
   $("jobs").replaceChildren();
   state.openId = null;
@@ -674,22 +977,8 @@ async function start(principal) {
   $("run-form").hidden = !canRun;
   $("allowed-box").hidden = !canRun;
   $("run-none").hidden = canRun || actions.actions.length > 0;
-  $("allowed").replaceChildren(
-    ...actions.commands.map((name) =>
-      el("button", {
-        type: "button",
-        class: "chip",
-        text: name,
-        onclick: () => {
-          $("command").value = `${name} `;
-          $("command").focus();
-        },
-      }),
-    ),
-  );
-  $("allowed-count").textContent = String(actions.commands.length);
+  showAllowed(actions.commands);
   await loadJobs();
-  updateCommandList();
   const wanted = /^#job=([A-Za-z0-9_.-]+)$/.exec(location.hash);
   if (wanted) await openJob(decodeURIComponent(wanted[1]));
   else {
@@ -716,4 +1005,4 @@ async function boot() {
 boot();
 
 // For people poking at the console from devtools.
-window.sseCommander = { state, term, stream, numberFormat };
+window.sseCommander = { state, term, stream, follower, numberFormat, formatBytes };

@@ -20,6 +20,11 @@ import { formatBytes } from "./common.js";
 const CUBE = [0, 95, 135, 175, 215, 255];
 const MAX_LINE = 8192; // characters before a line without a newline is broken
 const MAX_CHARS = 2_000_000; // characters kept on screen, whatever the number of lines
+// Work done in one flush (one animation frame): lines built and characters parsed. What is left waits for the
+// next frame, so a flood of output never blocks the page (timers, clicks, Stop) for long; and whatever would
+// scroll out of the bound before it is shown is only counted, so the queue never holds more than a screenful.
+export const LINES_PER_FLUSH = 400;
+export const CHARS_PER_FLUSH = 256 * 1024;
 
 function color256(n) {
   if (n < 16) return null; // a class
@@ -29,6 +34,19 @@ function color256(n) {
   }
   const level = 8 + (n - 232) * 10;
   return `rgb(${level},${level},${level})`;
+}
+
+// Where to cut a text so that it holds at most maxLines newlines and maxChars characters.
+function splitPoint(text, maxLines, maxChars) {
+  const limit = Math.min(text.length, maxChars);
+  let lines = 0;
+  let at = -1;
+  while (lines < maxLines) {
+    at = text.indexOf("\n", at + 1);
+    if (at === -1 || at >= limit) return { at: limit, lines };
+    lines++;
+  }
+  return { at: at + 1, lines };
 }
 
 // Colours are null (default), 0-255 (palette) or an "rgb(...)" string.
@@ -117,10 +135,22 @@ class Style {
 }
 
 export class Terminal {
-  constructor({ linesEl, hiddenEl, hiddenCountEl, droppedEl, droppedBoxEl, maxLines = 5000, onRender = () => {} }) {
+  constructor({
+    linesEl,
+    hiddenEl,
+    hiddenCountEl,
+    hiddenBoxEl,
+    droppedEl,
+    droppedBoxEl,
+    droppedSepEl,
+    maxLines = 5000,
+    onRender = () => {},
+  }) {
     this.linesEl = linesEl;
     this.hiddenEl = hiddenEl;
     this.hiddenCountEl = hiddenCountEl;
+    this.hiddenBoxEl = hiddenBoxEl;
+    this.droppedSepEl = droppedSepEl;
     this.droppedEl = droppedEl;
     this.droppedBoxEl = droppedBoxEl;
     this.maxLines = maxLines;
@@ -141,32 +171,102 @@ export class Terminal {
     this.droppedBytes = 0; // output the server dropped before we read it
     this.clearDom = true;
     this.currentEl = null;
+    this.flooded = false;
   }
 
   write(text, stream = "out") {
     if (text) this.queue.push({ kind: "text", text, stream });
   }
 
-  // A marker line, such as the command or its exit status.
-  note(text, cls) {
-    this.queue.push({ kind: "note", text, cls });
+  // Output that was never sent to this page because it would have scrolled away unseen: its lines are counted
+  // as hidden, and its colour escapes applied (`out`, `err`: each stream's SGR escapes, in order).
+  skipped(lines, out = "", err = "") {
+    this.queue.push({ kind: "skip", lines, out, err });
   }
 
-  // Output the server's bounded buffer dropped before this viewer read it: a marker line, and a total.
-  gap(bytes, text) {
-    this.droppedBytes += bytes;
-    this.note(text, "gap");
+  // A marker line, such as the command or its exit status. A `key` names it, to change it later (setNote).
+  note(text, cls, key) {
+    this.queue.push({ kind: "note", text, cls, key });
+  }
+
+  // Change a keyed marker line on screen (or still queued); false if there is none.
+  setNote(key, text, cls) {
+    for (const item of this.queue) {
+      if (item.kind === "note" && item.key === key) {
+        Object.assign(item, { text, cls });
+        return true;
+      }
+    }
+    for (const line of this.committed) {
+      if (line.key === key) {
+        Object.assign(line, { note: text, cls });
+        return true;
+      }
+    }
+    const node = this._shownNote(key);
+    if (!node) return false;
+    node.className = `ln note ${cls || ""}`;
+    node.textContent = text;
+    return true;
+  }
+
+  hasNote(key) {
+    return (
+      this.queue.some((item) => item.kind === "note" && item.key === key) ||
+      this.committed.some((line) => line.key === key) ||
+      this._shownNote(key) !== null
+    );
+  }
+
+  // A keyed line on screen; none while the screen still shows what a reset is about to clear.
+  _shownNote(key) {
+    return this.clearDom ? null : this.linesEl.querySelector(`[data-note="${key}"]`);
+  }
+
+  // How much output the server's bounded buffer dropped: the job's own figure (dropped_bytes), shown as is.
+  setDropped(bytes) {
+    this.droppedBytes = bytes || 0;
+    this._showHidden();
   }
 
   get pending() {
     return this.queue.length > 0 || this.committed.length > 0 || this.currentDirty;
   }
 
-  // Apply everything queued to the model, then to the DOM. Returns the number of lines added.
-  flush() {
+  // What is on screen, to put back later with restore() (a job whose output the server no longer has).
+  snapshot() {
+    this.flush({ lines: Infinity, chars: Infinity });
+    const fragment = document.createDocumentFragment();
+    for (const line of [...this.linesEl.children]) if (line !== this.currentEl) fragment.append(line);
+    const lengths = [...this.lengths];
+    const current = this.currentEl && this.currentEl.textContent ? this.currentEl : null;
+    if (current) {
+      current.classList.remove("cur");
+      fragment.append(current);
+      lengths.push(current.textContent.length);
+    }
+    this.currentEl = null;
+    return { fragment, total: this.total, lengths, droppedBytes: this.droppedBytes };
+  }
+
+  restore(snapshot) {
+    this.reset();
+    this._render();
+    this.linesEl.insertBefore(snapshot.fragment, this.currentEl);
+    this.total = snapshot.total;
+    this.lengths = snapshot.lengths;
+    this.shownChars = snapshot.lengths.reduce((n, length) => n + length, 0);
+    this.droppedBytes = snapshot.droppedBytes;
+    this._showHidden();
+  }
+
+  // Apply what is queued to the model, then to the DOM, within a budget: at most `lines` lines built and `chars`
+  // characters parsed; the rest stays queued (see `pending`). Returns the number of lines added.
+  flush({ lines = LINES_PER_FLUSH, chars = CHARS_PER_FLUSH } = {}) {
     const queue = this.queue;
     this.queue = [];
     const cut = this._findCut(queue);
+    this.flooded = cut !== null; // more arrived than the screen holds: some of it was only counted
     let start = 0;
     if (cut !== null) {
       for (let i = 0; i < cut.item; i++) this._skip(queue[i]);
@@ -184,7 +284,25 @@ export class Terminal {
       this.currentDirty = true;
       start = cut.item;
     }
-    for (let i = start; i < queue.length; i++) this._apply(queue[i]);
+    let i = start;
+    for (; i < queue.length && lines > 0 && chars > 0; i++) {
+      const item = queue[i];
+      if (item.kind !== "text") {
+        this._apply(item);
+        lines--;
+        continue;
+      }
+      const end = splitPoint(item.text, lines, chars);
+      if (end.at < item.text.length) {
+        this._apply({ ...item, text: item.text.slice(0, end.at) });
+        queue[i] = { ...item, text: item.text.slice(end.at) };
+        break;
+      }
+      this._apply(item);
+      lines -= end.lines;
+      chars -= item.text.length;
+    }
+    this.queue = i < queue.length ? queue.slice(i) : [];
     return this._render();
   }
 
@@ -194,6 +312,7 @@ export class Terminal {
     let need = this.maxLines + 1;
     for (let i = queue.length - 1; i >= 0; i--) {
       const item = queue[i];
+      if (item.kind === "skip") continue;
       if (item.kind === "note") {
         if (--need === 0) return { item: i + 1, offset: 0 };
         continue;
@@ -217,6 +336,12 @@ export class Terminal {
       this.total++;
       return;
     }
+    if (item.kind === "skip") {
+      this.total += item.lines;
+      this._skip({ kind: "text", stream: "out", text: item.out });
+      this._skip({ kind: "text", stream: "err", text: item.err });
+      return;
+    }
     const text = this.carry[item.stream] + item.text;
     this.carry[item.stream] = "";
     let at = -1;
@@ -234,9 +359,16 @@ export class Terminal {
   }
 
   _apply(item) {
+    if (item.kind === "skip") {
+      // Only reached when too few lines followed it to push what is on screen out: say where the hole is.
+      this._newlineIfNeeded();
+      this._skip(item);
+      this.committed.push({ note: `··· ${item.lines} lines not shown ···`, cls: "gap" });
+      return;
+    }
     if (item.kind === "note") {
       this._newlineIfNeeded();
-      this.committed.push({ note: item.text, cls: item.cls });
+      this.committed.push({ note: item.text, cls: item.cls, key: item.key });
       this.total++;
       return;
     }
@@ -334,6 +466,7 @@ export class Terminal {
     if (segments.note !== undefined) {
       line.className = `ln note ${segments.cls || ""}`;
       line.textContent = segments.note;
+      if (segments.key) line.dataset.note = segments.key;
       return line;
     }
     let hasErr = false;
@@ -419,8 +552,14 @@ export class Terminal {
     const hidden = this.hiddenLines;
     this.hiddenEl.hidden = hidden === 0 && this.droppedBytes === 0;
     this.hiddenCountEl.textContent = new Intl.NumberFormat().format(hidden);
-    if (this.droppedEl) this.droppedEl.textContent = this.droppedBytes ? formatBytes(this.droppedBytes) : "";
+    if (this.droppedEl) {
+      this.droppedEl.textContent = this.droppedBytes ? formatBytes(this.droppedBytes) : "";
+      this.droppedEl.dataset.bytes = String(this.droppedBytes);
+      this.droppedEl.title = `${new Intl.NumberFormat().format(this.droppedBytes)} bytes`;
+    }
     if (this.droppedBoxEl) this.droppedBoxEl.hidden = this.droppedBytes === 0;
+    if (this.hiddenBoxEl) this.hiddenBoxEl.hidden = hidden === 0;
+    if (this.droppedSepEl) this.droppedSepEl.hidden = hidden === 0;
   }
 
   // The text of every line on screen (for copying).

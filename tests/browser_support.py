@@ -154,8 +154,13 @@ class Console:
         )
 
     def wait_for_badge(self, text: str, timeout: float = 10_000) -> None:
+        """Wait for the badge to say ``text`` and the output that came with it to be on screen.
+
+        The badge changes as soon as the end is heard; the output is drawn on the next animation frame.
+        """
         self.page.wait_for_function(
-            "t => { const b = document.querySelector('#job-state'); return b && !b.hidden && b.textContent === t; }",
+            "t => { const b = document.querySelector('#job-state');"
+            " return b && !b.hidden && b.textContent === t && !window.sseCommander.term.pending; }",
             arg=text,
             timeout=timeout,
         )

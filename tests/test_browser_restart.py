@@ -2,7 +2,9 @@
 
 The old worker ends every stream; its jobs die with it, and the new worker knows neither them nor the old
 jobs channel's ids. The page must say it is reconnecting, come back by itself, show every line exactly once,
-and follow what happens on the new worker: a job started there, its output, and the job list.
+and follow what happens on the new worker: a job started there, its output, and the job list. The jobs the new
+server does not have stay on screen with what they printed, marked "no longer on the server", with Raw and
+Download off, and the badge says what ended them.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def test_reconnects_after_a_server_restart(page, make_server):
     chat.wait_for_selector(".msg-text:text-is('two')")
     record_conn_states(chat)
 
+    before = console.run("echo finished before the restart")
+    console.wait_for_badge("exit 0")
     ticks = [f"out:{hexed(f'tick {n}' + chr(10))}:0.1" for n in range(1, 101)]
     old_job = console.run(emit_command(*ticks))
     console.wait_for_line("tick 5")
@@ -60,8 +64,24 @@ def test_reconnects_after_a_server_restart(page, make_server):
     shown = [line for line in console.output_lines() if line.startswith("tick ")]
     assert shown, "no ticks shown"
     assert shown == [f"tick {n}" for n in range(1, len(shown) + 1)]
-    assert console.page.text_content("#job-state") in ("lost", "SIGTERM", "SIGKILL", "exit 0")
+    # What it printed stays, marked as no longer on the server; the badge says what ended it, in the final
+    # line's colour; Raw and Download are off.
+    page.wait_for_selector("#job-gone:not([hidden])")
+    assert page.text_content("#job-gone") == "no longer on the server"
+    assert page.text_content("#job-state") in ("server restart", "lost")
+    badge_colour, end_colour = page.evaluate(
+        "() => [document.querySelector('#job-state'), document.querySelector('#term-lines .ln.end')]"
+        ".map((e) => getComputedStyle(e).color)"
+    )
+    assert badge_colour == end_colour
+    for link in ("#raw-link", "#download-link"):
+        assert page.get_attribute(link, "aria-disabled") == "true" and page.get_attribute(link, "href") is None
     assert console.job_item(old_job).count() == 1
+    assert console.job_item(old_job).get_attribute("data-gone") == "true"
+    # A job that had ended before the restart stays in the list too, marked the same way.
+    assert console.job_item(before).get_attribute("data-gone") == "true"
+    assert "exit 0" in console.job_item(before).text_content()
+    shot(page, "restart-gone")
 
     # A job started after the reconnect is followed live on the new worker.
     new_job = console.run(emit_command("out:" + hexed("".join(f"new {n}\n" for n in range(1, 21))) + ":0.3"))
@@ -87,7 +107,10 @@ def test_reconnects_after_a_server_restart(page, make_server):
     assert chat.locator(".msg.note").count() == 1  # "the server restarted" between two and three
     shot(chat, "restart-chat")
 
-    # The old job stays in the list, marked as lost if the restart cut it off; opening it says so.
+    # Opening the old job again shows what this page kept of it, not an empty screen.
     console.job_item(old_job).click()
-    page.wait_for_selector("#term-lines .ln.gap")
+    page.wait_for_selector("#job-gone:not([hidden])")
+    page.wait_for_selector("#term-lines .ln.end")
+    assert [line for line in console.output_lines() if line.startswith("tick ")] == shown
+    assert page.is_visible("#job-gone")
     assert page.locator("#conn").get_attribute("data-state") == "live"

@@ -151,6 +151,8 @@ def test_oversized_message_is_413(server, content_type):
     body = b"x" * 65537 if content_type == "text/plain" else b'{"data": "' + b"x" * 65530 + b'"}'
     response = publish_raw(server, channel, body, content_type)
     assert_json_error(response, 413)
+    # The limit, for a page to say "Message too long: 80 KB, limit 64 KB" (whichever check refused it).
+    assert response.json()["limit_bytes"] == 65536
     assert id_number(channel_list(server)[channel]["last_id"]) == 0
 
 

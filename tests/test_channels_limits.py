@@ -138,7 +138,9 @@ def test_too_many_sources_is_400(tuned):
 def test_message_size_limit_is_413(tuned):
     channel = fresh()
     publish(tuned, channel, text="x" * 1000)
-    assert_json_error(publish_raw(tuned, channel, b"x" * 1001, "text/plain"), 413, "bad_message")
+    refused = publish_raw(tuned, channel, b"x" * 1001, "text/plain")
+    assert_json_error(refused, 413, "bad_message")
+    assert refused.json()["limit_bytes"] == 1000
     body = b'{"data": "' + b"y" * 980 + b'"}'
     assert len(body) == 992
     assert publish_raw(tuned, channel, body, "application/json").status_code == 201

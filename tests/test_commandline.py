@@ -300,3 +300,31 @@ def test_an_actions_timeout_is_a_ceiling_for_callers():
     assert parse_job_request({"action": "nap", "timeout": None}, settings).timeout == 5
     with pytest.raises(InvalidRequest, match="must not exceed this action's 5 seconds"):
         parse_job_request({"action": "nap", "timeout": 86400}, settings)
+
+
+def test_an_action_marked_confirm_needs_confirm_true():
+    from app.access import AccessConfigError
+    from app.actions import parse_actions
+
+    actions = parse_actions({"wipe": {"argv": ["echo", "wiping", "{env}"], "confirm": True,
+                                      "params": {"env": {"type": "choice", "choices": ["a", "b"]}}},
+                             "look": {"argv": ["echo", "look"]}})
+    assert actions["wipe"].to_json()["confirm"] is True
+    assert actions["look"].to_json()["confirm"] is False
+    settings = Settings().with_overrides(actions=actions)
+    unconfirmed = {"action": "wipe", "params": {"env": "a"}}
+    for body in (unconfirmed, {**unconfirmed, "confirm": False}):
+        with pytest.raises(InvalidRequest, match="""action 'wipe' must be confirmed: send "confirm": true"""):
+            parse_job_request(body, settings)
+    # Parameters are checked first: a wrong one is the answer, confirmed or not.
+    with pytest.raises(InvalidRequest, match="parameter 'env'"):
+        parse_job_request({"action": "wipe", "params": {"env": "c"}}, settings)
+    spec = parse_job_request({"action": "wipe", "params": {"env": "a"}, "confirm": True}, settings)
+    assert spec.argv == ("echo", "wiping", "a")
+    # Confirming what does not ask for it is harmless; confirm must be a boolean.
+    assert parse_job_request({"action": "look", "confirm": True}, settings).argv == ("echo", "look")
+    assert parse_job_request({"command": "echo hi", "confirm": True}, settings).argv == ("echo", "hi")
+    with pytest.raises(InvalidRequest, match="confirm must be true or false"):
+        parse_job_request({"action": "wipe", "params": {"env": "a"}, "confirm": "yes"}, settings)
+    with pytest.raises(AccessConfigError, match=r"actions\.wipe\.confirm: expected true or false"):
+        parse_actions({"wipe": {"argv": ["echo"], "confirm": "yes"}})

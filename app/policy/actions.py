@@ -8,6 +8,7 @@ the argv items that name it, so it can never add or split arguments.
     description = "Deploy a service"
     argv = ["/opt/tools/deploy.sh", "--env", "{env}", "--replicas={replicas}"]
     timeout = 600
+    confirm = true   # the request must say "confirm": true (the page asks first)
     [actions.deploy.params.env]
     type = "choice"
     choices = ["staging", "production"]
@@ -104,6 +105,7 @@ class Action:
     params: tuple[Parameter, ...]
     description: str = ""
     timeout: float | None = None
+    confirm: bool = False  # a request must carry "confirm": true
 
     def render(self, values: Any) -> list[str]:
         """Validate ``values`` (a JSON object) and fill the template."""
@@ -132,6 +134,7 @@ class Action:
             "description": self.description,
             "argv": list(self.argv),
             "timeout": self.timeout,
+            "confirm": self.confirm,
             "params": [param.to_json() for param in self.params],
         }
 
@@ -199,7 +202,7 @@ def parse_actions(document: Any) -> dict[str, Action]:
             raise AccessConfigError(f"{where}: names are letters, digits, '_', '.', '-'")
         if not isinstance(spec, Mapping):
             raise AccessConfigError(f"{where}: expected a table")
-        unknown = set(spec) - {"argv", "description", "timeout", "params"}
+        unknown = set(spec) - {"argv", "description", "timeout", "params", "confirm"}
         if unknown:
             raise AccessConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
         argv = spec.get("argv")
@@ -218,5 +221,8 @@ def parse_actions(document: Any) -> dict[str, Action]:
         timeout = spec.get("timeout")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
             raise AccessConfigError(f"{where}.timeout: expected a positive number of seconds")
-        actions[name] = Action(name, tuple(argv), params, str(spec.get("description", "")), timeout)
+        confirm = spec.get("confirm", False)
+        if not isinstance(confirm, bool):
+            raise AccessConfigError(f"{where}.confirm: expected true or false")
+        actions[name] = Action(name, tuple(argv), params, str(spec.get("description", "")), timeout, confirm)
     return actions

@@ -43,10 +43,10 @@ def parse_timeout(value: Any, settings: Settings) -> float:
 
 
 def parse_job_request(payload: Any, settings: Settings) -> JobSpec:
-    """Validate a POST /jobs body: one of command (string), argv (list) or action (+ params); optional timeout."""
+    """Validate a POST /jobs body: command (string), argv (list) or action (+ params, confirm); optional timeout."""
     if not isinstance(payload, dict):
         raise InvalidRequest("body must be a JSON object")
-    unknown = set(payload) - {"command", "argv", "action", "params", "timeout"}
+    unknown = set(payload) - {"command", "argv", "action", "params", "timeout", "confirm"}
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
     given = [key for key in ("command", "argv", "action") if key in payload]
@@ -56,6 +56,8 @@ def parse_job_request(payload: Any, settings: Settings) -> JobSpec:
         )
     if "params" in payload and "action" not in payload:
         raise InvalidRequest("'params' goes with 'action'")
+    if not isinstance(payload.get("confirm", False), bool):
+        raise InvalidRequest("confirm must be true or false")
     if "action" in payload:
         return _action_spec(payload, settings)
     try:
@@ -88,6 +90,8 @@ def _action_spec(payload: dict[str, Any], settings: Settings) -> JobSpec:
         argv = action.render(params)
     except InvalidParameter as exc:
         raise InvalidRequest(str(exc)) from None
+    if action.confirm and payload.get("confirm") is not True:
+        raise InvalidRequest(f'action {name!r} must be confirmed: send "confirm": true')
     # An absent or null timeout is the action's own: null must not mean the (larger) server default.
     timeout = payload.get("timeout")
     if timeout is None:

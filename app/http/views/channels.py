@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ...errors import ApiError
 from ...policy.messages import InvalidMessage, parse_message
@@ -24,12 +25,18 @@ def publish(name: str) -> Response:
     service = current_service()
     principal = current_principal()
     service.prepare_publish(name, principal)
-    body = body_bytes()  # 413 for a chunked body beyond MAX_CONTENT_LENGTH, never a truncated prefix
+    # What a message may weigh, body and all: the 413 says it (limit_bytes), so a page can say "80 KB, limit 64 KB".
+    limit = min(service.settings.max_message_bytes, service.settings.max_body_bytes)
+    too_large = {"limit_bytes": limit}
+    try:
+        body = body_bytes()  # 413 for a chunked body beyond MAX_CONTENT_LENGTH, never a truncated prefix
+    except RequestEntityTooLarge:
+        raise ApiError(413, "bad_message", f"message is larger than {limit} bytes", extra=too_large) from None
     try:
         message = parse_message(body, request.is_json, service.settings.max_message_bytes)
     except InvalidMessage as exc:
-        status = 413 if "larger than" in str(exc) else 400
-        raise ApiError(status, "bad_message", str(exc)) from None
+        large = "larger than" in str(exc)
+        raise ApiError(413 if large else 400, "bad_message", str(exc), extra=too_large if large else None) from None
     message_id = service.publish(name, principal, message)
     response = jsonify({"channel": name, "id": message_id, "event": message.event})
     response.status_code = 201

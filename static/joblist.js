@@ -1,0 +1,53 @@
+// The job list's filter: a text (command, user, id) and state chips (running, failed, cancelled). Pure: it reads
+// job JSON (GET /jobs shape) and nothing else.
+//
+// Its fields are named after GET /jobs's query parameters (`q`, `state`), so that once the server can search its
+// history, the same filter is sent as a query (with since/until and a `before` cursor for paging) instead of
+// being applied to the jobs this page has loaded.
+
+// running, failed, cancelled, ok or other: what the chips count.
+export function jobCategory(job) {
+  if (job.gone && (job.state === "running" || job.state === "stopping")) return "other"; // lost: no end known
+  switch (job.state) {
+    case "running":
+    case "stopping":
+      return "running";
+    case "cancelled":
+      return "cancelled";
+    case "exited":
+      return job.exit_code === 0 ? "ok" : "failed";
+    case "killed":
+    case "timed_out":
+    case "failed_to_start":
+    case "unkillable":
+      return "failed";
+    default:
+      return "other";
+  }
+}
+
+export class JobFilter {
+  constructor() {
+    this.q = "";
+    this.state = new Set(); // categories shown; empty: all
+  }
+
+  setText(text) {
+    this.q = text.trim().toLowerCase();
+  }
+
+  // Turn a category on or off; returns whether it is now on.
+  toggle(category) {
+    if (this.state.has(category)) this.state.delete(category);
+    else this.state.add(category);
+    return this.state.has(category);
+  }
+
+  matches(job) {
+    if (this.state.size && !this.state.has(jobCategory(job))) return false;
+    if (!this.q) return true;
+    const words = this.q.split(/\s+/);
+    const haystack = [job.command, job.action, job.owner, job.id].filter(Boolean).join("\n").toLowerCase();
+    return words.every((word) => haystack.includes(word));
+  }
+}

@@ -15,8 +15,8 @@ RUN_APT_PACKAGES := iputils-ping procps
 CROSS_APT_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-riscv64-linux-gnu libc6-dev-riscv64-cross \
 	gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
 TEST_APT_PACKAGES := $(RUN_APT_PACKAGES) nginx-light curl jq python3 chromium gcc libc6-dev $(CROSS_APT_PACKAGES)
-# Building the C extensions app/_spawn.c and app/_jsonescape.c (pip install): a C compiler, libc headers, and the
-# interpreter's headers (Debian's python3.X-dev, installed only if Python.h is missing).
+# Building the C extensions app/process/_spawn.c and app/streaming/_jsonescape.c (pip install): a C compiler,
+# libc headers, and the interpreter's headers (Debian's python3.X-dev, installed only if Python.h is missing).
 BUILD_APT_PACKAGES := gcc libc6-dev
 PYTHON_DEV_PACKAGE := $(notdir $(PYTHON))-dev
 
@@ -29,7 +29,8 @@ $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python setup.cfg setup.py pyproject.toml app/_spawn.c app/spawner.c app/spawner.h app/_jsonescape.c
+$(STAMP): $(BIN)/python setup.cfg setup.py pyproject.toml app/process/_spawn.c app/process/spawner.c app/process/spawner.h \
+	app/streaming/_jsonescape.c
 	@$(MAKE) --no-print-directory build-deps
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -89,7 +90,7 @@ test: test-deps
 	$(BIN)/python -m bench --smoke
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis app/*.so tests/node_modules
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis app/*/*.so tests/node_modules
 
 # Benchmarks (bench/README.md) against a real gunicorn -k gevent; C helpers are compiled with gcc at bench time.
 # chromium: the console-under-a-flood benchmark drives the page in it (bench/console_flood.py).

@@ -1,3 +1,3 @@
 """gunicorn reads this file from the working directory; the settings live in the package."""
 
-from app.gunicorn_conf import *  # noqa: F403
+from app.server.gunicorn_conf import *  # noqa: F403

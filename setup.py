@@ -5,15 +5,15 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "app._spawn",
-            ["app/_spawn.c", "app/spawner.c"],
-            depends=["app/spawner.h"],
+            "app.process._spawn",
+            ["app/process/_spawn.c", "app/process/spawner.c"],
+            depends=["app/process/spawner.h"],
             extra_compile_args=["-O2", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             extra_link_args=["-pthread"],
         ),
         Extension(
-            "app._jsonescape",
-            ["app/_jsonescape.c"],
+            "app.streaming._jsonescape",
+            ["app/streaming/_jsonescape.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
     ],

@@ -34,18 +34,22 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
 
-    from . import admission, authn
-    from .bodies import BodyDeadline
-    from .errors import register_error_handlers
-    from .service import EXTENSION_KEY, Service
-    from .views import actions, auth, channels, events, health, jobs, pages, run
+    from .http import admission, authn
+    from .http.errors import register_error_handlers
+    from .http.views import actions, auth, channels, events, health, jobs, pages, run
+    from .http.web import AUTHENTICATOR_KEY, EXTENSION_KEY
+    from .server.bodies import BodyDeadline
+    from .service import Service
 
     _use_gunicorn_logging()
     register_error_handlers(app)
     service = Service(settings)
+    authenticator = authn.Authenticator(settings, service.signer)
     app.extensions[EXTENSION_KEY] = service
-    admission.install(app, service.admission)  # first: a refused stream costs nothing more
-    authn.install(app, service.authenticator, service.refused)
+    app.extensions[AUTHENTICATOR_KEY] = authenticator
+    busy = admission.Admission(service.capacity.max_streams, settings.busy_retry_ms, lambda: service.open_streams)
+    admission.install(app, busy)  # first: a refused stream costs nothing more
+    authn.install(app, authenticator, service.refused)
     for blueprint in (run.bp, jobs.bp, actions.bp, channels.bp, events.bp, auth.bp, health.bp, pages.bp):
         app.register_blueprint(blueprint)
     app.wsgi_app = BodyDeadline(app.wsgi_app, settings.body_timeout)  # type: ignore[method-assign]

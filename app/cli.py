@@ -40,7 +40,7 @@ def serve(gunicorn_args: tuple[str, ...]) -> None:
     """Run gunicorn with the gevent worker and the bundled settings; other options go to gunicorn."""
     _load_settings_or_exit()
     command = [
-        sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_conf",
+        sys.executable, "-m", "gunicorn", "-c", "python:app.server.gunicorn_conf",
         *gunicorn_args, "app:create_app()",
     ]
     os.execv(sys.executable, command)
@@ -63,7 +63,7 @@ roles_option = click.option("--roles", default="operator", show_default=True, he
 @roles_option
 def token(user: str, roles: str) -> None:
     """Create an API token; prints it once, and the [[tokens]] entry for the config."""
-    from .access import hash_token, new_token
+    from .policy.access import hash_token, new_token
 
     secret = new_token()
     click.echo(f"# the token for {user}, shown only now, then the entry for the config file:", err=True)
@@ -77,7 +77,7 @@ def token(user: str, roles: str) -> None:
 @roles_option
 def password(user: str, roles: str) -> None:
     """Hash a password (read from stdin) for a [[users]] entry."""
-    from .access import hash_password
+    from .policy.access import hash_password
 
     secret = sys.stdin.readline().rstrip("\n")
     if not secret:

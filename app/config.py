@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .access import BUILTIN_ROLES, AccessConfigError, Credential, Role, parse_credentials, parse_roles
-from .actions import Action, parse_actions
-from .cgroups import CGROUP_SETTINGS
+from .policy.access import BUILTIN_ROLES, AccessConfigError, Credential, Role, parse_credentials, parse_roles
+from .policy.actions import Action, parse_actions
+from .process.cgroups import CGROUP_SETTINGS
 
 ENV_PREFIX = "SSECMD_"
 CONFIG_ENV = "SSECMD_CONFIG"
@@ -47,7 +47,7 @@ class Settings:
     workers: int = 1
     log_level: str = "info"
 
-    # Capacity of one worker (app/capacity.py): gunicorn's worker_connections is max_streams plus
+    # Capacity of one worker (app/server/capacity.py): gunicorn's worker_connections is max_streams plus
     # connection_headroom, so short requests always find a free connection slot.
     max_streams: int = 12000  # open streams per worker; beyond it a new stream is refused as busy
     connection_headroom: int = 1000  # connections per worker kept for short requests above max_streams

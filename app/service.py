@@ -1,45 +1,73 @@
-"""The service object: settings, store, allowlist, policy and runner, wired once per app."""
+"""The façade: everything the HTTP layer may ask of the service, with no Flask inside.
+
+Views parse the request (http/web.py), then call a ``Service`` method with
+explicit arguments: the principal, the client's address, the parsed input,
+and for streams the client's ``Wire``. The service decides who may do what
+(policy/), starts and stops jobs (process/), keeps them and their logs in
+the store (store/), and opens event streams (streaming/). It refuses with
+``ApiError``. No view touches the store, the runner or the streams itself.
+
+One ``Service`` per app (per worker): it wires settings, store, policy,
+runner and streams once.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import secrets
+import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from socket import socket
 from typing import Any
 
 import gevent
-from flask import current_app, request
 
-from . import capacity, cgroups, lifecycle
-from .access import Policy, Principal
-from .admission import Admission
-from .allowlist import Allowlist, CommandNotAllowed
-from .audit import AuditLog, RepeatCollapser, capped
-from .authn import Authenticator
-from .budget import MemoryBudget
-from .channels import ChannelHub, Subscription, TooManyChannels, run_stats_publisher, stats_snapshot
-from .childenv import child_environment
 from .config import Settings
 from .errors import ApiError
-from .eventlog import LogEvent
-from .jobs import Job, MemoryJobStore, TooManyJobs
-from .jobspec import JobSpec
-from .pgroups import ProcessGroupRegistry, default_run_dir
-from .ratelimit import RateLimiter, retry_after_header
-from .runner import Containment, ProcessRunner
-from .signing import Signer
-from .streams import StreamTracker
+from .policy.access import Credential, Policy, Principal
+from .policy.allowlist import Allowlist, CommandNotAllowed
+from .policy.audit import AuditLog, RepeatCollapser, capped
+from .policy.jobspec import JobSpec
+from .policy.messages import InvalidMessage, Message, check_channel_name
+from .policy.ratelimit import RateLimiter, retry_after_header
+from .policy.signing import Signer
+from .process import cgroups
+from .process.childenv import child_environment
+from .process.pgroups import ProcessGroupRegistry, default_run_dir
+from .process.runner import Containment, ProcessRunner
+from .server import capacity, lifecycle, stats
+from .store.base import (
+    START,
+    LogEvent,
+    Position,
+    Store,
+    Subscription,
+    TooManyChannels,
+    TooManyJobs,
+    channel_key,
+    job_key,
+)
+from .store.jobs import Job
+from .store.memory import MemoryStore
+from .streaming.delivery import DirectDelivery
+from .streaming.multiplex import InvalidCursor, parse_composite
+from .streaming.output import job_output_stream
+from .streaming.response import EventStreams, Source
+from .streaming.tracker import StreamTracker, TrackedStream
+from .streaming.wire import Wire
 
 log = logging.getLogger(__name__)
 
-EXTENSION_KEY = "sse_commander"
+JOBS_CHANNEL = "jobs"
 
 
 class Service:
-    """Everything a view needs to start, find and stop jobs, and to decide who may."""
+    """Everything a view needs to start, find and stop jobs, publish and stream, and to decide who may."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.allowlist = Allowlist.resolve(
             settings.allowed_commands,
@@ -57,19 +85,10 @@ class Service:
         self.refusals = RepeatCollapser(settings.refused_log_interval)
         if self.audit.enabled and settings.refused_log_interval:
             gevent.spawn(self._report_repeated_refusals)
-        self.authenticator = Authenticator(settings, self.signer)
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
         self.publish_limiter = RateLimiter(settings.publish_rate_per_minute, settings.publish_rate_burst)
         self.login_limiter = RateLimiter(settings.login_attempts_per_minute, settings.login_attempts_per_minute)
-        # One budget for every job's and channel's buffered events (budget.py).
-        self.budget = MemoryBudget(settings.max_buffered_bytes)
-        self.store = MemoryJobStore(
-            max_running=settings.max_running_jobs,
-            buffer_bytes=settings.job_buffer_bytes,
-            max_finished=settings.max_finished_jobs,
-            finished_ttl=settings.finished_job_ttl,
-            budget=self.budget,
-        )
+        self.store = store if store is not None else MemoryStore.from_settings(settings)
         self.containment_plan = _containment_plan(settings)
         log.info("%s", self.containment_plan.describe())
         job_cgroups = registry = None
@@ -91,27 +110,53 @@ class Service:
             on_finish=self._job_finished,
             cgroups=job_cgroups,
         )
-        self.hub = ChannelHub(
-            max_channels=settings.max_channels,
-            history=settings.channel_history,
-            history_bytes=settings.channel_history_bytes,
-            budget=self.budget,
-        )
+        shutdown = lifecycle.shutdown_event
         self.tracker = StreamTracker(settings.send_timeout)
+        delivery = DirectDelivery(shutdown)
+        self.store.set_listener(delivery)
+        self.streams = EventStreams(self.store, delivery, self.tracker, settings, shutdown)
         # This worker's own limit: the settings, within what its open-files limit and gunicorn's pool carry.
         self.capacity = capacity.plan_capacity(settings, capacity.current_nofile(), capacity.worker_pool)
-        self.admission = Admission(self.capacity.max_streams, settings.busy_retry_ms, lambda: self.tracker.count)
-        self.stats_publisher = run_stats_publisher(
-            self.hub,
+        self.stats_publisher = stats.run_stats_publisher(
             settings.stats_interval,
-            lambda: stats_snapshot(self.store.running_count(), self.tracker.open_streams),
+            lambda: self.store.subscribers("stats") > 0,
+            lambda snapshot: self.store.append(channel_key("stats"), "stats", _message(snapshot, None)),
+            lambda: stats.stats_snapshot(self.store.running_count(), self.tracker.open_streams),
         )
         lifecycle.on_shutdown(lambda: self.runner.stop_all("shutdown"), self.runner.wait_all)
 
-    # Starting jobs.
+    @property
+    def open_streams(self) -> int:
+        """Streams handed out and not yet closed (admission's ``max_streams`` counts these)."""
+        return self.tracker.open_streams
 
-    def start_job(self, spec: JobSpec, origin: str, principal: Principal) -> Job:
-        """Check who may run what, the allowlist and the limits, then start the command."""
+    # Starting and stopping jobs.
+
+    def start_job(self, spec: JobSpec, principal: Principal, addr: str, *, origin: str = "jobs") -> Job:
+        """Check who may run what, the allowlist and the limits, then start the command (detached)."""
+        return self._start(spec, principal, addr, origin, owned=False)
+
+    def run_command(
+        self, spec: JobSpec, principal: Principal, addr: str, wire: Wire, label: str
+    ) -> tuple[Job, TrackedStream]:
+        """GET /run: start the command and stream it on this response; it lives as long as the response.
+
+        The response's viewer owns the job: the command waits for it rather than drop what it has not read,
+        and is stopped when the response ends, however it ends (the client leaving included).
+        """
+        job = self._start(spec, principal, addr, "run", owned=True)
+
+        def closed() -> None:
+            self.runner.release_owner(job.id)
+            self.runner.stop(job.id, "disconnected")
+
+        stream = self.streams.open(
+            [Source(job_key(job.id), START)], wire, label, on_progress=self.runner.owner_progress(job.id),
+            on_close=[closed],
+        )
+        return job, stream
+
+    def _start(self, spec: JobSpec, principal: Principal, addr: str, origin: str, owned: bool) -> Job:
         executable, role = self._authorize(spec, principal)
         if lifecycle.shutdown_event.is_set():
             raise ApiError(503, "shutting_down", "the server is restarting; try again", headers={"Retry-After": "2"})
@@ -125,9 +170,9 @@ class Service:
             )
         share = None if self.exempt_from_shares(principal) else self.settings.user_job_limit
         try:
-            job = self.store.create(
-                spec.argv, spec.timeout, origin, owner_limit=share, owner=principal.user, action=spec.action,
-                params=spec.params,
+            job = self.store.create_job(
+                spec.argv, spec.timeout, origin, owner=principal.user, action=spec.action, params=spec.params,
+                owner_limit=share,
             )
         except TooManyJobs as exc:
             message = (
@@ -140,14 +185,14 @@ class Service:
             job=job.id,
             user=principal.user,
             via=principal.via,
-            addr=self.authenticator.client_address(),
+            addr=addr,
             origin=origin,
             argv=list(spec.argv),
             action=spec.action,
             params=spec.params,
             run_as_uid=self._uid_for(role),
         )
-        self.runner.start(job, executable, role)
+        self.runner.start(job, executable, role, owned=owned)
         if not job.finished:  # a job that failed to start was announced as it finished
             self._announce(job)
         return job
@@ -156,50 +201,6 @@ class Service:
     def exempt_from_shares(principal: Principal) -> bool:
         """Admins are exempt from the per-user shares (running jobs, channel subscriptions)."""
         return "admin" in principal.roles
-
-    # Channel subscriptions.
-
-    def subscribe(self, principal: Principal, names: list[str]) -> list[Subscription]:
-        """Subscribe one stream of ``principal`` to channels, within the user's share; 429 beyond it.
-
-        Only a subscriber who may publish to a channel keeps it from being forgotten, or makes
-        room for it by forgetting another (channels.py).
-        """
-        limit = self.settings.max_subscriptions_per_user
-        held = self.hub.subscriptions_of(principal.user)
-        if not self.exempt_from_shares(principal) and held + len(names) > limit:
-            raise ApiError(
-                429, "too_many_subscriptions",
-                f"{principal.user} holds {held} channel subscriptions; at most {limit} at once",
-                headers={"Retry-After": "60"},
-            )
-        subscriptions: list[Subscription] = []
-        try:
-            for name in names:
-                pins = self.policy.may_publish(principal, name)
-                subscriptions.append(self.hub.subscribe(name, principal.user, pins=pins, keep=names))
-        except TooManyChannels:
-            self.unsubscribe(subscriptions)
-            raise ApiError(
-                429, "too_many_channels", f"{self.settings.max_channels} channels exist already",
-                headers={"Retry-After": "60"},
-            ) from None
-        return subscriptions
-
-    def unsubscribe(self, subscriptions: list[Subscription]) -> None:
-        """End subscriptions made by ``subscribe``."""
-        for subscription in subscriptions:
-            self.hub.unsubscribe(subscription)
-
-    def _announce(self, job: Job) -> None:
-        """Tell the ``jobs`` channel (its subscribers see only the jobs they may see)."""
-        self.hub.publish("jobs", "job", self.store.get(job.id).to_json(), user=job.owner, audience=job.owner)
-
-    def job_visibility(self, principal: Principal) -> Callable[[LogEvent], bool] | None:
-        """A filter for ``jobs`` channel events: the jobs this principal may see (None: every one)."""
-        if self.policy.sees_all_jobs(principal):
-            return None  # no filter to call per event and per subscriber
-        return lambda event: event.audience is None or event.audience == principal.user
 
     def _authorize(self, spec: JobSpec, principal: Principal) -> tuple[str, str]:
         """The executable to run, and the role that allows it (its run_as_user applies)."""
@@ -220,6 +221,11 @@ class Service:
         uid, _ = self.runner.containment.user_for(role)
         return os.geteuid() if uid is None else uid
 
+    def _announce(self, job: Job) -> None:
+        """Tell the ``jobs`` channel (its subscribers see only the jobs they may see)."""
+        record = (self.store.get_job(job.id) or job).to_json()
+        self.store.append(channel_key(JOBS_CHANNEL), "job", _message(record, job.owner), audience=job.owner)
+
     def _job_finished(self, job: Job) -> None:
         self._announce(job)
         self.audit.record(
@@ -234,23 +240,7 @@ class Service:
             duration=job.duration(),
         )
 
-    # Finding jobs.
-
-    def get_job(self, job_id: str, principal: Principal) -> Job:
-        """A job the principal may see, or 404 (another user's job is not even confirmed to exist)."""
-        job = self.store.get(job_id)
-        if job is None or not self.policy.may_see_job(principal, job.owner, job.id):
-            raise ApiError(404, "job_not_found", f"no job with id {job_id!r}")
-        return job
-
-    def visible_jobs(self, principal: Principal) -> list[Job]:
-        """The jobs the principal may list: their own, or all for roles that see all."""
-        jobs = self.store.list()
-        if self.policy.sees_all_jobs(principal):
-            return jobs
-        return [job for job in jobs if self.policy.may_see_job(principal, job.owner, job.id)]
-
-    def cancel_job(self, job_id: str, principal: Principal) -> Job:
+    def cancel_job(self, job_id: str, principal: Principal, addr: str) -> Job:
         """Cancel a running (or already stopping) job the principal may cancel.
 
         Waits up to kill_grace + 0.5 s for it to end, so the answer comes within kill_grace + 1 s: the job
@@ -263,14 +253,260 @@ class Service:
         if job.finished or run is None:
             raise ApiError(409, "job_not_running", f"job {job_id} is not running", extra={"job": job.to_json()})
         if self.runner.stop(job_id, "cancelled"):
-            self.audit.record("job_cancel", job=job_id, user=principal.user, addr=self.authenticator.client_address())
+            self.audit.record("job_cancel", job=job_id, user=principal.user, addr=addr)
         run.done.wait(timeout=self.settings.kill_grace + 0.5)
-        return self.store.get(job_id) or job
+        return self.store.get_job(job_id) or job
 
-    def refused(self, principal: Principal | None, status: int, reason: str, **fields: Any) -> None:
+    # Finding jobs.
+
+    def get_job(self, job_id: str, principal: Principal) -> Job:
+        """A job the principal may see, or 404 (another user's job is not even confirmed to exist)."""
+        job = self.store.get_job(job_id)
+        if job is None or not self.policy.may_see_job(principal, job.owner, job.id):
+            raise ApiError(404, "job_not_found", f"no job with id {job_id!r}")
+        return job
+
+    def visible_jobs(self, principal: Principal, state: str | None = None) -> list[Job]:
+        """The jobs the principal may list (their own, or all for roles that see all), newest first."""
+        if self.policy.sees_all_jobs(principal):
+            return self.store.list_jobs(state=state)
+        jobs = self.store.list_jobs(state=state)
+        return [job for job in jobs if self.policy.may_see_job(principal, job.owner, job.id)]
+
+    def job_visibility(self, principal: Principal) -> Callable[[LogEvent], bool] | None:
+        """A filter for ``jobs`` channel events: the jobs this principal may see (None: every one)."""
+        if self.policy.sees_all_jobs(principal):
+            return None  # no filter to call per event and per subscriber
+        return lambda event: event.audience is None or event.audience == principal.user
+
+    def create_ticket(self, job_id: str, principal: Principal, addr: str) -> dict[str, Any]:
+        """A short-lived URL that lets anyone holding it read this one job's events and output."""
+        if principal.ticket_job is not None:
+            raise ApiError(403, "forbidden", "a ticket cannot issue tickets")
+        job = self.get_job(job_id, principal)
+        ticket, expires_at = self.signer.ticket(job.id, principal.user)
+        self.audit.record("ticket", job=job.id, user=principal.user, addr=addr)
+        return {
+            "ticket": ticket,
+            "job": job.id,
+            "expires_at": datetime.fromtimestamp(expires_at, UTC).isoformat(timespec="seconds"),
+            "urls": {
+                "events": f"/jobs/{job.id}/events?ticket={ticket}",
+                "output": f"/jobs/{job.id}/output?ticket={ticket}",
+            },
+        }
+
+    # Job streams.
+
+    def open_job_stream(
+        self, job_id: str, principal: Principal, cursor: int, wire: Wire, label: str
+    ) -> TrackedStream | None:
+        """A job's events after ``cursor``, then live; None when resuming after its final event (204)."""
+        job = self.get_job(job_id, principal)
+        key = job_key(job.id)
+        read = self.store.read(key, cursor, limit=1)
+        if read.finished and not read.events and cursor > 0:
+            return None  # resumed after the final event: tells a browser to stop
+        if cursor > read.last_id:
+            raise ApiError(400, "bad_request", f"Last-Event-ID {cursor} is beyond this job's last event {read.last_id}")
+        return self.streams.open([Source(key, Position("", cursor))], wire, label)
+
+    def open_output(
+        self, job_id: str, principal: Principal, sock: socket | None, label: str
+    ) -> tuple[Job, TrackedStream]:
+        """A job's raw output, byte-exact, followed while it runs (counted like every stream)."""
+        job = self.get_job(job_id, principal)
+        frames = job_output_stream(self.store, job_key(job.id), self.settings, lifecycle.shutdown_event, sock)
+        return job, self.tracker.guard(frames, label)
+
+    # Channels.
+
+    def check_subscribe(self, name: str, principal: Principal) -> None:
+        """400 for a bad channel name, then 403 unless the principal may read the channel."""
+        self._check_channel(name, principal, self.policy.may_subscribe, "subscribe to")
+
+    @staticmethod
+    def _check_channel(name: str, principal: Principal, may: Callable[[Principal, str], bool], verb: str) -> None:
+        """400 for a bad channel name, then 403 unless ``may``: both before the channel can be created."""
+        try:
+            check_channel_name(name)
+        except InvalidMessage as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        if not may(principal, name):
+            raise ApiError(403, "forbidden", f"{principal.user or 'anonymous'} may not {verb} {name!r}")
+
+    def visible_channels(self, principal: Principal) -> list[dict[str, Any]]:
+        """Channels the principal may read, with subscriber counts and newest ids."""
+        return [c for c in self.store.describe_channels() if self.policy.may_subscribe(principal, c["name"])]
+
+    def prepare_publish(self, name: str, principal: Principal) -> None:
+        """Everything a publish is refused for before its body is read: name, right, rate, room for the channel."""
+        self._check_channel(name, principal, self.policy.may_publish, "publish to")
+        wait = self.publish_limiter.acquire(principal.user)
+        if wait:
+            raise ApiError(
+                429, "rate_limited",
+                f"{principal.user} published too many messages; try again in {retry_after_header(wait)} s",
+                headers={"Retry-After": retry_after_header(wait)},
+            )
+        try:
+            self.store.ensure_channel(name)
+        except TooManyChannels:
+            raise self._too_many_channels() from None
+
+    def publish(self, name: str, principal: Principal, message: Message) -> str:
+        """Publish a message checked by ``prepare_publish``; its id (``<epoch>-<n>``)."""
+        user = principal.user if self.settings.auth_configured else None
+        try:
+            event = self.store.append(channel_key(name), message.event, _message(message.data, user))
+        except TooManyChannels:
+            raise self._too_many_channels() from None
+        head = self.store.peek_channel(name)
+        return Position(head.epoch if head else "", event.id).event_id
+
+    def _too_many_channels(self) -> ApiError:
+        return ApiError(
+            429, "too_many_channels", f"{self.settings.max_channels} channels exist already",
+            headers={"Retry-After": "60"},
+        )
+
+    def open_channel_stream(
+        self, name: str, principal: Principal, cursor: Position, wire: Wire, label: str
+    ) -> TrackedStream:
+        """A channel's retained messages after ``cursor``, then live.
+
+        A cursor of another epoch (a restart since, or a bare number from an older server) is not an error:
+        the stream starts with a ``reset`` event and the retained history. One beyond the channel's newest
+        message in its current epoch is a 400.
+        """
+        self.check_subscribe(name, principal)
+        self._check_channel_cursor(name, cursor, f"Last-Event-ID {cursor.event_id}")
+        visible = self.job_visibility(principal) if name == JOBS_CHANNEL else None
+        # Counted from here: the response's close (however the stream ends, even unstarted) uncounts it.
+        (subscription,) = self.subscribe(principal, [name])
+        # One key string for every subscriber of a channel (sys.intern): an idle subscriber keeps it for hours.
+        source = Source(sys.intern(channel_key(name)), cursor, visible)
+        return self.streams.open([source], wire, label, on_close=[partial(self.store.unsubscribe, subscription)])
+
+    def _check_channel_cursor(self, name: str, cursor: Position, what: str) -> None:
+        head = self.store.peek_channel(name)  # a channel that does not exist yet has no messages
+        if head is not None and cursor.epoch == head.epoch and cursor.offset > head.offset:
+            raise ApiError(400, "bad_request", f"{what} is beyond this channel's last message {head.event_id}")
+
+    def subscribe(self, principal: Principal, names: list[str]) -> list[Subscription]:
+        """Subscribe one stream of ``principal`` to channels, within the user's share; 429 beyond it.
+
+        Only a subscriber who may publish to a channel keeps it from being forgotten, or makes
+        room for it by forgetting another (store/channels.py).
+        """
+        limit = self.settings.max_subscriptions_per_user
+        held = self.store.subscriptions_of(principal.user)
+        if not self.exempt_from_shares(principal) and held + len(names) > limit:
+            raise ApiError(
+                429, "too_many_subscriptions",
+                f"{principal.user} holds {held} channel subscriptions; at most {limit} at once",
+                headers={"Retry-After": "60"},
+            )
+        subscriptions: list[Subscription] = []
+        try:
+            for name in names:
+                pins = self.policy.may_publish(principal, name)
+                subscriptions.append(self.store.subscribe(name, principal.user, pins=pins, keep=names))
+        except TooManyChannels:
+            self.unsubscribe(subscriptions)
+            raise self._too_many_channels() from None
+        return subscriptions
+
+    def unsubscribe(self, subscriptions: list[Subscription]) -> None:
+        """End subscriptions made by ``subscribe``."""
+        for subscription in subscriptions:
+            self.store.unsubscribe(subscription)
+
+    # Many jobs and channels on one stream.
+
+    def open_multiplexed_stream(
+        self, jobs: list[str], channels: list[str], principal: Principal, last_event_id: str | None, wire: Wire,
+        label: str,
+    ) -> TrackedStream | None:
+        """Every named job and channel on one stream, resumed with one composite id; None (204) when every
+        named job has been delivered to its end."""
+        if not jobs and not channels:
+            raise ApiError(400, "bad_request", "name at least one ?job=<id> or ?channel=<name>")
+        if len(jobs) + len(channels) > self.settings.max_stream_sources:
+            raise ApiError(400, "bad_request", f"at most {self.settings.max_stream_sources} jobs and channels")
+        job_keys = [job_key(self.get_job(job_id, principal).id) for job_id in jobs]
+        for name in channels:
+            self.check_subscribe(name, principal)
+        keys = [*job_keys, *(channel_key(name) for name in channels)]
+        try:
+            cursors = parse_composite(last_event_id, len(keys))
+        except InvalidCursor as exc:
+            raise ApiError(400, "bad_request", str(exc)) from None
+        unknown = set(cursors) - set(keys)
+        if unknown:
+            raise ApiError(400, "bad_request", f"Last-Event-ID names sources not in this request: {sorted(unknown)}")
+        if cursors and not channels and all(self._delivered(key, cursors.get(key, START)) for key in job_keys):
+            return None  # every job already delivered to its end: stop reconnecting
+        self._check_cursors(job_keys, channels, cursors)
+        jobs_visible = self.job_visibility(principal)
+        # Only now, with every check passed, are new channels created, and counted as subscribed until
+        # the response's close (however the stream ends, even unstarted).
+        subscriptions = self.subscribe(principal, channels)
+        sources = [Source(key, cursors.get(key, START)) for key in job_keys]
+        sources += [
+            Source(sys.intern(channel_key(name)), cursors.get(channel_key(name), START),
+                   jobs_visible if name == JOBS_CHANNEL else None)
+            for name in channels
+        ]
+        return self.streams.open(sources, wire, label, multiplexed=True,
+                                 on_close=[partial(self.unsubscribe, subscriptions)])
+
+    def _delivered(self, key: str, cursor: Position) -> bool:
+        read = self.store.read(key, cursor, limit=1)
+        return read.finished and not read.events
+
+    def _check_cursors(self, job_keys: list[str], channels: list[str], cursors: dict[str, Position]) -> None:
+        """400 for a cursor beyond its source's last id (as the single-source streams answer)."""
+        for key in job_keys:
+            cursor = cursors.get(key, START)
+            if cursor.epoch:
+                raise ApiError(400, "bad_request", f"Last-Event-ID {key}={cursor.event_id}: a job's id has no epoch")
+            last = self.store.read(key, cursor, limit=1).last_id
+            if cursor.offset > last:
+                raise ApiError(
+                    400, "bad_request", f"Last-Event-ID {key}={cursor.offset} is beyond that source's last id {last}"
+                )
+        for name in channels:
+            key = channel_key(name)
+            if key in cursors:
+                self._check_channel_cursor(name, cursors[key], f"Last-Event-ID {key}={cursors[key].event_id}")
+
+    # Who may do what.
+
+    def actions_for(self, principal: Principal) -> dict[str, list]:
+        """The named actions the principal may run (with their parameters), and the commands they may type."""
+        actions = [
+            action.to_json()
+            for name, action in sorted(self.settings.actions.items())
+            if self.policy.may_run_action(principal, name)
+        ]
+        commands = [name for name in self.allowlist.names() if self.policy.may_run_command(principal, name)]
+        return {"actions": actions, "commands": commands}
+
+    def login_wait(self, addr: str) -> float:
+        """Seconds before ``addr`` may try to log in again (0: now)."""
+        return self.login_limiter.acquire(addr)
+
+    def logged_in(self, principal: Principal, credential: Credential, addr: str) -> str:
+        """Audit a login; the session cookie's value."""
+        self.audit.record("login", user=principal.user, addr=addr)
+        return self.signer.session_cookie(principal.user, credential.key)
+
+    def refused(
+        self, principal: Principal | None, status: int, reason: str, *, addr: str, method: str, path: str
+    ) -> None:
         """Audit a refused request: the first per address, status and user in each interval, then a count."""
         user = principal.user if principal and principal.user else None
-        addr = self.authenticator.client_address()
         if not self.audit.enabled or not self.refusals.admit((addr, status, user)):
             return
         self.audit.record(
@@ -279,9 +515,8 @@ class Service:
             reason=capped(reason),
             user=capped(user),
             addr=addr,
-            method=capped(request.method, 16),
-            path=capped(request.path),
-            **fields,
+            method=capped(method, 16),
+            path=capped(path),
         )
 
     def _report_repeated_refusals(self) -> None:
@@ -293,6 +528,29 @@ class Service:
                 addr, status, user = key if key != RepeatCollapser.OTHERS else ("(other addresses)", None, None)
                 self.audit.record("refused_repeated", addr=addr, status=status, user=capped(user), count=count,
                                   seconds=interval)
+
+    # Health.
+
+    def health(self) -> dict[str, Any]:
+        """Liveness and a few counters of this worker (``status``: ``ok`` or ``shutting_down``)."""
+        buffered, max_buffered = self.store.buffered_bytes()
+        return {
+            "status": "shutting_down" if lifecycle.shutdown_event.is_set() else "ok",
+            "worker_pid": os.getpid(),
+            "running_jobs": self.store.running_count(),
+            "max_running_jobs": self.settings.max_running_jobs,
+            "containment": self.containment_plan.public(),
+            "open_streams": self.tracker.open_streams,
+            "max_streams": self.capacity.max_streams,
+            "worker_connections": self.capacity.worker_connections,
+            "buffered_bytes": buffered,
+            "max_buffered_bytes": max_buffered,
+        }
+
+
+def _message(data: Any, user: str | None) -> dict[str, Any]:
+    """A channel message's payload: what was published, by whom (when auth is on), and when."""
+    return {"data": data, "user": user, "time": datetime.now(UTC).isoformat(timespec="milliseconds")}
 
 
 def _containment_plan(settings: Settings) -> cgroups.CgroupPlan:
@@ -325,8 +583,3 @@ def _warn_if_ping_cannot_work(settings: Settings, containment: Containment, allo
             "net.ipv4.ping_group_range (%d %d) excludes group %d; widen the range (see README) or set "
             "no_new_privileges = false", low, high, gid,
         )
-
-
-def current_service() -> Service:
-    """The Service of the app handling this request."""
-    return current_app.extensions[EXTENSION_KEY]

@@ -1,6 +1,6 @@
 """Repro, outside the app, of the close delay after a GET /run response (see bench/README.md).
 
-app/streams.py:watch_for_disconnect() waits on the client socket's fd with its
+app/streaming/response.py:watch_for_disconnect() waits on the client socket's fd with its
 own ``wait_read`` watcher; the stream ends with ``watcher.kill(block=False)``
 and gunicorn then closes the socket. While the second watcher is still armed,
 gevent defers the close to a libev *check* watcher, which runs only after the

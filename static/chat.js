@@ -9,6 +9,7 @@ import {
   ConnectionBanner,
   el,
   errorText,
+  eventIdAfter,
   Follower,
   formatTime,
   frameScheduler,
@@ -24,7 +25,7 @@ const path = `/channels/${encodeURIComponent(channel)}`;
 
 const state = {
   principal: null,
-  cursor: 0, // id of the last message shown
+  cursor: "", // id of the last message shown ("<epoch>-<n>")
   workerPid: null,
   count: 0,
   lastShownId: null, // the last shown message's id, as the server wrote it (remembered per channel)
@@ -80,8 +81,8 @@ const others = new LiveStream({
 });
 
 function onMessage(event) {
-  const id = Number(event.lastEventId);
-  if (!Number.isSafeInteger(id) || id <= state.cursor) return; // already shown before a reconnect
+  const id = event.lastEventId;
+  if (!eventIdAfter(id, state.cursor)) return; // already shown before a reconnect
   state.cursor = id;
   let message;
   try {
@@ -102,8 +103,8 @@ function onGap(event) {
   } catch {
     // keep 0
   }
-  const id = Number(event.lastEventId);
-  if (Number.isSafeInteger(id) && id > state.cursor) state.cursor = id;
+  const id = event.lastEventId;
+  if (eventIdAfter(id, state.cursor)) state.cursor = id;
   note(`${missed} earlier message${missed === 1 ? " is" : "s are"} no longer kept by the server`);
 }
 
@@ -159,12 +160,12 @@ function clock(iso) {
 async function resync() {
   const server = await session.recheck(channel);
   if (!server) return server;
-  const lastId = server.channel ? server.channel.last_id : 0;
+  const lastId = server.channel ? server.channel.last_id : "";
   const restarted = state.workerPid !== null && server.health.worker_pid !== state.workerPid;
   state.workerPid = server.health.worker_pid;
-  if (restarted || lastId < state.cursor) {
-    // A new server process: the channel's history and ids start again.
-    state.cursor = 0;
+  if (restarted || eventIdAfter(state.cursor, lastId)) {
+    // A new server process: the channel's history starts again, with a new epoch in its ids.
+    state.cursor = "";
     note("The server restarted: the messages above are from before, those below from the new history.");
     // The other channels' counts start again from now.
     state.otherCursors.clear();
@@ -360,7 +361,7 @@ const session = pageSession({ conn, stream, start, reset });
 
 function reset() {
   state.principal = null;
-  state.cursor = 0;
+  state.cursor = "";
   incoming = [];
   others.close();
   state.unread.clear();

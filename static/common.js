@@ -52,22 +52,37 @@ export function el(tag, props = {}, ...children) {
 
 export const $ = (id) => document.getElementById(id);
 
-// Composite cursors of GET /events: "job:3f2a=120,channel:jobs=7".
+// Event ids: a job's "120" (bytes and events so far), a channel's "<epoch>-<n>" (its history, its message number).
+export function parseEventId(id) {
+  const match = /^(?:([0-9a-z]{1,32})-)?(\d{1,15})$/.exec(String(id ?? ""));
+  return match ? { epoch: match[1] || "", n: Number(match[2]) } : null;
+}
+
+// Whether event id `a` comes after `b` in its source: later in the same history, or from another one (the
+// server's history started again, after a restart say: it sends a `reset`, then the new history's events).
+export function eventIdAfter(a, b) {
+  const next = parseEventId(a);
+  if (!next) return false;
+  const last = parseEventId(b);
+  return !last || next.epoch !== last.epoch || next.n > last.n;
+}
+
+// Composite cursors of GET /events: "job:3f2a=120,channel:jobs=k3x9ab-7" (each source's own event id).
 export function parseComposite(text) {
   const cursors = new Map();
   if (!text) return cursors;
   for (const part of text.split(",")) {
     const at = part.lastIndexOf("=");
     if (at <= 0) continue;
-    const value = Number(part.slice(at + 1));
-    if (Number.isSafeInteger(value)) cursors.set(part.slice(0, at), value);
+    const value = part.slice(at + 1);
+    if (parseEventId(value)) cursors.set(part.slice(0, at), value);
   }
   return cursors;
 }
 
 export function formatComposite(cursors, keys) {
   return keys
-    .filter((key) => (cursors.get(key) || 0) > 0)
+    .filter((key) => parseEventId(cursors.get(key)))
     .map((key) => `${key}=${cursors.get(key)}`)
     .join(",");
 }

@@ -11,6 +11,7 @@ import {
   ConnectionBanner,
   el,
   errorText,
+  eventIdAfter,
   Follower,
   formatBytes,
   formatComposite,
@@ -130,11 +131,11 @@ function onEvent(event) {
     return;
   }
   for (const [key, value] of parseComposite(event.lastEventId)) {
-    if (value > (state.cursors.get(key) || 0)) state.cursors.set(key, value);
+    if (eventIdAfter(value, state.cursors.get(key))) state.cursors.set(key, value);
   }
   const source = message.source;
   if (event.type === "gap") return onGap(source, message);
-  if ((state.seen.get(source) || 0) >= message.id) return; // shown before this reconnect
+  if (!eventIdAfter(message.id, state.seen.get(source))) return; // shown before this reconnect
   state.seen.set(source, message.id);
   if (source === JOBS) {
     if (event.type === "job" && message.data && message.data.data) upsertJob(message.data.data);
@@ -232,11 +233,11 @@ function openStream() {
 async function resync() {
   const server = await session.recheck("jobs");
   if (!server) return server;
-  const lastId = server.channel ? server.channel.last_id : 0;
+  const lastId = server.channel ? server.channel.last_id : "";
   const restarted = state.workerPid !== null && server.health.worker_pid !== state.workerPid;
   state.workerPid = server.health.worker_pid;
-  if (restarted || lastId < (state.cursors.get(JOBS) || 0)) {
-    // A new server process: its jobs channel starts again from 1, and it only knows its own jobs.
+  if (restarted || eventIdAfter(state.cursors.get(JOBS), lastId)) {
+    // A new server process: its jobs channel has a new history (epoch), and it only knows its own jobs.
     state.cursors.set(JOBS, lastId);
     state.seen.delete(JOBS);
     await loadJobs({ restarted: true });
@@ -969,7 +970,7 @@ async function start(principal) {
   state.workerPid = health.worker_pid;
   const info = channels.channels.find((c) => c.name === "jobs");
   state.jobsChannel = Boolean(info); // listed only if this role may read it
-  state.cursors.set(JOBS, info ? info.last_id : 0);
+  state.cursors.set(JOBS, info ? info.last_id : "");
   state.commands = actions.commands;
   renderActions(actions.actions);
   const canRun = actions.commands.length > 0;

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from app.access import hash_password, hash_token, new_token
+from app.policy.access import hash_password, hash_token, new_token
 
 from .server import GunicornServer, wait_until
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from app import cgroups
+from app.process import cgroups
 
 _names = itertools.count()
 

@@ -3,7 +3,7 @@
 Live subscribers are raw sockets, each read by its own thread into the tests'
 WHATWG parser; closing one shuts its socket down at once. They speak HTTP/1.1
 as browsers and curl do (the server then writes events straight to the socket
-once a stream has caught up, see app/delivery.py), and the chunked framing is
+once a stream has caught up, see app/streaming/delivery.py), and the chunked framing is
 checked strictly; ``http11=False`` speaks HTTP/1.0 (no framing, the pull path).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -27,6 +28,21 @@ TIMEOUT = httpx.Timeout(15, connect=5)
 # No keep-alive: stopping a server never waits for an idle connection of ours.
 HTTP = httpx.Client(timeout=TIMEOUT, headers={"Connection": "close"})
 _MISSING = object()
+CHANNEL_ID = re.compile(r"([0-9a-z]{1,32})-([0-9]{1,19})")  # a channel's event id: <epoch>-<n>
+
+
+def id_number(event_id: str) -> int:
+    """The message number of a channel event id ``<epoch>-<n>``."""
+    match = CHANNEL_ID.fullmatch(event_id)
+    assert match, f"not a channel event id: {event_id!r}"
+    return int(match[2])
+
+
+def epoch(event_id: str) -> str:
+    """The epoch of a channel event id ``<epoch>-<n>``."""
+    match = CHANNEL_ID.fullmatch(event_id)
+    assert match, f"not a channel event id: {event_id!r}"
+    return match[1]
 
 
 def fresh(prefix: str = "ch") -> str:
@@ -65,7 +81,7 @@ def publish(
     answer = response.json()
     assert answer["channel"] == channel
     assert answer["event"] == (event or "message")
-    assert isinstance(answer["id"], int)
+    assert isinstance(answer["id"], str) and CHANNEL_ID.fullmatch(answer["id"]), answer
     return answer
 
 

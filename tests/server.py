@@ -24,6 +24,21 @@ HELPERS = REPO / "tests" / "helpers"
 TEST_ALLOWED = "echo printf ls date sleep seq cat true false yes env ping " + PYTHON
 
 
+def server_defaults() -> dict[str, str]:
+    """The SSECMD_* settings every test server runs with unless a test says otherwise."""
+    return {
+        "SSECMD_ALLOWED_COMMANDS": TEST_ALLOWED,
+        "SSECMD_KILL_GRACE": "1",
+        "SSECMD_LOG_LEVEL": "debug",
+        # Most tests run helpers from this checkout, which may not be readable by
+        # 'nobody'; tests/test_containment.py covers the unprivileged default.
+        "SSECMD_RUN_AS_USER": "root",
+        "SSECMD_RATE_LIMIT_PER_MINUTE": "0",
+        "SSECMD_PUBLISH_RATE_PER_MINUTE": "0",
+        "SSECMD_LOGIN_ATTEMPTS_PER_MINUTE": "0",
+    }
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as sock:
@@ -68,17 +83,7 @@ class GunicornServer:
             "SSECMD_RUN_DIR": str(self.run_dir),
         }
         if test_defaults:  # False: the shipped defaults, as the README's examples use them
-            env.update({
-                "SSECMD_ALLOWED_COMMANDS": TEST_ALLOWED,
-                "SSECMD_KILL_GRACE": "1",
-                "SSECMD_LOG_LEVEL": "debug",
-                # Most tests run helpers from this checkout, which may not be readable by
-                # 'nobody'; tests/test_containment.py covers the unprivileged default.
-                "SSECMD_RUN_AS_USER": "root",
-                "SSECMD_RATE_LIMIT_PER_MINUTE": "0",
-                "SSECMD_PUBLISH_RATE_PER_MINUTE": "0",
-                "SSECMD_LOGIN_ATTEMPTS_PER_MINUTE": "0",
-            })
+            env.update(server_defaults())
         env.update(settings or {})
         env.update(extra_env or {})
         self.env = env

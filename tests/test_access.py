@@ -1,10 +1,10 @@
-"""app/access.py: credentials compared safely whatever the text, and which role a job runs under."""
+"""app/policy/access.py: credentials compared safely whatever the text, and which role a job runs under."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.access import (
+from app.policy.access import (
     AccessConfigError,
     Credential,
     Policy,

@@ -1,4 +1,4 @@
-"""app/allowlist.py: which programs may run, against a fake bin directory with scripts and symlinks."""
+"""app/policy/allowlist.py: which programs may run, against a fake bin directory with scripts and symlinks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from app.allowlist import Allowlist, CommandNotAllowed
+from app.policy.allowlist import Allowlist, CommandNotAllowed
 
 
 def make_script(directory, name: str, executable: bool = True) -> str:
@@ -66,7 +66,7 @@ def test_names_lists_only_what_resolved(allowlist):
 
 
 def test_names_not_found_non_executable_or_directories_are_refused_with_a_warning(fake, caplog):
-    with caplog.at_level(logging.WARNING, logger="app.allowlist"):
+    with caplog.at_level(logging.WARNING, logger="app.policy.allowlist"):
         allowlist = Allowlist.resolve(["missing", "noexec", "a-directory"], search_path=fake["bin"])
     assert {"missing", "noexec", "a-directory"} <= {r.args[0] for r in caplog.records}
     for name in ("missing", "noexec", "a-directory"):

@@ -11,7 +11,6 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from itsdangerous import URLSafeTimedSerializer
 
 from .auth_support import (
     ACTIONS,
@@ -242,25 +241,6 @@ def test_a_ticket_cannot_create_tickets_even_with_a_token_alongside(srv, alice_r
     assert _get(srv, f"/jobs/{alice_running}", T["alice"]).json()["state"] == "running"
 
 
-def test_forged_tickets_are_401(srv, alice_done, alice_running):
-    real = _ticket(srv, alice_done, T["alice"])["ticket"]
-    rest = real.partition(".")[2]
-    serializer = URLSafeTimedSerializer("x")
-    forged = [
-        real[:-2] + ("A" if real[-2] != "A" else "B") + real[-1],
-        serializer.dump_payload({"j": alice_running, "u": "alice"}).decode() + "." + rest,  # re-pointed payload
-        URLSafeTimedSerializer("not-the-secret", salt="ssecmd-ticket").dumps({"j": alice_done, "u": "alice"}),
-        URLSafeTimedSerializer(SECRET, salt="ssecmd-session").dumps({"j": alice_done, "u": "alice"}),
-        URLSafeTimedSerializer(SECRET, salt="ssecmd-session").dumps({"u": "alice"}),  # a session cookie
-        "",
-        "garbage",
-        real + real,
-    ]
-    for value in forged:
-        response = HTTP.get(srv.url(f"/jobs/{alice_done}/output"), params={"ticket": value}, timeout=TIMEOUT)
-        assert_error(response, 401, "invalid_ticket")
-
-
 def test_tickets_only_for_jobs_you_may_see(srv, alice_done):
     assert_error(HTTP.post(srv.url(f"/jobs/{alice_done}/tickets"), headers=bearer(T["bob"]), timeout=TIMEOUT), 404)
     # A viewer sees every job, so may share it.
@@ -325,57 +305,6 @@ def test_an_actions_timeout_is_the_ceiling_and_null_means_the_actions_own(srv, e
     assert response.json()["timeout"] == timeout
     assert_error(HTTP.post(srv.url("/jobs"), json={"action": "count", "params": {"n": 1}, "timeout": 61},
                            headers=bearer(T["rita"])), 400, contains="must not exceed this action's 60 seconds")
-
-
-@pytest.mark.parametrize(
-    ("name", "params", "param"),
-    [
-        ("greet", {"name": "Bob"}, "name"),  # pattern mismatch
-        ("greet", {"name": "abcdefghijk"}, "name"),
-        ("greet", {"name": ""}, "name"),
-        ("greet", {"name": "bob\n"}, "name"),
-        ("count", {"n": 0}, "n"),  # out of range
-        ("count", {"n": 6}, "n"),
-        ("count", {"n": -1}, "n"),
-        ("count", {"n": 10**30}, "n"),
-        ("pick", {"env": "dev"}, "env"),  # not in choices
-        ("pick", {"env": "PROD"}, "env"),
-        ("pick", {"env": "prod "}, "env"),
-        ("greet", {}, "name"),  # missing
-        ("greet", None, "name"),
-        ("count", {}, "n"),
-        ("greet", {"name": "bob", "extra": "x"}, "extra"),  # unknown
-        ("pick", {"env": "prod", "argv": ["sh"]}, "argv"),
-        ("count", {"n": 2.5}, "n"),  # wrong types
-        ("count", {"n": True}, "n"),
-        ("count", {"n": "3; id"}, "n"),
-        ("count", {"n": "0x3"}, "n"),
-        ("count", {"n": [3]}, "n"),
-        ("greet", {"name": 5}, "name"),
-        ("greet", {"name": ["bob"]}, "name"),
-        ("greet", {"name": {"x": 1}}, "name"),
-        ("pick", {"env": ["prod"]}, "env"),
-        ("pick", {"env": None}, "env"),
-        ("greet", ["bob"], "params"),
-        ("greet", "name=bob", "params"),
-    ],
-)
-def test_bad_parameter_is_400_naming_it(srv, name, params, param):
-    body = assert_error(_run_action(srv, T["alice"], name, params), 400, "bad_request")
-    assert f"'{param}'" in body["message"], body
-
-
-def test_unknown_or_malformed_action_requests_are_400(srv):
-    for body in (
-        {"action": "nope"},
-        {"action": "../greet"},
-        {"action": ["greet"]},
-        {"action": "greet", "params": {"name": "bob"}, "argv": ["echo"]},
-        {"action": "greet", "params": {"name": "bob"}, "command": "echo"},
-        {"params": {"name": "bob"}},
-    ):
-        response = HTTP.post(srv.url("/jobs"), json=body, headers=bearer(T["rita"]), timeout=TIMEOUT)
-        assert_error(response, 400, "bad_request")
 
 
 @pytest.mark.parametrize(
@@ -461,19 +390,6 @@ def test_argv_items_are_literal(srv, marker):
     job = start(srv, T["alice"], {"argv": ["echo", *items]})
     assert output(srv, T["alice"], job["id"]) == (" ".join(items) + "\n").encode()
     assert not marker.exists()
-
-
-@pytest.mark.parametrize(
-    "program",
-    ["sh", "/bin/sh", "bash", "touch", "env", "/usr/bin/env", "../../bin/sh", "/usr/bin/../bin/sh", "./echo",
-     "echo;id", "echo id", "$(id)", "/bin//echo", "/tmp/../bin/echo", "ECHO", "echo\n"],
-)
-def test_programs_off_the_allowlist_are_refused(srv, program):
-    before = _ids(_get(srv, "/jobs", T["boss"]))
-    response = HTTP.post(srv.url("/jobs"), json={"argv": [program, "-c", "id"]}, headers=bearer(T["boss"]),
-                          timeout=TIMEOUT)
-    assert response.status_code == 403, response.text
-    assert _ids(_get(srv, "/jobs", T["boss"])) == before
 
 
 def test_last_event_id_and_path_tricks_run_nothing(srv, alice_done, marker):

@@ -14,9 +14,7 @@ import pytest
 
 from .auth_support import (
     ALLOWED,
-    EVIL,
     HTTP,
-    OK_ORIGIN,
     Credentials,
     assert_error,
     bearer,
@@ -50,86 +48,6 @@ def test_anonymous_mode_serves_loopback_clients_as_admin(anon):
     # curl sends neither Origin nor Referer: fine without a cookie.
     assert HTTP.post(anon.url("/jobs"), json={"argv": ["true"]}).status_code == 201
     assert_error(HTTP.post(anon.url("/login"), json={"token": "x"}), 400)
-
-
-@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "[::1]:{port}", "127.0.0.1", "localhost"])
-def test_loopback_host_names_are_served(anon, host):
-    response = HTTP.get(anon.url("/jobs"), headers={"Host": host.format(port=anon.port)})
-    assert response.status_code == 200, response.text
-
-
-@pytest.mark.parametrize(
-    "host",
-    [
-        "evil.example:{port}",
-        "evil.example",
-        "127.0.0.1.evil.example:{port}",
-        "localhost.evil.example:{port}",
-        "localhost.:{port}",
-        "127.0.0.1:{port}@evil.example",
-        "0.0.0.0:{port}",
-        "10.0.0.1:{port}",
-        "[::ffff:7f00:1]:{port}",
-        "2130706433:{port}",
-    ],
-)
-def test_dns_rebinding_host_names_are_refused(anon, host):
-    host = host.format(port=anon.port)
-    before = _job_ids(anon)
-    headers = {"Host": host, "Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"}
-    for method, path in [("GET", "/jobs"), ("GET", "/run?command=echo%20rebound"), ("POST", "/jobs"),
-                         ("GET", "/whoami")]:
-        kwargs = {"json": {"argv": ["echo", "rebound"]}} if method == "POST" else {}
-        response = HTTP.request(method, anon.url(path), headers=headers, **kwargs)
-        # Refused as a foreign host name, or (POST) as coming from another origin first.
-        assert assert_error(response, 403)["error"] in ("forbidden", "cross_site_refused")
-    assert _job_ids(anon) == before
-
-
-@pytest.mark.parametrize("site", ["cross-site", "same-site"])
-def test_cross_site_get_run_is_refused_and_starts_nothing(anon, site):
-    before = _job_ids(anon)
-    response = HTTP.get(anon.url("/run?command=echo%20csrf"), headers={"Sec-Fetch-Site": site,
-                                                                        "Sec-Fetch-Mode": "no-cors"})
-    assert_error(response, 403, "cross_site_refused")
-    response = HTTP.get(anon.url("/jobs"), headers={"Sec-Fetch-Site": site, "Origin": EVIL})
-    assert_error(response, 403, "cross_site_refused")
-    assert _job_ids(anon) == before
-
-
-@pytest.mark.parametrize("extra", [{"Origin": EVIL}, {"Referer": EVIL + "/page"}, {"Origin": "null"},
-                                   {"Origin": EVIL, "Sec-Fetch-Site": "cross-site"}])
-def test_foreign_origin_post_is_refused_in_anonymous_mode(anon, extra):
-    before = _job_ids(anon)
-    assert_error(HTTP.post(anon.url("/jobs"), json={"argv": ["echo", "csrf"]}, headers=extra), 403,
-                 "cross_site_refused")
-    assert _job_ids(anon) == before
-
-
-@pytest.mark.parametrize("extra", [{"Origin": EVIL}, {"Referer": EVIL + "/page"}])
-def test_foreign_origin_get_run_is_refused_in_anonymous_mode(anon, extra):
-    before = _job_ids(anon)
-    response = HTTP.get(anon.url("/run?command=echo%20csrf"), headers=extra)
-    response.read()
-    assert _job_ids(anon) == before
-    assert response.status_code == 403
-
-
-def test_basic_auth_header_from_a_front_proxy_is_ignored_in_anonymous_mode(anon):
-    response = HTTP.get(anon.url("/jobs"), headers={"Authorization": "Basic YWxpY2U6cGFzcw=="})
-    assert response.status_code == 200, response.text
-
-
-def test_cors_is_closed_by_default(anon):
-    for origin in (OK_ORIGIN, EVIL, "null", "http://127.0.0.1:1", f"http://localhost:{anon.port}"):
-        preflight = HTTP.options(anon.url("/jobs"), headers={"Origin": origin, "Access-Control-Request-Method": "POST",
-                                                             "Access-Control-Request-Headers": "content-type"})
-        assert "access-control-allow-origin" not in preflight.headers, (origin, preflight.headers)
-        assert "access-control-allow-methods" not in preflight.headers
-        for response in (HTTP.get(anon.url("/healthz"), headers={"Origin": origin}),
-                         HTTP.get(anon.url("/jobs"), headers={"Origin": origin})):
-            assert "access-control-allow-origin" not in response.headers, (origin, response.headers)
-            assert "access-control-allow-credentials" not in response.headers
 
 
 def test_audit_goes_to_the_gunicorn_log_by_default(anon):
@@ -188,14 +106,6 @@ def test_roles_header_from_the_trusted_proxy(proxied):
     # Another proxy user does not see carol's job.
     dan = {"X-Forwarded-User": "dan", "X-Forwarded-Roles": "operator"}
     assert_error(HTTP.get(server.url(f"/jobs/{job['id']}"), headers=dan), 404)
-
-
-def test_proxy_users_are_subject_to_the_browser_rules(proxied):
-    server, _ = proxied
-    headers = {"X-Forwarded-User": "carol", "X-Forwarded-Roles": "operator"}
-    assert_error(HTTP.post(server.url("/jobs"), json={"argv": ["true"]}, headers={**headers, "Origin": EVIL}), 403,
-                 "cross_site_refused")
-    assert_error(HTTP.get(server.url("/run?command=true"), headers={**headers, "Sec-Fetch-Site": "cross-site"}), 403)
 
 
 def _carols_jobs(server) -> list[str]:
@@ -281,26 +191,6 @@ def test_proxy_user_names_are_utf8(proxied):
     raw = raw_request(server.port, request_bytes("GET", b"/whoami", {"X-Forwarded-User": "jos\u00e9".encode()}))
     assert raw.status == 200, raw
     assert json.loads(raw.body)["user"] == "jos\u00e9"
-
-
-def test_basic_auth_header_alongside_the_proxy_user_is_ignored(proxied):
-    server, _ = proxied
-    headers = {"X-Forwarded-User": "carol", "Authorization": "Basic Y2Fyb2w6cGFzcw=="}
-    response = HTTP.get(server.url("/whoami"), headers=headers)
-    assert response.status_code == 200 and response.json()["user"] == "carol", response.text
-
-
-def test_user_header_from_an_untrusted_address_is_ignored(tmp_path):
-    settings = {"SSECMD_ALLOWED_COMMANDS": ALLOWED, "SSECMD_TRUSTED_PROXIES": "10.9.9.9"}
-    server = GunicornServer(tmp_path, settings).start()
-    try:
-        for headers in ({"X-Forwarded-User": "carol"}, {"X-Forwarded-User": "carol", "X-Forwarded-Roles": "admin"},
-                        {"X-Forwarded-User": "carol", "X-Forwarded-For": "10.9.9.9", "X-Real-IP": "10.9.9.9"}):
-            assert_error(HTTP.get(server.url("/whoami"), headers=headers), 401)
-            assert_error(HTTP.post(server.url("/jobs"), json={"argv": ["true"]}, headers=headers), 401)
-        assert wait_until(lambda: "ignoring X-Forwarded-User from untrusted address 127.0.0.1" in server.log(), 5)
-    finally:
-        server.stop()
 
 
 # Refusing to listen publicly without auth.
@@ -412,65 +302,3 @@ def test_cli_entry_is_valid_toml_for_any_user_name():
     assert tomllib.loads(entry)["tokens"][0]["user"] == "deploy-bot \U0001f916"
 
 
-def test_non_ascii_user_names_log_in_and_so_do_the_users_after_them(make_server):
-    creds = Credentials()
-    creds.add_password("jörg", "pw-j\u00f6rg", ["operator"])
-    creds.add_password("bob", "pw-bob", ["viewer"])
-    srv = make_server({**creds.env(), "SSECMD_ALLOWED_COMMANDS": ALLOWED})
-    joerg = HTTP.post(srv.url("/login"), json={"user": "jörg", "password": "pw-jörg"})
-    assert joerg.status_code == 200 and joerg.json()["user"] == "jörg", joerg.text
-    bob = HTTP.post(srv.url("/login"), json={"user": "bob", "password": "pw-bob"})
-    assert bob.status_code == 200 and bob.json()["user"] == "bob", bob.text
-    assert_error(HTTP.post(srv.url("/login"), json={"user": "jörg", "password": "pw-bob"}), 401)
-    # Lone surrogates: refused as JSON this server does not take, never a crash.
-    for body in ('{"user": "\\ud800", "password": "x"}', '{"user": "bob", "password": "\\udfff"}',
-                 '{"token": "\\ud800"}'):
-        response = HTTP.post(srv.url("/login"), content=body, headers={"Content-Type": "application/json"})
-        assert_error(response, 400, "bad_json")
-
-
-def test_login_attempts_are_throttled_per_address(make_server):
-    creds = Credentials()
-    creds.add_token("someone", ["operator"])
-    srv = make_server({**creds.env(), "SSECMD_LOGIN_ATTEMPTS_PER_MINUTE": "3"})
-    answers = [HTTP.post(srv.url("/login"), json={"token": "ssecmd_wrong"}).status_code for _ in range(4)]
-    assert answers[:3] == [401, 401, 401]
-    refused = HTTP.post(srv.url("/login"), json={"token": "ssecmd_wrong"})
-    assert_error(refused, 429, "rate_limited")
-    assert int(refused.headers["Retry-After"]) >= 1
-
-
-def test_allowed_hosts_refuses_other_host_names_even_with_auth(make_server):
-    creds = Credentials()
-    token = creds.add_token("root-admin", ["admin"])
-    srv = make_server({**creds.env(), "SSECMD_ALLOWED_HOSTS": "commander.internal"})
-    refused = HTTP.get(srv.url("/jobs"), headers={**bearer(token), "Host": f"evil.example:{srv.port}"})
-    assert_error(refused, 403, "forbidden", "allowed_hosts")
-    ok = HTTP.get(srv.url("/jobs"), headers={**bearer(token), "Host": f"commander.internal:{srv.port}"})
-    assert ok.status_code == 200
-
-
-def test_behind_a_trusted_proxy_logins_are_throttled_per_forwarded_client(make_server):
-    creds = Credentials()
-    creds.add_token("someone", ["operator"])
-    srv = make_server({**creds.env(), "SSECMD_LOGIN_ATTEMPTS_PER_MINUTE": "2", "SSECMD_TRUSTED_PROXIES": "127.0.0.1"})
-
-    def attempt(forwarded_for: str) -> int:
-        return HTTP.post(srv.url("/login"), json={"token": "ssecmd_wrong"},
-                         headers={"X-Forwarded-For": forwarded_for}).status_code
-
-    assert [attempt("203.0.113.7") for _ in range(3)] == [401, 401, 429]
-    # Another client behind the same proxy has its own bucket ...
-    assert attempt("198.51.100.4") == 401
-    # ... and what a client writes in front of what the proxy appended changes nothing.
-    assert attempt("192.0.2.1, 203.0.113.7") == 429
-    assert attempt("192.0.2.2, 203.0.113.7") == 429
-
-
-def test_forwarded_for_from_an_untrusted_peer_is_not_a_way_around_the_throttle(make_server):
-    creds = Credentials()
-    creds.add_token("someone", ["operator"])
-    srv = make_server({**creds.env(), "SSECMD_LOGIN_ATTEMPTS_PER_MINUTE": "2", "SSECMD_TRUSTED_PROXIES": "10.9.9.9"})
-    answers = [HTTP.post(srv.url("/login"), json={"token": "ssecmd_wrong"},
-                         headers={"X-Forwarded-For": f"203.0.113.{n}"}).status_code for n in range(3)]
-    assert answers == [401, 401, 429]

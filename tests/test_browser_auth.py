@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from app.access import hash_password, hash_token, new_token
+from app.policy.access import hash_password, hash_token, new_token
 
 from .browser_support import Console, browser_fixture, context_fixture, page_fixture, shot, wait_for  # noqa: F401
 from .server import GunicornServer

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.admission import busy_delay_ms, busy_frame, wants_event_stream
-from app.capacity import plan_capacity
 from app.config import Settings
+from app.http.admission import busy_delay_ms, busy_frame, wants_event_stream
+from app.server.capacity import plan_capacity
 
 from .server import wait_until
 from .sse_parser import EventStreamParser

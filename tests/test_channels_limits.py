@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 
 import httpx
@@ -16,7 +17,9 @@ from .channel_support import (
     assert_json_error,
     channel_list,
     envelope,
+    epoch,
     fresh,
+    id_number,
     publish,
     publish_raw,
     read_quietly,
@@ -44,11 +47,13 @@ def tuned(tmp_path_factory):
     srv.stop()
 
 
-def _published(srv, count: int) -> str:
+def _published(srv, count: int) -> tuple[str, str]:
+    """A new channel with ``count`` messages (1 to ``count``), and its epoch."""
     channel = fresh("hist")
-    for n in range(1, count + 1):
+    ep = epoch(publish(srv, channel, 1)["id"])
+    for n in range(2, count + 1):
         publish(srv, channel, n)
-    return channel
+    return channel, ep
 
 
 # (Last-Event-ID, messages missed, first id replayed) after 12 messages with the last 5 (8..12) kept.
@@ -56,12 +61,12 @@ GAP_CASES = [(None, 7, 8), (0, 7, 8), (1, 6, 8), (3, 4, 8), (6, 1, 8), (7, 0, 8)
 
 
 def test_resume_before_the_history_gets_a_gap_with_the_exact_count(tuned):
-    channel = _published(tuned, 12)
+    channel, ep = _published(tuned, 12)
     path = f"/channels/{channel}/events"
     opened = []
     for cursor, missed, first in GAP_CASES:
-        variants = [({}, "")] if cursor is None else [({"Last-Event-ID": str(cursor)}, ""),
-                                                      ({}, f"?last_event_id={cursor}")]
+        variants = [({}, "")] if cursor is None else [({"Last-Event-ID": f"{ep}-{cursor}"}, ""),
+                                                      ({}, f"?last_event_id={ep}-{cursor}")]
         for headers, query in variants:
             opened.append((Subscriber(tuned, path + query, headers), cursor, missed, first))
     try:
@@ -76,7 +81,7 @@ def test_resume_before_the_history_gets_a_gap_with_the_exact_count(tuned):
                 assert json.loads(gap.data) == {"missed_messages": missed}, cursor
                 assert gap.last_event_id == ""  # a gap carries no id of its own
             assert [e.type for e in events] == ["message"] * len(events)
-            assert [e.last_event_id for e in events] == [str(n) for n in range(first, 13)], cursor
+            assert [e.last_event_id for e in events] == [f"{ep}-{n}" for n in range(first, 13)], cursor
             assert [envelope(e)["data"] for e in events] == list(range(first, 13))
     finally:
         for sub, *_ in opened:
@@ -84,33 +89,33 @@ def test_resume_before_the_history_gets_a_gap_with_the_exact_count(tuned):
 
 
 def test_a_gap_then_live_messages(tuned):
-    channel = _published(tuned, 9)
-    with Subscriber(tuned, f"/channels/{channel}/events", {"Last-Event-ID": "2"}) as sub:
+    channel, ep = _published(tuned, 9)
+    with Subscriber(tuned, f"/channels/{channel}/events", {"Last-Event-ID": f"{ep}-2"}) as sub:
         assert sub.connected().status == 200
         publish(tuned, channel, 10)
         events = sub.wait_events(1 + HISTORY + 1)
     assert (events[0].type, json.loads(events[0].data)) == ("gap", {"missed_messages": 2})
-    assert [e.last_event_id for e in events[1:]] == [str(n) for n in range(5, 11)]
+    assert [e.last_event_id for e in events[1:]] == [f"{ep}-{n}" for n in range(5, 11)]
 
 
 def test_channel_list_last_id_counts_every_message_not_only_the_kept_ones(tuned):
-    channel = _published(tuned, 12)
-    assert channel_list(tuned)[channel]["last_id"] == 12
+    channel, ep = _published(tuned, 12)
+    assert channel_list(tuned)[channel]["last_id"] == f"{ep}-12"
 
 
 def test_multiplexed_channel_gap_names_its_source(tuned):
-    channel = _published(tuned, 12)
+    channel, ep = _published(tuned, 12)
     key = f"channel:{channel}"
-    for headers in ({}, {"Last-Event-ID": f"{key}=3"}, {"Last-Event-ID": f"{key}=7"}):
+    for headers, expected_missed in (({}, 7), ({"Last-Event-ID": f"{key}={ep}-3"}, 4),
+                                     ({"Last-Event-ID": f"{key}={ep}-7"}, 0)):
         events = read_quietly(tuned, f"/events?channel={channel}", headers)
-        expected_missed = {0: 7, 3: 4, 7: 0}[int(headers.get("Last-Event-ID", f"{key}=0").rpartition("=")[2])]
         if expected_missed:
             gap, *events = events
             assert gap.type == "gap"
             assert json.loads(gap.data) == {"source": key, "missed_messages": expected_missed}
-        assert [json.loads(e.data)["id"] for e in events] == list(range(8, 13))
+        assert [json.loads(e.data)["id"] for e in events] == [f"{ep}-{n}" for n in range(8, 13)]
         assert [json.loads(e.data)["data"]["data"] for e in events] == list(range(8, 13))
-        assert events[-1].last_event_id == f"{key}=12"
+        assert events[-1].last_event_id == f"{key}={ep}-12"
 
 
 def test_too_many_sources_is_400(tuned):
@@ -143,7 +148,7 @@ def test_message_size_limit_is_413(tuned):
     assert_json_error(publish_raw(tuned, channel, body, "application/json"), 413, "bad_message")
     # Multi-byte characters count as bytes.
     assert_json_error(publish_raw(tuned, channel, "é".encode() * 501, "text/plain"), 413, "bad_message")
-    assert channel_list(tuned)[channel]["last_id"] == 2
+    assert id_number(channel_list(tuned)[channel]["last_id"]) == 2
 
 
 def test_stats_are_published_only_while_someone_listens(tuned):
@@ -155,7 +160,8 @@ def test_stats_are_published_only_while_someone_listens(tuned):
         assert sub.connected().status == 200
         (event,) = sub.wait_events(1)[:1]
         data = json.loads(event.data)
-        assert event.type == "stats" and data["source"] == "channel:stats" and data["id"] == before + 1
+        assert event.type == "stats" and data["source"] == "channel:stats"
+        assert data["id"] == f"{epoch(before)}-{id_number(before) + 1}"
 
 
 def _stats_messages(sub: Subscriber, count: int, timeout: float = 10) -> list:
@@ -166,7 +172,7 @@ def _stats_messages(sub: Subscriber, count: int, timeout: float = 10) -> list:
 
 def test_stats_channel_carries_counters_every_interval(tuned):
     after = channel_list(tuned)["stats"]["last_id"]
-    with Subscriber(tuned, "/channels/stats/events", {"Last-Event-ID": str(after)}) as sub:
+    with Subscriber(tuned, "/channels/stats/events", {"Last-Event-ID": after}) as sub:
         assert sub.connected().status == 200
         events = _stats_messages(sub, 3)
         arrivals = sub.frame_times[:3]
@@ -184,7 +190,7 @@ def test_stats_channel_carries_counters_every_interval(tuned):
         for key in ("worker_rss_bytes", "total_bytes", "available_bytes"):
             assert isinstance(memory.get(key), int) and memory[key] > 0, memory
         assert memory["available_bytes"] <= memory["total_bytes"]
-    assert [int(e.last_event_id) for e in events] == list(range(after + 1, after + 4))
+    assert [e.last_event_id for e in events] == [f"{epoch(after)}-{id_number(after) + n}" for n in (1, 2, 3)]
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert all(0.2 < gap < 2.0 for gap in gaps), gaps
 
@@ -192,7 +198,7 @@ def test_stats_channel_carries_counters_every_interval(tuned):
 def test_stats_reflect_running_jobs_and_open_streams(tuned):
     channel = fresh()
     after = channel_list(tuned)["stats"]["last_id"]
-    with Subscriber(tuned, "/channels/stats/events", {"Last-Event-ID": str(after)}) as sub:
+    with Subscriber(tuned, "/channels/stats/events", {"Last-Event-ID": after}) as sub:
         assert sub.connected().status == 200
         job = HTTP.post(tuned.url("/jobs"), json={"argv": ["sleep", "30"]}).json()
         others = [Subscriber(tuned, f"/channels/{channel}/events").connected() for _ in range(4)]
@@ -251,7 +257,7 @@ def test_a_stalled_subscriber_never_delays_the_others_and_is_dropped(make_server
             for reader in readers:
                 frames = reader.wait_frames(count, timeout=30)
                 assert len(frames) == count
-                assert all(f"id: {n + 1}\n".encode() in frame[:20] for n, frame in enumerate(frames))
+                assert all(re.match(rb"id: [0-9a-z]+-%d\n" % (n + 1), frame) for n, frame in enumerate(frames))
                 assert not any(frame.startswith(b"event: gap") for frame in frames)
                 delays = [arrived - sent for arrived, sent in zip(reader.frame_times, sent_at, strict=True)]
                 assert max(delays) < 5.0, max(delays)  # generous: typically a few milliseconds
@@ -285,7 +291,7 @@ def small(tmp_path_factory):
 
 
 def _user_channels(srv) -> dict[str, int]:
-    return {name: entry["last_id"] for name, entry in channel_list(srv).items() if not entry["system"]}
+    return {name: id_number(entry["last_id"]) for name, entry in channel_list(srv).items() if not entry["system"]}
 
 
 def test_the_least_recently_written_idle_channel_is_forgotten(small):

@@ -13,7 +13,9 @@ from .channel_support import (
     Subscriber,
     assert_json_error,
     channel_list,
+    epoch,
     fresh,
+    id_number,
     publish,
     read_events,
     wait_subscribers,
@@ -30,9 +32,19 @@ def _lines_job(server, prefix: str, count: int, pause: float = 0.02) -> dict:
     return response.json()
 
 
-def _own(events: list[MessageEvent]) -> list[tuple[str, int, object]]:
+def _source_id(text: str) -> int | str:
+    """A source's own event id as a multiplexed event's data carries it: a job's number, a channel's <epoch>-<n>."""
+    return int(text) if text.isdigit() else text
+
+
+def _n(source_id: int | str) -> int:
+    """A source's position as a number (a channel's within its one epoch here)."""
+    return source_id if isinstance(source_id, int) else id_number(source_id)
+
+
+def _own(events: list[MessageEvent]) -> list[tuple[str, int | str, object]]:
     """(type, id, data) of a job's or channel's own stream."""
-    return [(e.type, int(e.last_event_id), json.loads(e.data)) for e in events]
+    return [(e.type, _source_id(e.last_event_id), json.loads(e.data)) for e in events]
 
 
 def _by_source(events: list[MessageEvent]) -> dict[str, list[tuple[str, int, object]]]:
@@ -44,11 +56,11 @@ def _by_source(events: list[MessageEvent]) -> dict[str, list[tuple[str, int, obj
     return grouped
 
 
-def _cursor(composite: str) -> dict[str, int]:
+def _cursor(composite: str) -> dict[str, int | str]:
     cursors = {}
     for part in composite.split(","):
         key, _, value = part.rpartition("=")
-        cursors[key] = int(value)
+        cursors[key] = _source_id(value)
     return cursors
 
 
@@ -71,10 +83,7 @@ def world(server):
         f"job:{job_b['id']}": _own(_finished_job_events(server, job_b)),
     }
     publish(server, chat, ["after", 3], event="update")
-    own[f"channel:{chat}"] = [
-        (e.type, int(e.last_event_id), json.loads(e.data))
-        for e in collect(server.url(f"/channels/{chat}/events"), until="update")
-    ]
+    own[f"channel:{chat}"] = _own(collect(server.url(f"/channels/{chat}/events"), until="update"))
     assert len(own[f"channel:{chat}"]) == 3
     path = f"/events?job={job_a['id']}&job={job_b['id']}&channel={chat}"
     return {"a": job_a, "b": job_b, "chat": chat, "own": own, "path": path,
@@ -107,14 +116,14 @@ def test_live_jobs_and_a_channel_arrive_tagged_with_their_source(server):
     assert grouped[keys[2]] == _own(read_events(server, f"/channels/{chat}/events", 3))
     assert [(t, d["data"], d["user"]) for t, _, d in grouped[keys[2]]] == [("chat", {"n": n}, None) for n in range(3)]
     # Every composite id names every source, in the request's order, and its own entry is this event's id.
-    seen: dict[str, int] = dict.fromkeys(keys, 0)
+    seen: dict[str, int | str] = dict.fromkeys(keys, 0)
     for event in events:
         cursor = _cursor(event.last_event_id)
         assert list(cursor) == keys, event.last_event_id
         data = json.loads(event.data)
         assert cursor[data["source"]] == data["id"]
         for key in keys:
-            assert cursor[key] >= seen[key]  # never goes back
+            assert _n(cursor[key]) >= _n(seen[key])  # never goes back
         seen = cursor
 
 
@@ -164,7 +173,7 @@ def test_replay_of_finished_sources_matches_their_own_streams(server, world):
 def _resume_check(server, world, composite: str, *, via: str) -> None:
     cursor = _cursor(composite)
     # A source the cursor leaves out starts from its beginning.
-    expected = {key: [e for e in events if e[1] > cursor.get(key, 0)] for key, events in world["own"].items()}
+    expected = {key: [e for e in events if _n(e[1]) > _n(cursor.get(key, 0))] for key, events in world["own"].items()}
     count = sum(len(events) for events in expected.values())
     if via == "header":
         sub = Subscriber(server, world["path"], {"Last-Event-ID": composite})
@@ -199,9 +208,10 @@ def test_hand_written_partial_cursors_resume_each_source(server, world):
     a, b, chat = (f"job:{world['a']['id']}", f"job:{world['b']['id']}", f"channel:{world['chat']}")
     own = world["own"]
     middle_a = own[a][len(own[a]) // 2][1]
-    # Any order, any subset of the sources.
-    for composite in (f"{chat}=1", f"{b}={own[b][-1][1]}", f"{chat}=2,{a}={middle_a}", f"{a}=0,{b}=0,{chat}=0",
-                      f"{b}=1,{a}=1"):
+    ep = epoch(own[chat][0][1])
+    # Any order, any subset of the sources; 0 is the start of any source.
+    for composite in (f"{chat}={ep}-1", f"{b}={own[b][-1][1]}", f"{chat}={ep}-2,{a}={middle_a}",
+                      f"{a}=0,{b}=0,{chat}=0", f"{b}=1,{a}=1"):
         _resume_check(server, world, composite, via="header")
         world["total"] += 1
 
@@ -277,6 +287,8 @@ def test_a_cursor_naming_a_source_not_in_the_request_is_400(server, world):
 
 GARBAGE = [
     "abc", "12", "channel:CHAT", "channel:CHAT=", "channel:CHAT=x", "channel:CHAT=-1", "channel:CHAT=+1",
+    "channel:CHAT=abc-", "channel:CHAT=-abc", "channel:CHAT=ABC-1", "channel:CHAT=a_b-1", "channel:CHAT=a-b-1",
+    "channel:CHAT=" + "a" * 33 + "-1", "channel:CHAT=abc-1.5", "channel:CHAT=abc--1",
     "channel:CHAT=1.5", "channel:CHAT=0x1", "channel:=1", "chan:CHAT=1", "Channel:CHAT=1", "channel:CHAT=1,",
     ",channel:CHAT=1", "channel:CHAT=1,,", "channel: CHAT=1", "channel:CHAT =1",
     "channel:CHAT=1;x", "channel:CHAT=99999999999999999999", "channel:CHAT==1", "channel:CHAT=1=2",
@@ -320,15 +332,15 @@ def test_too_many_sources_is_400_and_duplicates_count_once(server):
         sub.wait_events(1)
         time.sleep(0.2)
         events = sub.events
-    assert len(events) == 1 and events[0].last_event_id == f"channel:{names[32]}=1"
+    assert len(events) == 1 and id_number(_cursor(events[0].last_event_id)[f"channel:{names[32]}"]) == 1
 
 
 def test_a_composite_cursor_beyond_a_channel_end_is_400(server):
     channel = fresh()
-    publish(server, channel, "one")
-    single = HTTP.get(server.url(f"/channels/{channel}/events"), headers={"Last-Event-ID": "5"})
+    ep = epoch(publish(server, channel, "one")["id"])
+    single = HTTP.get(server.url(f"/channels/{channel}/events"), headers={"Last-Event-ID": f"{ep}-5"})
     assert_json_error(single, 400, "bad_request")
-    with Subscriber(server, f"/events?channel={channel}", {"Last-Event-ID": f"channel:{channel}=5"}) as sub:
+    with Subscriber(server, f"/events?channel={channel}", {"Last-Event-ID": f"channel:{channel}={ep}-5"}) as sub:
         sub.connected()
         if sub.status == 200:
             for n in range(2, 8):
@@ -340,20 +352,22 @@ def test_a_composite_cursor_beyond_a_channel_end_is_400(server):
 
 
 def test_composite_cursors_beyond_any_source_are_400_and_create_nothing(server):
-    channel, new = fresh(), fresh("never")
-    publish(server, channel, "one")
+    channel = fresh()
+    ep = epoch(publish(server, channel, "one")["id"])
     job = HTTP.post(server.url("/jobs"), json={"argv": ["echo", "hi"]}).json()
     end = _finished_job_events(server, job)[-1].last_event_id
     path = f"/events?job={job['id']}&channel={channel}"
-    beyond_job = f"job:{job['id']}={int(end) + 1},channel:{channel}=1"
+    beyond_job = f"job:{job['id']}={int(end) + 1},channel:{channel}={ep}-1"
     body = assert_json_error(HTTP.get(server.url(path), headers={"Last-Event-ID": beyond_job}), 400, "bad_request")
     assert f"job:{job['id']}" in body["message"]
-    # A channel that does not exist yet has no messages: any cursor but 0 is beyond it, and nothing is created.
-    response = HTTP.get(server.url(f"/events?channel={new}"), headers={"Last-Event-ID": f"channel:{new}=1"})
-    assert_json_error(response, 400, "bad_request")
-    assert new not in channel_list(server)
+    beyond_channel = f"job:{job['id']}={end},channel:{channel}={ep}-2"
+    body = assert_json_error(HTTP.get(server.url(path), headers={"Last-Event-ID": beyond_channel}), 400)
+    assert f"channel:{channel}" in body["message"]
+    # A job's id has no epoch.
+    with_epoch = f"job:{job['id']}={ep}-1,channel:{channel}={ep}-1"
+    assert_json_error(HTTP.get(server.url(path), headers={"Last-Event-ID": with_epoch}), 400, "bad_request")
     # At the end of every source is fine.
-    with Subscriber(server, path, {"Last-Event-ID": f"job:{job['id']}={end},channel:{channel}=1"}) as sub:
+    with Subscriber(server, path, {"Last-Event-ID": f"job:{job['id']}={end},channel:{channel}={ep}-1"}) as sub:
         assert sub.connected().status == 200
 
 

@@ -1,12 +1,12 @@
-"""app/childenv.py: a command's environment is built from settings, never inherited wholesale."""
+"""app/process/childenv.py: a command's environment is built from settings, never inherited wholesale."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.childenv import child_environment
 from app.config import Settings
+from app.process.childenv import child_environment
 
 SERVER_ENV = {
     "PATH": "/server/only/bin:/usr/bin",

@@ -1,4 +1,4 @@
-"""app/commandline.py and app/jobspec.py: turning requests into argv, timeouts and resume cursors."""
+"""app/policy/commandline.py and app/policy/jobspec.py: turning requests into argv, timeouts and resume cursors."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.commandline import InvalidCommand, display_command, parse_command, validate_argv
 from app.config import Settings
-from app.jobspec import (
+from app.policy.commandline import InvalidCommand, display_command, parse_command, validate_argv
+from app.policy.jobspec import (
     InvalidRequest,
     JobSpec,
     parse_command_query,
@@ -289,7 +289,7 @@ def test_invalid_request_is_a_value_error():
 
 
 def test_an_actions_timeout_is_a_ceiling_for_callers():
-    from app.actions import parse_actions
+    from app.policy.actions import parse_actions
 
     settings = Settings().with_overrides(
         actions=parse_actions({"nap": {"argv": ["sleep", "1"], "timeout": 5}})
@@ -303,8 +303,8 @@ def test_an_actions_timeout_is_a_ceiling_for_callers():
 
 
 def test_an_action_marked_confirm_needs_confirm_true():
-    from app.access import AccessConfigError
-    from app.actions import parse_actions
+    from app.policy.access import AccessConfigError
+    from app.policy.actions import parse_actions
 
     actions = parse_actions({"wipe": {"argv": ["echo", "wiping", "{env}"], "confirm": True,
                                       "params": {"env": {"type": "choice", "choices": ["a", "b"]}}},

@@ -1,10 +1,10 @@
 """The C extensions build for other architectures: Debian's cross compilers, installed by `make test`.
 
-The spawner's core (app/spawner.c, no Python) is compiled to an object, with
+The spawner's core (app/process/spawner.c, no Python) is compiled to an object, with
 warnings as errors, for every architecture whose cross compiler is here:
 arm64 and riscv64 (no dup2, the generic system call table) and 32-bit arm
 (16-bit-id set*id calls beside the 32-bit ones). The Python bindings
-(app/_spawn.c, app/_jsonescape.c) are compiled against this interpreter's
+(app/process/_spawn.c, app/streaming/_jsonescape.c) are compiled against this interpreter's
 headers, which describe a 64-bit little-endian machine: for arm64 and riscv64.
 """
 
@@ -52,11 +52,11 @@ def _python_include_flags(tmp_path: Path, target: str) -> list[str]:
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_the_spawner_core_compiles(tmp_path, target):
-    _compile(_compiler(target), "app/spawner.c", tmp_path / "spawner.o")
+    _compile(_compiler(target), "app/process/spawner.c", tmp_path / "spawner.o")
 
 
 @pytest.mark.parametrize("target", [target for target, bits in TARGETS.items() if bits == 64])
-@pytest.mark.parametrize("source", ["app/_spawn.c", "app/_jsonescape.c"])
+@pytest.mark.parametrize("source", ["app/process/_spawn.c", "app/streaming/_jsonescape.c"])
 def test_the_python_extensions_compile(tmp_path, target, source):
     compiler = _compiler(target)
     _compile(compiler, source, tmp_path / "extension.o", *_python_include_flags(tmp_path, target))

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from app import gunicorn_conf
-from app.capacity import current_nofile, plan_capacity
 from app.config import Settings
+from app.server import gunicorn_conf
+from app.server.capacity import current_nofile, plan_capacity
 
 from .server import REPO
 
@@ -61,7 +61,7 @@ def test_unit_confines_the_root_server():
     assert service["ProtectSystem"] == "strict"
     assert service["ProtectHome"] == "yes"
     assert service["PrivateTmp"] == "yes"
-    assert service["Delegate"] == "yes"  # a cgroup per job (app/cgroups.py: the delegated mode)
+    assert service["Delegate"] == "yes"  # a cgroup per job (app/process/cgroups.py: the delegated mode)
     assert "User" not in service  # root: commands run as run_as_user
 
 

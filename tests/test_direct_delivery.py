@@ -1,4 +1,4 @@
-"""Direct delivery (app/delivery.py) against real gunicorn.
+"""Direct delivery (app/streaming/delivery.py) against real gunicorn.
 
 A caught-up HTTP/1.1 stream has new events written straight to its socket by
 whoever appends them. These tests pin what that must never change: every
@@ -14,7 +14,7 @@ import time
 
 import httpx
 
-from .channel_support import Dechunker, Subscriber, fresh, publish, subscribers
+from .channel_support import Dechunker, Subscriber, fresh, id_number, publish, subscribers
 from .server import PYTHON, helper, wait_until
 from .sse_parser import EventStreamParser
 
@@ -59,7 +59,7 @@ def test_many_subscribers_on_both_protocols_get_every_message_once_and_in_order(
         for sub in subs:
             sub.wait_events(count, timeout=15)
             assert _seqs(sub) == list(range(count))
-            ids = [int(event.last_event_id) for event in sub.events if event.type == "message"]
+            ids = [id_number(event.last_event_id) for event in sub.events if event.type == "message"]
             assert ids == list(range(1, count + 1))
     finally:
         for sub in subs:
@@ -162,7 +162,7 @@ def test_run_output_is_byte_exact_for_a_slow_http11_reader(make_server):
     assert b" 200 " in head.split(b"\r\n")[0]
     out = b"".join(json.loads(e.data)["out"].encode("utf-8") for e in events if e.type == "stdout")
     assert out == unit * repeat * 12
-    ids = [int(e.last_event_id) for e in events]
+    ids = [int(e.last_event_id) for e in events]  # a job's ids: no epoch
     assert ids == sorted(set(ids))
     assert events[-1].type == "exit" and json.loads(events[-1].data)["code"] == 0
 

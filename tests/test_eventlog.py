@@ -1,4 +1,4 @@
-"""app/eventlog.py: ids in units, bounded memory, missed-byte accounting, waiting and owner flow control."""
+"""app/store/eventlog.py: ids in units, bounded memory, missed-byte accounting, waiting and owner flow control."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from gevent.event import Event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.eventlog import EVENT_OVERHEAD_BYTES, EventLog
+from app.store.eventlog import EVENT_OVERHEAD_BYTES, EventLog
 
 from .sse_parser import EventStreamParser
 
@@ -75,14 +75,14 @@ def test_read_after_returns_events_after_the_cursor():
     assert [e.id for e in log.read_after(3).events] == [6, 7]
     assert [e.id for e in log.read_after(7).events] == []
     read = log.read_after(3)
-    assert read.missed_bytes == 0 and read.finished and read.last_id == 7
+    assert read.missed == 0 and read.finished and read.last_id == 7
 
 
 def test_read_after_a_cursor_beyond_the_end_is_empty():
     log = EventLog(10_000)
     out(log, b"abc")
     read = log.read_after(1000)
-    assert read.events == [] and read.missed_bytes == 0 and not read.finished and read.last_id == 3
+    assert read.events == [] and read.missed == 0 and not read.finished and read.last_id == 3
 
 
 def test_read_limit_pages_and_finished_only_on_the_last_page():
@@ -128,9 +128,9 @@ def test_start_event_is_pinned_and_never_dropped():
         out(log, b"y" * 40)
     read = log.read_after(0)
     assert read.events[0] == first
-    assert read.missed_bytes == log.dropped_bytes > 0
+    assert read.missed == log.dropped_bytes > 0
     # The gap is reported after the start event: everything up to the oldest kept event.
-    assert read.missed_bytes == read.events[1].id - len(read.events[1].raw) - first.id
+    assert read.missed == read.events[1].id - len(read.events[1].raw) - first.id
 
 
 def test_only_the_first_start_event_is_pinned():
@@ -166,10 +166,10 @@ def test_missed_bytes_for_cursors_inside_and_after_the_dropped_range():
     ids = [out(log, b"m" * 50).id for _ in range(10)]  # ids 51, 101, ..., 501
     kept_first = retained(log)[0].id
     dropped_through = kept_first - 50
-    assert log.read_after(0).missed_bytes == dropped_through - 1
-    assert log.read_after(ids[0]).missed_bytes == dropped_through - ids[0]
-    assert log.read_after(dropped_through).missed_bytes == 0
-    assert log.read_after(ids[-1]).missed_bytes == 0
+    assert log.read_after(0).missed == dropped_through - 1
+    assert log.read_after(ids[0]).missed == dropped_through - ids[0]
+    assert log.read_after(dropped_through).missed == 0
+    assert log.read_after(ids[-1]).missed == 0
 
 
 def test_many_events_compaction_keeps_reads_correct():
@@ -183,7 +183,7 @@ def test_many_events_compaction_keeps_reads_correct():
     assert len(kept) > 10
     assert all(b.id - a.id == len(b.raw) for a, b in itertools.pairwise(kept))
     assert kept[-1].id == log.last_id
-    assert read.missed_bytes + sum(len(e.raw) for e in kept) == log.output_bytes
+    assert read.missed + sum(len(e.raw) for e in kept) == log.output_bytes
     middle = kept[len(kept) // 2]
     assert log.read_after(middle.id).events[0].id > middle.id
     assert log.read_after(middle.id - 1).events[0] == middle
@@ -230,7 +230,7 @@ def test_accounting_is_exact_for_every_cursor(with_start, sizes, terminal, max_b
         # What comes back is a contiguous suffix of what came after the cursor ...
         assert got == after[len(after) - len(got) :]
         # ... and missed_bytes is exactly the output between the cursor and that suffix.
-        assert read.missed_bytes + sum(len(e.raw) for e in got) == sum(len(e.raw) for e in after)
+        assert read.missed + sum(len(e.raw) for e in got) == sum(len(e.raw) for e in after)
         assert read.finished is terminal
         if with_start:
             assert (read.events[:1] == [appended[0]]) == (cursor < appended[0].id)
@@ -334,7 +334,7 @@ def test_owner_reading_lets_the_producer_continue_without_loss():
     deadline = time.monotonic() + 5
     while not (producer.dead and cursor == log.last_id) and time.monotonic() < deadline:
         read = log.read_after(cursor)
-        missed += read.missed_bytes
+        missed += read.missed
         if read.events:
             received += sum(len(e.raw) for e in read.events)
             cursor = read.events[-1].id
@@ -401,21 +401,4 @@ def test_owner_that_reads_nothing_loses_nothing_even_for_control_byte_output():
     log, producer = blocked_producer(b"\x00" * 100)
     producer.kill()
     assert log.dropped_bytes == 0
-    assert log.read_after(0).missed_bytes == 0
-
-
-def test_a_channel_gap_comes_before_a_retained_message_named_start():
-    # Only a job pins its start event; on a channel "start" is an ordinary name and the gap goes first.
-    from gevent.event import Event
-
-    from app.config import Settings
-    from app.streams import channel_event_stream
-
-    channel = EventLog(1 << 20, max_events=2, terminal_kinds=frozenset(), pin_start=False)
-    for n, kind in enumerate(["message", "message", "message", "start", "message"]):
-        channel.append(kind, {"n": n})
-    stream = channel_event_stream(channel, 0, Settings(), Event())
-    body = next(stream)
-    kinds = [line[len(b"event: "):] for line in body.split(b"\n") if line.startswith(b"event: ")]
-    assert kinds == [b"gap", b"start", b"message"]
-    assert b'"missed_messages":3' in body
+    assert log.read_after(0).missed == 0

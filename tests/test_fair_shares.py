@@ -7,9 +7,9 @@ import json
 import httpx
 import pytest
 
-from app.access import hash_token, new_token
 from app.config import Settings
-from app.messages import SYSTEM_CHANNELS
+from app.policy.access import hash_token, new_token
+from app.policy.messages import SYSTEM_CHANNELS
 
 from .server import GunicornServer, wait_until
 from .stream_support import StreamCrowd, connected
@@ -158,7 +158,7 @@ def test_a_viewer_can_neither_fill_the_hub_nor_hold_it_full(hub_srv, hub_http):
         assert "news" in _channels(http) and "watch0" not in _channels(http)
         # The viewer who still reads a forgotten channel stays on it: written again, it comes back with its ids.
         posted = http.post("/channels/watch0/messages", json={"data": "back"}, headers=auth("alice"))
-        assert posted.status_code == 201 and posted.json()["id"] == 1
+        assert posted.status_code == 201 and posted.json()["id"].endswith("-1")
         assert crowd.wait_for(watching[:1], lambda s: b'"back"' in s.received, timeout=10)
         assert "watch0" in _channels(http)
 

@@ -1,4 +1,4 @@
-"""app/filesafety.py: which files and directories are open to jobs or other users, and what fixes them.
+"""app/policy/filesafety.py: which files and directories are open to jobs or other users, and what fixes them.
 
 The rules are pure functions of stat results; the I/O part is checked on real
 paths (as root here, chown makes files of other users).
@@ -13,7 +13,7 @@ import stat
 import pytest
 
 from app.config import Settings
-from app.filesafety import (
+from app.policy.filesafety import (
     JobAccounts,
     Node,
     UnsafePath,
@@ -26,7 +26,7 @@ from app.filesafety import (
     shared_user_warnings,
     startup_problems,
 )
-from app.runas import JobUsers, RunAs
+from app.process.runas import JobUsers, RunAs
 
 ROOT = 0
 NOBODY, NOGROUP = 65534, 65534

@@ -1,10 +1,10 @@
-"""app/forwarding.py: which peers are trusted proxies, and the client address they forward."""
+"""app/policy/forwarding.py: which peers are trusted proxies, and the client address they forward."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.forwarding import TrustedProxies
+from app.policy.forwarding import TrustedProxies
 
 PROXIES = TrustedProxies(["127.0.0.1", "10.0.0.0/8", "::1"])
 

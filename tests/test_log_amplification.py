@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from app.audit import MAX_LOGGED_TEXT, RepeatCollapser, capped
+from app.policy.audit import MAX_LOGGED_TEXT, RepeatCollapser, capped
 
 from .auth_support import Credentials, audit_records, wait_for_audit
 from .server import wait_until

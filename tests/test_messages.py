@@ -1,4 +1,4 @@
-"""Unit tests for app/messages.py: channel names, event names and published messages."""
+"""Unit tests for app/policy/messages.py: channel names, event names and published messages."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.messages import MAX_DEPTH, SYSTEM_CHANNELS, InvalidMessage, Message, check_channel_name, parse_message
+from app.policy.messages import MAX_DEPTH, SYSTEM_CHANNELS, InvalidMessage, Message, check_channel_name, parse_message
 
 BIG = 10**9
 EXAMPLES = 60

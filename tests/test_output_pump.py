@@ -1,4 +1,7 @@
-"""app.runner.OutputPump on real pipes and the real gevent loop: output moved in hub callbacks, errors in the runner."""
+"""app.process.runner.OutputPump on real pipes and the real gevent loop.
+
+Output is moved in hub callbacks; errors are raised in the runner.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ import gevent
 import pytest
 
 from app.config import Settings
-from app.eventlog import EventLog
-from app.runner import OutputPump
+from app.process.runner import OutputPump
+from app.store.eventlog import EventLog
 
 
 def _pipe() -> tuple[int, int]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.pgroups import ProcessGroupRegistry, _start_time, kill_orphaned_groups
+from app.process.pgroups import ProcessGroupRegistry, _start_time, kill_orphaned_groups
 
 
 def test_add_records_the_start_time_and_remove_forgets(tmp_path):
@@ -130,7 +130,7 @@ def test_records_in_a_run_dir_others_can_write_kill_nothing(tmp_path, victim, ch
 def test_never_the_masters_own_group(tmp_path):
     # In a process of its own group: on failure, that process dies, not pytest.
     code = (
-        "import os, sys; from app.pgroups import ProcessGroupRegistry, kill_orphaned_groups; "
+        "import os, sys; from app.process.pgroups import ProcessGroupRegistry, kill_orphaned_groups; "
         "ProcessGroupRegistry(sys.argv[1], 99).add(os.getpgrp()); "
         "print(kill_orphaned_groups(sys.argv[1], 99), flush=True)"
     )

@@ -31,8 +31,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.access import hash_password, hash_token, new_token
 from app.config import load_settings
+from app.policy.access import hash_password, hash_token, new_token
 
 from .server import REPO, VENV_BIN, GunicornServer, free_port, wait_healthy
 

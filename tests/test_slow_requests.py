@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from app.bodies import BodyTimeout, DeadlineInput, has_body
+from app.server.bodies import BodyTimeout, DeadlineInput, has_body
 
 
 def _connect(port: int) -> socket.socket:

@@ -1,4 +1,4 @@
-"""app.spawn in-process: what a spawned command gets, how failures are reported, and that the worker keeps nothing.
+"""app.process.spawn in-process: what a spawned command gets, how failures are reported, that the worker keeps nothing.
 
 The server-level tests (test_containment.py, test_processes.py) cover the same
 properties end to end; these pin them down at the source, one at a time. A
@@ -25,7 +25,7 @@ from pathlib import Path
 import gevent
 import pytest
 
-from app.spawn import ChildProcess, SpawnError, environment_block, spawn, start_child
+from app.process.spawn import ChildProcess, SpawnError, environment_block, spawn, start_child
 from tests import cgroup_support, fusehang
 from tests.server import HELPERS, children_of, process_state
 
@@ -413,7 +413,7 @@ def test_works_with_stdio_closed_in_the_worker(tmp_path):
         for fd in (0, 1, 2):
             os.close(fd)
         try:
-            from app.spawn import spawn, environment_block
+            from app.process.spawn import spawn, environment_block
             proc = spawn("/bin/sh", ["sh", "-c", "cat; echo out; echo err >&2"], environment_block({{}}), cwd="/")
             outs = [os.read(pipe.fileno(), 100) for pipe in (proc.stdout, proc.stderr)]
             report = repr((proc.wait(10), proc.stdout.fileno(), outs))

@@ -1,4 +1,4 @@
-"""app/sse.py: every frame the encoder writes parses, with the spec-following parser, into exactly what was meant."""
+"""app/streaming/sse.py: every frame the encoder writes parses, with a spec-following parser, into what was meant."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from app import _jsonescape
-from app.sse import (
+from app.streaming import _jsonescape
+from app.streaming.sse import (
     HEARTBEAT,
     dumps,
     encode_comment,

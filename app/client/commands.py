@@ -314,7 +314,7 @@ def cancel(session: Session, job_id: str) -> int:
 
 @client_command()
 @click.argument("channel")
-@click.option("--after", metavar="MESSAGE_ID", help="Replay the history after this message id first.")
+@click.option("--after", metavar="MESSAGE_ID", help="Replay the history after this message id (<epoch>-<n>) first.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message: id, event, data, user, time.")
 @reconnect_option
 def tail(session: Session, channel: str, after: str | None, as_json: bool, reconnect_timeout: float) -> int:
@@ -325,6 +325,9 @@ def tail(session: Session, channel: str, after: str | None, as_json: bool, recon
         if event.type == "gap":
             missed = event.data.get("missed_messages") if isinstance(event.data, dict) else None
             terminal.note(f"gap: {missed} messages are missing here (the channel's history had dropped them)")
+        elif event.type == "reset":
+            terminal.note("reset: the channel's history started again (the server restarted?); "
+                          "messages may be missing here")
         else:
             terminal.line(format_message(event.type, event.data, as_json=as_json, message_id=event.id))
         return False

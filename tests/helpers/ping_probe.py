@@ -28,7 +28,7 @@ with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
     fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags | IFF_UP, b""))
 Path("/proc/sys/net/ipv4/ping_group_range").write_text(sys.argv[1])
 
-from app.spawn import environment_block, spawn  # noqa: E402
+from app.process.spawn import environment_block, spawn  # noqa: E402
 
 nobody = pwd.getpwnam("nobody")
 ping = "/usr/bin/ping" if os.path.exists("/usr/bin/ping") else "/bin/ping"

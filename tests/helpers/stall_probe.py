@@ -13,7 +13,7 @@ chdir, this reports:
 - ``stack_guard``: whether the mapping below the child's stack pointer is an
   inaccessible guard page.
 
-Only app.spawn's ``spawn`` is used, so that the same probe runs against older spawners.
+Only app.process.spawn's ``spawn`` is used, so that the same probe runs against older spawners.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 import gevent  # noqa: E402
 
-from app.spawn import environment_block, spawn  # noqa: E402
+from app.process.spawn import environment_block, spawn  # noqa: E402
 from tests.fusehang import Control  # noqa: E402
 from tests.server import children_of  # noqa: E402
 

@@ -1,0 +1,19 @@
+"""GET /healthz: is this worker serving, and how busy is it."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from ..web import current_service
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Liveness and a few counters; 503 while shutting down so balancers move on."""
+    health = current_service().health()
+    response = jsonify(health)
+    response.status_code = 503 if health["status"] == "shutting_down" else 200
+    response.headers["Cache-Control"] = "no-store"
+    return response

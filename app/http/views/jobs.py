@@ -1,0 +1,105 @@
+"""The jobs API: detached jobs that outlive their viewers, watched and resumed over SSE."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from ...errors import ApiError
+from ...policy.jobspec import InvalidRequest, parse_job_request, parse_last_event_id
+from ...states import JobState
+from ..authn import current_principal
+from ..web import (
+    client_address,
+    client_wire,
+    current_service,
+    header_text,
+    json_body,
+    query_text,
+    sse_response,
+    stream_label,
+)
+
+bp = Blueprint("jobs", __name__, url_prefix="/jobs")
+
+_STATES = {state.value for state in JobState}
+
+
+@bp.post("")
+def create_job() -> Response:
+    """Start a detached job from {"command": "..."} or {"argv": [...]}, with an optional timeout."""
+    service = current_service()
+    try:
+        spec = parse_job_request(json_body(), service.settings)
+    except InvalidRequest as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+    job = service.start_job(spec, current_principal(), client_address())
+    response = jsonify(job.to_json())
+    response.status_code = 201
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return response
+
+
+@bp.get("")
+def list_jobs() -> Response:
+    """Every kept job, newest first; ?state= filters."""
+    state = query_text("state")
+    if state is not None and state not in _STATES:
+        raise ApiError(400, "bad_request", f"state must be one of: {', '.join(sorted(_STATES))}")
+    jobs = current_service().visible_jobs(current_principal(), state)
+    return jsonify({"jobs": [job.to_json() for job in jobs]})
+
+
+@bp.get("/<job_id>")
+def get_job(job_id: str) -> Response:
+    """One job's metadata."""
+    return jsonify(current_service().get_job(job_id, current_principal()).to_json())
+
+
+@bp.delete("/<job_id>")
+def cancel_job(job_id: str) -> Response:
+    """Cancel: SIGTERM to all of the job, SIGKILL after the grace period; 200 once it has ended, else 202 stopping."""
+    job = current_service().cancel_job(job_id, current_principal(), client_address())
+    response = jsonify(job.to_json())
+    if not job.finished:
+        response.status_code = 202
+    return response
+
+
+@bp.post("/<job_id>/tickets")
+def create_ticket(job_id: str) -> Response:
+    """A short-lived URL that lets anyone holding it read this one job's events and output."""
+    response = jsonify(current_service().create_ticket(job_id, current_principal(), client_address()))
+    response.status_code = 201
+    return response
+
+
+@bp.get("/<job_id>/events")
+def job_events(job_id: str) -> Response:
+    """SSE: replay after Last-Event-ID (or ?last_event_id=), then follow live."""
+    service = current_service()
+    principal = current_principal()
+    service.get_job(job_id, principal)  # 404 before anything about the request's cursor
+    try:
+        cursor = parse_last_event_id(header_text("Last-Event-ID"), query_text("last_event_id"))
+    except InvalidRequest as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+    stream = service.open_job_stream(job_id, principal, cursor, client_wire(), stream_label())
+    if stream is None:
+        return Response(status=204)  # resumed after the final event: tells a browser to stop
+    return sse_response(stream)
+
+
+@bp.get("/<job_id>/output")
+def job_output(job_id: str) -> Response:
+    """The combined raw output, byte-exact, streamed while the job runs."""
+    job, stream = current_service().open_output(job_id, current_principal(), client_wire().sock, stream_label())
+    response = Response(
+        # Counted like every stream (max_streams), and dropped if its client stops reading.
+        stream,
+        mimetype="application/octet-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+    response.headers["X-Output-Dropped-Bytes"] = str(job.dropped_bytes)
+    disposition = "attachment" if query_text("download") else "inline"
+    response.headers["Content-Disposition"] = f'{disposition}; filename="job-{job.id}.log"'
+    return response

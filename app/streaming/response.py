@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from gevent.event import Event
 
+from .. import metrics
 from ..config import Settings
 from ..store.base import LogEvent, Position, Store, UnknownLog, is_job_key
 from .delivery import DirectDelivery, Parked
@@ -88,6 +89,7 @@ class EventStreams:
         wire: Wire,
         label: str,
         *,
+        kind: str = "job",
         multiplexed: bool = False,
         on_progress: Callable[[int], None] | None = None,
         on_close: Iterable[Callable[[], None]] = (),
@@ -95,9 +97,10 @@ class EventStreams:
         """The response body for ``sources``; ``on_close`` runs when the response ends, however it ends.
 
         ``on_progress(offset)``: called as a single source's events are sent (GET /run's flow control).
+        ``kind``: what the stream is, for the metrics (run, job, channel, events).
         """
         frames = self._loop(sources, wire, multiplexed or len(sources) > 1, on_progress)
-        return self.tracker.guard(frames, label, on_close)
+        return self.tracker.guard(frames, label, on_close, kind=kind)
 
     def _loop(
         self, sources: list[Source], wire: Wire, multiplexed: bool, on_progress: Callable[[int], None] | None
@@ -173,6 +176,8 @@ class EventStreams:
                 source.finished = True  # a job forgotten while read: nothing more will come
                 continue
             events = read.events
+            if read.missed and is_job_key(source.key):
+                metrics.gap_reported(read.missed)  # a job's missed part is in bytes (a channel's in messages)
             if read.reset:
                 # The replay starts right after the returned position: the event before the first one read.
                 source.cursor = Position(read.epoch, events[0].id - 1 if events else read.last_id)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import gevent
 
+from .. import metrics
 from .delivery import Parked
 
 log = logging.getLogger(__name__)
@@ -29,10 +30,11 @@ class TrackedStream:
     which was the largest part of an idle subscriber's memory.
     """
 
-    __slots__ = ("_counted", "_frames", "_greenlet", "_label", "_on_close", "_tracker")
+    __slots__ = ("_counted", "_frames", "_greenlet", "_kind", "_label", "_on_close", "_tracker")
 
     def __init__(
-        self, tracker: StreamTracker, frames: Iterator[bytes], label: str, on_close: tuple[Callable[[], None], ...]
+        self, tracker: StreamTracker, frames: Iterator[bytes], label: str, on_close: tuple[Callable[[], None], ...],
+        kind: str = "job",
     ) -> None:
         self._tracker = tracker
         self._frames = frames
@@ -43,6 +45,8 @@ class TrackedStream:
         # stream a view has handed out, including those gunicorn has not started yet.
         self._counted = True
         tracker.count += 1
+        self._kind = kind
+        metrics.stream_opened(kind)
 
     def __iter__(self) -> TrackedStream:
         return self
@@ -79,6 +83,7 @@ class TrackedStream:
         if self._counted:
             self._counted = False
             self._tracker.count -= 1
+            metrics.stream_closed(self._kind)
 
     def __del__(self) -> None:
         # A response dropped before gunicorn got it (an error after the view) is never closed:
@@ -107,11 +112,14 @@ class StreamTracker:
         return self.count
 
     def guard(
-        self, frames: Iterator[bytes], label: str, on_close: Iterable[Callable[[], None]] = ()
+        self, frames: Iterator[bytes], label: str, on_close: Iterable[Callable[[], None]] = (), *, kind: str = "job"
     ) -> TrackedStream:
-        """Pass ``frames`` through, timing each write; ``on_close`` runs when the server closes the response."""
+        """Pass ``frames`` through, timing each write; ``on_close`` runs when the server closes the response.
+
+        ``kind``: what the stream is, for the metrics (run, job, channel, events).
+        """
         self._ensure_sweeper()
-        return TrackedStream(self, frames, label, tuple(on_close))
+        return TrackedStream(self, frames, label, tuple(on_close), kind)
 
     def _opened(self, greenlet: gevent.Greenlet, label: str) -> None:
         self._writing[greenlet] = None
@@ -137,4 +145,5 @@ class StreamTracker:
                         self._labels.get(greenlet, "?"), now - since,
                     )
                     self._writing.pop(greenlet, None)
+                    metrics.slow_subscriber_dropped()
                     greenlet.kill(block=False)

@@ -25,6 +25,8 @@ import gevent
 from gevent.event import Event
 from gevent.socket import wait_read
 
+from .. import metrics
+
 log = logging.getLogger(__name__)
 
 SOCKET_KEY = "gunicorn.socket"  # where gunicorn's WSGI environ holds the client's (gevent) socket
@@ -94,6 +96,7 @@ def send_rest(connection: ClientConnection, rest: bytes, timeout: float) -> None
         connection.wrapper.sendall(rest)
         return
     log.warning("dropping stream %s: its client stopped reading (%.0f s on one write)", connection.label, timeout)
+    metrics.slow_subscriber_dropped()
     # EPIPE: gunicorn closes the connection without a traceback (half a chunk is on the wire).
     raise BrokenPipeError(errno.EPIPE, "client stopped reading")
 

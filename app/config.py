@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .logs import LOG_FORMATS
 from .policy.access import BUILTIN_ROLES, AccessConfigError, Credential, Role, parse_credentials, parse_roles
 from .policy.actions import Action, parse_actions
 from .policy.forwarding import TrustedProxies
@@ -142,6 +143,7 @@ class Settings:
 
     # Observability (issue 19): who may scrape GET /metrics without a token with the metrics role.
     metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1")  # peer addresses/CIDRs (not X-Forwarded-For)
+    log_format: str = "text"  # "json": access, app and audit logs as one JSON object per line
 
     @property
     def user_job_limit(self) -> int:
@@ -245,6 +247,8 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(f"cgroup: must be one of {', '.join(CGROUP_SETTINGS)}")
     if not re.fullmatch(r"0?[0-7]{1,3}", settings.child_umask):
         raise ConfigError(f"child_umask: expected an octal mode such as 022, got {settings.child_umask!r}")
+    if settings.log_format not in LOG_FORMATS:
+        raise ConfigError(f"log_format: must be one of {', '.join(LOG_FORMATS)}")
     if settings.log_level not in ("debug", "info", "warning", "error", "critical"):
         raise ConfigError("log_level: must be one of debug, info, warning, error, critical")
     if settings.default_timeout > settings.max_timeout:

@@ -25,7 +25,7 @@ from typing import Any
 
 import gevent
 
-from . import metrics
+from . import logs, metrics
 from .config import Settings
 from .errors import ApiError
 from .policy.access import Credential, Policy, Principal
@@ -81,7 +81,7 @@ class Service:
         self.policy = Policy(settings.roles)
         self.signer = Signer(settings.session_secret or secrets.token_urlsafe(32), settings.session_ttl,
                              settings.ticket_ttl)
-        self.audit = AuditLog(settings.audit_log)
+        self.audit = AuditLog(settings.audit_log, json_lines=settings.log_format == "json")
         # Refused requests from one address: one line each interval, then a count (a flood of 401s
         # must not become a flood of log lines).
         self.refusals = RepeatCollapser(settings.refused_log_interval)
@@ -175,7 +175,7 @@ class Service:
         try:
             job = self.store.create_job(
                 spec.argv, spec.timeout, origin, owner=principal.user, action=spec.action, params=spec.params,
-                owner_limit=share,
+                owner_limit=share, request_id=logs.REQUEST_ID.get(),
             )
         except TooManyJobs as exc:
             message = (
@@ -235,6 +235,7 @@ class Service:
         self._announce(job)
         self.audit.record(
             "job_end",
+            request_id=job.request_id,
             job=job.id,
             user=job.owner,
             state=job.state.value,

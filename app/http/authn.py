@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import gevent
 from flask import Flask, Response, g, request
 
-from .. import metrics
+from .. import logs, metrics
 from ..config import Settings
 from ..policy.access import Credential, Principal, check_password, find_key, find_token
 from ..policy.exposure import is_loopback
@@ -234,6 +234,20 @@ def install(app: Flask, authenticator: Authenticator, on_refused: Callable[..., 
     ``on_refused(principal, status, reason, addr=, method=, path=)``: Service.refused.
     """
 
+    def _request_id() -> str:
+        """This request's id (made once): kept from a trusted proxy's X-Request-ID, else new."""
+        rid = request.environ.get(logs.REQUEST_ID_ENV)
+        if rid is None:
+            trusted = authenticator.proxies.trusts(request.remote_addr or "")
+            rid = request.environ[logs.REQUEST_ID_ENV] = logs.request_id(request.headers.get("X-Request-ID"), trusted)
+            logs.REQUEST_ID.set(rid)
+            logs.USER.set(None)
+        return rid
+
+    @app.before_request
+    def _identify_request():
+        _request_id()  # before anything is logged for this request
+
     @app.before_request
     def _authenticate():
         if request.method == "OPTIONS":
@@ -251,6 +265,9 @@ def install(app: Flask, authenticator: Authenticator, on_refused: Callable[..., 
                 raise
             principal = NOBODY
         g.principal = principal
+        if principal.user:
+            request.environ[logs.USER_ENV] = principal.user
+            logs.USER.set(principal.user)
         authenticator.check_browser_rules(principal)
         return None
 
@@ -266,6 +283,7 @@ def install(app: Flask, authenticator: Authenticator, on_refused: Callable[..., 
                 addr=authenticator.client_address(), method=request.method, path=request.path,
             )
         authenticator.cors_headers(response)
+        response.headers["X-Request-ID"] = _request_id()  # admission's refusals come before the hook above
         return security_headers(response)
 
 

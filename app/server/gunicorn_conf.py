@@ -48,6 +48,8 @@ control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 loglevel = _settings.log_level
+if _settings.log_format == "json":  # issue 19: access and error (app) logs as JSON lines
+    logger_class = "app.server.jsonlog.JsonLogger"
 
 
 def _secret_files(cfg) -> list[tuple[str, str]]:

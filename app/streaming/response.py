@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 
 from gevent.event import Event
@@ -100,11 +100,12 @@ class EventStreams:
         ``kind``: what the stream is, for the metrics (run, job, channel, events).
         """
         frames = self._loop(sources, wire, multiplexed or len(sources) > 1, on_progress)
-        return self.tracker.guard(frames, label, on_close, kind=kind)
+        return self.tracker.guard(frames, label, on_close, kind=kind, connection=wire.connection)
 
     def _loop(
         self, sources: list[Source], wire: Wire, multiplexed: bool, on_progress: Callable[[int], None] | None
-    ) -> Iterator[bytes | Parked]:
+    ) -> Generator[bytes | Parked, None, str]:
+        """The stream's frames; returns why it ended: finished (every source), client_left or shutdown."""
         settings, shutdown = self.settings, self.shutdown
         pending = [encode_retry(settings.retry_ms) + encode_comment("connected")]
         connection = None if multiplexed else wire.connection  # direct delivery: a single source only
@@ -144,8 +145,10 @@ class EventStreams:
                         send_rest(connection, parked.leftover, settings.send_timeout)
                         if on_progress is not None:
                             on_progress(parked.cursor)
-                    if parked.gone or parked.ended:
-                        return
+                    if parked.gone:
+                        return "client_left"
+                    if parked.ended:
+                        return "finished"
                     if parked.timed_out and not shutdown.is_set():
                         yield HEARTBEAT
                     continue
@@ -157,9 +160,11 @@ class EventStreams:
                     if not self.store.wait_any(afters, settings.heartbeat_interval, (shutdown, gone)):
                         yield HEARTBEAT
                 if gone is not None and gone.is_set():
-                    return
+                    return "client_left"
             if shutdown.is_set():
                 yield shutdown_farewell(settings)
+                return "shutdown"
+            return "finished"
         finally:
             if watcher is not None:
                 watcher.kill(block=False)

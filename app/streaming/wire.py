@@ -56,6 +56,7 @@ class ClientConnection:
     wrapper: socket.socket  # gevent's socket, for a cooperative (blocking) sendall
     label: str = ""  # the request path, for the log
     pipelined: bool = False  # the client sent bytes: stop watching the socket for a hang-up
+    sent: int = 0  # bytes written here, past gunicorn (its access log counts only its own)
 
     @classmethod
     def from_environ(cls, environ: dict) -> ClientConnection | None:
@@ -94,6 +95,7 @@ def send_rest(connection: ClientConnection, rest: bytes, timeout: float) -> None
     """Write the end of a chunk a direct send left over; a client that takes too long is dropped."""
     with gevent.Timeout(timeout, False):
         connection.wrapper.sendall(rest)
+        connection.sent += len(rest)
         return
     log.warning("dropping stream %s: its client stopped reading (%.0f s on one write)", connection.label, timeout)
     metrics.slow_subscriber_dropped()

@@ -19,6 +19,7 @@ error codes, store kinds), so the number of series stays bounded.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -80,21 +81,28 @@ STORE_WRITE = Histogram(
 )
 
 
+# A labelled instrument's child per label values, looked up once (the values come from fixed sets).
+_started_by = functools.cache(JOBS_STARTED.labels)
+_finished_by = functools.cache(JOBS_FINISHED.labels)
+_duration_by = functools.cache(JOB_DURATION.labels)
+_streams_by = functools.cache(STREAMS_OPEN.labels)
+
+
 # Jobs (the façade and the runner call these, once per job).
 
 
 def job_started(origin: str) -> None:
     """A job was created and is about to start its command."""
-    JOBS_STARTED.labels(origin).inc()
+    _started_by(origin).inc()
     JOBS_RUNNING.inc()
 
 
 def job_finished(state: str, reason: str, duration: float | None, output_bytes: int, dropped_bytes: int) -> None:
     """A job reached its final state (once per job): its outcome, how long it ran and what it wrote."""
-    JOBS_FINISHED.labels(state, reason).inc()
+    _finished_by(state, reason).inc()
     JOBS_RUNNING.dec()
     if duration is not None:
-        JOB_DURATION.labels(state).observe(duration)
+        _duration_by(state).observe(duration)
     if output_bytes:
         OUTPUT_BYTES.inc(output_bytes)
     if dropped_bytes:
@@ -111,12 +119,12 @@ def observe_spawn(seconds: float) -> None:
 
 def stream_opened(kind: str) -> None:
     """A stream of ``kind`` (one of STREAM_KINDS) was handed out."""
-    STREAMS_OPEN.labels(kind).inc()
+    _streams_by(kind).inc()
 
 
 def stream_closed(kind: str) -> None:
     """A stream counted by ``stream_opened`` ended."""
-    STREAMS_OPEN.labels(kind).dec()
+    _streams_by(kind).dec()
 
 
 def gap_reported(missed_bytes: int) -> None:

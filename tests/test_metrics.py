@@ -6,6 +6,7 @@ promtool comes from Debian's prometheus package, unpacked (not installed) by `ma
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -56,7 +57,8 @@ def srv(tmp_path_factory):
     settings = {
         **CREDS.env(),
         "SSECMD_ALLOWED_COMMANDS": f"{TEST_ALLOWED} {not_executable}",
-        "SSECMD_MAX_OUTPUT_BYTES": "100000",
+        "SSECMD_MAX_OUTPUT_BYTES": "1000000",
+        "SSECMD_JOB_BUFFER_BYTES": "65536",  # seq 100000 (589 kB) overflows it: dropped bytes, then a gap
         # Only the metrics role may scrape: the tests' loopback peer is not in the list.
         "SSECMD_METRICS_ALLOW": "192.0.2.0/24",
     }
@@ -117,6 +119,7 @@ def test_a_scrape_after_jobs_of_every_state_passes_promtool_and_adds_up_the_work
         ({"argv": [srv.not_executable]}, "failed_to_start", "not_executable"),
         ({"argv": ["yes"]}, "killed", "output_limit"),
         ({"argv": ["sleep", "30"]}, "cancelled", "cancelled"),
+        ({"argv": ["seq", "100000"]}, "exited", "exited"),
     ]
     before = samples(scrape(clients[0]))
     outcomes = []
@@ -128,6 +131,13 @@ def test_a_scrape_after_jobs_of_every_state_passes_promtool_and_adds_up_the_work
         ended = finish(client, job)
         assert (ended["state"], ended["reason"]) == (state, reason), ended
         outcomes.append((state, reason))
+
+    overflowed = finish(client, job)
+    assert overflowed["dropped_bytes"] > 0
+    replay = client.get(f"/jobs/{job['id']}/events").text  # from the start: a gap where the dropped part was
+    missed = sum(json.loads(line[len("data: "):])["missed_bytes"]
+                 for line in replay.splitlines() if line.startswith("data: {\"missed_bytes\""))
+    assert missed > 0
 
     texts = [scrape(client) for client in clients]
     checked = promtool("check", "metrics", stdin=texts[0].encode())
@@ -146,7 +156,11 @@ def test_a_scrape_after_jobs_of_every_state_passes_promtool_and_adds_up_the_work
         assert total(after, "ssecmd_job_spawn_latency_seconds_count") - total(
             before, "ssecmd_job_spawn_latency_seconds_count") == len(bodies) - 1
         assert total(after, "ssecmd_job_output_bytes_total") - total(before, "ssecmd_job_output_bytes_total") \
-            >= 100000 + len("hello\n")
+            >= 1000000 + len("hello\n") + overflowed["output_bytes"]
+        dropped = total(after, "ssecmd_job_output_dropped_bytes_total") - total(
+            before, "ssecmd_job_output_dropped_bytes_total")
+        assert dropped >= overflowed["dropped_bytes"]
+        assert total(after, "ssecmd_stream_gap_bytes_total") - total(before, "ssecmd_stream_gap_bytes_total") == missed
         assert ("ssecmd_streams_open", (("kind", "channel"),)) in after
     for client in clients:
         client.close()
@@ -162,6 +176,21 @@ def test_the_example_alert_rules_in_the_readme_pass_promtool(tmp_path):
     checked = promtool("check", "rules", str(path))
     assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
     assert checked.stdout.decode().count("SUCCESS: 3 rules found") == 1
+
+
+def test_open_streams_and_subscribers_are_gauges_over_every_worker(srv):
+    clients = list(clients_per_worker(srv).values())
+    with httpx.stream("GET", srv.url("/channels/news/events"), headers=bearer(ALICE), timeout=15) as stream:
+        chunks = stream.iter_bytes()  # kept: dropping it would close the connection
+        assert next(chunks).endswith(b": connected\n\n")
+        for client in clients:  # the worker holding the stream, and the other one
+            scraped = samples(scrape(client))
+            assert total(scraped, "ssecmd_streams_open", kind="channel") == 1
+            assert total(scraped, "ssecmd_channel_subscribers") == 1
+    assert wait_until(lambda: total(samples(scrape(clients[0])), "ssecmd_streams_open") == 0, 10)
+    assert total(samples(scrape(clients[0])), "ssecmd_channel_subscribers") == 0
+    for client in clients:
+        client.close()
 
 
 def test_a_dead_workers_running_jobs_leave_the_gauge_and_its_counts_stay(srv):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ def srv(tmp_path_factory):
         "SSECMD_AUDIT_LOG": str(audit),
         "SSECMD_TRUSTED_PROXIES": "127.0.0.1",  # the tests' requests come from a trusted proxy
         "SSECMD_HEARTBEAT_INTERVAL": "1",
+        "SSECMD_SEND_TIMEOUT": "1",
     }
     server = GunicornServer(tmp, settings).start()
     server.audit = audit
@@ -87,3 +89,21 @@ def test_a_stream_logs_how_it_ended_and_what_it_sent(srv):
     assert left["stream"] == {"kind": "job", "ended": "client_left"} and left["status"] == 200
     assert left["bytes"] > 0
     srv.http.delete(f"/jobs/{running['id']}")
+
+
+def test_a_client_that_stops_reading_is_dropped_logged_and_counted(srv):
+    def drops() -> float:
+        text = srv.http.get("/metrics").text  # a loopback peer: in metrics_allow
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("ssecmd_slow_subscriber_drops_total"))
+
+    before = drops()
+    with socket.create_connection(("127.0.0.1", srv.port)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(f"GET /run?command=yes HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\nX-Forwarded-User: alice\r\n"
+                     f"Origin: {srv.base_url}\r\nX-Request-ID: stalled-1\r\n\r\n".encode())
+        # ... and never reads: after send_timeout (1 s) the stream is dropped.
+        assert wait_until(lambda: for_request(srv, "stalled-1", "access"), 20)
+    (access,) = for_request(srv, "stalled-1", "access")
+    assert access.get("stream") == {"kind": "run", "ended": "slow_client"}, json.dumps(access)
+    assert drops() == before + 1

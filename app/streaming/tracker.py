@@ -17,7 +17,7 @@ import gevent
 
 from .. import metrics
 from .delivery import Parked
-from .wire import ClientConnection
+from .wire import ClientConnection, SlowClient
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,9 @@ class TrackedStream:
                 chunk = next(self._frames)
         except StopIteration as stop:
             self.end = stop.value or "finished"  # the loop returns why it ended
+            raise
+        except SlowClient:
+            self.end = "slow_client"
             raise
         tracker._writing[self._greenlet] = time.monotonic()
         return chunk

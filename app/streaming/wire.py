@@ -91,6 +91,10 @@ class Wire:
 NO_WIRE = Wire(None, None)
 
 
+class SlowClient(BrokenPipeError):
+    """A stream's client stopped reading for ``send_timeout``: the stream is dropped (gunicorn sees EPIPE)."""
+
+
 def send_rest(connection: ClientConnection, rest: bytes, timeout: float) -> None:
     """Write the end of a chunk a direct send left over; a client that takes too long is dropped."""
     with gevent.Timeout(timeout, False):
@@ -100,7 +104,7 @@ def send_rest(connection: ClientConnection, rest: bytes, timeout: float) -> None
     log.warning("dropping stream %s: its client stopped reading (%.0f s on one write)", connection.label, timeout)
     metrics.slow_subscriber_dropped()
     # EPIPE: gunicorn closes the connection without a traceback (half a chunk is on the wire).
-    raise BrokenPipeError(errno.EPIPE, "client stopped reading")
+    raise SlowClient(errno.EPIPE, "client stopped reading")
 
 
 def watch_for_disconnect(sock: socket.socket | None, on_disconnect: Callable[[], None]) -> gevent.Greenlet | None:

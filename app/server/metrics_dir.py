@@ -15,6 +15,7 @@ import os
 import shutil
 
 from app.policy.filesafety import ensure_private_dir
+from app.process.cgroups import pid_alive
 
 # prometheus_client's own variable. Not imported from app.metrics: the master must not import prometheus_client
 # before the variable is set, or forked workers would inherit its single-process values.
@@ -27,7 +28,7 @@ def prepare(run_dir: str, master_pid: int) -> str:
     ensure_private_dir(run_dir)
     ensure_private_dir(root)
     for name in os.listdir(root):
-        if name == str(master_pid) or (name.isdigit() and not _alive(int(name))):
+        if name == str(master_pid) or (name.isdigit() and not pid_alive(int(name))):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     path = os.path.join(root, str(master_pid))
     os.mkdir(path, 0o700)
@@ -50,12 +51,3 @@ def remove() -> None:
     if path:
         shutil.rmtree(path, ignore_errors=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -17,7 +17,7 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from socket import socket
@@ -394,7 +394,7 @@ class Service:
         # One key string for every subscriber of a channel (sys.intern): an idle subscriber keeps it for hours.
         source = Source(sys.intern(channel_key(name)), cursor, visible)
         return self.streams.open(
-            [source], wire, label, kind="channel", on_close=[partial(self.unsubscribe, [subscription])]
+            [source], wire, label, kind="channel", on_close=[partial(self.unsubscribe, (subscription,))]
         )
 
     def _check_channel_cursor(self, name: str, cursor: Position, what: str) -> None:
@@ -428,7 +428,7 @@ class Service:
         metrics.subscribed(len(subscriptions))
         return subscriptions
 
-    def unsubscribe(self, subscriptions: list[Subscription]) -> None:
+    def unsubscribe(self, subscriptions: Sequence[Subscription]) -> None:
         """End subscriptions made by ``subscribe``."""
         for subscription in subscriptions:
             self.store.unsubscribe(subscription)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -57,6 +59,16 @@ def test_a_forwarded_address_does_not_make_a_peer_allowed(tmp_path):
     client = app_client(tmp_path, {**CREDS.env(), "SSECMD_TRUSTED_PROXIES": "127.0.0.1"})
     response = client.get("/metrics", headers={"X-Forwarded-For": "127.0.0.1"}, remote_addr=OUTSIDE)
     assert response.status_code == 403
+
+
+def test_a_role_of_ones_own_may_read_metrics(tmp_path):
+    creds = Credentials()
+    token = creds.add_token("grafana", ["dashboards"])
+    roles = {"SSECMD_ROLES": json.dumps({"dashboards": {"read_metrics": True, "subscribe": ["stats"]}})}
+    client = app_client(tmp_path, {**creds.env(), **roles})
+    assert client.get("/metrics", headers=bearer(token), remote_addr=OUTSIDE).status_code == 200
+    with pytest.raises(ConfigError, match="read_metrics"):
+        load_settings({**roles, "SSECMD_ROLES": json.dumps({"x": {"read_metrics": "yes"}})})
 
 
 def test_metrics_allow_is_a_setting(tmp_path):

@@ -382,7 +382,8 @@ class ProcessRunner:
                 self.store.local_log(job.id).append(
                     "exit", {"type": "exit", "reason": "killed", "code": None, "signal": None}
                 )
-                self.store.finish_job(job.id, state=JobState.KILLED, reason="killed", error="internal runner error")
+                self._finished(self.store.finish_job(job.id, state=JobState.KILLED, reason="killed",
+                                                     error="internal runner error"))
             raise
         finally:
             self._forget(run)

@@ -97,7 +97,7 @@ class EventStreams:
         """The response body for ``sources``; ``on_close`` runs when the response ends, however it ends.
 
         ``on_progress(offset)``: called as a single source's events are sent (GET /run's flow control).
-        ``kind``: what the stream is, for the metrics (run, job, channel, events).
+        ``kind``: what the stream is, for the metrics and the access log (run, job, channel, events).
         """
         frames = self._loop(sources, wire, multiplexed or len(sources) > 1, on_progress)
         return self.tracker.guard(frames, label, on_close, kind=kind, connection=wire.connection)

@@ -101,7 +101,7 @@ test: test-deps
 	$(BIN)/python -m bench --smoke
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis app/*/*.so tests/node_modules
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis app/*/*.so tests/node_modules .cache
 
 # Benchmarks (bench/README.md) against a real gunicorn -k gevent; C helpers are compiled with gcc at bench time.
 # chromium: the console-under-a-flood benchmark drives the page in it (bench/console_flood.py).

@@ -75,7 +75,18 @@ $(AXE): tests/package.json tests/package-lock.json
 	cd tests && npm ci --no-audit --no-fund --ignore-scripts
 	touch $(AXE)
 
-test-deps: install test-system-deps $(AXE)
+# promtool (tests/test_metrics.py runs `promtool check metrics` and `check rules`): Debian's prometheus package
+# unpacked into .cache/ without installing the server (apt-get download needs no root; its lists may).
+PROMTOOL := .cache/prometheus/usr/bin/promtool
+$(PROMTOOL):
+	@command -v apt-get >/dev/null || { echo "not Debian: put a promtool at $(PROMTOOL) yourself"; exit 0; }; \
+	set -e; rm -rf .cache/prometheus-deb; mkdir -p .cache/prometheus-deb; cd .cache/prometheus-deb; \
+	sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	apt-get download prometheus 2>/dev/null || { $$sudo apt-get update -qq && apt-get download prometheus; }; \
+	cd ../..; dpkg-deb -x .cache/prometheus-deb/prometheus_*.deb .cache/prometheus; rm -rf .cache/prometheus-deb; \
+	touch $(PROMTOOL)
+
+test-deps: install test-system-deps $(AXE) $(PROMTOOL)
 
 lint: install
 	$(BIN)/ruff check .
@@ -90,7 +101,7 @@ test: test-deps
 	$(BIN)/python -m bench --smoke
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis app/*/*.so tests/node_modules
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis app/*/*.so tests/node_modules .cache
 
 # Benchmarks (bench/README.md) against a real gunicorn -k gevent; C helpers are compiled with gcc at bench time.
 # chromium: the console-under-a-flood benchmark drives the page in it (bench/console_flood.py).

@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from .http import admission, authn
     from .http.errors import register_error_handlers
-    from .http.views import actions, auth, channels, events, health, jobs, pages, run
+    from .http.views import actions, auth, channels, events, health, jobs, metrics, pages, run
     from .http.web import AUTHENTICATOR_KEY, EXTENSION_KEY
     from .server.bodies import BodyDeadline
     from .service import Service
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     busy = admission.Admission(service.capacity.max_streams, settings.busy_retry_ms, lambda: service.open_streams)
     admission.install(app, busy)  # first: a refused stream costs nothing more
     authn.install(app, authenticator, service.refused)
-    for blueprint in (run.bp, jobs.bp, actions.bp, channels.bp, events.bp, auth.bp, health.bp, pages.bp):
+    for blueprint in (run.bp, jobs.bp, actions.bp, channels.bp, events.bp, auth.bp, health.bp, pages.bp, metrics.bp):
         app.register_blueprint(blueprint)
     app.wsgi_app = BodyDeadline(app.wsgi_app, settings.body_timeout)  # type: ignore[method-assign]
     log.info(

@@ -17,8 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .logs import LOG_FORMATS
 from .policy.access import BUILTIN_ROLES, AccessConfigError, Credential, Role, parse_credentials, parse_roles
 from .policy.actions import Action, parse_actions
+from .policy.forwarding import TrustedProxies
 from .process.cgroups import CGROUP_SETTINGS
 
 ENV_PREFIX = "SSECMD_"
@@ -139,6 +141,10 @@ class Settings:
     audit_log: str = "-"  # a file path, "-" for stderr, "" for none
     refused_log_interval: float = 10.0  # refused requests from one address: one line, then a count; 0 = every line
 
+    # Observability (issue 19): who may scrape GET /metrics without a token with the metrics role.
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1")  # peer addresses/CIDRs (not X-Forwarded-For)
+    log_format: str = "text"  # "json": access, app and audit logs as one JSON object per line
+
     @property
     def user_job_limit(self) -> int:
         """Running jobs one (non-admin) user may have: the setting, or a quarter of max_running_jobs."""
@@ -241,6 +247,8 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(f"cgroup: must be one of {', '.join(CGROUP_SETTINGS)}")
     if not re.fullmatch(r"0?[0-7]{1,3}", settings.child_umask):
         raise ConfigError(f"child_umask: expected an octal mode such as 022, got {settings.child_umask!r}")
+    if settings.log_format not in LOG_FORMATS:
+        raise ConfigError(f"log_format: must be one of {', '.join(LOG_FORMATS)}")
     if settings.log_level not in ("debug", "info", "warning", "error", "critical"):
         raise ConfigError("log_level: must be one of debug, info, warning, error, critical")
     if settings.default_timeout > settings.max_timeout:
@@ -249,6 +257,10 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError("coalesce_bytes: must be at least read_chunk_bytes")
     if not all(os.path.isabs(d) for d in settings.child_path.split(os.pathsep)):
         raise ConfigError("child_path: every entry must be an absolute directory")
+    try:
+        TrustedProxies(settings.metrics_allow, "metrics_allow")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     for name in settings.env_set:
         if not name or "=" in name or "\0" in name:
             raise ConfigError(f"env_set: invalid variable name {name!r}")

@@ -17,7 +17,7 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from socket import socket
@@ -25,11 +25,13 @@ from typing import Any
 
 import gevent
 
+from . import logs, metrics
 from .config import Settings
 from .errors import ApiError
 from .policy.access import Credential, Policy, Principal
 from .policy.allowlist import Allowlist, CommandNotAllowed
 from .policy.audit import AuditLog, RepeatCollapser, capped
+from .policy.forwarding import TrustedProxies
 from .policy.jobspec import JobSpec
 from .policy.messages import InvalidMessage, Message, check_channel_name
 from .policy.ratelimit import RateLimiter, retry_after_header
@@ -79,12 +81,13 @@ class Service:
         self.policy = Policy(settings.roles)
         self.signer = Signer(settings.session_secret or secrets.token_urlsafe(32), settings.session_ttl,
                              settings.ticket_ttl)
-        self.audit = AuditLog(settings.audit_log)
+        self.audit = AuditLog(settings.audit_log, json_lines=settings.log_format == "json")
         # Refused requests from one address: one line each interval, then a count (a flood of 401s
         # must not become a flood of log lines).
         self.refusals = RepeatCollapser(settings.refused_log_interval)
         if self.audit.enabled and settings.refused_log_interval:
             gevent.spawn(self._report_repeated_refusals)
+        self.metrics_peers = TrustedProxies(settings.metrics_allow, "metrics_allow")
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
         self.publish_limiter = RateLimiter(settings.publish_rate_per_minute, settings.publish_rate_burst)
         self.login_limiter = RateLimiter(settings.login_attempts_per_minute, settings.login_attempts_per_minute)
@@ -151,7 +154,7 @@ class Service:
             self.runner.stop(job.id, "disconnected")
 
         stream = self.streams.open(
-            [Source(job_key(job.id), START)], wire, label, on_progress=self.runner.owner_progress(job.id),
+            [Source(job_key(job.id), START)], wire, label, kind="run", on_progress=self.runner.owner_progress(job.id),
             on_close=[closed],
         )
         return job, stream
@@ -172,7 +175,7 @@ class Service:
         try:
             job = self.store.create_job(
                 spec.argv, spec.timeout, origin, owner=principal.user, action=spec.action, params=spec.params,
-                owner_limit=share,
+                owner_limit=share, request_id=logs.REQUEST_ID.get(),
             )
         except TooManyJobs as exc:
             message = (
@@ -192,6 +195,7 @@ class Service:
             params=spec.params,
             run_as_uid=self._uid_for(role),
         )
+        metrics.job_started(origin)
         self.runner.start(job, executable, role, owned=owned)
         if not job.finished:  # a job that failed to start was announced as it finished
             self._announce(job)
@@ -227,9 +231,11 @@ class Service:
         self.store.append(channel_key(JOBS_CHANNEL), "job", _message(record, job.owner), audience=job.owner)
 
     def _job_finished(self, job: Job) -> None:
+        metrics.job_finished(job.state.value, job.reason or "", job.duration(), job.output_bytes, job.dropped_bytes)
         self._announce(job)
         self.audit.record(
             "job_end",
+            request_id=job.request_id,
             job=job.id,
             user=job.owner,
             state=job.state.value,
@@ -361,6 +367,7 @@ class Service:
             event = self.store.append(channel_key(name), message.event, _message(message.data, user))
         except TooManyChannels:
             raise self._too_many_channels() from None
+        metrics.message_published()
         head = self.store.peek_channel(name)
         return Position(head.epoch if head else "", event.id).event_id
 
@@ -386,7 +393,9 @@ class Service:
         (subscription,) = self.subscribe(principal, [name])
         # One key string for every subscriber of a channel (sys.intern): an idle subscriber keeps it for hours.
         source = Source(sys.intern(channel_key(name)), cursor, visible)
-        return self.streams.open([source], wire, label, on_close=[partial(self.store.unsubscribe, subscription)])
+        return self.streams.open(
+            [source], wire, label, kind="channel", on_close=[partial(self.unsubscribe, (subscription,))]
+        )
 
     def _check_channel_cursor(self, name: str, cursor: Position, what: str) -> None:
         head = self.store.peek_channel(name)  # a channel that does not exist yet has no messages
@@ -413,14 +422,17 @@ class Service:
                 pins = self.policy.may_publish(principal, name)
                 subscriptions.append(self.store.subscribe(name, principal.user, pins=pins, keep=names))
         except TooManyChannels:
-            self.unsubscribe(subscriptions)
+            for subscription in subscriptions:
+                self.store.unsubscribe(subscription)
             raise self._too_many_channels() from None
+        metrics.subscribed(len(subscriptions))
         return subscriptions
 
-    def unsubscribe(self, subscriptions: list[Subscription]) -> None:
+    def unsubscribe(self, subscriptions: Sequence[Subscription]) -> None:
         """End subscriptions made by ``subscribe``."""
         for subscription in subscriptions:
             self.store.unsubscribe(subscription)
+        metrics.unsubscribed(len(subscriptions))
 
     # Many jobs and channels on one stream.
 
@@ -458,7 +470,7 @@ class Service:
                    jobs_visible if name == JOBS_CHANNEL else None)
             for name in channels
         ]
-        return self.streams.open(sources, wire, label, multiplexed=True,
+        return self.streams.open(sources, wire, label, kind="events", multiplexed=True,
                                  on_close=[partial(self.unsubscribe, subscriptions)])
 
     def _delivered(self, key: str, cursor: Position) -> bool:
@@ -528,6 +540,16 @@ class Service:
                 addr, status, user = key if key != RepeatCollapser.OTHERS else ("(other addresses)", None, None)
                 self.audit.record("refused_repeated", addr=addr, status=status, user=capped(user), count=count,
                                   seconds=interval)
+
+    # Metrics.
+
+    def metrics_scrape(self, principal: Principal, peer: str) -> tuple[bytes, str]:
+        """GET /metrics: this host's workers' metrics and their content type, for the metrics role or an
+        allowed peer (the connection's own address: a proxy in front would make everyone a loopback peer)."""
+        if not (self.policy.may_read_metrics(principal) or self.metrics_peers.trusts(peer)):
+            raise ApiError(403, "forbidden", "GET /metrics needs a token with the metrics role, or a peer in "
+                           "metrics_allow")
+        return metrics.exposition()
 
     # Health.
 

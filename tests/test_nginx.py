@@ -235,6 +235,16 @@ def test_shipped_file_has_the_sse_directives():
 # Live, through nginx.
 
 
+def test_metrics_are_not_proxied(nginx, server):
+    # Through nginx every client is a loopback peer, which metrics_allow trusts: nginx must not pass it on.
+    assert httpx.get(server.url("/metrics"), timeout=10).status_code == 200
+    for path in ("/metrics", "/metrics?x=1"):
+        response = httpx.get(nginx.url(path), timeout=10)
+        assert response.status_code == 404, response.text
+        assert response.json()["error"] == "not_found"
+        assert "ssecmd_" not in response.text
+
+
 def test_events_arrive_through_nginx_as_they_happen(nginx):
     command = f"{PYTHON} {helper('emit.py')} out:6669727374:2 out:7365636f6e64"
     arrivals = {}

@@ -111,8 +111,10 @@ def test_the_files_the_server_makes_are_private(tmp_path):
         assert stat.S_IMODE(srv.run_dir.stat().st_mode) == 0o700
         assert stat.S_IMODE(audit.stat().st_mode) == 0o600
         job = httpx.post(srv.url("/jobs"), json={"argv": ["sleep", "5"]}, timeout=10).json()
-        (worker_dir,) = srv.run_dir.iterdir()
+        metrics = srv.run_dir / "metrics"  # the workers' metrics (app/server/metrics_dir.py)
+        (worker_dir,) = set(srv.run_dir.iterdir()) - {metrics}
         assert stat.S_IMODE(worker_dir.stat().st_mode) == 0o700
+        assert stat.S_IMODE(metrics.stat().st_mode) == stat.S_IMODE((metrics / str(srv.pid)).stat().st_mode) == 0o700
         record = worker_dir / str(job["pid"])
         assert stat.S_IMODE(record.stat().st_mode) == 0o600
         httpx.delete(srv.url(f"/jobs/{job['id']}"), timeout=10)

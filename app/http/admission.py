@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from flask import Flask, Response, request
 
+from .. import metrics
 from ..streaming.sse import encode_json_event, encode_retry
 from ..streaming.wire import shutdown_write
 from .errors import error_response
@@ -89,6 +90,7 @@ class Admission:
         if self.open_streams() < self.max_streams:
             return None
         self.refused += 1
+        metrics.request_refused(503, "busy")
         self._refused_since_log += 1
         now = time.monotonic()
         if now - self._logged_at >= _LOG_INTERVAL:

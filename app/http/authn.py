@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import gevent
 from flask import Flask, Response, g, request
 
+from .. import logs, metrics
 from ..config import Settings
 from ..policy.access import Credential, Principal, check_password, find_key, find_token
 from ..policy.exposure import is_loopback
@@ -39,7 +40,10 @@ TICKET_ENDPOINTS = frozenset({"jobs.job_events", "jobs.job_output"})
 # GET endpoints that change state (they start a command): treated like POST by the CSRF rules.
 STATE_CHANGING_GETS = frozenset({"run.run_command"})
 # Endpoints that answer without a login (the browser rules still apply).
-PUBLIC_ENDPOINTS = frozenset({"health.healthz", "auth.login", "auth.logout", "pages.index", "pages.chat", "static"})
+# GET /metrics decides for itself (the metrics role, or a peer in metrics_allow).
+PUBLIC_ENDPOINTS = frozenset(
+    {"health.healthz", "metrics.scrape", "auth.login", "auth.logout", "pages.index", "pages.chat", "static"}
+)
 NOBODY = Principal("", (), "none")
 # Credentials a browser attaches by itself (a cookie: ours, or an SSO proxy's), so a page on another site could
 # use them: a change made with one must show where it comes from.
@@ -47,6 +51,7 @@ AMBIENT = frozenset({"session", "proxy"})
 # Sec-Fetch-Site values that only a browser sends (pages cannot set it), for a request that no other site made.
 NOT_CROSS_SITE = frozenset({"same-origin", "none"})
 REFUSALS = frozenset({401, 403, 429})
+COUNTED = frozenset({401, 403, 429, 503})  # in the metrics, by error code (admission counts its own busy answers)
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="sse-commander"'}
 INVALID_TOKEN = {"WWW-Authenticate": 'Bearer realm="sse-commander", error="invalid_token"'}
 
@@ -229,6 +234,20 @@ def install(app: Flask, authenticator: Authenticator, on_refused: Callable[..., 
     ``on_refused(principal, status, reason, addr=, method=, path=)``: Service.refused.
     """
 
+    def _request_id() -> str:
+        """This request's id (made once): kept from a trusted proxy's X-Request-ID, else new."""
+        rid = request.environ.get(logs.REQUEST_ID_ENV)
+        if rid is None:
+            trusted = authenticator.proxies.trusts(request.remote_addr or "")
+            rid = request.environ[logs.REQUEST_ID_ENV] = logs.request_id(request.headers.get("X-Request-ID"), trusted)
+            logs.REQUEST_ID.set(rid)
+            logs.USER.set(None)
+        return rid
+
+    @app.before_request
+    def _identify_request():
+        _request_id()  # before anything is logged for this request
+
     @app.before_request
     def _authenticate():
         if request.method == "OPTIONS":
@@ -246,18 +265,25 @@ def install(app: Flask, authenticator: Authenticator, on_refused: Callable[..., 
                 raise
             principal = NOBODY
         g.principal = principal
+        if principal.user:
+            request.environ[logs.USER_ENV] = principal.user
+            logs.USER.set(principal.user)
         authenticator.check_browser_rules(principal)
         return None
 
     @app.after_request
     def _headers(response: Response) -> Response:
-        if response.status_code in REFUSALS and not response.is_streamed:
-            body = response.get_json(silent=True) or {}
+        status = response.status_code
+        body = (response.get_json(silent=True) or {}) if status in COUNTED and not response.is_streamed else None
+        if body is not None and body.get("error") != "busy":
+            metrics.request_refused(status, str(body.get("error", "other")))
+        if body is not None and status in REFUSALS:
             on_refused(
                 g.get("principal"), response.status_code, str(body.get("message", "")),
                 addr=authenticator.client_address(), method=request.method, path=request.path,
             )
         authenticator.cors_headers(response)
+        response.headers["X-Request-ID"] = _request_id()  # admission's refusals come before the hook above
         return security_headers(response)
 
 

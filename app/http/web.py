@@ -10,6 +10,7 @@ from flask import Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import ApiError
+from ..logs import STREAM_ENV
 from ..store.base import START, Position, parse_position
 from ..streaming.tracker import TrackedStream
 from ..streaming.wire import Wire
@@ -62,9 +63,16 @@ def sse_response(stream: TrackedStream) -> Response:
     # The stream never reads the request again; without this, werkzeug's parsed request
     # (headers, query, cookies) would stay in the environ for the life of the connection.
     request.environ.pop("werkzeug.request", None)
+    logged_stream(stream)
     # direct_passthrough: gunicorn iterates the tracked stream itself, without werkzeug's
     # two wrapper levels (see TrackedStream); the frames are bytes already.
     return Response(stream, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
+
+
+def logged_stream(stream: TrackedStream) -> TrackedStream:
+    """Let the access log say how this request's stream ended, and how much it sent (app/logs.py)."""
+    request.environ[STREAM_ENV] = stream
+    return stream
 
 
 def channel_cursor() -> Position:

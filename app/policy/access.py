@@ -38,6 +38,7 @@ class Role:
     publish: frozenset[str] = frozenset()  # channels this role may post to
     run_as_user: str = ""  # who this role's commands run as (when the server is root); "" = the global setting
     run_as_group: str = ""  # with run_as_user: its group; "" = that user's primary group
+    read_metrics: bool = False  # may read GET /metrics from any address (issue 19)
 
     @property
     def free_text(self) -> bool:
@@ -51,6 +52,7 @@ BUILTIN_ROLES: dict[str, Role] = {
     "operator": Role("operator", _EVERY, _EVERY, publish=_EVERY),
     "runner": Role("runner", frozenset(), _EVERY, publish=_EVERY),  # named actions only
     "viewer": Role("viewer", see_all_jobs=True),  # reads every job and channel, changes nothing
+    "metrics": Role("metrics", subscribe=frozenset(), read_metrics=True),  # GET /metrics, and nothing else
 }
 
 
@@ -134,6 +136,10 @@ class Policy:
             return False
         return any(ALL in role.publish or channel in role.publish for role in self._roles_of(principal))
 
+    def may_read_metrics(self, principal: Principal) -> bool:
+        """May this principal read GET /metrics from anywhere (the ``metrics`` role)?"""
+        return principal.ticket_job is None and any(role.read_metrics for role in self._roles_of(principal))
+
     def sees_all_jobs(self, principal: Principal) -> bool:
         """Whether job lists should include other users' jobs."""
         return principal.ticket_job is None and any(role.see_all_jobs for role in self._roles_of(principal))
@@ -148,6 +154,7 @@ def parse_roles(document: Any) -> dict[str, Role]:
         raise AccessConfigError("roles: expected a table of role tables")
     allowed_keys = {
         "commands", "actions", "see_all_jobs", "cancel_all_jobs", "subscribe", "publish", "run_as_user", "run_as_group",
+        "read_metrics",
     }
     for name, spec in document.items():
         if not isinstance(spec, Mapping):
@@ -159,7 +166,7 @@ def parse_roles(document: Any) -> dict[str, Role]:
             value = spec.get(key, [])
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise AccessConfigError(f"roles.{name}.{key}: expected a list of strings")
-        for key in ("see_all_jobs", "cancel_all_jobs"):
+        for key in ("see_all_jobs", "cancel_all_jobs", "read_metrics"):
             if not isinstance(spec.get(key, False), bool):
                 raise AccessConfigError(f"roles.{name}.{key}: expected true or false")
         for key in ("run_as_user", "run_as_group"):
@@ -177,6 +184,7 @@ def parse_roles(document: Any) -> dict[str, Role]:
             publish=frozenset(spec.get("publish", [])),
             run_as_user=spec.get("run_as_user", ""),
             run_as_group=spec.get("run_as_group", ""),
+            read_metrics=spec.get("read_metrics", False),
         )
     return roles
 

@@ -11,6 +11,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from .. import logs
+
 # A refused request's path (up to 8 KB from gunicorn) is logged up to here.
 MAX_LOGGED_TEXT = 256
 
@@ -26,8 +28,10 @@ def open_private_log(path: str) -> TextIO:
 class AuditLog:
     """Writes audit records to a file, to stderr ("-"), or nowhere ("")."""
 
-    def __init__(self, destination: str) -> None:
+    def __init__(self, destination: str, json_lines: bool = False) -> None:
         self.enabled = bool(destination)
+        # log_format = "json": each record also has the fields every JSON log line has (app/logs.py).
+        self.json_lines = json_lines
         if not self.enabled or _logger.handlers:
             return
         handler: logging.Handler
@@ -40,11 +44,19 @@ class AuditLog:
         _logger.setLevel(logging.INFO)
         _logger.propagate = False
 
-    def record(self, kind: str, **fields: Any) -> None:
-        """Write one record: ``{"audit": kind, "time": ..., **fields}``."""
+    def record(self, kind: str, *, request_id: str | None = None, **fields: Any) -> None:
+        """Write one record: ``{"audit": kind, "time": ..., **fields}``.
+
+        ``request_id``: of the request it is about, when that is not the one being served (a job's end).
+        """
         if not self.enabled:
             return
-        entry = {"audit": kind, "time": round(time.time(), 3), **fields}
+        now = time.time()
+        entry = {"audit": kind, "time": round(now, 3), **fields}
+        if self.json_lines:
+            entry = {"timestamp": logs.timestamp(now), "level": "info", "logger": "audit",
+                     "request_id": request_id or logs.REQUEST_ID.get(), **entry}
+            entry.setdefault("user", logs.USER.get())
         _logger.info(json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str))
 
 

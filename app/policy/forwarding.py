@@ -16,13 +16,13 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class TrustedProxies:
-    """The ``trusted_proxies`` setting: addresses or CIDRs."""
+    """The ``trusted_proxies`` setting (or another list of peers, such as ``metrics_allow``): addresses or CIDRs."""
 
-    def __init__(self, entries: Iterable[str]) -> None:
+    def __init__(self, entries: Iterable[str], setting: str = "trusted_proxies") -> None:
         try:
             self.networks: tuple[Network, ...] = tuple(ipaddress.ip_network(e, strict=False) for e in entries)
         except ValueError as exc:
-            raise ValueError(f"trusted_proxies: {exc}") from None
+            raise ValueError(f"{setting}: {exc}") from None
 
     def __bool__(self) -> bool:
         return bool(self.networks)

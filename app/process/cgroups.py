@@ -134,7 +134,8 @@ def _delegated(directory: str) -> bool:
     return False
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (another user's included)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -229,7 +230,7 @@ def _remove_stale(mount: str) -> None:
     with contextlib.suppress(OSError):
         for name in os.listdir(mount):
             prefix, _, pid = name.rpartition("-")
-            if prefix == "sse-commander" and pid.isdigit() and not _pid_alive(int(pid)):
+            if prefix == "sse-commander" and pid.isdigit() and not pid_alive(int(pid)):
                 remove_tree(os.path.join(mount, name))
 
 

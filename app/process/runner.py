@@ -38,6 +38,7 @@ import gevent
 from gevent.event import Event
 from gevent.hub import Waiter
 
+from .. import metrics
 from ..config import Settings
 from ..policy.allowlist import Allowlist
 from ..states import STATE_FOR_REASON, JobState
@@ -140,6 +141,7 @@ class JobRun:
     deadline: float | None = None  # monotonic: given up on if not over by then
     watchdog: object | None = None  # the loop timer for the deadline
     given_up: bool = False
+    created: float = field(default_factory=time.monotonic)  # for the spawn latency
 
 
 class OutputPump:
@@ -380,7 +382,8 @@ class ProcessRunner:
                 self.store.local_log(job.id).append(
                     "exit", {"type": "exit", "reason": "killed", "code": None, "signal": None}
                 )
-                self.store.finish_job(job.id, state=JobState.KILLED, reason="killed", error="internal runner error")
+                self._finished(self.store.finish_job(job.id, state=JobState.KILLED, reason="killed",
+                                                     error="internal runner error"))
             raise
         finally:
             self._forget(run)
@@ -406,6 +409,7 @@ class ProcessRunner:
             proc.close_pipes()
             gevent.spawn(self._watch_leader, run)
             return None
+        metrics.observe_spawn(time.monotonic() - run.created)
         if self.registry is not None:
             self.registry.add(proc.pid)
         self.store.mark_started(job.id, proc.pid)

@@ -10,6 +10,7 @@ import sys
 
 from app.config import CONFIG_ENV, ConfigError, load_settings
 from app.process.runas import resolve_job_users
+from app.server import metrics_dir
 from app.server.capacity import plan_capacity, raise_nofile_limit
 
 try:
@@ -47,6 +48,8 @@ control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 loglevel = _settings.log_level
+if _settings.log_format == "json":  # issue 19: access and error (app) logs as JSON lines
+    logger_class = "app.server.jsonlog.JsonLogger"
 
 
 def _secret_files(cfg) -> list[tuple[str, str]]:
@@ -83,6 +86,8 @@ def on_starting(server):
         sys.exit(f"sse-commander: configuration error: {exc}")
     server.log.info("%s", plan.describe())
     _log_capacity(server)
+    # Before any worker is forked and imports prometheus_client (issue 19: GET /metrics).
+    metrics_dir.prepare(_settings.run_dir or default_run_dir(), os.getpid())
 
 
 def _log_capacity(server) -> None:
@@ -107,6 +112,7 @@ def child_exit(server, worker):
     from app.process import cgroups
     from app.process.pgroups import default_run_dir, kill_orphaned_groups
 
+    metrics_dir.worker_gone(worker.pid)
     plan = cgroups.server_plan()
     if plan is not None and plan.uses_cgroups:
         found, removed = cgroups.release_worker(plan, worker.pid)
@@ -125,6 +131,7 @@ def on_exit(server):
     """Master side, last: remove the cgroups this server made (killing what is still in them)."""
     from app.process import cgroups
 
+    metrics_dir.remove()
     plan = cgroups.server_plan()
     if plan is not None and not cgroups.release_server(plan):
         server.log.warning("some of this server's cgroups under %s could not be removed", plan.base)

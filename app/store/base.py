@@ -224,10 +224,12 @@ class Store(abc.ABC):
         action: str | None = None,
         params: dict[str, Any] | None = None,
         owner_limit: int | None = None,
+        request_id: str | None = None,
     ) -> Job:
         """Register a new running job and its log, or raise TooManyJobs.
 
         ``owner_limit``: how many running jobs the owner may have (None: no share of their own).
+        ``request_id``: the id of the request that started it (X-Request-ID), kept in its record.
         """
 
     @abc.abstractmethod

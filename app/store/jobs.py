@@ -42,6 +42,7 @@ class Job:
     dropped_bytes: int = 0
     cpu_seconds: float | None = None  # CPU time of all its processes, where measurable
     peak_memory_bytes: int | None = None  # peak memory of all its processes, where measurable
+    request_id: str | None = None  # the X-Request-ID of the request that started it
 
     @property
     def finished(self) -> bool:
@@ -80,6 +81,7 @@ class Job:
             "dropped_bytes": self.dropped_bytes,
             "cpu_seconds": self.cpu_seconds,
             "peak_memory_bytes": self.peak_memory_bytes,
+            "request_id": self.request_id,
             "urls": {
                 "self": f"/jobs/{self.id}",
                 "events": f"/jobs/{self.id}/events",

@@ -153,6 +153,7 @@ class DirectDelivery:
                 self._detach(parked, stream)
                 continue
             stream.cursor = event.id
+            stream.connection.sent += sent
             if sent < size:
                 stream.leftover = (joined if joined is not None else b"".join(parts))[sent:]
                 self._detach(parked, stream)

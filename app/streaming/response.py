@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 
 from gevent.event import Event
 
+from .. import metrics
 from ..config import Settings
 from ..store.base import LogEvent, Position, Store, UnknownLog, is_job_key
 from .delivery import DirectDelivery, Parked
@@ -88,6 +89,7 @@ class EventStreams:
         wire: Wire,
         label: str,
         *,
+        kind: str = "job",
         multiplexed: bool = False,
         on_progress: Callable[[int], None] | None = None,
         on_close: Iterable[Callable[[], None]] = (),
@@ -95,13 +97,15 @@ class EventStreams:
         """The response body for ``sources``; ``on_close`` runs when the response ends, however it ends.
 
         ``on_progress(offset)``: called as a single source's events are sent (GET /run's flow control).
+        ``kind``: what the stream is, for the metrics and the access log (run, job, channel, events).
         """
         frames = self._loop(sources, wire, multiplexed or len(sources) > 1, on_progress)
-        return self.tracker.guard(frames, label, on_close)
+        return self.tracker.guard(frames, label, on_close, kind=kind, connection=wire.connection)
 
     def _loop(
         self, sources: list[Source], wire: Wire, multiplexed: bool, on_progress: Callable[[int], None] | None
-    ) -> Iterator[bytes | Parked]:
+    ) -> Generator[bytes | Parked, None, str]:
+        """The stream's frames; returns why it ended: finished (every source), client_left or shutdown."""
         settings, shutdown = self.settings, self.shutdown
         pending = [encode_retry(settings.retry_ms) + encode_comment("connected")]
         connection = None if multiplexed else wire.connection  # direct delivery: a single source only
@@ -141,8 +145,10 @@ class EventStreams:
                         send_rest(connection, parked.leftover, settings.send_timeout)
                         if on_progress is not None:
                             on_progress(parked.cursor)
-                    if parked.gone or parked.ended:
-                        return
+                    if parked.gone:
+                        return "client_left"
+                    if parked.ended:
+                        return "finished"
                     if parked.timed_out and not shutdown.is_set():
                         yield HEARTBEAT
                     continue
@@ -154,9 +160,11 @@ class EventStreams:
                     if not self.store.wait_any(afters, settings.heartbeat_interval, (shutdown, gone)):
                         yield HEARTBEAT
                 if gone is not None and gone.is_set():
-                    return
+                    return "client_left"
             if shutdown.is_set():
                 yield shutdown_farewell(settings)
+                return "shutdown"
+            return "finished"
         finally:
             if watcher is not None:
                 watcher.kill(block=False)
@@ -173,6 +181,8 @@ class EventStreams:
                 source.finished = True  # a job forgotten while read: nothing more will come
                 continue
             events = read.events
+            if read.missed and is_job_key(source.key):
+                metrics.gap_reported(read.missed)  # a job's missed part is in bytes (a channel's in messages)
             if read.reset:
                 # The replay starts right after the returned position: the event before the first one read.
                 source.cursor = Position(read.epoch, events[0].id - 1 if events else read.last_id)

@@ -25,6 +25,8 @@ import gevent
 from gevent.event import Event
 from gevent.socket import wait_read
 
+from .. import metrics
+
 log = logging.getLogger(__name__)
 
 SOCKET_KEY = "gunicorn.socket"  # where gunicorn's WSGI environ holds the client's (gevent) socket
@@ -54,6 +56,7 @@ class ClientConnection:
     wrapper: socket.socket  # gevent's socket, for a cooperative (blocking) sendall
     label: str = ""  # the request path, for the log
     pipelined: bool = False  # the client sent bytes: stop watching the socket for a hang-up
+    sent: int = 0  # bytes written here, past gunicorn (its access log counts only its own)
 
     @classmethod
     def from_environ(cls, environ: dict) -> ClientConnection | None:
@@ -88,14 +91,20 @@ class Wire:
 NO_WIRE = Wire(None, None)
 
 
+class SlowClient(BrokenPipeError):
+    """A stream's client stopped reading for ``send_timeout``: the stream is dropped (gunicorn sees EPIPE)."""
+
+
 def send_rest(connection: ClientConnection, rest: bytes, timeout: float) -> None:
     """Write the end of a chunk a direct send left over; a client that takes too long is dropped."""
     with gevent.Timeout(timeout, False):
         connection.wrapper.sendall(rest)
+        connection.sent += len(rest)
         return
     log.warning("dropping stream %s: its client stopped reading (%.0f s on one write)", connection.label, timeout)
+    metrics.slow_subscriber_dropped()
     # EPIPE: gunicorn closes the connection without a traceback (half a chunk is on the wire).
-    raise BrokenPipeError(errno.EPIPE, "client stopped reading")
+    raise SlowClient(errno.EPIPE, "client stopped reading")
 
 
 def watch_for_disconnect(sock: socket.socket | None, on_disconnect: Callable[[], None]) -> gevent.Greenlet | None:

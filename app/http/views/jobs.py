@@ -14,6 +14,7 @@ from ..web import (
     current_service,
     header_text,
     json_body,
+    logged_stream,
     query_text,
     sse_response,
     stream_label,
@@ -95,7 +96,7 @@ def job_output(job_id: str) -> Response:
     job, stream = current_service().open_output(job_id, current_principal(), client_wire().sock, stream_label())
     response = Response(
         # Counted like every stream (max_streams), and dropped if its client stops reading.
-        stream,
+        logged_stream(stream),
         mimetype="application/octet-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

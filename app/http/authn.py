@@ -39,7 +39,9 @@ TICKET_ENDPOINTS = frozenset({"jobs.job_events", "jobs.job_output"})
 # GET endpoints that change state (they start a command): treated like POST by the CSRF rules.
 STATE_CHANGING_GETS = frozenset({"run.run_command"})
 # Endpoints that answer without a login (the browser rules still apply).
-PUBLIC_ENDPOINTS = frozenset({"health.healthz", "auth.login", "auth.logout", "pages.index", "pages.chat", "static"})
+PUBLIC_ENDPOINTS = frozenset(
+    {"health.healthz", "auth.login", "auth.logout", "pages.index", "pages.chat", "static", "openapi.openapi_document"}
+)
 NOBODY = Principal("", (), "none")
 # Credentials a browser attaches by itself (a cookie: ours, or an SSO proxy's), so a page on another site could
 # use them: a change made with one must show where it comes from.

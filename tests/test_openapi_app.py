@@ -1,4 +1,4 @@
-"""The OpenAPI contract (app/http/openapi.py, GET /openapi.json), in-process: valid, public, and in step with the routes.
+"""The OpenAPI contract (app/http/openapi.py, GET /openapi.json) in-process: valid, public, in step with the routes.
 
 The document is written by hand next to the views; these tests are what keeps it true to them: every Flask
 route is documented, every documented operation is a route, and every error answer the app gives for a

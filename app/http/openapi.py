@@ -77,7 +77,7 @@ EXIT_REASON = {"type": "string", "enum": [reason.value for reason in ExitReason]
 START_FAILURE = {"type": "string", "enum": [reason.value for reason in StartFailure]}
 JOB_ID = {"type": "string", "pattern": "^[0-9a-f]{16}$", "description": "A job id (16 hex digits), never reused."}
 CHANNEL_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}
-CHANNEL_EVENT_ID = {"type": "string", "pattern": "^[A-Za-z0-9]*-[0-9]+$",
+CHANNEL_EVENT_ID = {"type": "string", "pattern": "^([0-9a-z]{1,32}-)?[0-9]+$",
                     "description": "A channel event id: `<epoch>-<n>`."}
 TIMESTAMP = _nullable("string", format="date-time")
 
@@ -362,6 +362,13 @@ def _responses(ok: dict[str, Schema], *errors: str) -> dict[str, Schema]:
     return {**ok, **{status: _ref("responses", names[status]) for status in statuses}}
 
 
+# What a started job's id opens (OpenAPI links: client generators and schemathesis's stateful phase follow them).
+JOB_LINKS = {
+    name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}
+    for name, operation in (("GetJob", "getJob"), ("CancelJob", "cancelJob"), ("JobEvents", "jobEvents"),
+                            ("JobOutput", "jobOutput"), ("CreateTicket", "createTicket"))
+}
+
 # A start refused for the program: the allowlist comes with a command_not_allowed.
 START_REFUSED = {"403": _error(
     "Not allowed: a program off the allowlist (`command_not_allowed`, with `allowed`), or one the caller's "
@@ -380,8 +387,18 @@ def _json_body(schema: Schema, description: str) -> Schema:
     return {"required": True, "description": description, "content": {JSON: {"schema": schema}}}
 
 
-LAST_EVENT_ID_HEADER = _param("Last-Event-ID", "header", {"type": "string"},
-                              "Resume after this event id (wins over the query parameter).")
+
+
+def _resume(form: Schema, what: str) -> list[Schema]:
+    """The Last-Event-ID header (an EventSource sends it by itself) and the query parameter it wins over."""
+    return [_param("Last-Event-ID", "header", form, f"Resume after this {what} (wins over the query parameter)."),
+            _param("last_event_id", "query", form, f"Resume after this {what}.")]
+
+
+JOB_CURSOR = {"type": "string", "pattern": "^[0-9]{0,19}$", "description": "A job's event id; empty or 0: the start."}
+CHANNEL_CURSOR = {"type": "string", "pattern": "^(([0-9a-z]{1,32}-)?[0-9]{1,19})?$",
+                  "description": "`<epoch>-<n>`; a bare number (an older server's id) gets a `reset`."}
+COMPOSITE_CURSOR = {"type": "string", "description": "`job:<id>=<n>,channel:<name>=<epoch>-<n>,...`"}
 PUBLIC: list[Schema] = [{}]  # no credentials needed (they are still read when sent)
 TICKET_OR_LOGIN: list[Schema] = [{"bearerToken": []}, {"sessionCookie": []}, {"proxyUser": []},
                                  {"streamTicket": []}]
@@ -400,9 +417,11 @@ def _paths() -> dict[str, Any]:
             "parameters": [
                 _param("command", "query", {"type": "string", "minLength": 1},
                        "The command, split like a shell would (never run by one).", required=True),
-                _param("timeout", "query", {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$"},
+                _param("timeout", "query", {"type": "string", "pattern": r"^[0-9]{1,20}(\.[0-9]{1,20})?$"},
                        "Seconds, within (0, max_timeout]."),
-                LAST_EVENT_ID_HEADER,
+                _param("Last-Event-ID", "header", {"type": "string"},
+                       "Sent by a reconnecting EventSource: a valid request is answered 204, and the command is "
+                       "not run again."),
             ],
             "responses": _responses(
                 {"200": _sse_response(JOB_STREAM_TEXT, _schema("JobStreamEvent"),
@@ -417,8 +436,9 @@ def _paths() -> dict[str, Any]:
                 "summary": "Start a detached job (it outlives its viewers)",
                 "requestBody": _json_body(_schema("JobRequest"), "What to run."),
                 "responses": _responses(
-                    {"201": _json_response("Started (or failed to start: see `state`).", _schema("Job"),
-                                           {"Location": _header("The job's URL.")})},
+                    {"201": {**_json_response("Started (or failed to start: see `state`).", _schema("Job"),
+                                              {"Location": _header("The job's URL.")}),
+                             "links": JOB_LINKS}},
                     "400", "408", "413", "415", "429", "503",
                 ) | START_REFUSED,
             },
@@ -467,8 +487,7 @@ def _paths() -> dict[str, Any]:
                 "summary": "SSE: replay after Last-Event-ID, then follow live until the job ends",
                 "security": TICKET_OR_LOGIN,
                 "parameters": [
-                    LAST_EVENT_ID_HEADER,
-                    _param("last_event_id", "query", {"type": "string"}, "Resume after this event id."),
+                    *_resume(JOB_CURSOR, "event id"),
                     _param("ticket", "query", {"type": "string"}, "A stream ticket (POST /jobs/{job_id}/tickets)."),
                 ],
                 "responses": _responses(
@@ -545,10 +564,7 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "tags": ["channels"], "operationId": "subscribe",
                 "summary": "SSE: the retained history after Last-Event-ID, then live",
-                "parameters": [
-                    LAST_EVENT_ID_HEADER,
-                    _param("last_event_id", "query", {"type": "string"}, "Resume after this event id."),
-                ],
+                "parameters": _resume(CHANNEL_CURSOR, "message id"),
                 "responses": _responses({"200": _sse_response(CHANNEL_STREAM_TEXT, _schema("ChannelStreamEvent"))},
                                         "400", "429", "503"),
             },
@@ -561,8 +577,7 @@ def _paths() -> dict[str, Any]:
                  "style": "form", "explode": True},
                 {**_param("channel", "query", {"type": "array", "items": CHANNEL_NAME},
                           "A channel name (repeatable)."), "style": "form", "explode": True},
-                LAST_EVENT_ID_HEADER,
-                _param("last_event_id", "query", {"type": "string"}, "Resume after this composite id."),
+                *_resume(COMPOSITE_CURSOR, "composite id"),
             ],
             "responses": _responses(
                 {"200": _sse_response(MULTIPLEXED_TEXT, _schema("MultiplexedStreamEvent")),
@@ -617,7 +632,8 @@ def _paths() -> dict[str, Any]:
         "/static/{filename}": {"get": {
             "tags": ["pages"], "operationId": "staticFile", "security": PUBLIC,
             "summary": "The pages' scripts, styles and images",
-            "parameters": [_param("filename", "path", {"type": "string"}, "A file in static/.")],
+            "parameters": [{**_param("filename", "path", {"type": "string"}, "A file in static/."),
+                            "example": "console.js"}],
             "responses": _responses(
                 {"200": {"description": "The file.", "content": {"*/*": {"schema": {"type": "string"}}}}}, "404",
             ),

@@ -115,6 +115,7 @@ JOB = _object(
 JOB_REQUEST = {
     "description": "Exactly one of `command`, `argv` or `action`. The program must be allowed to the caller "
                    "(403 otherwise); `timeout` is capped by the server's `max_timeout` (and an action's own).",
+    "examples": [{"command": "echo hello"}, {"argv": ["echo", "hello", "world"], "timeout": 30}],
     "oneOf": [
         _object({"command": {"type": "string", "minLength": 1, "description": "Split like a shell would "
                                                                                "(shlex), never run by one."},
@@ -415,8 +416,9 @@ def _paths() -> dict[str, Any]:
             "description": "The command lives as long as this response: a disconnect kills its whole process "
                            "group. A reconnect (`Last-Event-ID` present) gets 204 and never runs it again.",
             "parameters": [
-                _param("command", "query", {"type": "string", "minLength": 1},
-                       "The command, split like a shell would (never run by one).", required=True),
+                {**_param("command", "query", {"type": "string", "minLength": 1},
+                          "The command, split like a shell would (never run by one).", required=True),
+                 "example": "echo hello"},
                 _param("timeout", "query", {"type": "string", "pattern": r"^[0-9]{1,20}(\.[0-9]{1,20})?$"},
                        "Seconds, within (0, max_timeout]."),
                 _param("Last-Event-ID", "header", {"type": "string"},

@@ -96,3 +96,32 @@ def test_job_states_come_from_the_states_table():
     from app.states import JobState
 
     assert document()["components"]["schemas"]["Job"]["properties"]["state"]["enum"] == [s.value for s in JobState]
+
+
+def concrete(path: str, job_id: str) -> str:
+    """A documented path with its placeholders filled: a real job, a channel, a static file."""
+    return path.format(job_id=job_id, name="ops", filename="app.css")
+
+
+@pytest.mark.parametrize(
+    ("case", "headers"),
+    [
+        ("foreign host", {"Host": "evil.example"}),
+        ("refused token", {"Authorization": "Bearer not-a-token"}),
+        ("cross-site browser", {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}),
+    ],
+)
+def test_refusals_are_documented_for_every_operation(client, case, headers):
+    """Whatever the auth and browser rules answer an operation, its documentation lists (as a JSON error)."""
+    job = client.finished_job(["echo", "hi"], owner="alice")
+    for path, item in document()["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters" or operation["operationId"] in ("subscribe", "multiplexed"):
+                continue  # endless streams: their refusals come before the stream, as checked in test_channels*
+            answer = client.request(method.upper(), concrete(path, job.id), headers=headers,
+                                    json={} if method == "post" else None)
+            where = (case, method, path, answer.status_code, answer.text[:200])
+            assert str(answer.status_code) in operation["responses"], where
+            if answer.status_code >= 400:
+                assert answer.headers["Content-Type"] == "application/json", where
+                assert {"error", "message"} <= set(answer.json()), where

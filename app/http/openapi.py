@@ -353,13 +353,14 @@ RESPONSES = {
 }
 
 
-def _responses(ok: dict[str, Schema], *errors: str) -> dict[str, Schema]:
+def _responses(ok: dict[str, Schema], *errors: str, public: bool = False) -> dict[str, Schema]:
     """The success answers, then the shared error answers by status (400 BadRequest, ...)."""
     names = {"400": "BadRequest", "401": "Unauthorized", "403": "Forbidden", "404": "NotFound",
              "408": "RequestTimeout", "413": "PayloadTooLarge", "415": "UnsupportedMediaType",
              "429": "TooManyRequests", "503": "StreamBusy"}
-    # Every operation may meet the authentication and browser rules (401, 403).
-    statuses = sorted({"401", "403", *errors})
+    # Every operation meets the browser rules (403: Host names, cross-site requests); all but the public
+    # ones the authentication too (401).
+    statuses = sorted({"403", *errors, *(() if public else ("401",))})
     return {**ok, **{status: _ref("responses", names[status]) for status in statuses}}
 
 
@@ -510,16 +511,19 @@ def _paths() -> dict[str, Any]:
                 ],
                 "responses": _responses(
                     {"200": {
-                        "description": "The output bytes.",
+                        "description": "The output bytes; or, beyond `max_streams`, to a client that asked for "
+                                       "text/event-stream, one `busy` event (see the job stream).",
                         "headers": {
                             "X-Output-Dropped-Bytes": _header("Bytes the bounded buffer dropped before this "
                                                               "answer began.", {"type": "string",
                                                                                 "pattern": "^[0-9]+$"}),
                             "Content-Disposition": _header("`inline` or `attachment`, with a file name."),
                         },
-                        "content": {"application/octet-stream": {"schema": {"type": "string",
-                                                                            "contentMediaType":
-                                                                                "application/octet-stream"}}},
+                        "content": {
+                            "application/octet-stream": {"schema": {"type": "string",
+                                                                    "contentMediaType": "application/octet-stream"}},
+                            SSE: {"schema": _schema("BusyStreamEvent")},
+                        },
                     }},
                     "400", "404", "503",
                 ),
@@ -600,7 +604,8 @@ def _paths() -> dict[str, Any]:
         }},
         "/logout": {"post": {
             "tags": ["auth"], "operationId": "logout", "security": PUBLIC, "summary": "Clear the session cookie",
-            "responses": _responses({"200": _json_response("Logged out.", _object({"logged_out": {"const": True}}))}),
+            "responses": _responses({"200": _json_response("Logged out.", _object({"logged_out": {"const": True}}))},
+                                    public=True),
         }},
         "/whoami": {"get": {
             "tags": ["auth"], "operationId": "whoami", "summary": "Who the server thinks the caller is",
@@ -618,18 +623,18 @@ def _paths() -> dict[str, Any]:
         "/openapi.json": {"get": {
             "tags": ["operations"], "operationId": "openapi", "security": PUBLIC,
             "summary": "This document",
-            "responses": {"200": _json_response("The OpenAPI document.", {"type": "object"})},
+            "responses": _responses({"200": _json_response("The OpenAPI document.", {"type": "object"})}, public=True),
         }},
         "/": {"get": {
             "tags": ["pages"], "operationId": "consolePage", "security": PUBLIC,
             "summary": "The browser console (HTML)",
-            "responses": _responses({"200": _html("The page.")}),
+            "responses": _responses({"200": _html("The page.")}, public=True),
         }},
         "/chat": {"get": {
             "tags": ["pages"], "operationId": "chatPage", "security": PUBLIC,
             "summary": "A channel as a chat room (HTML)",
             "parameters": [_param("channel", "query", {"type": "string"}, "The channel (default `chat`).")],
-            "responses": _responses({"200": _html("The page.")}),
+            "responses": _responses({"200": _html("The page.")}, public=True),
         }},
         "/static/{filename}": {"get": {
             "tags": ["pages"], "operationId": "staticFile", "security": PUBLIC,
@@ -638,6 +643,7 @@ def _paths() -> dict[str, Any]:
                             "example": "console.js"}],
             "responses": _responses(
                 {"200": {"description": "The file.", "content": {"*/*": {"schema": {"type": "string"}}}}}, "404",
+                public=True,
             ),
         }},
     }
@@ -709,6 +715,7 @@ def _components() -> dict[str, Any]:
                 _schema("MultiplexedEvent"),
             ),
             "MultiplexedEvent": MULTIPLEXED_EVENT,
+            "BusyStreamEvent": _event_stream({"busy": _schema("BusyEvent")}),
         },
     }
 
@@ -724,7 +731,9 @@ streams also take a stream ticket. With none configured (loopback only), everyon
 **Errors.** Every refusal is JSON `{"error": "<code>", "message": "<why>"}` with a 4xx status (a few
 codes add fields, see `Error`); a method a path does not have gets 405 with `Allow`, an unknown path 404.
 Streams beyond `max_streams` get 503 `busy` with `Retry-After`, or, asked for `text/event-stream`, a 200
-with one `busy` event."""
+with one `busy` event. CORS preflights (OPTIONS) are answered for the origins in `cors_allowed_origins`.
+Every answer carries security headers (a strict Content-Security-Policy, `X-Content-Type-Options: nosniff`,
+`X-Frame-Options: DENY`)."""
 
 
 @cache

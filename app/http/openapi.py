@@ -402,6 +402,7 @@ CHANNEL_CURSOR = {"type": "string", "pattern": "^(([0-9a-z]{1,32}-)?[0-9]{1,19})
                   "description": "`<epoch>-<n>`; a bare number (an older server's id) gets a `reset`."}
 COMPOSITE_CURSOR = {"type": "string", "description": "`job:<id>=<n>,channel:<name>=<epoch>-<n>,...`"}
 PUBLIC: list[Schema] = [{}]  # no credentials needed (they are still read when sent)
+TICKET_PARAM = _param("ticket", "query", {"type": "string"}, "A stream ticket (POST /jobs/{job_id}/tickets).")
 TICKET_OR_LOGIN: list[Schema] = [{"bearerToken": []}, {"sessionCookie": []}, {"proxyUser": []},
                                  {"streamTicket": []}]
 
@@ -491,7 +492,7 @@ def _paths() -> dict[str, Any]:
                 "security": TICKET_OR_LOGIN,
                 "parameters": [
                     *_resume(JOB_CURSOR, "event id"),
-                    _param("ticket", "query", {"type": "string"}, "A stream ticket (POST /jobs/{job_id}/tickets)."),
+                    TICKET_PARAM,
                 ],
                 "responses": _responses(
                     {"200": job_stream, "204": {"description": "Resumed after the final event: stop reconnecting."}},
@@ -507,7 +508,7 @@ def _paths() -> dict[str, Any]:
                 "security": TICKET_OR_LOGIN,
                 "parameters": [
                     _param("download", "query", {"type": "string"}, "Any value: answer as an attachment."),
-                    _param("ticket", "query", {"type": "string"}, "A stream ticket (POST /jobs/{job_id}/tickets)."),
+                    TICKET_PARAM,
                 ],
                 "responses": _responses(
                     {"200": {

@@ -1,9 +1,9 @@
 """The API's OpenAPI 3.1 contract: one checked-in document, next to the views it describes. Pure.
 
 Written by hand, as data, rather than generated: the views are plain Flask
-functions and half of them stream (SSE), which the generators for Flask
-(apispec, flask-smorest, spectree) describe poorly or only after the views are
-rebuilt around their decorators. Python rather than a YAML file, so that the
+functions and five of them stream (SSE), which the generators for Flask
+(apispec, flask-smorest, spectree, flask-openapi3) describe as an opaque string,
+or only after the views are rebuilt around their own decorators. Python rather than a YAML file, so that the
 job states and reasons come from app/states.py (a state added there is in the
 contract at once) and every operation draws on shared components (errors, the
 job object, the event shapes) instead of repeating them. GET /openapi.json
@@ -46,8 +46,8 @@ def _nullable(kind: str, **extra: Any) -> Schema:
 def _object(properties: dict[str, Schema], required: list[str] | None = None, *, closed: bool = False,
             description: str | None = None) -> Schema:
     """A JSON object; every property is required unless ``required`` says otherwise."""
-    schema: Schema = {"type": "object", "properties": properties, "required": list(properties) if required is None
-                      else required}
+    schema: Schema = {"type": "object", "properties": properties,
+                      "required": list(properties) if required is None else required}
     if closed:
         schema["additionalProperties"] = False
     if description:
@@ -387,8 +387,6 @@ def _sse_response(description: str, schema: Schema, headers: dict[str, Schema] |
 
 def _json_body(schema: Schema, description: str) -> Schema:
     return {"required": True, "description": description, "content": {JSON: {"schema": schema}}}
-
-
 
 
 def _resume(form: Schema, what: str) -> list[Schema]:

@@ -6,7 +6,11 @@ never a 500, a traceback or a success.
 
 from __future__ import annotations
 
+import json
+
 import pytest
+
+from app.policy.access import hash_token, new_token
 
 from .app_client import AppClient, app_client
 
@@ -37,3 +41,31 @@ def test_a_malformed_last_event_id_query_is_a_400_even_when_the_header_wins(clie
     assert_error(answer, 400, "bad_request")
     answer = client.get("/channels/ops/events?last_event_id=not-an-id!", headers={"Last-Event-ID": ""})
     assert_error(answer, 400, "bad_request")
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory) -> AppClient:
+    """An app with authentication on: requests without credentials."""
+    tokens = [{"user": "alice", "roles": ["admin"], "hash": hash_token(new_token())}]
+    return app_client(tmp_path_factory.mktemp("openapi-findings-auth"), {"SSECMD_TOKENS": json.dumps(tokens)})
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("TRACE", "/healthz", "GET, HEAD, OPTIONS"),
+        ("PUT", "/login", "OPTIONS, POST"),
+        ("PATCH", "/", "GET, HEAD, OPTIONS"),
+        ("DELETE", "/openapi.json", "GET, HEAD, OPTIONS"),
+        ("PUT", "/jobs", "GET, HEAD, OPTIONS, POST"),
+    ],
+)
+def test_a_method_a_path_does_not_have_is_a_405_without_credentials_too(guarded, method, path, allow):
+    """Without credentials, an undeclared method got 401 (even on public paths such as /healthz), not 405."""
+    answer = guarded.request(method, path)
+    assert_error(answer, 405, "method_not_allowed")
+    assert sorted(answer.headers["Allow"].split(", ")) == sorted(allow.split(", "))
+
+
+def test_an_unknown_path_is_a_404_without_credentials_too(guarded):
+    assert_error(guarded.get("/no/such/path"), 404, "not_found")

@@ -244,6 +244,10 @@ def install(app: Flask, authenticator: Authenticator, on_refused: Callable[..., 
         try:
             principal = authenticator.identify()
         except ApiError:
+            if request.routing_exception is not None:
+                # No such path (404), or not with this method (405 with Allow): the same answer for
+                # anyone, as GET /openapi.json tells anyone what exists; never a 401 for /healthz.
+                raise request.routing_exception from None
             if request.endpoint not in PUBLIC_ENDPOINTS:
                 raise
             principal = NOBODY

@@ -14,6 +14,13 @@ fuzzes the real server against it with schemathesis.
 Text/event-stream responses: their ``schema`` describes ONE event (``event``,
 ``id``, ``retry``, ``data``, the JSON inside ``data`` as ``contentSchema``),
 as OpenAPI 3.2's ``itemSchema`` does and as schemathesis reads it on 3.1.
+
+Adding to it: a new route fails tests/test_openapi_app.py until its operation
+is in ``_paths()``. Give it ``_responses({...success...}, "400", ...)`` (the
+shared error answers by status; 401 and 403 come with every non-public
+operation), its schemas in ``_components()``, and new query parameters with
+``_param``. A new field of the job is a property of ``JOB``; a new state or
+end reason goes into app/states.py only.
 """
 
 from __future__ import annotations

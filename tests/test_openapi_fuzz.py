@@ -11,11 +11,11 @@ Bounded and repeatable: a fixed seed, no example database, a fixed number of exa
 worker (hypothesis's reflection is not thread-safe on 3.11), a hard time limit. The server's allowlist is
 only `true` and `echo`, so whatever the fuzzer starts is harmless. Not fuzzed: the two streams that never
 end by themselves (a channel's, and GET /events, which carries channels), since schemathesis reads a whole
-body before checking it; tests/test_openapi_app.py checks that they are documented, the channel tests
-that they answer as documented. Not checked: positive_data_acceptance (a request the schema allows may
-still be refused: the allowlist, the named actions and the limits are this server's configuration, which
-the contract gives in words), with every other check schemathesis has (status codes, content types,
-headers, response and event schemas, negative data rejected with a 4xx, 405s with Allow, ignored auth).
+body before checking it; tests/test_openapi_streams.py checks their events against the contract.
+Not checked: positive_data_acceptance (a request the schema allows may still be refused: the allowlist,
+the named actions and the limits are this server's configuration, which the contract gives in words);
+every other check schemathesis has runs (status codes, content types, headers, response and event
+schemas, negative data rejected with a 4xx, 405s with Allow, ignored auth).
 """
 
 from __future__ import annotations

@@ -69,3 +69,12 @@ def test_a_method_a_path_does_not_have_is_a_405_without_credentials_too(guarded,
 
 def test_an_unknown_path_is_a_404_without_credentials_too(guarded):
     assert_error(guarded.get("/no/such/path"), 404, "not_found")
+
+
+@pytest.mark.parametrize("event", ["reset", "busy"])
+def test_a_publisher_cannot_send_the_servers_own_channel_events(client, event):
+    """A channel stream's `reset` and `busy` events have shapes of their own (the contract's ChannelStreamEvent);
+    a message published as one passed for the server's (`sse-commander tail` printed a spoofed "history
+    started again" notice)."""
+    answer = client.post("/channels/ops/messages", json={"data": {"missed": "unknown"}, "event": event})
+    assert_error(answer, 400, "bad_message")

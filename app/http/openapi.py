@@ -28,6 +28,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from ..policy.messages import RESERVED_EVENTS
 from ..states import ExitReason, JobState, StartFailure
 
 OPENAPI_VERSION = "3.1.0"
@@ -556,8 +557,8 @@ def _paths() -> dict[str, Any]:
                 "requestBody": {
                     "required": True,
                     "description": "JSON `{\"data\": <any JSON>, \"event\": \"name\"}` (event defaults to "
-                                   "`message`; not `error`, `open` or `gap`), or any other content type: "
-                                   "the body as UTF-8 text. At most `max_message_bytes`.",
+                                   "`message`; not `error`, `open`, `gap`, `reset` or `busy`), or any other "
+                                   "content type: the body as UTF-8 text. At most `max_message_bytes`.",
                     "content": {
                         JSON: {"schema": _schema("MessageRequest")},
                         "text/plain": {"schema": {"type": "string", "minLength": 1}},
@@ -697,7 +698,7 @@ def _components() -> dict[str, Any]:
             "MessageRequest": _object({"data": {"description": "Any JSON value (nested at most 32 deep)."},
                                        "event": {"type": "string",
                                                  "pattern": "^[A-Za-z][A-Za-z0-9_.-]{0,63}$",
-                                                 "not": {"enum": ["error", "open", "gap"]}}},
+                                                 "not": {"enum": sorted(RESERVED_EVENTS)}}},
                                       ["data"], closed=True),
             "LoginRequest": {"oneOf": [
                 _object({"token": {"type": "string", "minLength": 1}}),

@@ -78,3 +78,10 @@ def test_a_publisher_cannot_send_the_servers_own_channel_events(client, event):
     started again" notice)."""
     answer = client.post("/channels/ops/messages", json={"data": {"missed": "unknown"}, "event": event})
     assert_error(answer, 400, "bad_message")
+
+
+def test_a_malformed_composite_last_event_id_query_is_a_400_even_when_the_header_wins(client):
+    job = client.finished_job(["echo", "hi"])  # start (1) and exit (2)
+    path = f"/events?job={job.id}&last_event_id=not-a-cursor"
+    assert_error(client.get(path, headers={"Last-Event-ID": f"job:{job.id}=2"}), 400, "bad_request")
+    assert client.get(f"/events?job={job.id}", headers={"Last-Event-ID": f"job:{job.id}=2"}).status_code == 204

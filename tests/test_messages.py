@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.policy.messages import MAX_DEPTH, SYSTEM_CHANNELS, InvalidMessage, Message, check_channel_name, parse_message
+from app.policy.messages import (
+    MAX_DEPTH,
+    RESERVED_EVENTS,
+    SYSTEM_CHANNELS,
+    InvalidMessage,
+    Message,
+    check_channel_name,
+    parse_message,
+)
 
 BIG = 10**9
 EXAMPLES = 60
@@ -25,7 +33,7 @@ event_names = st.builds(
     lambda first, rest: first + rest,
     st.sampled_from(string.ascii_letters),
     st.text(alphabet=NAME_REST, max_size=63),
-).filter(lambda name: name not in ("error", "open", "gap"))
+).filter(lambda name: name not in RESERVED_EVENTS)
 # Any JSON value (no NaN or infinities: they are not JSON).
 json_values = st.recursive(
     st.none()
@@ -188,8 +196,8 @@ def test_refused_bodies(body, is_json, fragment):
 
 @pytest.mark.parametrize(
     "event",
-    ["error", "open", "gap", "", " x", "x ", "a b", "a\nb", "a\rb", "1x", "-x", ".x", "_x", "é", "E" * 65, "a:b",
-     "a\x00", 1, 1.5, None, True, [], {}],
+    ["error", "open", "gap", "reset", "busy", "", " x", "x ", "a b", "a\nb", "a\rb", "1x", "-x", ".x", "_x", "é",
+     "E" * 65, "a:b", "a\x00", 1, 1.5, None, True, [], {}],
 )
 def test_refused_event_names(event):
     with pytest.raises(InvalidMessage, match="event must be"):
@@ -203,7 +211,7 @@ def test_event_name_rule(event):
         0 < len(event) <= 64
         and event[0] in string.ascii_letters
         and all(ch in NAME_REST for ch in event)
-        and event not in ("error", "open", "gap")
+        and event not in RESERVED_EVENTS
     )
     body = json.dumps({"data": 0, "event": event}).encode()
     if valid:

@@ -42,7 +42,8 @@ STATE_CHANGING_GETS = frozenset({"run.run_command"})
 # Endpoints that answer without a login (the browser rules still apply).
 # GET /metrics decides for itself (the metrics role, or a peer in metrics_allow).
 PUBLIC_ENDPOINTS = frozenset(
-    {"health.healthz", "metrics.scrape", "auth.login", "auth.logout", "pages.index", "pages.chat", "static"}
+    {"health.healthz", "metrics.scrape", "auth.login", "auth.logout", "pages.index", "pages.chat", "static",
+     "openapi.openapi_document"}
 )
 NOBODY = Principal("", (), "none")
 # Credentials a browser attaches by itself (a cookie: ours, or an SSO proxy's), so a page on another site could
@@ -261,6 +262,10 @@ def install(app: Flask, authenticator: Authenticator, on_refused: Callable[..., 
         try:
             principal = authenticator.identify()
         except ApiError:
+            if request.routing_exception is not None:
+                # No such path (404), or not with this method (405 with Allow): the same answer for
+                # anyone, as GET /openapi.json tells anyone what exists; never a 401 for /healthz.
+                raise request.routing_exception from None
             if request.endpoint not in PUBLIC_ENDPOINTS:
                 raise
             principal = NOBODY

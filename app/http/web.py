@@ -81,9 +81,13 @@ def channel_cursor() -> Position:
     Empty (or absent, or 0) is the start. ``<epoch>-<n>`` is this server's form; a bare number is an id from
     before channel ids had epochs, which the stream answers with a ``reset``.
     """
+    from_query = _channel_position(query_text("last_event_id"))  # checked even when the header wins
     header = header_text("Last-Event-ID")
-    query = query_text("last_event_id")
-    value = (header if header is not None else query or "").strip()
+    return _channel_position(header) if header is not None else from_query
+
+
+def _channel_position(value: str | None) -> Position:
+    value = (value or "").strip()
     if not value:
         return START
     try:

@@ -124,8 +124,15 @@ def parse_command_query(command: Any, timeout: Any, settings: Settings) -> JobSp
 
 
 def parse_last_event_id(header: str | None, query: str | None) -> int:
-    """The resume cursor: the Last-Event-ID header wins over ?last_event_id=; 0 means from the start."""
-    value = header if header is not None else query
+    """The resume cursor: the Last-Event-ID header wins over ?last_event_id=; 0 means from the start.
+
+    Both are checked, even when the header wins: a malformed one is a 400, never silently ignored.
+    """
+    from_query = _event_id(query)
+    return _event_id(header) if header is not None else from_query
+
+
+def _event_id(value: str | None) -> int:
     if value is None:
         return 0
     value = value.strip()

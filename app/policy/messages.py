@@ -9,11 +9,17 @@ from typing import Any
 
 from .access import SYSTEM_CHANNELS
 
-__all__ = ["MAX_DEPTH", "SYSTEM_CHANNELS", "InvalidMessage", "Message", "check_channel_name", "parse_message"]
+__all__ = [
+    "MAX_DEPTH", "RESERVED_EVENTS", "SYSTEM_CHANNELS", "InvalidMessage", "Message", "check_channel_name",
+    "parse_message",
+]
 
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", re.ASCII)
-RESERVED_EVENTS = frozenset({"error", "open", "gap"})
+# error and open would fire a page's built-in EventSource handlers; gap, reset and busy are the server's own
+# events on a channel stream, with shapes of their own (README, "The event stream"): a publisher's must not
+# pass for them.
+RESERVED_EVENTS = frozenset({"error", "open", "gap", "reset", "busy"})
 # Arrays and objects nested in a message's data. Far below what the encoder
 # (sse.dumps inside EventLog.append, a few frames deeper) could ever choke on.
 MAX_DEPTH = 32
@@ -65,7 +71,9 @@ def parse_message(body: bytes, is_json: bool, max_bytes: int) -> Message:
         raise InvalidMessage("missing field 'data'")
     event = document.get("event", "message")
     if not isinstance(event, str) or not EVENT_NAME.fullmatch(event) or event in RESERVED_EVENTS:
-        raise InvalidMessage("event must be a name of letters, digits, '_', '.' or '-', and not error, open or gap")
+        raise InvalidMessage(
+            "event must be a name of letters, digits, '_', '.' or '-', and not " + ", ".join(sorted(RESERVED_EVENTS))
+        )
     _check_depth(document["data"])
     _check_no_lone_surrogates(document["data"])
     return Message(event, document["data"])

@@ -7,6 +7,7 @@ from urllib.parse import parse_qs
 from flask import Blueprint, Response, request
 
 from ...errors import ApiError
+from ...streaming.multiplex import InvalidCursor, parse_composite
 from ..authn import current_principal
 from ..web import client_wire, current_service, header_text, sse_response, stream_label
 
@@ -26,8 +27,14 @@ def multiplexed() -> Response:
     """Replay and follow every named job and channel; resume all of them with one composite Last-Event-ID."""
     jobs, channels = _names("job"), _names("channel")
     text = header_text("Last-Event-ID")
+    query = (_names("last_event_id") or [None])[0]
     if text is None:
-        text = (_names("last_event_id") or [None])[0]
+        text = query
+    elif query:
+        try:  # the header wins, but a malformed query is a 400 all the same
+            parse_composite(query, len(jobs) + len(channels))
+        except InvalidCursor as exc:
+            raise ApiError(400, "bad_request", f"last_event_id: {exc}") from None
     stream = current_service().open_multiplexed_stream(
         jobs, channels, current_principal(), text, client_wire(), stream_label()
     )

@@ -20,14 +20,15 @@ bp = Blueprint("run", __name__)
 def run_command() -> Response:
     """Start a command and stream its events on this response."""
     service = current_service()
-    if request.headers.get("Last-Event-ID") is not None:
-        # An EventSource reconnecting: the command died with the old connection,
-        # and running it again is never what the reconnect meant. 204 stops it.
-        return Response(status=204)
     try:
         spec = parse_command_query(query_text("command"), query_text("timeout"), service.settings)
     except InvalidRequest as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
+    if request.headers.get("Last-Event-ID") is not None:
+        # An EventSource reconnecting: the command died with the old connection,
+        # and running it again is never what the reconnect meant. 204 stops it
+        # (after the checks above: a malformed request is a 400 either way).
+        return Response(status=204)
     if request.method == "HEAD":
         return Response(mimetype="text/event-stream", headers=SSE_HEADERS)
     job, stream = service.run_command(spec, current_principal(), client_address(), client_wire(), stream_label())

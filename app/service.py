@@ -172,7 +172,7 @@ class Service:
         try:
             job = self.store.create_job(
                 spec.argv, spec.timeout, origin, owner=principal.user, action=spec.action, params=spec.params,
-                owner_limit=share,
+                owner_limit=share, stderr=spec.stderr,
             )
         except TooManyJobs as exc:
             message = (

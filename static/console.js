@@ -623,7 +623,26 @@ async function stopJob() {
 
 const commandHistory = new CommandHistory(localStorage, "ssecmd.history");
 
+// The "Merge stderr" toggle beside Run (the job's "stderr": "merged"), remembered in this browser.
+const mergeStderr = {
+  key: "ssecmd.mergeStderr",
+  get on() {
+    return $("merge-stderr").getAttribute("aria-pressed") === "true";
+  },
+  setup() {
+    const button = $("merge-stderr");
+    const show = (on) => button.setAttribute("aria-pressed", String(on));
+    show(localStorage.getItem(this.key) === "1");
+    button.addEventListener("click", () => {
+      const on = !this.on;
+      show(on);
+      localStorage.setItem(this.key, on ? "1" : "0");
+    });
+  },
+};
+
 function setupRunForm() {
+  mergeStderr.setup();
   const form = $("run-form");
   const input = $("command");
   const error = $("run-error");
@@ -647,7 +666,7 @@ function setupRunForm() {
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     try {
-      await runJob({ command });
+      await runJob(mergeStderr.on ? { command, stderr: "merged" } : { command });
       commandHistory.add(command);
       input.select();
     } catch (err) {

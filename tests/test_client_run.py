@@ -112,6 +112,13 @@ def test_remote_stdout_and_stderr_go_to_local_stdout_and_stderr(server):
     assert result.stderr == b"to err\n"  # piped: no colour, and no notes without -v
 
 
+def test_merge_stderr_puts_both_streams_on_stdout_in_exact_order(server):
+    script = "import os; [os.write(n % 2 + 1, b'%d\\n' % n) for n in range(6)]"  # 0 out, 1 err, 2 out, ...
+    result = client(server, "run", "--merge-stderr", "--", PYTHON, "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == (b"0\n1\n2\n3\n4\n5\n", b"")
+
+
 def test_binary_output_round_trip_run_shows_text_and_logs_the_exact_bytes(server):
     exact = b"a\x00b\r\nc\xff\xfe\rd\xe2\x82\xac\n"
     result = client(server, "run", "--", "printf", "a\\0b\\r\\nc\\377\\376\\rd\\342\\202\\254\\n")

@@ -172,6 +172,7 @@ def test_job_request_bodies():
         "action": "deploy", "params": {"env": "staging", "note": "a=b"}
     }
     assert job_request([], "deploy", 10) == {"action": "deploy", "params": {}, "timeout": 10}
+    assert job_request(["ls"], None, None, merge_stderr=True) == {"argv": ["ls"], "stderr": "merged"}
     with pytest.raises(click.UsageError):
         job_request([], None, None)
     with pytest.raises(click.UsageError):

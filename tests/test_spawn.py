@@ -91,6 +91,20 @@ def test_echo_output_and_exit_code():
     assert (code, out, err) == (3, b"", b"oops\n")
 
 
+def test_merged_stderr_shares_the_stdout_pipe_in_exact_order():
+    before = _open_fds()
+    proc = spawn("/bin/sh", ["sh", "-c", "echo out1; echo err1 >&2; echo out2; echo err2 >&2"], ENV, cwd="/",
+                 merge_stderr=True)
+    assert proc.stderr is None
+    chunks = []
+    while chunk := os.read(proc.stdout.fileno(), 65536):
+        chunks.append(chunk)
+    proc.close_pipes()
+    assert proc.wait(timeout=20) == 0
+    assert b"".join(chunks) == b"out1\nerr1\nout2\nerr2\n"
+    assert _open_fds() == before  # no descriptor left behind by the shared pipe
+
+
 def test_argv0_and_executable_are_separate_and_no_shell_runs():
     code, out, _ = _collect(spawn("/bin/echo", ["whatever", "$HOME", "a;b", "*"], ENV, cwd="/"))
     assert code == 0 and out == b"$HOME a;b *\n"

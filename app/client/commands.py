@@ -113,7 +113,9 @@ reconnect_option = click.option(
 
 # Jobs.
 
-def job_request(words: Sequence[str], action: str | None, timeout: float | None) -> dict[str, Any]:
+def job_request(
+    words: Sequence[str], action: str | None, timeout: float | None, *, merge_stderr: bool = False
+) -> dict[str, Any]:
     """The POST /jobs body for ``run``: argv, or an action with KEY=VALUE parameters. Pure."""
     body: dict[str, Any]
     if action is not None:
@@ -130,6 +132,8 @@ def job_request(words: Sequence[str], action: str | None, timeout: float | None)
         body = {"argv": list(words)}
     if timeout is not None:
         body["timeout"] = timeout
+    if merge_stderr:
+        body["stderr"] = "merged"
     return body
 
 
@@ -219,12 +223,14 @@ def follow_job(session: Session, job_id: str, *, after: int | None, reconnect_fo
 @click.option("--action", metavar="NAME", help="Run a named action; the arguments are its KEY=VALUE parameters.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Seconds before the server stops the job (exit 124).")
+@click.option("--merge-stderr", is_flag=True,
+              help="One pipe for the remote stdout and stderr: exact order, all of it on stdout.")
 @click.option("--detach", is_flag=True, help="Print the job's id and return at once.")
 @click.option("--wait", is_flag=True, help="When the server is at its limit (429), wait as it says and retry.")
 @reconnect_option
 @click.argument("words", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]... | KEY=VALUE...")
-def run(session: Session, words: tuple[str, ...], action: str | None, timeout: float | None, detach: bool,
-        wait: bool, reconnect_timeout: float) -> int:
+def run(session: Session, words: tuple[str, ...], action: str | None, timeout: float | None, merge_stderr: bool,
+        detach: bool, wait: bool, reconnect_timeout: float) -> int:
     """Run a command (or a named action) on the server and stream it like a local one.
 
     The remote stdout goes to stdout and the remote stderr to stderr, and the exit status is the remote
@@ -235,7 +241,7 @@ def run(session: Session, words: tuple[str, ...], action: str | None, timeout: f
       sse-commander run -- ls -la /tmp
       sse-commander run --action deploy env=staging replicas=2
     """
-    body = job_request(words, action, timeout)
+    body = job_request(words, action, timeout, merge_stderr=merge_stderr)
     session.api.wait = wait
     # A Ctrl-C while the job starts waits until its id is known, so that it can be cancelled (or shown).
     job = session.api.json("POST", "/jobs", json=body, can_wait=True, held=session.ctrl_c.deferred)

@@ -9,6 +9,7 @@ the argv items that name it, so it can never add or split arguments.
     argv = ["/opt/tools/deploy.sh", "--env", "{env}", "--replicas={replicas}"]
     timeout = 600
     confirm = true   # the request must say "confirm": true (the page asks first)
+    stderr = "merged"  # one pipe for stdout and stderr, in exact order (default "separate")
     [actions.deploy.params.env]
     type = "choice"
     choices = ["staging", "production"]
@@ -106,6 +107,7 @@ class Action:
     description: str = ""
     timeout: float | None = None
     confirm: bool = False  # a request must carry "confirm": true
+    stderr: str = "separate"  # "merged": one pipe for stdout and stderr (exact order)
 
     def render(self, values: Any) -> list[str]:
         """Validate ``values`` (a JSON object) and fill the template."""
@@ -135,6 +137,7 @@ class Action:
             "argv": list(self.argv),
             "timeout": self.timeout,
             "confirm": self.confirm,
+            "stderr": self.stderr,
             "params": [param.to_json() for param in self.params],
         }
 
@@ -202,7 +205,7 @@ def parse_actions(document: Any) -> dict[str, Action]:
             raise AccessConfigError(f"{where}: names are letters, digits, '_', '.', '-'")
         if not isinstance(spec, Mapping):
             raise AccessConfigError(f"{where}: expected a table")
-        unknown = set(spec) - {"argv", "description", "timeout", "params", "confirm"}
+        unknown = set(spec) - {"argv", "description", "timeout", "params", "confirm", "stderr"}
         if unknown:
             raise AccessConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
         argv = spec.get("argv")
@@ -224,5 +227,10 @@ def parse_actions(document: Any) -> dict[str, Action]:
         confirm = spec.get("confirm", False)
         if not isinstance(confirm, bool):
             raise AccessConfigError(f"{where}.confirm: expected true or false")
-        actions[name] = Action(name, tuple(argv), params, str(spec.get("description", "")), timeout, confirm)
+        stderr = spec.get("stderr", "separate")
+        if stderr not in ("separate", "merged"):
+            raise AccessConfigError(f'{where}.stderr: expected "separate" or "merged"')
+        actions[name] = Action(
+            name, tuple(argv), params, str(spec.get("description", "")), timeout, confirm, stderr
+        )
     return actions

@@ -163,11 +163,11 @@ static PyTypeObject LaunchType = {
 };
 
 PyDoc_STRVAR(start_doc,
-"start(path, argv, envp, cwd, uid, gid, rlimits, pdeathsig, umask, no_new_privs, cgroup_procs)\n"
-"    -> (stdout_fd, stderr_fd, launch)\n\n"
+"start(path, argv, envp, cwd, uid, gid, rlimits, pdeathsig, umask, no_new_privs, cgroup_procs,\n"
+"      merge_stderr) -> (stdout_fd, stderr_fd, launch)\n\n"
 "Start path with argv and envp (tuples of bytes): in the cgroup whose cgroup.procs is open as\n"
 "cgroup_procs (-1: none), with stdin /dev/null, stdout and stderr on new pipes (the read ends are\n"
-"returned, close-on-exec), every other descriptor closed, default signal dispositions, the umask\n"
+"returned, close-on-exec; with merge_stderr, both on one pipe and stderr_fd is -1), every other descriptor closed, default signal dispositions, the umask\n"
 "(-1: keep), in cwd (bytes or None), in a new session, as uid/gid with no supplementary group but\n"
 "gid (uid -1: keep), with rlimits ((resource, value), ...) as soft and hard limits, no_new_privs,\n"
 "pdeathsig (0: none) and the caller's signal mask. Returns at once; launch.fileno() reads\n"
@@ -182,13 +182,13 @@ static PyObject *start(PyObject *self, PyObject *args)
     struct spawn_launch *launch = NULL;
     LaunchObject *obj = NULL;
     char **argv = NULL, **envp = NULL;
-    int out[2] = {-1, -1}, err[2] = {-1, -1}, devnull = -1, cgroup_procs, done_fd = -1, error = 0;
+    int out[2] = {-1, -1}, err[2] = {-1, -1}, devnull = -1, cgroup_procs, merge_stderr, done_fd = -1, error = 0;
     Py_ssize_t i;
 
     memset(&req, 0, sizeof req);
-    if (!PyArg_ParseTuple(args, "O!O!O!OllO!iipi", &PyBytes_Type, &path_obj, &PyTuple_Type, &argv_obj, &PyTuple_Type,
+    if (!PyArg_ParseTuple(args, "O!O!O!OllO!iipip", &PyBytes_Type, &path_obj, &PyTuple_Type, &argv_obj, &PyTuple_Type,
                           &envp_obj, &cwd_obj, &req.uid, &req.gid, &PyTuple_Type, &limits_obj, &req.pdeathsig,
-                          &req.umask_value, &req.no_new_privs, &cgroup_procs))
+                          &req.umask_value, &req.no_new_privs, &cgroup_procs, &merge_stderr))
         return NULL;
     if (PyTuple_GET_SIZE(argv_obj) < 1) {
         PyErr_SetString(PyExc_ValueError, "argv must not be empty");
@@ -238,9 +238,17 @@ static PyObject *start(PyObject *self, PyObject *args)
         goto os_error;
     devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (devnull < 0 || (devnull = above_stdio(devnull)) < 0 || pipe2(out, O_CLOEXEC) < 0 ||
-        (out[0] = above_stdio(out[0])) < 0 || (out[1] = above_stdio(out[1])) < 0 || pipe2(err, O_CLOEXEC) < 0 ||
-        (err[0] = above_stdio(err[0])) < 0 || (err[1] = above_stdio(err[1])) < 0)
+        (out[0] = above_stdio(out[0])) < 0 || (out[1] = above_stdio(out[1])) < 0)
         goto os_error;
+    if (merge_stderr) {
+        /* One pipe for both, so the child's writes keep their order. A descriptor of its own (the
+         * launch closes each of its stdio descriptors once). */
+        if ((err[1] = fcntl(out[1], F_DUPFD_CLOEXEC, 3)) < 0)
+            goto os_error;
+    } else if (pipe2(err, O_CLOEXEC) < 0 || (err[0] = above_stdio(err[0])) < 0 ||
+               (err[1] = above_stdio(err[1])) < 0) {
+        goto os_error;
+    }
     req.stdio[0] = devnull;
     req.stdio[1] = out[1];
     req.stdio[2] = err[1];
@@ -255,7 +263,7 @@ static PyObject *start(PyObject *self, PyObject *args)
     obj->done_fd = done_fd;
     if ((error = spawn_launch_submit(launch)) != 0)
         goto launch_error;
-    result = Py_BuildValue("(iiO)", out[0], err[0], (PyObject *)obj);
+    result = Py_BuildValue("(iiO)", out[0], err[0], (PyObject *)obj); /* err[0] is -1 when merged */
     if (result != NULL)
         out[0] = err[0] = -1; /* the caller's now */
     goto done;

@@ -4,10 +4,15 @@ Data flow: process pipes -> runner (this module) -> job log -> stream generator 
 
 Each job gets one greenlet, and its output an ``OutputPump``: libev io
 watchers on stdout and stderr (never a read that blocks the hub) whose
-callbacks read whatever is already in the pipe, coalesced into one event, and
-append it to the log. The loop then serves every other ready greenlet and
-watcher before a still-readable pipe is read again, so a flooding command
-cannot starve the worker.
+callbacks run one pump round: stdout, then stderr, each read once for what it
+holds at that moment, as one event each, appended to the log. The loop then
+serves every other ready greenlet and watcher before a still-readable pipe is
+read again, so a flooding command cannot starve the worker.
+
+Order between the two streams: within a round, stdout comes first, whatever
+the child wrote first; and since each pipe is read once per round, no event
+carries bytes written after the other pipe's bytes of a later event. A job
+started with ``stderr = "merged"`` has one pipe for both, in exact order.
 
 Commands are started by ``app.process.spawn`` (a spawner thread clones them with
 CLONE_VM | CLONE_VFORK; never a fork of the worker), each in its own session
@@ -30,6 +35,8 @@ import logging
 import os
 import resource
 import signal
+import struct
+import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +61,9 @@ from .spawn import ChildProcess, SpawnError, environment_block, start_child
 log = logging.getLogger(__name__)
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+# The order in which one pump round reads a job's pipes (README: "Order of stdout and stderr").
+PIPE_ORDER = ("stdout", "stderr")
+_INT = struct.Struct("i")
 
 # How long start() waits for the exec before answering anyway (the start event follows).
 START_WAIT = 2.0
@@ -196,11 +206,12 @@ class OutputPump:
             gevent.get_hub().loop.run_callback(self.waiter.switch, None)
 
     def readable(self, fd: int, name: str) -> None:
-        """A pipe has output or has ended (called by the hub): move it into the log."""
+        """A pipe has output or has ended (called by the hub): one round, every pipe in PIPE_ORDER."""
         if self.abandoned:
             return
         try:
-            self._move(fd, name)
+            for pipe_fd, pipe_name in self.pipes.in_order(PIPE_ORDER):
+                self._move(pipe_fd, pipe_name)
             if self.pipes and not self.log.owner_far_behind():
                 return
         except Exception as exc:  # raised in the runner's greenlet, which handles it
@@ -224,22 +235,17 @@ class OutputPump:
             self._emit(name, b"", final=True)
 
     def _read_available(self, fd: int) -> tuple[bytes, bool]:
-        """Read what the pipe holds now, up to coalesce_bytes, without waiting."""
-        size, limit = self.read_size, self.coalesce
-        parts: list[bytes] = []
-        total = 0
-        while total < limit:
-            try:
-                data = os.read(fd, size)
-            except BlockingIOError:
-                return b"".join(parts), False
-            if not data:
-                return b"".join(parts), True
-            parts.append(data)
-            total += len(data)
-            if len(data) < size:
-                break  # drained for now; the next read would only say EAGAIN
-        return b"".join(parts), False
+        """What the pipe holds at this moment (up to coalesce_bytes), in one read; and whether it has ended.
+
+        One read, sized by FIONREAD: bytes the child writes after it wait for the next round, after the
+        other pipe's (a read loop would pull them ahead of what the other pipe got meanwhile).
+        """
+        held = _INT.unpack(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        try:
+            data = os.read(fd, min(held, self.coalesce) if held > 0 else self.read_size)
+        except BlockingIOError:
+            return b"", False
+        return data, not data
 
     def _emit(self, name: str, data: bytes, final: bool = False) -> None:
         pending, decoder = self.pending, self.decoders[name]
@@ -348,6 +354,7 @@ class ProcessRunner:
                 umask=contain.umask,
                 no_new_privs=contain.no_new_privs,
                 cgroup_procs=procs_fd,
+                merge_stderr=job.stderr == "merged",
             )
         except BaseException:
             if cgroup is not None:
@@ -492,6 +499,8 @@ class ProcessRunner:
             self.store.local_log(run.job.id), self.settings, lambda: self.stop(run.job.id, "output_limit")
         )
         for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+            if pipe is None:  # merged into stdout
+                continue
             fd = pipe.fileno()
             os.set_blocking(fd, False)
             # A pipe as large as one event lets a flooding command write a whole

@@ -8,8 +8,8 @@ calls alone, then execs. The worker's event loop never waits for it; the
 greenlet that started it waits, cooperatively, for the launch's status pipe.
 What the child gets, in this order:
 
-- stdin ``/dev/null``, stdout and stderr on two new pipes, every other
-  descriptor closed;
+- stdin ``/dev/null``, stdout and stderr on two new pipes (or, merged, both
+  on one pipe, so that their order is kept), every other descriptor closed;
 - its job's cgroup, when given: it joins before anything that could hang, so
   the cgroup can kill it from then on, and all it forks starts inside;
 - default signal dispositions; the umask;
@@ -143,10 +143,13 @@ def _reaper() -> _Reaper:
 
 
 class ChildProcess:
-    """A started command: pid, pidfd, stdout/stderr pipes, returncode once reaped, cooperative wait()."""
+    """A started command: pid, pidfd, stdout/stderr pipes, returncode once reaped, cooperative wait().
+
+    ``stderr`` is None when the command's stderr is merged into its stdout pipe.
+    """
 
     def __init__(
-        self, pid: int, pidfd: int, stdout: Pipe, stderr: Pipe, stage: int = _spawn.STAGE_EXEC,
+        self, pid: int, pidfd: int, stdout: Pipe, stderr: Pipe | None, stage: int = _spawn.STAGE_EXEC,
         status: int | None = None,
     ) -> None:
         self.pid = pid
@@ -204,9 +207,7 @@ class ChildProcess:
 
     def close_pipes(self) -> None:
         """Close both output pipes (errors on closing are of no interest any more)."""
-        for pipe in (self.stdout, self.stderr):
-            with contextlib.suppress(OSError):
-                pipe.close()
+        _close_all((self.stdout, self.stderr))
 
     def wait(self, timeout: float | None = None) -> int | None:
         """The returncode (negative: killed by that signal), waiting for the exit up to ``timeout``."""
@@ -220,7 +221,7 @@ class Starting:
     def __init__(self, launch, stdout_fd: int, stderr_fd: int, executable: bytes, cwd: bytes | None) -> None:
         self._launch = launch
         self.stdout = Pipe(stdout_fd)
-        self.stderr = Pipe(stderr_fd)
+        self.stderr = Pipe(stderr_fd) if stderr_fd >= 0 else None
         self._executable = executable
         self._cwd = cwd
         self._status: int | None = None  # reaped by libev before the launch was finished
@@ -298,7 +299,12 @@ class Starting:
             proc.wait()
 
     def _close_pipes(self) -> None:
-        for pipe in (self.stdout, self.stderr):
+        _close_all((self.stdout, self.stderr))
+
+
+def _close_all(pipes: Sequence[Pipe | None]) -> None:
+    for pipe in pipes:
+        if pipe is not None:
             with contextlib.suppress(OSError):
                 pipe.close()
 
@@ -331,10 +337,12 @@ def start_child(
     umask: int | None = None,
     no_new_privs: bool = False,
     cgroup_procs: int = -1,
+    merge_stderr: bool = False,
 ) -> Starting:
     """Start ``executable`` with ``argv`` contained as the module docstring says, without waiting for the exec.
 
     ``cgroup_procs`` is a cgroup's ``cgroup.procs`` open for writing (the caller may close it at once).
+    ``merge_stderr``: stderr goes to the stdout pipe (the result's ``stderr`` is None).
     """
     if uid is not None and gid is None:
         raise ValueError("a run-as uid needs a gid")
@@ -351,6 +359,7 @@ def start_child(
         -1 if umask is None else umask,
         no_new_privs,
         cgroup_procs,
+        merge_stderr,
     )
     return Starting(launch, out_fd, err_fd, executable_b, cwd_b)
 

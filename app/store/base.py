@@ -224,10 +224,12 @@ class Store(abc.ABC):
         action: str | None = None,
         params: dict[str, Any] | None = None,
         owner_limit: int | None = None,
+        stderr: str = "separate",
     ) -> Job:
         """Register a new running job and its log, or raise TooManyJobs.
 
         ``owner_limit``: how many running jobs the owner may have (None: no share of their own).
+        ``stderr``: the job's ``stderr`` mode (``separate`` or ``merged``), kept in its metadata.
         """
 
     @abc.abstractmethod

@@ -28,6 +28,7 @@ class Job:
     owner: str = "anonymous"
     action: str | None = None
     params: dict[str, Any] | None = None
+    stderr: str = "separate"  # "merged": one pipe for stdout and stderr, every event is stdout (exact order)
     created_at: float = field(default_factory=time.time)
     state: JobState = JobState.RUNNING
     pid: int | None = None
@@ -63,6 +64,7 @@ class Job:
             "command": display_command(self.argv),
             "action": self.action,
             "params": self.params,
+            "stderr": self.stderr,
             "owner": self.owner,
             "state": self.state.value,
             "pid": self.pid,

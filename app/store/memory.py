@@ -101,6 +101,7 @@ class MemoryStore(Store):
         action: str | None = None,
         params: dict[str, Any] | None = None,
         owner_limit: int | None = None,
+        stderr: str = "separate",
     ) -> Job:
         """Register a new running job and its log, or raise TooManyJobs."""
         self.prune()
@@ -110,7 +111,7 @@ class MemoryStore(Store):
             raise TooManyJobs(per_owner=True)
         job_id = secrets.token_hex(8)
         job = Job(id=job_id, argv=tuple(argv), timeout=timeout, origin=origin, owner=owner, action=action,
-                  params=params)
+                  params=params, stderr=stderr)
         self._jobs[job_id] = job
         self._logs[job_id] = EventLog(self.buffer_bytes, key=job_key(job_id), budget=self.budget,
                                       deliver=self._deliver)

@@ -25,7 +25,9 @@ def run_command() -> Response:
         # and running it again is never what the reconnect meant. 204 stops it.
         return Response(status=204)
     try:
-        spec = parse_command_query(query_text("command"), query_text("timeout"), service.settings)
+        spec = parse_command_query(
+            query_text("command"), query_text("timeout"), service.settings, query_text("stderr")
+        )
     except InvalidRequest as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
     if request.method == "HEAD":

@@ -47,6 +47,7 @@ from .store.base import (
     Subscription,
     TooManyChannels,
     TooManyJobs,
+    UnknownLog,
     channel_key,
     job_key,
 )
@@ -252,7 +253,8 @@ class Service:
         run = self.runner.runs.get(job_id)
         if job.finished or run is None:
             raise ApiError(409, "job_not_running", f"job {job_id} is not running", extra={"job": job.to_json()})
-        if self.runner.stop(job_id, "cancelled"):
+        by = principal.user if self.settings.auth_configured else None
+        if self.runner.stop(job_id, "cancelled", by=by):
             self.audit.record("job_cancel", job=job_id, user=principal.user, addr=addr)
         run.done.wait(timeout=self.settings.kill_grace + 0.5)
         return self.store.get_job(job_id) or job
@@ -313,11 +315,20 @@ class Service:
 
     def open_output(
         self, job_id: str, principal: Principal, sock: socket | None, label: str
-    ) -> tuple[Job, TrackedStream]:
-        """A job's raw output, byte-exact, followed while it runs (counted like every stream)."""
+    ) -> tuple[Job, int, TrackedStream]:
+        """A job's raw output, byte-exact, followed while it runs (counted like every stream).
+
+        Also how many bytes of the output it lacks: what the bounded buffer dropped before its first byte.
+        """
         job = self.get_job(job_id, principal)
-        frames = job_output_stream(self.store, job_key(job.id), self.settings, lifecycle.shutdown_event, sock)
-        return job, self.tracker.guard(frames, label)
+        key = job_key(job.id)
+        try:
+            first = self.store.read(key, 0)
+        except UnknownLog:
+            first = None
+        frames = job_output_stream(self.store, key, self.settings, lifecycle.shutdown_event, sock, first)
+        missing = first.missed if first is not None else job.dropped_bytes
+        return job, missing, self.tracker.guard(frames, label)
 
     # Channels.
 

@@ -151,12 +151,17 @@ def test_bob_cannot_cancel_alices_job_but_admin_can_cancel_bobs(srv):
     response = _cancel(srv, job["id"], T["boss"])
     assert response.status_code == 200, response.text
     assert response.json()["state"] == "cancelled"
+    # Who cancelled it, in its metadata and in its exit event (the console's badge names them).
+    assert response.json()["cancelled_by"] == "boss"
+    events = collect(srv.url(f"/jobs/{job['id']}/events"), headers=bearer(T["bob"]))
+    assert json.loads(events[-1].data)["cancelled_by"] == "boss"
 
 
 def test_owner_cancels_own_job(srv):
     job = start(srv, T["bob"], {"argv": ["sleep", "60"]})
     response = _cancel(srv, job["id"], T["bob"])
     assert response.status_code == 200 and response.json()["state"] == "cancelled", response.text
+    assert response.json()["cancelled_by"] == "bob"
 
 
 # Stream tickets.

@@ -218,6 +218,7 @@ def test_cancel_stops_the_job_and_says_how_it_ended(server):
     assert result.returncode == 0
     assert result.stdout.decode().startswith(f"job {job_id} was cancelled (killed by SIGTERM)")
     assert _job(server, job_id)["state"] == "cancelled"
+    assert _job(server, job_id)["cancelled_by"] is None  # no auth here: nobody to name
     again = client(server, "cancel", job_id)
     assert again.returncode == 255
     assert again.stderr.decode().strip() == f"sse-commander: job {job_id} is not running (409)"

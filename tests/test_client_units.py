@@ -90,6 +90,11 @@ def test_only_abnormal_endings_explain_themselves():
         "the job was killed by a signal nobody here sent (killed by signal 77)"
     )
     assert "ended (evicted)" in outcome_of_exit({"reason": "evicted"}).message
+    assert outcome_of_exit({"reason": "cancelled", "signal": 15, "cancelled_by": "alice"}, "abc").message == (
+        "job abc was cancelled by alice (killed by SIGTERM)"
+    )
+    assert outcome_of_job({"id": "abc", "state": "cancelled", "reason": "cancelled", "signal": 15,
+                           "cancelled_by": "alice"}).message == "job abc was cancelled by alice (killed by SIGTERM)"
 
 
 @pytest.mark.parametrize(

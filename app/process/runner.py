@@ -141,6 +141,7 @@ class JobRun:
     procs: JobProcesses | None = None
     pump: OutputPump | None = None
     stop_reason: str | None = None
+    stopped_by: str | None = None  # the user who asked for the stop (a cancel), when known
     stopping: Event = field(default_factory=Event)  # a stop was asked for
     started: Event = field(default_factory=Event)  # the launch is over (exec'd, failed, or given up on)
     settled: Event = field(default_factory=Event)  # nothing more to wait for: all gone, or given up on
@@ -476,6 +477,9 @@ class ProcessRunner:
         payload = _exit_payload(
             reason, exit_code, signal_number, round(ended - (job.started_at or ended), 6), usage, error
         )
+        cancelled_by = run.stopped_by if reason == "cancelled" else None
+        if reason == "cancelled":
+            payload["cancelled_by"] = cancelled_by
         self.store.local_log(job.id).append("exit", payload)
         finished = self.store.finish_job(
             job.id,
@@ -488,6 +492,7 @@ class ProcessRunner:
             ended_at=ended,
             cpu_seconds=usage[0],
             peak_memory_bytes=usage[1],
+            cancelled_by=cancelled_by,
         )
         self._finished(finished)
 
@@ -537,14 +542,18 @@ class ProcessRunner:
         else:
             log.warning("job %s: its cgroup could not be removed", run.job.id)
 
-    def stop(self, job_id: str, reason: str) -> bool:
-        """Stop a running job: SIGTERM to all of it, SIGKILL after kill_grace. False if not running."""
+    def stop(self, job_id: str, reason: str, by: str | None = None) -> bool:
+        """Stop a running job: SIGTERM to all of it, SIGKILL after kill_grace. False if not running.
+
+        ``by``: the user who asked (a cancel), recorded as the job's ``cancelled_by``.
+        """
         run = self.runs.get(job_id)
         if run is None or run.stopping.is_set() or run.procs is None:
             return False
         leader = run.procs.leader
         if leader is None or leader.returncode is None:
             run.stop_reason = reason
+            run.stopped_by = by
         run.stopping.set()
         self.store.mark_stopping(job_id)
         self._arm_deadline(run)

@@ -38,6 +38,7 @@ class Job:
     signal: int | None = None
     signal_name: str | None = None
     reason: str | None = None
+    cancelled_by: str | None = None  # who cancelled it (reason "cancelled"), when auth is on
     error: str | None = None
     output_bytes: int = 0
     dropped_bytes: int = 0
@@ -72,6 +73,7 @@ class Job:
             "signal": self.signal,
             "signal_name": self.signal_name,
             "reason": self.reason,
+            "cancelled_by": self.cancelled_by,
             "error": self.error,
             "timeout": self.timeout,
             "created_at": _iso(self.created_at),

@@ -89,17 +89,32 @@ def job_events(job_id: str) -> Response:
     return sse_response(stream)
 
 
+def output_file_name(job_id: str, missing: int) -> str:
+    """The download's file name: ``job-<id>.log``, or ``job-<id>-missing-15.1MiB.log`` when bytes were dropped."""
+    if not missing:
+        return f"job-{job_id}.log"
+    size, unit = float(missing), "B"
+    for bigger in ("KiB", "MiB", "GiB", "TiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    amount = f"{missing}B" if unit == "B" else f"{size:.1f}{unit}"
+    return f"job-{job_id}-missing-{amount}.log"
+
+
 @bp.get("/<job_id>/output")
 def job_output(job_id: str) -> Response:
-    """The combined raw output, byte-exact, streamed while the job runs."""
-    job, stream = current_service().open_output(job_id, current_principal(), client_wire().sock, stream_label())
+    """The combined raw output, byte-exact, streamed while the job runs; its name says how much is missing."""
+    job, missing, stream = current_service().open_output(
+        job_id, current_principal(), client_wire().sock, stream_label()
+    )
     response = Response(
         # Counted like every stream (max_streams), and dropped if its client stops reading.
         stream,
         mimetype="application/octet-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
-    response.headers["X-Output-Dropped-Bytes"] = str(job.dropped_bytes)
+    response.headers["X-Output-Dropped-Bytes"] = str(missing)
     disposition = "attachment" if query_text("download") else "inline"
-    response.headers["Content-Disposition"] = f'{disposition}; filename="job-{job.id}.log"'
+    response.headers["Content-Disposition"] = f'{disposition}; filename="{output_file_name(job.id, missing)}"'
     return response

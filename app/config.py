@@ -139,6 +139,10 @@ class Settings:
     audit_log: str = "-"  # a file path, "-" for stderr, "" for none
     refused_log_interval: float = 10.0  # refused requests from one address: one line, then a count; 0 = every line
 
+    # Input to running jobs (issue 18): "stdin": true in POST /jobs, POST /jobs/<id>/input.
+    allow_stdin: bool = False  # commands may be started with a stdin pipe (named actions opt in with stdin = true)
+    max_input_bytes: int = 65536  # one POST /jobs/<id>/input body
+
     @property
     def user_job_limit(self) -> int:
         """Running jobs one (non-admin) user may have: the setting, or a quarter of max_running_jobs."""
@@ -224,7 +228,7 @@ def validate(settings: Settings) -> Settings:
         "ticket_ttl", "rate_limit_burst", "max_channels", "channel_history", "channel_history_bytes",
         "max_message_bytes", "stats_interval", "max_stream_sources", "send_timeout", "max_streams",
         "connection_headroom", "backlog", "body_timeout", "max_buffered_bytes", "publish_rate_burst",
-        "max_subscriptions_per_user",
+        "max_subscriptions_per_user", "max_input_bytes",
     )
     for name in positive:
         if getattr(settings, name) <= 0:

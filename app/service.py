@@ -37,7 +37,7 @@ from .policy.signing import Signer
 from .process import cgroups
 from .process.childenv import child_environment
 from .process.pgroups import ProcessGroupRegistry, default_run_dir
-from .process.runner import Containment, ProcessRunner
+from .process.runner import Containment, NoInput, ProcessRunner
 from .server import capacity, lifecycle, stats
 from .store.base import (
     START,
@@ -173,7 +173,7 @@ class Service:
         try:
             job = self.store.create_job(
                 spec.argv, spec.timeout, origin, owner=principal.user, action=spec.action, params=spec.params,
-                owner_limit=share, stderr=spec.stderr,
+                owner_limit=share, stderr=spec.stderr, stdin=spec.stdin,
             )
         except TooManyJobs as exc:
             message = (
@@ -258,6 +258,35 @@ class Service:
             self.audit.record("job_cancel", job=job_id, user=principal.user, addr=addr)
         run.done.wait(timeout=self.settings.kill_grace + 0.5)
         return self.store.get_job(job_id) or job
+
+    def write_input(self, job_id: str, principal: Principal, addr: str, data: bytes | None) -> dict[str, Any]:
+        """Write ``data`` to a running job's stdin, or close it (``data`` None): for those who may cancel the job.
+
+        Never waits: a full pipe takes what fits, and the rest is refused (409 ``input_full``, with how much
+        was written). 409 too when the job has no stdin pipe, its stdin is closed, or it has ended. Audited
+        with the size, never the content. Done by the runner that holds the job's pipe (with one worker, this one).
+        """
+        job = self.get_job(job_id, principal)
+        if not self.policy.may_cancel_job(principal, job.owner):
+            raise ApiError(403, "forbidden", f"{principal.user} may not write to job {job_id}")
+        try:
+            if data is None:
+                self.runner.close_input(job_id)
+                written = 0
+            else:
+                written = self.runner.write_input(job_id, data)
+        except NoInput as exc:
+            raise ApiError(409, exc.reason, str(exc)) from None
+        self.audit.record("job_input", job=job_id, user=principal.user, addr=addr, bytes=written, eof=data is None)
+        if data is not None and written < len(data):
+            raise ApiError(
+                409,
+                "input_full",
+                f"job {job_id}'s input is full (the command is not reading it): {written} of {len(data)} bytes "
+                "written; send the rest later",
+                extra={"written_bytes": written},
+            )
+        return {"job": job_id, "written_bytes": written, "eof": data is None}
 
     # Finding jobs.
 

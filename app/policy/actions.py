@@ -10,6 +10,7 @@ the argv items that name it, so it can never add or split arguments.
     timeout = 600
     confirm = true   # the request must say "confirm": true (the page asks first)
     stderr = "merged"  # one pipe for stdout and stderr, in exact order (default "separate")
+    stdin = true       # its jobs may take input: "stdin": true in the request (default false)
     [actions.deploy.params.env]
     type = "choice"
     choices = ["staging", "production"]
@@ -108,6 +109,7 @@ class Action:
     timeout: float | None = None
     confirm: bool = False  # a request must carry "confirm": true
     stderr: str = "separate"  # "merged": one pipe for stdout and stderr (exact order)
+    stdin: bool = False  # its jobs may take input (a stdin pipe), whatever allow_stdin says
 
     def render(self, values: Any) -> list[str]:
         """Validate ``values`` (a JSON object) and fill the template."""
@@ -138,6 +140,7 @@ class Action:
             "timeout": self.timeout,
             "confirm": self.confirm,
             "stderr": self.stderr,
+            "stdin": self.stdin,
             "params": [param.to_json() for param in self.params],
         }
 
@@ -205,7 +208,7 @@ def parse_actions(document: Any) -> dict[str, Action]:
             raise AccessConfigError(f"{where}: names are letters, digits, '_', '.', '-'")
         if not isinstance(spec, Mapping):
             raise AccessConfigError(f"{where}: expected a table")
-        unknown = set(spec) - {"argv", "description", "timeout", "params", "confirm", "stderr"}
+        unknown = set(spec) - {"argv", "description", "timeout", "params", "confirm", "stderr", "stdin"}
         if unknown:
             raise AccessConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
         argv = spec.get("argv")
@@ -230,7 +233,10 @@ def parse_actions(document: Any) -> dict[str, Action]:
         stderr = spec.get("stderr", "separate")
         if stderr not in ("separate", "merged"):
             raise AccessConfigError(f'{where}.stderr: expected "separate" or "merged"')
+        stdin = spec.get("stdin", False)
+        if not isinstance(stdin, bool):
+            raise AccessConfigError(f"{where}.stdin: expected true or false")
         actions[name] = Action(
-            name, tuple(argv), params, str(spec.get("description", "")), timeout, confirm, stderr
+            name, tuple(argv), params, str(spec.get("description", "")), timeout, confirm, stderr, stdin
         )
     return actions

@@ -28,6 +28,7 @@ class JobSpec:
     action: str | None = None  # set when argv was rendered from a named action
     params: dict[str, Any] | None = None
     stderr: str = "separate"  # or "merged": stderr on the stdout pipe, in exact order
+    stdin: bool = False  # a stdin pipe that takes input (POST /jobs/<id>/input)
 
 
 STDERR_MODES = ("separate", "merged")
@@ -59,7 +60,7 @@ def parse_job_request(payload: Any, settings: Settings) -> JobSpec:
     """Validate a POST /jobs body: command (string), argv (list) or action (+ params, confirm); optional timeout."""
     if not isinstance(payload, dict):
         raise InvalidRequest("body must be a JSON object")
-    unknown = set(payload) - {"command", "argv", "action", "params", "timeout", "confirm", "stderr"}
+    unknown = set(payload) - {"command", "argv", "action", "params", "timeout", "confirm", "stderr", "stdin"}
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
     given = [key for key in ("command", "argv", "action") if key in payload]
@@ -71,6 +72,8 @@ def parse_job_request(payload: Any, settings: Settings) -> JobSpec:
         raise InvalidRequest("'params' goes with 'action'")
     if not isinstance(payload.get("confirm", False), bool):
         raise InvalidRequest("confirm must be true or false")
+    if not isinstance(payload.get("stdin", False), bool):
+        raise InvalidRequest("stdin must be true or false")
     if "action" in payload:
         return _action_spec(payload, settings)
     try:
@@ -92,6 +95,7 @@ def parse_job_request(payload: Any, settings: Settings) -> JobSpec:
         argv=tuple(argv),
         timeout=parse_timeout(payload.get("timeout"), settings),
         stderr=parse_stderr_mode(payload.get("stderr")),
+        stdin=_stdin(payload, settings.allow_stdin, "this server does not take input to commands (allow_stdin)"),
     )
 
 
@@ -121,7 +125,16 @@ def _action_spec(payload: dict[str, Any], settings: Settings) -> JobSpec:
         action=name,
         params=dict(params or {}),
         stderr=parse_stderr_mode(payload.get("stderr"), action.stderr),
+        stdin=_stdin(payload, settings.allow_stdin or action.stdin, f"action {name!r} takes no input (stdin)"),
     )
+
+
+def _stdin(payload: dict[str, Any], allowed: bool, refusal: str) -> bool:
+    """The request's ``stdin`` (a stdin pipe), refused where not allowed."""
+    wanted = payload.get("stdin", False)
+    if wanted and not allowed:
+        raise InvalidRequest(refusal)
+    return wanted
 
 
 def parse_command_query(command: Any, timeout: Any, settings: Settings, stderr: Any = None) -> JobSpec:

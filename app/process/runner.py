@@ -56,7 +56,7 @@ from .jobprocs import JobProcesses
 from .pgroups import ProcessGroupRegistry
 from .pipes import PipeWatch
 from .runas import JobUsers, resolve_job_users
-from .spawn import ChildProcess, SpawnError, environment_block, start_child
+from .spawn import ChildProcess, Pipe, SpawnError, environment_block, start_child
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,14 @@ def _spawn_failure_reason(exc: OSError) -> str:
     if exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM):
         return "not_executable"
     return "spawn_failed"
+
+
+class NoInput(Exception):
+    """A job's stdin cannot take input: ``reason`` is ``no_stdin``, ``input_closed`` or ``job_not_running``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -356,6 +364,7 @@ class ProcessRunner:
                 no_new_privs=contain.no_new_privs,
                 cgroup_procs=procs_fd,
                 merge_stderr=job.stderr == "merged",
+                stdin_pipe=job.stdin,
             )
         except BaseException:
             if cgroup is not None:
@@ -559,6 +568,37 @@ class ProcessRunner:
         self._arm_deadline(run)
         run.terminator = gevent.spawn(self._terminate, run)
         return True
+
+    # A job's stdin (jobs started with "stdin": true).
+
+    def write_input(self, job_id: str, data: bytes) -> int:
+        """Write to a running job's stdin without ever waiting: the bytes written, fewer (or 0) if the pipe filled.
+
+        NoInput if the job has no stdin pipe, its stdin is closed (by us, or by the command), or it is not running.
+        """
+        pipe = self._stdin(job_id)
+        try:
+            return os.write(pipe.fileno(), data)
+        except BlockingIOError:
+            return 0
+        except BrokenPipeError:
+            pipe.close()
+            raise NoInput("input_closed", f"job {job_id} no longer reads its input") from None
+
+    def close_input(self, job_id: str) -> None:
+        """Close a running job's stdin: the command reads end-of-file. NoInput as for ``write_input``."""
+        self._stdin(job_id).close()
+
+    def _stdin(self, job_id: str) -> Pipe:
+        run = self.runs.get(job_id)
+        if run is None or run.procs is None or run.given_up:
+            raise NoInput("job_not_running", f"job {job_id} is not running")
+        pipe = run.procs.starting.stdin
+        if pipe is None:
+            raise NoInput("no_stdin", f'job {job_id} was not started with "stdin": true')
+        if pipe.closed:
+            raise NoInput("input_closed", f"job {job_id}'s input is closed")
+        return pipe
 
     def stop_all(self, reason: str) -> None:
         """Stop every running job (server shutdown)."""

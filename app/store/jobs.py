@@ -29,6 +29,7 @@ class Job:
     action: str | None = None
     params: dict[str, Any] | None = None
     stderr: str = "separate"  # "merged": one pipe for stdout and stderr, every event is stdout (exact order)
+    stdin: bool = False  # its stdin is a pipe that POST /jobs/<id>/input writes to (else /dev/null)
     created_at: float = field(default_factory=time.time)
     state: JobState = JobState.RUNNING
     pid: int | None = None
@@ -66,6 +67,7 @@ class Job:
             "action": self.action,
             "params": self.params,
             "stderr": self.stderr,
+            "stdin": self.stdin,
             "owner": self.owner,
             "state": self.state.value,
             "pid": self.pid,

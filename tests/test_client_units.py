@@ -178,6 +178,7 @@ def test_job_request_bodies():
     }
     assert job_request([], "deploy", 10) == {"action": "deploy", "params": {}, "timeout": 10}
     assert job_request(["ls"], None, None, merge_stderr=True) == {"argv": ["ls"], "stderr": "merged"}
+    assert job_request(["cat"], None, None, stdin=True) == {"argv": ["cat"], "stdin": True}
     with pytest.raises(click.UsageError):
         job_request([], None, None)
     with pytest.raises(click.UsageError):

@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 
+from .client_support import client
 from .job_support import wait_final
 from .server import TEST_ALLOWED, GunicornServer, wait_until
 from .sse_client import collect, output_of
@@ -161,3 +162,24 @@ def test_stdin_must_be_true_or_false(server):
     body = _refused(httpx.post(server.url("/jobs"), json={"argv": ["cat"], "stdin": "yes"}, timeout=10), 400,
                     "bad_request")
     assert body["message"] == "stdin must be true or false"
+
+
+# The client: run --stdin, attach --stdin.
+
+def test_client_run_stdin_forwards_input_and_end_of_file(server):
+    result = client(server, "run", "--stdin", "--", "cat", stdin=b"one\ntwo\n")
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"one\ntwo\n", b"")
+
+
+def test_client_forwards_more_than_a_pipe_holds_to_a_slow_reader(server):
+    data = b"0123456789abcdef\n" * 16384  # 272 KiB: four times what the pipe holds while the command sleeps
+    result = client(server, "run", "--stdin", "--", "sh", "-c", "sleep 1; exec cat", stdin=data)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == data
+
+
+def test_client_attach_stdin_answers_a_prompt(server):
+    started = client(server, "run", "--stdin", "--detach", "--", "head", "-n", "1")
+    job_id = started.stdout.decode().strip()
+    result = client(server, "attach", "--stdin", job_id, stdin=b"first\nsecond\n")
+    assert (result.returncode, result.stdout) == (0, b"first\n"), result.stderr

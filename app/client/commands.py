@@ -30,6 +30,7 @@ from .exitcodes import (
 )
 from .interrupts import CtrlC
 from .output import PROG, Terminal, format_actions, format_jobs, format_message
+from .stdin import InputForwarder
 
 EXIT_BROKEN_PIPE = EXIT_SIGNAL_BASE + signal.SIGPIPE  # what a shell shows for `cmd | head`
 
@@ -114,7 +115,8 @@ reconnect_option = click.option(
 # Jobs.
 
 def job_request(
-    words: Sequence[str], action: str | None, timeout: float | None, *, merge_stderr: bool = False
+    words: Sequence[str], action: str | None, timeout: float | None, *, merge_stderr: bool = False,
+    stdin: bool = False,
 ) -> dict[str, Any]:
     """The POST /jobs body for ``run``: argv, or an action with KEY=VALUE parameters. Pure."""
     body: dict[str, Any]
@@ -134,7 +136,20 @@ def job_request(
         body["timeout"] = timeout
     if merge_stderr:
         body["stderr"] = "merged"
+    if stdin:
+        body["stdin"] = True
     return body
+
+
+stdin_option = click.option(
+    "--stdin", "forward_stdin", is_flag=True,
+    help="Forward this terminal's input (or piped input) to the job's stdin; end of file closes it.",
+)
+
+
+def forward_input(session: Session, job_id: str) -> None:
+    """Forward our stdin to the job's input, in the background, for as long as this command runs."""
+    InputForwarder(session.api.connection, job_id, session.terminal.note).start()
 
 
 class JobWatch:
@@ -225,12 +240,13 @@ def follow_job(session: Session, job_id: str, *, after: int | None, reconnect_fo
               help="Seconds before the server stops the job (exit 124).")
 @click.option("--merge-stderr", is_flag=True,
               help="One pipe for the remote stdout and stderr: exact order, all of it on stdout.")
+@stdin_option
 @click.option("--detach", is_flag=True, help="Print the job's id and return at once.")
 @click.option("--wait", is_flag=True, help="When the server is at its limit (429), wait as it says and retry.")
 @reconnect_option
 @click.argument("words", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]... | KEY=VALUE...")
 def run(session: Session, words: tuple[str, ...], action: str | None, timeout: float | None, merge_stderr: bool,
-        detach: bool, wait: bool, reconnect_timeout: float) -> int:
+        forward_stdin: bool, detach: bool, wait: bool, reconnect_timeout: float) -> int:
     """Run a command (or a named action) on the server and stream it like a local one.
 
     The remote stdout goes to stdout and the remote stderr to stderr, and the exit status is the remote
@@ -241,7 +257,7 @@ def run(session: Session, words: tuple[str, ...], action: str | None, timeout: f
       sse-commander run -- ls -la /tmp
       sse-commander run --action deploy env=staging replicas=2
     """
-    body = job_request(words, action, timeout, merge_stderr=merge_stderr)
+    body = job_request(words, action, timeout, merge_stderr=merge_stderr, stdin=forward_stdin)
     session.api.wait = wait
     # A Ctrl-C while the job starts waits until its id is known, so that it can be cancelled (or shown).
     job = session.api.json("POST", "/jobs", json=body, can_wait=True, held=session.ctrl_c.deferred)
@@ -250,6 +266,8 @@ def run(session: Session, words: tuple[str, ...], action: str | None, timeout: f
         session.terminal.line(job_id)
         session.ctrl_c.raise_pending()
         return 0
+    if forward_stdin:
+        forward_input(session, job_id)
     return follow_job(session, job_id, after=None, reconnect_for=reconnect_timeout, owned=True)
 
 
@@ -257,12 +275,16 @@ def run(session: Session, words: tuple[str, ...], action: str | None, timeout: f
 @click.argument("job_id", metavar="ID")
 @click.option("--after", type=click.IntRange(min=0), metavar="EVENT_ID",
               help="Follow from after this event id (default: from the start).")
+@stdin_option
 @reconnect_option
-def attach(session: Session, job_id: str, after: int | None, reconnect_timeout: float) -> int:
+def attach(session: Session, job_id: str, after: int | None, forward_stdin: bool, reconnect_timeout: float) -> int:
     """Follow a job from its start (or after an event id) to its end; exit with its status.
 
-    Ctrl-C only detaches: the job keeps running (`cancel ID` stops it).
+    Ctrl-C only detaches: the job keeps running (`cancel ID` stops it). With --stdin, what you type goes to
+    the job's input (a job started with "stdin": true), and Ctrl-D closes it.
     """
+    if forward_stdin:
+        forward_input(session, job_id)
     return follow_job(session, job_id, after=after, reconnect_for=reconnect_timeout, owned=False)
 
 

@@ -487,7 +487,7 @@ class ProcessRunner:
             reason, exit_code, signal_number, round(ended - (job.started_at or ended), 6), usage, error
         )
         cancelled_by = run.stopped_by if reason == "cancelled" else None
-        if reason == "cancelled":
+        if cancelled_by is not None:
             payload["cancelled_by"] = cancelled_by
         self.store.local_log(job.id).append("exit", payload)
         finished = self.store.finish_job(

@@ -291,6 +291,7 @@ def test_actions_lists_actions_and_commands(make_server):
         "greet": {"description": "Say hello", "argv": ["echo", "hello", "{name}"],
                   "params": {"name": {"type": "string", "pattern": "[a-z]{1,10}"}}},
         "count": {"argv": ["seq", "{n}"], "params": {"n": {"type": "integer", "min": 1, "max": 5, "default": 3}}},
+        "wipe": {"argv": ["echo", "wiped"], "confirm": True},
     }
     srv = make_server({"SSECMD_ACTIONS": json.dumps(actions)})
     listing = client(srv, "actions").stdout.decode().splitlines()
@@ -308,6 +309,13 @@ def test_actions_lists_actions_and_commands(make_server):
     refused = client(srv, "run", "--action", "greet", "name=World")
     assert refused.returncode == 255 and b"parameter 'name': must match" in refused.stderr
     assert client(srv, "run", "--action", "greet", "oops").returncode == 255
+    # An action marked confirm = true: refused without --yes (nothing runs), run with it.
+    assert "wipe  (asks first: run --yes)" in listing
+    unconfirmed = client(srv, "run", "--action", "wipe")
+    assert unconfirmed.returncode == 255 and unconfirmed.stdout == b""
+    assert unconfirmed.stderr == b"sse-commander: action 'wipe' must be confirmed: run it again with --yes\n"
+    confirmed = client(srv, "run", "--yes", "--action", "wipe")
+    assert (confirmed.returncode, confirmed.stdout) == (0, b"wiped\n")
 
 
 # Channels.

@@ -179,6 +179,9 @@ def test_job_request_bodies():
     assert job_request([], "deploy", 10) == {"action": "deploy", "params": {}, "timeout": 10}
     assert job_request(["ls"], None, None, merge_stderr=True) == {"argv": ["ls"], "stderr": "merged"}
     assert job_request(["cat"], None, None, stdin=True) == {"argv": ["cat"], "stdin": True}
+    assert job_request([], "wipe", None, confirm=True) == {"action": "wipe", "params": {}, "confirm": True}
+    with pytest.raises(click.UsageError, match="--yes confirms a named action"):
+        job_request(["ls"], None, None, confirm=True)
     with pytest.raises(click.UsageError):
         job_request([], None, None)
     with pytest.raises(click.UsageError):

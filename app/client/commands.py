@@ -16,7 +16,7 @@ from urllib.parse import quote
 import click
 import httpx
 
-from .api import OUTPUT_TIMEOUT, Api, ClientError
+from .api import OUTPUT_TIMEOUT, Api, ClientError, Refused
 from .connection import DEFAULT_URL, TOKEN_ENV, TOKEN_FILE_ENV, URL_ENV, ConnectionConfigError, resolve
 from .events import DEFAULT_RECONNECT_FOR, Event, Follower
 from .exitcodes import (
@@ -116,7 +116,7 @@ reconnect_option = click.option(
 
 def job_request(
     words: Sequence[str], action: str | None, timeout: float | None, *, merge_stderr: bool = False,
-    stdin: bool = False,
+    stdin: bool = False, confirm: bool = False,
 ) -> dict[str, Any]:
     """The POST /jobs body for ``run``: argv, or an action with KEY=VALUE parameters. Pure."""
     body: dict[str, Any]
@@ -138,6 +138,10 @@ def job_request(
         body["stderr"] = "merged"
     if stdin:
         body["stdin"] = True
+    if confirm:
+        if action is None:
+            raise click.UsageError("--yes confirms a named action: give it with --action NAME")
+        body["confirm"] = True
     return body
 
 
@@ -241,12 +245,14 @@ def follow_job(session: Session, job_id: str, *, after: int | None, reconnect_fo
 @click.option("--merge-stderr", is_flag=True,
               help="One pipe for the remote stdout and stderr: exact order, all of it on stdout.")
 @stdin_option
+@click.option("--yes", "confirm", is_flag=True,
+              help='Confirm an action marked confirm = true (sends "confirm": true); without it, it is refused.')
 @click.option("--detach", is_flag=True, help="Print the job's id and return at once.")
 @click.option("--wait", is_flag=True, help="When the server is at its limit (429), wait as it says and retry.")
 @reconnect_option
 @click.argument("words", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]... | KEY=VALUE...")
 def run(session: Session, words: tuple[str, ...], action: str | None, timeout: float | None, merge_stderr: bool,
-        forward_stdin: bool, detach: bool, wait: bool, reconnect_timeout: float) -> int:
+        forward_stdin: bool, confirm: bool, detach: bool, wait: bool, reconnect_timeout: float) -> int:
     """Run a command (or a named action) on the server and stream it like a local one.
 
     The remote stdout goes to stdout and the remote stderr to stderr, and the exit status is the remote
@@ -256,11 +262,17 @@ def run(session: Session, words: tuple[str, ...], action: str | None, timeout: f
     \b
       sse-commander run -- ls -la /tmp
       sse-commander run --action deploy env=staging replicas=2
+      sse-commander run --yes --action wipe target=cdn    # an action marked confirm = true
     """
-    body = job_request(words, action, timeout, merge_stderr=merge_stderr, stdin=forward_stdin)
+    body = job_request(words, action, timeout, merge_stderr=merge_stderr, stdin=forward_stdin, confirm=confirm)
     session.api.wait = wait
     # A Ctrl-C while the job starts waits until its id is known, so that it can be cancelled (or shown).
-    job = session.api.json("POST", "/jobs", json=body, can_wait=True, held=session.ctrl_c.deferred)
+    try:
+        job = session.api.json("POST", "/jobs", json=body, can_wait=True, held=session.ctrl_c.deferred)
+    except Refused as exc:
+        if exc.status == 400 and "must be confirmed" in str(exc.body.get("message", "")):
+            raise ClientError(f"action {action!r} must be confirmed: run it again with --yes") from None
+        raise
     job_id = str(job["id"])
     if detach:
         session.terminal.line(job_id)

@@ -345,8 +345,9 @@ def test_stdin_and_stderr_options_as_the_settings_and_actions_allow():
     assert parse_job_request({"argv": ["cat"], "stdin": True}, on).stdin is True
     assert parse_job_request({"argv": ["cat"]}, on).stdin is False
     # An action opts in whatever the setting says; one that does not needs the setting.
-    ask = parse_job_request({"action": "ask", "stdin": True}, off)
+    ask = parse_job_request({"action": "ask"}, off)
     assert (ask.stdin, ask.stderr) == (True, "merged")
+    assert parse_job_request({"action": "ask", "stdin": False}, off).stdin is False
     assert parse_job_request({"action": "ask", "stderr": "separate"}, off).stderr == "separate"
     with pytest.raises(InvalidRequest, match="action 'plain' takes no input"):
         parse_job_request({"action": "plain", "stdin": True}, off)

@@ -12,6 +12,13 @@ import time
 import httpx
 import pytest
 
+from .browser_support import (  # noqa: F401 - fixtures
+    Console,
+    browser_fixture,
+    context_fixture,
+    page_fixture,
+    shot,
+)
 from .client_support import client
 from .job_support import wait_final
 from .server import TEST_ALLOWED, GunicornServer, wait_until
@@ -81,7 +88,8 @@ def test_input_reaches_cat_and_eof_ends_it(server):
 
 
 def test_an_action_that_opts_in_answers_a_prompt(server):
-    job = _start(server, {"action": "ask", "stdin": True})
+    job = _start(server, {"action": "ask"})  # the action opts in: its jobs take input
+    assert job["stdin"] is True
     assert _input(server, job["id"], b"yes\nand more\n").status_code == 200
     events = collect(server.url(f"/jobs/{job['id']}/events"))
     assert output_of(events) == "yes\n"
@@ -183,3 +191,40 @@ def test_client_attach_stdin_answers_a_prompt(server):
     job_id = started.stdout.decode().strip()
     result = client(server, "attach", "--stdin", job_id, stdin=b"first\nsecond\n")
     assert (result.returncode, result.stdout) == (0, b"first\n"), result.stderr
+
+
+# The console: an input line under a job that takes input.
+
+def test_the_console_shows_an_input_line_under_a_job_that_takes_input(page, server):
+    console = Console(page, server).open()
+    console.wait_live()
+    plain = console.run("sleep 30")
+    console.wait_job_state(plain, "running")
+    assert page.is_hidden("#job-input")  # no stdin: no input line
+    httpx.delete(server.url(f"/jobs/{plain}"), timeout=10)
+
+    page.click("details.action >> text=ask")
+    with page.expect_response(lambda r: r.url.endswith("/jobs") and r.request.method == "POST") as info:
+        page.click("form[data-action=ask] button[type=submit]")
+    job_id = info.value.json()["id"]
+    page.wait_for_selector("#job-input:not([hidden])")
+    shot(page, "console-job-input")
+    page.fill("#job-input-text", "the answer")
+    with page.expect_response(lambda r: r.url.endswith(f"/jobs/{job_id}/input")) as sent:
+        page.press("#job-input-text", "Enter")
+    assert sent.value.status == 200
+    assert sent.value.request.post_data == "the answer\n"
+    console.wait_for_badge("exit 0")
+    console.wait_for_line("the answer")
+    page.wait_for_selector("#job-input", state="hidden")  # over: no more input
+
+    # End input closes the job's stdin: cat ends.
+    cat = httpx.post(server.url("/jobs"), json={"argv": ["cat"], "stdin": True}, timeout=10).json()["id"]
+    console.job_item(cat).click()
+    page.wait_for_selector("#job-input:not([hidden])")
+    page.fill("#job-input-text", "last line")
+    page.press("#job-input-text", "Enter")
+    console.wait_for_line("last line")
+    page.click("#job-input-eof")
+    console.wait_for_badge("exit 0")
+    page.wait_for_selector("#job-input", state="hidden")

@@ -10,7 +10,7 @@ the argv items that name it, so it can never add or split arguments.
     timeout = 600
     confirm = true   # the request must say "confirm": true (the page asks first)
     stderr = "merged"  # one pipe for stdout and stderr, in exact order (default "separate")
-    stdin = true       # its jobs may take input: "stdin": true in the request (default false)
+    stdin = true       # its jobs take input (POST /jobs/<id>/input), whatever allow_stdin says (default false)
     [actions.deploy.params.env]
     type = "choice"
     choices = ["staging", "production"]
@@ -109,7 +109,7 @@ class Action:
     timeout: float | None = None
     confirm: bool = False  # a request must carry "confirm": true
     stderr: str = "separate"  # "merged": one pipe for stdout and stderr (exact order)
-    stdin: bool = False  # its jobs may take input (a stdin pipe), whatever allow_stdin says
+    stdin: bool = False  # its jobs take input (a stdin pipe) unless the request says "stdin": false
 
     def render(self, values: Any) -> list[str]:
         """Validate ``values`` (a JSON object) and fill the template."""

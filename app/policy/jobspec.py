@@ -125,13 +125,15 @@ def _action_spec(payload: dict[str, Any], settings: Settings) -> JobSpec:
         action=name,
         params=dict(params or {}),
         stderr=parse_stderr_mode(payload.get("stderr"), action.stderr),
-        stdin=_stdin(payload, settings.allow_stdin or action.stdin, f"action {name!r} takes no input (stdin)"),
+        stdin=_stdin(
+            payload, settings.allow_stdin or action.stdin, f"action {name!r} takes no input (stdin)", action.stdin
+        ),
     )
 
 
-def _stdin(payload: dict[str, Any], allowed: bool, refusal: str) -> bool:
-    """The request's ``stdin`` (a stdin pipe), refused where not allowed."""
-    wanted = payload.get("stdin", False)
+def _stdin(payload: dict[str, Any], allowed: bool, refusal: str, default: bool = False) -> bool:
+    """The request's ``stdin`` (a stdin pipe; absent: ``default``), refused where not allowed."""
+    wanted = payload.get("stdin", default)
     if wanted and not allowed:
         raise InvalidRequest(refusal)
     return wanted

@@ -9,10 +9,12 @@ holds at that moment, as one event each, appended to the log. The loop then
 serves every other ready greenlet and watcher before a still-readable pipe is
 read again, so a flooding command cannot starve the worker.
 
-Order between the two streams: within a round, stdout comes first, whatever
-the child wrote first; and since each pipe is read once per round, no event
-carries bytes written after the other pipe's bytes of a later event. A job
-started with ``stderr = "merged"`` has one pipe for both, in exact order.
+Order between the two streams: the pipes are read in turn (stdout, stderr,
+stdout, ...), each read taking only what the pipe holds at that moment, so
+two writes to different pipes are shown in the order they were made whenever
+a read came between them; output waiting when a round starts is shown stdout
+first. A job started with ``stderr = "merged"`` has one pipe for both, in
+exact order.
 
 Commands are started by ``app.process.spawn`` (a spawner thread clones them with
 CLONE_VM | CLONE_VFORK; never a fork of the worker), each in its own session
@@ -338,9 +340,9 @@ class ProcessRunner:
             self.store.local_log(job_id).release_owner()
 
     def _launch(self, job: Job, executable: str, role: str | None) -> JobProcesses:
-        # No shell; stdin /dev/null; the stripped environment; the job's cgroup; own session; every
-        # other fd closed; the run-as user with only its group; then the rlimits, no_new_privs and the
-        # death signal (setting the user would clear it). See app/process/spawn.py.
+        # No shell; stdin /dev/null (or the job's input pipe); the stripped environment; the job's cgroup;
+        # own session; every other fd closed; the run-as user with only its group; then the rlimits,
+        # no_new_privs and the death signal (setting the user would clear it). See app/process/spawn.py.
         contain = self.containment
         uid, gid = contain.user_for(role)
         cgroup = None

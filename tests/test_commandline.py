@@ -303,8 +303,8 @@ def test_an_actions_timeout_is_a_ceiling_for_callers():
 
 
 def test_an_action_marked_confirm_needs_confirm_true():
-    from app.access import AccessConfigError
-    from app.actions import parse_actions
+    from app.policy.access import AccessConfigError
+    from app.policy.actions import parse_actions
 
     actions = parse_actions({"wipe": {"argv": ["echo", "wiping", "{env}"], "confirm": True,
                                       "params": {"env": {"type": "choice", "choices": ["a", "b"]}}},

@@ -523,15 +523,16 @@ class Service:
 
     # Who may do what.
 
-    def actions_for(self, principal: Principal) -> dict[str, list]:
-        """The named actions the principal may run (with their parameters), and the commands they may type."""
+    def actions_for(self, principal: Principal) -> dict[str, Any]:
+        """The named actions the principal may run (with their parameters), the commands they may type, and
+        whether those commands may take input (``stdin_allowed``: the allow_stdin setting)."""
         actions = [
             action.to_json()
             for name, action in sorted(self.settings.actions.items())
             if self.policy.may_run_action(principal, name)
         ]
         commands = [name for name in self.allowlist.names() if self.policy.may_run_command(principal, name)]
-        return {"actions": actions, "commands": commands}
+        return {"actions": actions, "commands": commands, "stdin_allowed": self.settings.allow_stdin}
 
     def login_wait(self, addr: str) -> float:
         """Seconds before ``addr`` may try to log in again (0: now)."""

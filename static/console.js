@@ -690,26 +690,28 @@ async function stopJob() {
 
 const commandHistory = new CommandHistory(localStorage, "ssecmd.history");
 
-// The "Merge stderr" toggle beside Run (the job's "stderr": "merged"), remembered in this browser.
-const mergeStderr = {
-  key: "ssecmd.mergeStderr",
-  get on() {
-    return $("merge-stderr").getAttribute("aria-pressed") === "true";
-  },
-  setup() {
-    const button = $("merge-stderr");
-    const show = (on) => button.setAttribute("aria-pressed", String(on));
-    show(localStorage.getItem(this.key) === "1");
-    button.addEventListener("click", () => {
-      const on = !this.on;
-      show(on);
-      localStorage.setItem(this.key, on ? "1" : "0");
-    });
-  },
-};
+// Toggles beside Run, remembered in this browser: "Merge stderr" (the job's "stderr": "merged") and, where the
+// server allows input to commands, "Take input" (the job's "stdin": true, with an input line under it).
+function runToggle(id, key) {
+  const button = $(id);
+  const pressed = () => button.getAttribute("aria-pressed") === "true";
+  const show = (on) => button.setAttribute("aria-pressed", String(on));
+  show(localStorage.getItem(key) === "1");
+  button.addEventListener("click", () => {
+    const on = !pressed();
+    show(on);
+    localStorage.setItem(key, on ? "1" : "0");
+  });
+  return {
+    get on() {
+      return pressed() && !button.hidden;
+    },
+  };
+}
 
 function setupRunForm() {
-  mergeStderr.setup();
+  const mergeStderr = runToggle("merge-stderr", "ssecmd.mergeStderr");
+  const takeInput = runToggle("take-input", "ssecmd.takeInput");
   jobInput.setup();
   const form = $("run-form");
   const input = $("command");
@@ -734,9 +736,13 @@ function setupRunForm() {
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     try {
-      await runJob(mergeStderr.on ? { command, stderr: "merged" } : { command });
+      const body = { command };
+      if (mergeStderr.on) body.stderr = "merged";
+      if (takeInput.on) body.stdin = true;
+      await runJob(body);
       commandHistory.add(command);
-      input.select();
+      if (body.stdin && !$("job-input").hidden) $("job-input-text").focus();
+      else input.select();
     } catch (err) {
       error.textContent = errorText(err);
       error.hidden = false;
@@ -1065,6 +1071,7 @@ async function start(principal) {
   $("allowed-box").hidden = !canRun;
   $("run-none").hidden = canRun || actions.actions.length > 0;
   showAllowed(actions.commands);
+  $("take-input").hidden = !actions.stdin_allowed;
   await loadJobs();
   const wanted = /^#job=([A-Za-z0-9_.-]+)$/.exec(location.hash);
   if (wanted) await openJob(decodeURIComponent(wanted[1]));

@@ -281,7 +281,7 @@ def test_actions_are_listed_with_their_parameters_filtered_by_role(srv):
     greeter = _get(srv, "/actions", T["gina"]).json()
     assert [a["name"] for a in greeter["actions"]] == ["greet"] and greeter["commands"] == []
     viewer = _get(srv, "/actions", T["vera"]).json()
-    assert viewer == {"actions": [], "commands": []}
+    assert viewer == {"actions": [], "commands": [], "stdin_allowed": True}  # allow_stdin is on here
 
 
 @pytest.mark.parametrize(

@@ -228,3 +228,16 @@ def test_the_console_shows_an_input_line_under_a_job_that_takes_input(page, serv
     page.click("#job-input-eof")
     console.wait_for_badge("exit 0")
     page.wait_for_selector("#job-input", state="hidden")
+
+    # A typed command that takes input: "Take input" beside Run (shown where allow_stdin is on).
+    toggle = page.locator("#take-input")
+    assert toggle.is_visible() and toggle.get_attribute("aria-pressed") == "false"
+    toggle.click()
+    with page.expect_request(lambda r: r.url.endswith("/jobs") and r.method == "POST") as posted:
+        console.run("head -n 1")
+    assert posted.value.post_data_json == {"command": "head -n 1", "stdin": True}
+    page.wait_for_function("() => document.activeElement.id === 'job-input-text'")  # ready to type
+    page.keyboard.type("typed answer")
+    page.keyboard.press("Enter")
+    console.wait_for_badge("exit 0")
+    assert console.output_lines() == ["typed answer"]

@@ -144,6 +144,9 @@ class Settings:
     # Observability (issue 19): who may scrape GET /metrics without a token with the metrics role.
     metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1")  # peer addresses/CIDRs (not X-Forwarded-For)
     log_format: str = "text"  # "json": access, app and audit logs as one JSON object per line
+    # Input to running jobs (issue 18): "stdin": true in POST /jobs, POST /jobs/<id>/input.
+    allow_stdin: bool = False  # commands may be started with a stdin pipe (named actions opt in with stdin = true)
+    max_input_bytes: int = 65536  # one POST /jobs/<id>/input body
 
     @property
     def user_job_limit(self) -> int:
@@ -230,7 +233,7 @@ def validate(settings: Settings) -> Settings:
         "ticket_ttl", "rate_limit_burst", "max_channels", "channel_history", "channel_history_bytes",
         "max_message_bytes", "stats_interval", "max_stream_sources", "send_timeout", "max_streams",
         "connection_headroom", "backlog", "body_timeout", "max_buffered_bytes", "publish_rate_burst",
-        "max_subscriptions_per_user",
+        "max_subscriptions_per_user", "max_input_bytes",
     )
     for name in positive:
         if getattr(settings, name) <= 0:

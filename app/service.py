@@ -39,7 +39,7 @@ from .policy.signing import Signer
 from .process import cgroups
 from .process.childenv import child_environment
 from .process.pgroups import ProcessGroupRegistry, default_run_dir
-from .process.runner import Containment, ProcessRunner
+from .process.runner import Containment, NoInput, ProcessRunner
 from .server import capacity, lifecycle, stats
 from .store.base import (
     START,
@@ -49,6 +49,7 @@ from .store.base import (
     Subscription,
     TooManyChannels,
     TooManyJobs,
+    UnknownLog,
     channel_key,
     job_key,
 )
@@ -175,7 +176,7 @@ class Service:
         try:
             job = self.store.create_job(
                 spec.argv, spec.timeout, origin, owner=principal.user, action=spec.action, params=spec.params,
-                owner_limit=share, request_id=logs.REQUEST_ID.get(),
+                owner_limit=share, request_id=logs.REQUEST_ID.get(), stderr=spec.stderr, stdin=spec.stdin,
             )
         except TooManyJobs as exc:
             message = (
@@ -258,10 +259,40 @@ class Service:
         run = self.runner.runs.get(job_id)
         if job.finished or run is None:
             raise ApiError(409, "job_not_running", f"job {job_id} is not running", extra={"job": job.to_json()})
-        if self.runner.stop(job_id, "cancelled"):
+        by = principal.user if self.settings.auth_configured else None
+        if self.runner.stop(job_id, "cancelled", by=by):
             self.audit.record("job_cancel", job=job_id, user=principal.user, addr=addr)
         run.done.wait(timeout=self.settings.kill_grace + 0.5)
         return self.store.get_job(job_id) or job
+
+    def write_input(self, job_id: str, principal: Principal, addr: str, data: bytes | None) -> dict[str, Any]:
+        """Write ``data`` to a running job's stdin, or close it (``data`` None): for those who may cancel the job.
+
+        Never waits: a full pipe takes what fits, and the rest is refused (409 ``input_full``, with how much
+        was written). 409 too when the job has no stdin pipe, its stdin is closed, or it has ended. Audited
+        with the size, never the content. Done by the runner that holds the job's pipe (with one worker, this one).
+        """
+        job = self.get_job(job_id, principal)
+        if not self.policy.may_cancel_job(principal, job.owner):
+            raise ApiError(403, "forbidden", f"{principal.user} may not write to job {job_id}")
+        try:
+            if data is None:
+                self.runner.close_input(job_id)
+                written = 0
+            else:
+                written = self.runner.write_input(job_id, data)
+        except NoInput as exc:
+            raise ApiError(409, exc.reason, str(exc)) from None
+        self.audit.record("job_input", job=job_id, user=principal.user, addr=addr, bytes=written, eof=data is None)
+        if data is not None and written < len(data):
+            raise ApiError(
+                409,
+                "input_full",
+                f"job {job_id}'s input is full (the command is not reading it): {written} of {len(data)} bytes "
+                "written; send the rest later",
+                extra={"written_bytes": written},
+            )
+        return {"job": job_id, "written_bytes": written, "eof": data is None}
 
     # Finding jobs.
 
@@ -319,11 +350,20 @@ class Service:
 
     def open_output(
         self, job_id: str, principal: Principal, sock: socket | None, label: str
-    ) -> tuple[Job, TrackedStream]:
-        """A job's raw output, byte-exact, followed while it runs (counted like every stream)."""
+    ) -> tuple[Job, int, TrackedStream]:
+        """A job's raw output, byte-exact, followed while it runs (counted like every stream).
+
+        Also how many bytes of the output it lacks: what the bounded buffer dropped before its first byte.
+        """
         job = self.get_job(job_id, principal)
-        frames = job_output_stream(self.store, job_key(job.id), self.settings, lifecycle.shutdown_event, sock)
-        return job, self.tracker.guard(frames, label)
+        key = job_key(job.id)
+        try:
+            first = self.store.read(key, 0)
+        except UnknownLog:
+            first = None
+        frames = job_output_stream(self.store, key, self.settings, lifecycle.shutdown_event, sock, first)
+        missing = first.missed if first is not None else job.dropped_bytes
+        return job, missing, self.tracker.guard(frames, label)
 
     # Channels.
 
@@ -495,15 +535,16 @@ class Service:
 
     # Who may do what.
 
-    def actions_for(self, principal: Principal) -> dict[str, list]:
-        """The named actions the principal may run (with their parameters), and the commands they may type."""
+    def actions_for(self, principal: Principal) -> dict[str, Any]:
+        """The named actions the principal may run (with their parameters), the commands they may type, and
+        whether those commands may take input (``stdin_allowed``: the allow_stdin setting)."""
         actions = [
             action.to_json()
             for name, action in sorted(self.settings.actions.items())
             if self.policy.may_run_action(principal, name)
         ]
         commands = [name for name in self.allowlist.names() if self.policy.may_run_command(principal, name)]
-        return {"actions": actions, "commands": commands}
+        return {"actions": actions, "commands": commands, "stdin_allowed": self.settings.allow_stdin}
 
     def login_wait(self, addr: str) -> float:
         """Seconds before ``addr`` may try to log in again (0: now)."""

@@ -292,8 +292,9 @@ function upsertJob(job) {
   // When we heard of it: a running job's duration ticks on from there, on this browser's clock.
   const fresh = { ...job, heardAt: Date.now() };
   if (known && known.gone) fresh.gone = true;
-  // Who cancelled it, once heard (the DELETE's answer), stays known when a source that does not say follows.
-  if (known && known.cancelled_by && !("cancelled_by" in job)) fresh.cancelled_by = known.cancelled_by;
+  // Who cancelled it, once heard (the DELETE's answer), stays known when a source that does not say follows
+  // (cancelled_by null or absent: no name known there).
+  if (known && known.cancelled_by && !job.cancelled_by) fresh.cancelled_by = known.cancelled_by;
   state.jobs.set(job.id, fresh);
   if (state.jobs.size > MAX_JOBS) {
     const oldest = [...state.jobs.values()].sort(byNewest).slice(MAX_JOBS);
@@ -541,7 +542,73 @@ function renderHead() {
   setLink(download, gone ? null : `${base}?download=1`);
   setLink($("term-hidden-link"), gone ? null : `${base}?download=1`);
   document.title = `${result.cls === "running" ? "▶ " : ""}${job ? job.command || job.id : state.openId} — SSE Commander`;
+  jobInput.render(job, gone);
 }
+
+// The input line under a job started with "stdin": true (POST /jobs/<id>/input): Enter sends the line,
+// "End input" closes the job's stdin. Shown while the job runs and its input is open.
+const jobInput = {
+  closed: new Set(), // jobs whose input this page has seen closed
+
+  render(job, gone) {
+    const open = Boolean(job && job.stdin && job.state === "running" && !gone && !this.closed.has(job.id));
+    const form = $("job-input");
+    if (form.hidden === open) form.hidden = !open;
+    if (!open) $("job-input-error").hidden = true;
+  },
+
+  async send(id, text, eof) {
+    const init = { method: "POST", credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } };
+    if (eof) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify({ eof: true });
+    } else {
+      init.headers["Content-Type"] = "text/plain; charset=utf-8";
+      init.body = text;
+    }
+    const response = await fetch(`/jobs/${encodeURIComponent(id)}/input`, init);
+    if (response.ok) return;
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      data = null;
+    }
+    throw new ApiError(response.status, data);
+  },
+
+  setup() {
+    const form = $("job-input");
+    const input = $("job-input-text");
+    const error = $("job-input-error");
+    const submit = async (eof) => {
+      const id = state.openId;
+      if (!id) return;
+      error.hidden = true;
+      try {
+        await this.send(id, `${input.value}\n`, eof);
+        if (eof) this.closed.add(id);
+        input.value = "";
+      } catch (err) {
+        const code = err instanceof ApiError ? err.code : "";
+        if (code === "input_closed" || code === "job_not_running" || code === "no_stdin") {
+          this.closed.add(id); // the line goes away; say why
+          toast(errorText(err));
+        } else {
+          error.textContent = code === "input_full" ? "The command is not reading its input; try again in a moment." : errorText(err);
+          error.hidden = false;
+        }
+      }
+      renderHead();
+      if (!form.hidden) input.focus();
+    };
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      submit(false);
+    });
+    $("job-input-eof").addEventListener("click", () => submit(true));
+  },
+};
 
 // Show a job: replay it from the start, and follow it if it still runs. A job the server no longer has shows
 // what this page kept of it.
@@ -623,7 +690,29 @@ async function stopJob() {
 
 const commandHistory = new CommandHistory(localStorage, "ssecmd.history");
 
+// Toggles beside Run, remembered in this browser: "Merge stderr" (the job's "stderr": "merged") and, where the
+// server allows input to commands, "Take input" (the job's "stdin": true, with an input line under it).
+function runToggle(id, key) {
+  const button = $(id);
+  const pressed = () => button.getAttribute("aria-pressed") === "true";
+  const show = (on) => button.setAttribute("aria-pressed", String(on));
+  show(localStorage.getItem(key) === "1");
+  button.addEventListener("click", () => {
+    const on = !pressed();
+    show(on);
+    localStorage.setItem(key, on ? "1" : "0");
+  });
+  return {
+    get on() {
+      return pressed() && !button.hidden;
+    },
+  };
+}
+
 function setupRunForm() {
+  const mergeStderr = runToggle("merge-stderr", "ssecmd.mergeStderr");
+  const takeInput = runToggle("take-input", "ssecmd.takeInput");
+  jobInput.setup();
   const form = $("run-form");
   const input = $("command");
   const error = $("run-error");
@@ -647,9 +736,13 @@ function setupRunForm() {
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     try {
-      await runJob({ command });
+      const body = { command };
+      if (mergeStderr.on) body.stderr = "merged";
+      if (takeInput.on) body.stdin = true;
+      await runJob(body);
       commandHistory.add(command);
-      input.select();
+      if (body.stdin && !$("job-input").hidden) $("job-input-text").focus();
+      else input.select();
     } catch (err) {
       error.textContent = errorText(err);
       error.hidden = false;
@@ -978,6 +1071,7 @@ async function start(principal) {
   $("allowed-box").hidden = !canRun;
   $("run-none").hidden = canRun || actions.actions.length > 0;
   showAllowed(actions.commands);
+  $("take-input").hidden = !actions.stdin_allowed;
   await loadJobs();
   const wanted = /^#job=([A-Za-z0-9_.-]+)$/.exec(location.hash);
   if (wanted) await openJob(decodeURIComponent(wanted[1]));

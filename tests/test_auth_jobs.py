@@ -66,6 +66,7 @@ def srv(tmp_path_factory, audit_path):
         "SSECMD_AUDIT_LOG": str(audit_path),
         "SSECMD_REFUSED_LOG_INTERVAL": "0",  # every refusal in full (collapsing: tests/test_log_amplification.py)
         "SSECMD_HEARTBEAT_INTERVAL": "1",
+        "SSECMD_ALLOW_STDIN": "true",
     }
     server = GunicornServer(tmp_path_factory.mktemp("auth-jobs"), settings).start()
     yield server
@@ -151,12 +152,17 @@ def test_bob_cannot_cancel_alices_job_but_admin_can_cancel_bobs(srv):
     response = _cancel(srv, job["id"], T["boss"])
     assert response.status_code == 200, response.text
     assert response.json()["state"] == "cancelled"
+    # Who cancelled it, in its metadata and in its exit event (the console's badge names them).
+    assert response.json()["cancelled_by"] == "boss"
+    events = collect(srv.url(f"/jobs/{job['id']}/events"), headers=bearer(T["bob"]))
+    assert json.loads(events[-1].data)["cancelled_by"] == "boss"
 
 
 def test_owner_cancels_own_job(srv):
     job = start(srv, T["bob"], {"argv": ["sleep", "60"]})
     response = _cancel(srv, job["id"], T["bob"])
     assert response.status_code == 200 and response.json()["state"] == "cancelled", response.text
+    assert response.json()["cancelled_by"] == "bob"
 
 
 # Stream tickets.
@@ -275,7 +281,7 @@ def test_actions_are_listed_with_their_parameters_filtered_by_role(srv):
     greeter = _get(srv, "/actions", T["gina"]).json()
     assert [a["name"] for a in greeter["actions"]] == ["greet"] and greeter["commands"] == []
     viewer = _get(srv, "/actions", T["vera"]).json()
-    assert viewer == {"actions": [], "commands": []}
+    assert viewer == {"actions": [], "commands": [], "stdin_allowed": True}  # allow_stdin is on here
 
 
 @pytest.mark.parametrize(
@@ -446,6 +452,30 @@ def test_audit_records_job_start_and_end(srv, audit_path):
     action = _run_action(srv, T["rita"], "pick", {"env": "staging"}).json()
     record = wait_for_audit(audit_path, lambda r: r["audit"] == "job_start" and r.get("job") == action["id"])[0]
     assert record["action"] == "pick" and record["params"] == {"env": "staging"} and record["user"] == "rita"
+
+
+def test_input_is_for_those_who_may_cancel_and_audited_by_size(srv, audit_path):
+    job = start(srv, T["alice"], {"argv": ["cat"], "stdin": True})
+    url = srv.url(f"/jobs/{job['id']}/input")
+
+    def write(token: str, data: bytes = b"hunter2 answer\n") -> httpx.Response:
+        return HTTP.post(url, content=data, headers={**bearer(token), "Content-Type": "text/plain"}, timeout=TIMEOUT)
+
+    assert_error(write(T["bob"]), 404, "job_not_found")  # another operator's job: not even confirmed
+    assert_error(write(T["vera"]), 403, "forbidden")  # a viewer sees it but may not cancel it
+    assert write(T["boss"]).status_code == 200  # admins cancel (and write to) every job
+    assert write(T["alice"], b"from alice\n").status_code == 200
+    closed = HTTP.post(url, json={"eof": True}, headers=bearer(T["alice"]), timeout=TIMEOUT)
+    assert closed.status_code == 200, closed.text
+    finished(srv, T["alice"], job["id"])
+    output = HTTP.get(srv.url(f"/jobs/{job['id']}/output"), headers=bearer(T["alice"]), timeout=TIMEOUT).content
+    assert output == b"hunter2 answer\nfrom alice\n"
+    wait_for_audit(audit_path, lambda r: r["audit"] == "job_input" and r.get("eof") and r.get("job") == job["id"])
+    records = [r for r in audit_records(audit_path) if r["audit"] == "job_input" and r.get("job") == job["id"]]
+    assert [(r["user"], r["bytes"], r["eof"]) for r in records] == [
+        ("boss", 15, False), ("alice", 11, False), ("alice", 0, True)
+    ]
+    assert "hunter2" not in audit_path.read_text()
 
 
 def test_audit_records_refusals_with_a_reason(srv, audit_path):

@@ -74,6 +74,11 @@ def test_token_login_run_and_logout(page, server):
     console.wait_for_badge("exit 0")
     wait_for(lambda: _jobs_subscribers(server) == 1, message="the page's stream")
     shot(page, "console-signed-in")
+    # Who stopped a job: the badge names them, from the server's cancelled_by.
+    console.run("sleep 30")
+    page.wait_for_function("() => !document.querySelector('#stop').disabled")
+    page.click("#stop")
+    console.wait_for_badge("cancelled by alice")
 
     page.click("#logout")
     page.wait_for_selector("#login-view:not([hidden])")

@@ -39,6 +39,10 @@ def _dropped_header(server, job_id: str) -> int:
         return int(response.headers["X-Output-Dropped-Bytes"])
 
 
+def _missing_name(dropped: int) -> str:
+    return f"missing-{dropped / 1024:.1f}KiB.log" if dropped < 1 << 20 else f"missing-{dropped / (1 << 20):.1f}MiB.log"
+
+
 def test_the_page_shows_the_servers_dropped_bytes(page, server):
     console = Console(page, server).open()
     console.wait_live()
@@ -55,8 +59,32 @@ def test_the_page_shows_the_servers_dropped_bytes(page, server):
     assert f"{shown} dropped" in page.text_content("#job-meta")
     shot(page, "console-dropped")
 
+    # The download is byte-exact for what the server holds, and its name (the server's) says how much is missing.
+    download = httpx.get(server.url(f"/jobs/{job_id}/output?download=1"), timeout=10)
+    name = f"job-{job_id}-{_missing_name(dropped)}"
+    assert download.headers["Content-Disposition"] == f'attachment; filename="{name}"'
+    assert download.headers["X-Output-Dropped-Bytes"] == str(dropped)
+    assert len(download.content) == job["output_bytes"] - dropped
+    assert download.content == (LINE * 2000 * 20).encode()[dropped:]
+    with page.expect_download() as info:
+        page.click("#download-link")
+    assert info.value.suggested_filename == name
+
     # Opened afresh (a replay from the start): the same figure, not the gap this viewer happened to meet.
     fresh = Console(page.context.new_page(), server).open(f"/#job={job_id}")
     fresh.wait_for_badge("exit 0")
     fresh.page.wait_for_function("n => document.querySelector('#term-dropped').dataset.bytes === String(n)",
                                  arg=dropped)
+
+
+@pytest.mark.parametrize("missing, name", [
+    (0, "job-ab12.log"),
+    (1000, "job-ab12-missing-1000B.log"),
+    (1536, "job-ab12-missing-1.5KiB.log"),
+    (15_833_498, "job-ab12-missing-15.1MiB.log"),
+    (3 << 30, "job-ab12-missing-3.0GiB.log"),
+])
+def test_the_download_name_says_how_much_is_missing(missing, name):
+    from app.http.views.jobs import output_file_name
+
+    assert output_file_name("ab12", missing) == name

@@ -112,6 +112,13 @@ def test_remote_stdout_and_stderr_go_to_local_stdout_and_stderr(server):
     assert result.stderr == b"to err\n"  # piped: no colour, and no notes without -v
 
 
+def test_merge_stderr_puts_both_streams_on_stdout_in_exact_order(server):
+    script = "import os; [os.write(n % 2 + 1, b'%d\\n' % n) for n in range(6)]"  # 0 out, 1 err, 2 out, ...
+    result = client(server, "run", "--merge-stderr", "--", PYTHON, "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == (b"0\n1\n2\n3\n4\n5\n", b"")
+
+
 def test_binary_output_round_trip_run_shows_text_and_logs_the_exact_bytes(server):
     exact = b"a\x00b\r\nc\xff\xfe\rd\xe2\x82\xac\n"
     result = client(server, "run", "--", "printf", "a\\0b\\r\\nc\\377\\376\\rd\\342\\202\\254\\n")
@@ -211,6 +218,7 @@ def test_cancel_stops_the_job_and_says_how_it_ended(server):
     assert result.returncode == 0
     assert result.stdout.decode().startswith(f"job {job_id} was cancelled (killed by SIGTERM)")
     assert _job(server, job_id)["state"] == "cancelled"
+    assert _job(server, job_id)["cancelled_by"] is None  # no auth here: nobody to name
     again = client(server, "cancel", job_id)
     assert again.returncode == 255
     assert again.stderr.decode().strip() == f"sse-commander: job {job_id} is not running (409)"
@@ -283,6 +291,7 @@ def test_actions_lists_actions_and_commands(make_server):
         "greet": {"description": "Say hello", "argv": ["echo", "hello", "{name}"],
                   "params": {"name": {"type": "string", "pattern": "[a-z]{1,10}"}}},
         "count": {"argv": ["seq", "{n}"], "params": {"n": {"type": "integer", "min": 1, "max": 5, "default": 3}}},
+        "wipe": {"argv": ["echo", "wiped"], "confirm": True},
     }
     srv = make_server({"SSECMD_ACTIONS": json.dumps(actions)})
     listing = client(srv, "actions").stdout.decode().splitlines()
@@ -300,6 +309,13 @@ def test_actions_lists_actions_and_commands(make_server):
     refused = client(srv, "run", "--action", "greet", "name=World")
     assert refused.returncode == 255 and b"parameter 'name': must match" in refused.stderr
     assert client(srv, "run", "--action", "greet", "oops").returncode == 255
+    # An action marked confirm = true: refused without --yes (nothing runs), run with it.
+    assert "wipe  (asks first: run --yes)" in listing
+    unconfirmed = client(srv, "run", "--action", "wipe")
+    assert unconfirmed.returncode == 255 and unconfirmed.stdout == b""
+    assert unconfirmed.stderr == b"sse-commander: action 'wipe' must be confirmed: run it again with --yes\n"
+    confirmed = client(srv, "run", "--yes", "--action", "wipe")
+    assert (confirmed.returncode, confirmed.stdout) == (0, b"wiped\n")
 
 
 # Channels.

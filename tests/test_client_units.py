@@ -90,6 +90,11 @@ def test_only_abnormal_endings_explain_themselves():
         "the job was killed by a signal nobody here sent (killed by signal 77)"
     )
     assert "ended (evicted)" in outcome_of_exit({"reason": "evicted"}).message
+    assert outcome_of_exit({"reason": "cancelled", "signal": 15, "cancelled_by": "alice"}, "abc").message == (
+        "job abc was cancelled by alice (killed by SIGTERM)"
+    )
+    assert outcome_of_job({"id": "abc", "state": "cancelled", "reason": "cancelled", "signal": 15,
+                           "cancelled_by": "alice"}).message == "job abc was cancelled by alice (killed by SIGTERM)"
 
 
 @pytest.mark.parametrize(
@@ -172,6 +177,11 @@ def test_job_request_bodies():
         "action": "deploy", "params": {"env": "staging", "note": "a=b"}
     }
     assert job_request([], "deploy", 10) == {"action": "deploy", "params": {}, "timeout": 10}
+    assert job_request(["ls"], None, None, merge_stderr=True) == {"argv": ["ls"], "stderr": "merged"}
+    assert job_request(["cat"], None, None, stdin=True) == {"argv": ["cat"], "stdin": True}
+    assert job_request([], "wipe", None, confirm=True) == {"action": "wipe", "params": {}, "confirm": True}
+    with pytest.raises(click.UsageError, match="--yes confirms a named action"):
+        job_request(["ls"], None, None, confirm=True)
     with pytest.raises(click.UsageError):
         job_request([], None, None)
     with pytest.raises(click.UsageError):

@@ -328,3 +328,31 @@ def test_an_action_marked_confirm_needs_confirm_true():
         parse_job_request({"action": "wipe", "params": {"env": "a"}, "confirm": "yes"}, settings)
     with pytest.raises(AccessConfigError, match=r"actions\.wipe\.confirm: expected true or false"):
         parse_actions({"wipe": {"argv": ["echo"], "confirm": "yes"}})
+
+
+def test_stdin_and_stderr_options_as_the_settings_and_actions_allow():
+    from app.policy.access import AccessConfigError
+    from app.policy.actions import parse_actions
+
+    actions = parse_actions({
+        "ask": {"argv": ["head", "-n", "1"], "stdin": True, "stderr": "merged"},
+        "plain": {"argv": ["cat"]},
+    })
+    off = Settings().with_overrides(actions=actions)
+    on = off.with_overrides(allow_stdin=True)
+    with pytest.raises(InvalidRequest, match=r"does not take input to commands \(allow_stdin\)"):
+        parse_job_request({"argv": ["cat"], "stdin": True}, off)
+    assert parse_job_request({"argv": ["cat"], "stdin": True}, on).stdin is True
+    assert parse_job_request({"argv": ["cat"]}, on).stdin is False
+    # An action opts in whatever the setting says; one that does not needs the setting.
+    ask = parse_job_request({"action": "ask"}, off)
+    assert (ask.stdin, ask.stderr) == (True, "merged")
+    assert parse_job_request({"action": "ask", "stdin": False}, off).stdin is False
+    assert parse_job_request({"action": "ask", "stderr": "separate"}, off).stderr == "separate"
+    with pytest.raises(InvalidRequest, match="action 'plain' takes no input"):
+        parse_job_request({"action": "plain", "stdin": True}, off)
+    assert parse_job_request({"action": "plain", "stdin": True}, on).stdin is True
+    assert actions["ask"].to_json()["stdin"] is True and actions["plain"].to_json()["stderr"] == "separate"
+    for bad in ({"stdin": "yes"}, {"stderr": "both"}):
+        with pytest.raises(AccessConfigError):
+            parse_actions({"x": {"argv": ["cat"], **bad}})

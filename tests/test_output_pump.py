@@ -59,6 +59,38 @@ def test_output_of_both_pipes_arrives_in_order_and_the_pump_ends_at_eof():
     os.close(err_r)
 
 
+def test_one_round_reads_stdout_first_and_each_pipe_once():
+    """Both pipes readable in the same round: stdout's event comes first, whichever was written first.
+
+    A pipe is read once per round, so what stdout gets while stderr is read waits for the next round.
+    """
+    log = EventLog(1 << 20)
+    pump = OutputPump(log, Settings(), on_limit=lambda: None)
+    out_r, out_w = _pipe()
+    err_r, err_w = _pipe()
+    pump.add(out_r, "stdout")
+    pump.add(err_r, "stderr")
+    os.write(err_w, b"err1\n")
+    os.write(out_w, b"out1\n")
+    real_move = pump._move
+
+    def move(fd: int, name: str) -> None:
+        real_move(fd, name)
+        if name == "stdout" and not os.get_blocking(out_w) and len(_outputs(log)) == 1:
+            os.write(out_w, b"out2\n")  # written during the round, after stdout was read
+
+    os.set_blocking(out_w, False)  # marks the first round
+    pump._move = move
+    pump.readable(err_r, "stderr")  # the round starts from stderr's watcher: it still reads stdout first
+    os.set_blocking(out_w, True)
+    assert _outputs(log) == [("stdout", "out1\n"), ("stderr", "err1\n")]
+    pump.readable(out_r, "stdout")
+    assert _outputs(log)[2:] == [("stdout", "out2\n")]
+    pump.pipes.close()
+    for fd in (out_r, out_w, err_r, err_w):
+        os.close(fd)
+
+
 def test_a_failure_while_moving_output_is_raised_in_the_runners_greenlet():
     class BrokenLog(EventLog):
         def append(self, *args, **kwargs):

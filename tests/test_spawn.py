@@ -91,6 +91,43 @@ def test_echo_output_and_exit_code():
     assert (code, out, err) == (3, b"", b"oops\n")
 
 
+def test_merged_stderr_shares_the_stdout_pipe_in_exact_order():
+    before = _open_fds()
+    proc = spawn("/bin/sh", ["sh", "-c", "echo out1; echo err1 >&2; echo out2; echo err2 >&2"], ENV, cwd="/",
+                 merge_stderr=True)
+    assert proc.stderr is None
+    chunks = []
+    while chunk := os.read(proc.stdout.fileno(), 65536):
+        chunks.append(chunk)
+    proc.close_pipes()
+    assert proc.wait(timeout=20) == 0
+    assert b"".join(chunks) == b"out1\nerr1\nout2\nerr2\n"
+    assert _open_fds() == before  # no descriptor left behind by the shared pipe
+
+
+def test_a_stdin_pipe_is_ours_non_blocking_close_on_exec_and_the_childs_alone():
+    import fcntl
+
+    before = _open_fds()
+    proc = spawn("/bin/cat", ["cat"], ENV, cwd="/", stdin_pipe=True)
+    fd = proc.stdin.fileno()
+    assert not os.get_blocking(fd)  # a full pipe answers EAGAIN, never blocks the worker
+    assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC  # no other child inherits it
+    assert os.write(fd, b"typed\n") == 6
+    proc.stdin.close()  # end of file for cat
+    code, out, err = _collect(proc)
+    assert (code, out, err) == (0, b"typed\n", b"")
+    assert _open_fds() == before
+    # The child's stdin is that pipe and it holds no other descriptor of ours.
+    report = spawn(PYTHON, [PYTHON, "-c", REPORT], ENV, cwd="/", stdin_pipe=True)
+    os.write(report.stdin.fileno(), b"answer")
+    report.stdin.close()
+    code, out, err = _collect(report)
+    assert code == 0, err
+    child = json.loads(out)
+    assert child["fds"] == [0, 1, 2] and child["stdin"].startswith("pipe:") and child["stdin_data"] == "answer"
+
+
 def test_argv0_and_executable_are_separate_and_no_shell_runs():
     code, out, _ = _collect(spawn("/bin/echo", ["whatever", "$HOME", "a;b", "*"], ENV, cwd="/"))
     assert code == 0 and out == b"$HOME a;b *\n"

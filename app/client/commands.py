@@ -16,7 +16,7 @@ from urllib.parse import quote
 import click
 import httpx
 
-from .api import OUTPUT_TIMEOUT, Api, ClientError
+from .api import OUTPUT_TIMEOUT, Api, ClientError, Refused
 from .connection import DEFAULT_URL, TOKEN_ENV, TOKEN_FILE_ENV, URL_ENV, ConnectionConfigError, resolve
 from .events import DEFAULT_RECONNECT_FOR, Event, Follower
 from .exitcodes import (
@@ -30,6 +30,7 @@ from .exitcodes import (
 )
 from .interrupts import CtrlC
 from .output import PROG, Terminal, format_actions, format_jobs, format_message
+from .stdin import InputForwarder
 
 EXIT_BROKEN_PIPE = EXIT_SIGNAL_BASE + signal.SIGPIPE  # what a shell shows for `cmd | head`
 
@@ -113,7 +114,10 @@ reconnect_option = click.option(
 
 # Jobs.
 
-def job_request(words: Sequence[str], action: str | None, timeout: float | None) -> dict[str, Any]:
+def job_request(
+    words: Sequence[str], action: str | None, timeout: float | None, *, merge_stderr: bool = False,
+    stdin: bool = False, confirm: bool = False,
+) -> dict[str, Any]:
     """The POST /jobs body for ``run``: argv, or an action with KEY=VALUE parameters. Pure."""
     body: dict[str, Any]
     if action is not None:
@@ -130,7 +134,26 @@ def job_request(words: Sequence[str], action: str | None, timeout: float | None)
         body = {"argv": list(words)}
     if timeout is not None:
         body["timeout"] = timeout
+    if merge_stderr:
+        body["stderr"] = "merged"
+    if stdin:
+        body["stdin"] = True
+    if confirm:
+        if action is None:
+            raise click.UsageError("--yes confirms a named action: give it with --action NAME")
+        body["confirm"] = True
     return body
+
+
+stdin_option = click.option(
+    "--stdin", "forward_stdin", is_flag=True,
+    help="Forward this terminal's input (or piped input) to the job's stdin; end of file closes it.",
+)
+
+
+def forward_input(session: Session, job_id: str) -> None:
+    """Forward our stdin to the job's input, in the background, for as long as this command runs."""
+    InputForwarder(session.api.connection, job_id, session.terminal.note).start()
 
 
 class JobWatch:
@@ -219,12 +242,17 @@ def follow_job(session: Session, job_id: str, *, after: int | None, reconnect_fo
 @click.option("--action", metavar="NAME", help="Run a named action; the arguments are its KEY=VALUE parameters.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Seconds before the server stops the job (exit 124).")
+@click.option("--merge-stderr", is_flag=True,
+              help="One pipe for the remote stdout and stderr: exact order, all of it on stdout.")
+@stdin_option
+@click.option("--yes", "confirm", is_flag=True,
+              help='Confirm an action marked confirm = true (sends "confirm": true); without it, it is refused.')
 @click.option("--detach", is_flag=True, help="Print the job's id and return at once.")
 @click.option("--wait", is_flag=True, help="When the server is at its limit (429), wait as it says and retry.")
 @reconnect_option
 @click.argument("words", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]... | KEY=VALUE...")
-def run(session: Session, words: tuple[str, ...], action: str | None, timeout: float | None, detach: bool,
-        wait: bool, reconnect_timeout: float) -> int:
+def run(session: Session, words: tuple[str, ...], action: str | None, timeout: float | None, merge_stderr: bool,
+        forward_stdin: bool, confirm: bool, detach: bool, wait: bool, reconnect_timeout: float) -> int:
     """Run a command (or a named action) on the server and stream it like a local one.
 
     The remote stdout goes to stdout and the remote stderr to stderr, and the exit status is the remote
@@ -234,16 +262,24 @@ def run(session: Session, words: tuple[str, ...], action: str | None, timeout: f
     \b
       sse-commander run -- ls -la /tmp
       sse-commander run --action deploy env=staging replicas=2
+      sse-commander run --yes --action wipe target=cdn    # an action marked confirm = true
     """
-    body = job_request(words, action, timeout)
+    body = job_request(words, action, timeout, merge_stderr=merge_stderr, stdin=forward_stdin, confirm=confirm)
     session.api.wait = wait
     # A Ctrl-C while the job starts waits until its id is known, so that it can be cancelled (or shown).
-    job = session.api.json("POST", "/jobs", json=body, can_wait=True, held=session.ctrl_c.deferred)
+    try:
+        job = session.api.json("POST", "/jobs", json=body, can_wait=True, held=session.ctrl_c.deferred)
+    except Refused as exc:
+        if exc.status == 400 and "must be confirmed" in str(exc.body.get("message", "")):
+            raise ClientError(f"action {action!r} must be confirmed: run it again with --yes") from None
+        raise
     job_id = str(job["id"])
     if detach:
         session.terminal.line(job_id)
         session.ctrl_c.raise_pending()
         return 0
+    if forward_stdin:
+        forward_input(session, job_id)
     return follow_job(session, job_id, after=None, reconnect_for=reconnect_timeout, owned=True)
 
 
@@ -251,12 +287,16 @@ def run(session: Session, words: tuple[str, ...], action: str | None, timeout: f
 @click.argument("job_id", metavar="ID")
 @click.option("--after", type=click.IntRange(min=0), metavar="EVENT_ID",
               help="Follow from after this event id (default: from the start).")
+@stdin_option
 @reconnect_option
-def attach(session: Session, job_id: str, after: int | None, reconnect_timeout: float) -> int:
+def attach(session: Session, job_id: str, after: int | None, forward_stdin: bool, reconnect_timeout: float) -> int:
     """Follow a job from its start (or after an event id) to its end; exit with its status.
 
-    Ctrl-C only detaches: the job keeps running (`cancel ID` stops it).
+    Ctrl-C only detaches: the job keeps running (`cancel ID` stops it). With --stdin, what you type goes to
+    the job's input (a job started with "stdin": true), and Ctrl-D closes it.
     """
+    if forward_stdin:
+        forward_input(session, job_id)
     return follow_job(session, job_id, after=after, reconnect_for=reconnect_timeout, owned=False)
 
 

@@ -88,7 +88,7 @@ def _status(code: int | None, sig: int | None, name: str | None) -> tuple[int | 
 
 
 def outcome_of_exit(data: dict[str, Any], job_id: str = "") -> Outcome:
-    """The outcome of an ``exit`` event's data: reason, code, signal, signal_name, duration."""
+    """The outcome of an ``exit`` event's data: reason, code, signal, signal_name, duration, cancelled_by."""
     reason = str(data.get("reason") or "exited")
     status, described = _status(data.get("code"), data.get("signal"), data.get("signal_name"))
     duration = data.get("duration")
@@ -104,6 +104,8 @@ def outcome_of_exit(data: dict[str, Any], job_id: str = "") -> Outcome:
         summary = f"{subject} exited with code {data.get('code')}{after}"
         return Outcome(code, reason, None, summary)
     why = _WHY.get(reason, f"ended ({reason})")
+    if reason == "cancelled" and data.get("cancelled_by"):
+        why = f"was cancelled by {data['cancelled_by']}"
     summary = f"{subject} {why} ({described}){after}"
     return Outcome(code, reason, summary, summary)
 
@@ -133,6 +135,7 @@ def outcome_of_job(job: dict[str, Any]) -> Outcome | None:
             "signal": job.get("signal"),
             "signal_name": job.get("signal_name"),
             "duration": job.get("duration"),
+            "cancelled_by": job.get("cancelled_by"),
         },
         job_id,
     )

@@ -166,7 +166,8 @@ def format_actions(body: Mapping[str, Any]) -> list[str]:
     """The ``actions`` listing: each action with its parameters, then the commands the caller may type."""
     lines = []
     for action in body.get("actions") or ():
-        lines.append(f"{action.get('name')}" + (f"  {action['description']}" if action.get("description") else ""))
+        lines.append(f"{action.get('name')}" + (f"  {action['description']}" if action.get("description") else "")
+                     + ("  (asks first: run --yes)" if action.get("confirm") else ""))
         lines.extend(f"    {_parameter(param)}" for param in action.get("params") or ())
     commands = body.get("commands") or ()
     if commands:

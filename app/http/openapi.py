@@ -89,6 +89,12 @@ CHANNEL_EVENT_ID = {"type": "string", "pattern": "^([0-9a-z]{1,32}-)?[0-9]+$",
                     "description": "A channel event id: `<epoch>-<n>`."}
 TIMESTAMP = _nullable("string", format="date-time")
 
+STDERR_MODE = {"type": "string", "enum": ["separate", "merged"],
+               "description": "`separate`: two pipes, `stdout` and `stderr` events; `merged`: one pipe for both, "
+                              "exact order, every event `stdout`."}
+STDIN_FLAG = {"type": "boolean", "description": "A stdin pipe for POST /jobs/{job_id}/input (where `allow_stdin` "
+                                                "or the action allows it, else 400)."}
+
 JOB = _object(
     {
         "id": JOB_ID,
@@ -117,6 +123,9 @@ JOB = _object(
         "peak_memory_bytes": _nullable("integer", description="All of its processes; null where not measurable."),
         "urls": _object({"self": {"type": "string"}, "events": {"type": "string"}, "output": {"type": "string"}}),
         "request_id": _nullable("string", description="The X-Request-ID of the request that started it."),
+        "stderr": STDERR_MODE,
+        "stdin": {"type": "boolean", "description": "Whether it takes input (POST /jobs/{job_id}/input)."},
+        "cancelled_by": _nullable("string", description="Who cancelled it, when auth is on."),
     },
     description="A job's metadata (GET /jobs/{job_id}); also the data of the `jobs` channel's `job` events.",
 )
@@ -128,11 +137,14 @@ JOB_REQUEST = {
     "oneOf": [
         _object({"command": {"type": "string", "minLength": 1, "description": "Split like a shell would "
                                                                                "(shlex), never run by one."},
+                 "stderr": STDERR_MODE, "stdin": STDIN_FLAG,
                  "timeout": {"$ref": "#/components/schemas/Timeout"}}, ["command"], closed=True),
         _object({"argv": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                 "stderr": STDERR_MODE, "stdin": STDIN_FLAG,
                  "timeout": {"$ref": "#/components/schemas/Timeout"}}, ["argv"], closed=True),
         _object({"action": {"type": "string"}, "params": {"type": ["object", "null"]},
                  "confirm": {"type": "boolean", "description": "Required (true) for actions marked confirm."},
+                 "stderr": STDERR_MODE, "stdin": STDIN_FLAG,
                  "timeout": {"$ref": "#/components/schemas/Timeout"}}, ["action"], closed=True),
     ],
 }
@@ -160,6 +172,8 @@ ACTION = _object(
         "argv": {"type": "array", "items": {"type": "string"}},
         "timeout": _nullable("number"),
         "confirm": {"type": "boolean"},
+        "stderr": STDERR_MODE,
+        "stdin": {"type": "boolean", "description": "Its jobs take input unless a request says otherwise."},
         "params": {"type": "array", "items": _schema("ActionParameter")},
     }
 )
@@ -218,6 +232,7 @@ EXIT_EVENT = _object(
         "cpu_seconds": _nullable("number"),
         "peak_memory_bytes": _nullable("integer"),
         "error": {"type": "string"},
+        "cancelled_by": {"type": "string", "description": "Who cancelled it (present when a name is known)."},
     },
     ["type", "reason", "code", "signal"],
 )
@@ -281,7 +296,7 @@ The first bytes are `retry: 2000` and a `: connected` comment; a `: ping` commen
 | `start` | `{"type": "start", "job", "pid", "argv"}` |
 | `stdout`, `stderr` | `{"type": "stdout", "out": "<text>"}` |
 | `exit` | `{"type": "exit", "reason", "code", "signal", "signal_name", "duration", "cpu_seconds", \
-"peak_memory_bytes"[, "error"]}` |
+"peak_memory_bytes"[, "error"][, "cancelled_by"]}` |
 | `err` | the command could not start: `{"type": "error", "out", "reason", "errno"}` |
 | `gap` | `{"missed_bytes": n}`: output dropped by the bounded buffer before this viewer read it |
 | `busy` | `{"type": "busy", "retry_ms", "message"}`: refused beyond `max_streams` (an EventSource's answer) |
@@ -377,7 +392,8 @@ def _responses(ok: dict[str, Schema], *errors: str, public: bool = False) -> dic
 JOB_LINKS = {
     name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}
     for name, operation in (("GetJob", "getJob"), ("CancelJob", "cancelJob"), ("JobEvents", "jobEvents"),
-                            ("JobOutput", "jobOutput"), ("CreateTicket", "createTicket"))
+                            ("JobOutput", "jobOutput"), ("CreateTicket", "createTicket"),
+                            ("JobInput", "jobInput"))
 }
 
 # A start refused for the program: the allowlist comes with a command_not_allowed.
@@ -430,6 +446,7 @@ def _paths() -> dict[str, Any]:
                  "example": "echo hello"},
                 _param("timeout", "query", {"type": "string", "pattern": r"^[0-9]{1,20}(\.[0-9]{1,20})?$"},
                        "Seconds, within (0, max_timeout]."),
+                _param("stderr", "query", STDERR_MODE, "As in POST /jobs (default `separate`)."),
                 _param("Last-Event-ID", "header", {"type": "string"},
                        "Sent by a reconnecting EventSource: a valid request is answered 204, and the command is "
                        "not run again."),
@@ -480,6 +497,29 @@ def _paths() -> dict[str, Any]:
                      "409": _error("`job_not_running`: it has ended already (the job is in `job`).",
                                    _schema("JobNotRunningError"))},
                     "404",
+                ),
+            },
+        },
+        "/jobs/{job_id}/input": {
+            "parameters": [job_id],
+            "post": {
+                "tags": ["jobs"], "operationId": "jobInput",
+                "summary": "Write to a running job's stdin (text or bytes), or close it (JSON {\"eof\": true})",
+                "description": "For those who may cancel the job; audited by size. Never waits: a full pipe "
+                               "takes what fits and the rest is refused (409 `input_full`, with `written_bytes`).",
+                "requestBody": {"required": True, "content": {
+                    "text/plain": {"schema": {"type": "string"}},
+                    "application/octet-stream": {"schema": {"type": "string",
+                                                            "contentMediaType": "application/octet-stream"}},
+                    JSON: {"schema": _object({"eof": {"const": True}}, closed=True)},
+                }},
+                "responses": _responses(
+                    {"200": _json_response("Written (or closed).", _object(
+                        {"job": JOB_ID, "written_bytes": {"type": "integer", "minimum": 0},
+                         "eof": {"type": "boolean"}})),
+                     "409": _error("`input_full` (with `written_bytes`), `no_stdin`, `input_closed` or "
+                                   "`job_not_running`.")},
+                    "400", "404", "408", "413", "415",
                 ),
             },
         },
@@ -543,6 +583,8 @@ def _paths() -> dict[str, Any]:
             "responses": _responses({"200": _json_response("Actions and commands.", _object({
                 "actions": {"type": "array", "items": _schema("Action")},
                 "commands": {"type": "array", "items": {"type": "string"}},
+                "stdin_allowed": {"type": "boolean", "description": "Whether typed commands may take input "
+                                                                    "(`allow_stdin`)."},
             }))}),
         }},
         "/channels": {"get": {

@@ -9,6 +9,8 @@ the argv items that name it, so it can never add or split arguments.
     argv = ["/opt/tools/deploy.sh", "--env", "{env}", "--replicas={replicas}"]
     timeout = 600
     confirm = true   # the request must say "confirm": true (the page asks first)
+    stderr = "merged"  # one pipe for stdout and stderr, in exact order (default "separate")
+    stdin = true       # its jobs take input (POST /jobs/<id>/input), whatever allow_stdin says (default false)
     [actions.deploy.params.env]
     type = "choice"
     choices = ["staging", "production"]
@@ -106,6 +108,8 @@ class Action:
     description: str = ""
     timeout: float | None = None
     confirm: bool = False  # a request must carry "confirm": true
+    stderr: str = "separate"  # "merged": one pipe for stdout and stderr (exact order)
+    stdin: bool = False  # its jobs take input (a stdin pipe) unless the request says "stdin": false
 
     def render(self, values: Any) -> list[str]:
         """Validate ``values`` (a JSON object) and fill the template."""
@@ -135,6 +139,8 @@ class Action:
             "argv": list(self.argv),
             "timeout": self.timeout,
             "confirm": self.confirm,
+            "stderr": self.stderr,
+            "stdin": self.stdin,
             "params": [param.to_json() for param in self.params],
         }
 
@@ -202,7 +208,7 @@ def parse_actions(document: Any) -> dict[str, Action]:
             raise AccessConfigError(f"{where}: names are letters, digits, '_', '.', '-'")
         if not isinstance(spec, Mapping):
             raise AccessConfigError(f"{where}: expected a table")
-        unknown = set(spec) - {"argv", "description", "timeout", "params", "confirm"}
+        unknown = set(spec) - {"argv", "description", "timeout", "params", "confirm", "stderr", "stdin"}
         if unknown:
             raise AccessConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
         argv = spec.get("argv")
@@ -224,5 +230,13 @@ def parse_actions(document: Any) -> dict[str, Action]:
         confirm = spec.get("confirm", False)
         if not isinstance(confirm, bool):
             raise AccessConfigError(f"{where}.confirm: expected true or false")
-        actions[name] = Action(name, tuple(argv), params, str(spec.get("description", "")), timeout, confirm)
+        stderr = spec.get("stderr", "separate")
+        if stderr not in ("separate", "merged"):
+            raise AccessConfigError(f'{where}.stderr: expected "separate" or "merged"')
+        stdin = spec.get("stdin", False)
+        if not isinstance(stdin, bool):
+            raise AccessConfigError(f"{where}.stdin: expected true or false")
+        actions[name] = Action(
+            name, tuple(argv), params, str(spec.get("description", "")), timeout, confirm, stderr, stdin
+        )
     return actions

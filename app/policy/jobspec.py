@@ -27,6 +27,20 @@ class JobSpec:
     timeout: float
     action: str | None = None  # set when argv was rendered from a named action
     params: dict[str, Any] | None = None
+    stderr: str = "separate"  # or "merged": stderr on the stdout pipe, in exact order
+    stdin: bool = False  # a stdin pipe that takes input (POST /jobs/<id>/input)
+
+
+STDERR_MODES = ("separate", "merged")
+
+
+def parse_stderr_mode(value: Any, default: str = "separate") -> str:
+    """The ``stderr`` option: ``separate`` (two pipes) or ``merged`` (one pipe, exact order); None: ``default``."""
+    if value is None:
+        return default
+    if value not in STDERR_MODES:
+        raise InvalidRequest('stderr must be "separate" or "merged"')
+    return value
 
 
 def parse_timeout(value: Any, settings: Settings) -> float:
@@ -46,7 +60,7 @@ def parse_job_request(payload: Any, settings: Settings) -> JobSpec:
     """Validate a POST /jobs body: command (string), argv (list) or action (+ params, confirm); optional timeout."""
     if not isinstance(payload, dict):
         raise InvalidRequest("body must be a JSON object")
-    unknown = set(payload) - {"command", "argv", "action", "params", "timeout", "confirm"}
+    unknown = set(payload) - {"command", "argv", "action", "params", "timeout", "confirm", "stderr", "stdin"}
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
     given = [key for key in ("command", "argv", "action") if key in payload]
@@ -58,6 +72,8 @@ def parse_job_request(payload: Any, settings: Settings) -> JobSpec:
         raise InvalidRequest("'params' goes with 'action'")
     if not isinstance(payload.get("confirm", False), bool):
         raise InvalidRequest("confirm must be true or false")
+    if not isinstance(payload.get("stdin", False), bool):
+        raise InvalidRequest("stdin must be true or false")
     if "action" in payload:
         return _action_spec(payload, settings)
     try:
@@ -75,7 +91,12 @@ def parse_job_request(payload: Any, settings: Settings) -> JobSpec:
             )
     except InvalidCommand as exc:
         raise InvalidRequest(str(exc)) from None
-    return JobSpec(argv=tuple(argv), timeout=parse_timeout(payload.get("timeout"), settings))
+    return JobSpec(
+        argv=tuple(argv),
+        timeout=parse_timeout(payload.get("timeout"), settings),
+        stderr=parse_stderr_mode(payload.get("stderr")),
+        stdin=_stdin(payload, settings.allow_stdin, "this server does not take input to commands (allow_stdin)"),
+    )
 
 
 def _action_spec(payload: dict[str, Any], settings: Settings) -> JobSpec:
@@ -103,11 +124,23 @@ def _action_spec(payload: dict[str, Any], settings: Settings) -> JobSpec:
         timeout=parse_timeout(timeout, settings),
         action=name,
         params=dict(params or {}),
+        stderr=parse_stderr_mode(payload.get("stderr"), action.stderr),
+        stdin=_stdin(
+            payload, settings.allow_stdin or action.stdin, f"action {name!r} takes no input (stdin)", action.stdin
+        ),
     )
 
 
-def parse_command_query(command: Any, timeout: Any, settings: Settings) -> JobSpec:
-    """Validate GET /run?command=...&timeout=... query values."""
+def _stdin(payload: dict[str, Any], allowed: bool, refusal: str, default: bool = False) -> bool:
+    """The request's ``stdin`` (a stdin pipe; absent: ``default``), refused where not allowed."""
+    wanted = payload.get("stdin", default)
+    if wanted and not allowed:
+        raise InvalidRequest(refusal)
+    return wanted
+
+
+def parse_command_query(command: Any, timeout: Any, settings: Settings, stderr: Any = None) -> JobSpec:
+    """Validate GET /run?command=...&timeout=...&stderr=... query values."""
     if command is None:
         raise InvalidRequest("missing query parameter 'command'")
     try:
@@ -120,7 +153,7 @@ def parse_command_query(command: Any, timeout: Any, settings: Settings) -> JobSp
         if not _DECIMAL.fullmatch(timeout):
             raise InvalidRequest("timeout must be a number of seconds")
         timeout = float(timeout)
-    return JobSpec(argv=tuple(argv), timeout=parse_timeout(timeout, settings))
+    return JobSpec(argv=tuple(argv), timeout=parse_timeout(timeout, settings), stderr=parse_stderr_mode(stderr))
 
 
 def parse_last_event_id(header: str | None, query: str | None) -> int:

@@ -163,11 +163,12 @@ static PyTypeObject LaunchType = {
 };
 
 PyDoc_STRVAR(start_doc,
-"start(path, argv, envp, cwd, uid, gid, rlimits, pdeathsig, umask, no_new_privs, cgroup_procs)\n"
-"    -> (stdout_fd, stderr_fd, launch)\n\n"
+"start(path, argv, envp, cwd, uid, gid, rlimits, pdeathsig, umask, no_new_privs, cgroup_procs,\n"
+"      merge_stderr, stdin_pipe) -> (stdout_fd, stderr_fd, stdin_fd, launch)\n\n"
 "Start path with argv and envp (tuples of bytes): in the cgroup whose cgroup.procs is open as\n"
-"cgroup_procs (-1: none), with stdin /dev/null, stdout and stderr on new pipes (the read ends are\n"
-"returned, close-on-exec), every other descriptor closed, default signal dispositions, the umask\n"
+"cgroup_procs (-1: none), with stdin /dev/null (with stdin_pipe, a new pipe whose write end is\n"
+"returned as stdin_fd, close-on-exec; else stdin_fd is -1), stdout and stderr on new pipes (the\n"
+"read ends are returned, close-on-exec; with merge_stderr, both on one pipe and stderr_fd is -1), every other descriptor closed, default signal dispositions, the umask\n"
 "(-1: keep), in cwd (bytes or None), in a new session, as uid/gid with no supplementary group but\n"
 "gid (uid -1: keep), with rlimits ((resource, value), ...) as soft and hard limits, no_new_privs,\n"
 "pdeathsig (0: none) and the caller's signal mask. Returns at once; launch.fileno() reads\n"
@@ -182,13 +183,14 @@ static PyObject *start(PyObject *self, PyObject *args)
     struct spawn_launch *launch = NULL;
     LaunchObject *obj = NULL;
     char **argv = NULL, **envp = NULL;
-    int out[2] = {-1, -1}, err[2] = {-1, -1}, devnull = -1, cgroup_procs, done_fd = -1, error = 0;
+    int out[2] = {-1, -1}, err[2] = {-1, -1}, in[2] = {-1, -1}, child_stdin = -1, cgroup_procs, merge_stderr, stdin_pipe;
+    int done_fd = -1, error = 0;
     Py_ssize_t i;
 
     memset(&req, 0, sizeof req);
-    if (!PyArg_ParseTuple(args, "O!O!O!OllO!iipi", &PyBytes_Type, &path_obj, &PyTuple_Type, &argv_obj, &PyTuple_Type,
+    if (!PyArg_ParseTuple(args, "O!O!O!OllO!iipipp", &PyBytes_Type, &path_obj, &PyTuple_Type, &argv_obj, &PyTuple_Type,
                           &envp_obj, &cwd_obj, &req.uid, &req.gid, &PyTuple_Type, &limits_obj, &req.pdeathsig,
-                          &req.umask_value, &req.no_new_privs, &cgroup_procs))
+                          &req.umask_value, &req.no_new_privs, &cgroup_procs, &merge_stderr, &stdin_pipe))
         return NULL;
     if (PyTuple_GET_SIZE(argv_obj) < 1) {
         PyErr_SetString(PyExc_ValueError, "argv must not be empty");
@@ -236,16 +238,33 @@ static PyObject *start(PyObject *self, PyObject *args)
     /* The child's descriptors, at 3 or above so that its dup3 onto 0-2 cannot clobber one. */
     if (cgroup_procs >= 0 && (cgroup_procs = fcntl(cgroup_procs, F_DUPFD_CLOEXEC, 3)) < 0)
         goto os_error;
-    devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (devnull < 0 || (devnull = above_stdio(devnull)) < 0 || pipe2(out, O_CLOEXEC) < 0 ||
-        (out[0] = above_stdio(out[0])) < 0 || (out[1] = above_stdio(out[1])) < 0 || pipe2(err, O_CLOEXEC) < 0 ||
-        (err[0] = above_stdio(err[0])) < 0 || (err[1] = above_stdio(err[1])) < 0)
+    if (stdin_pipe) {
+        /* The child's stdin is the read end; the write end stays with the caller (close-on-exec, so no
+         * other child inherits it, and this one gets end-of-file once the caller closes it). */
+        if (pipe2(in, O_CLOEXEC) < 0 || (in[0] = above_stdio(in[0])) < 0 || (in[1] = above_stdio(in[1])) < 0)
+            goto os_error;
+        child_stdin = in[0];
+        in[0] = -1;
+    } else {
+        child_stdin = open("/dev/null", O_RDWR | O_CLOEXEC);
+    }
+    if (child_stdin < 0 || (child_stdin = above_stdio(child_stdin)) < 0 || pipe2(out, O_CLOEXEC) < 0 ||
+        (out[0] = above_stdio(out[0])) < 0 || (out[1] = above_stdio(out[1])) < 0)
         goto os_error;
-    req.stdio[0] = devnull;
+    if (merge_stderr) {
+        /* One pipe for both, so the child's writes keep their order. A descriptor of its own (the
+         * launch closes each of its stdio descriptors once). */
+        if ((err[1] = fcntl(out[1], F_DUPFD_CLOEXEC, 3)) < 0)
+            goto os_error;
+    } else if (pipe2(err, O_CLOEXEC) < 0 || (err[0] = above_stdio(err[0])) < 0 ||
+               (err[1] = above_stdio(err[1])) < 0) {
+        goto os_error;
+    }
+    req.stdio[0] = child_stdin;
     req.stdio[1] = out[1];
     req.stdio[2] = err[1];
     req.cgroup_procs = cgroup_procs;
-    devnull = out[1] = err[1] = cgroup_procs = -1; /* the launch's now, whatever happens */
+    child_stdin = out[1] = err[1] = cgroup_procs = -1; /* the launch's now, whatever happens */
     launch = spawn_launch_new(&req, &done_fd, &error);
     if (launch == NULL)
         goto launch_error;
@@ -255,9 +274,10 @@ static PyObject *start(PyObject *self, PyObject *args)
     obj->done_fd = done_fd;
     if ((error = spawn_launch_submit(launch)) != 0)
         goto launch_error;
-    result = Py_BuildValue("(iiO)", out[0], err[0], (PyObject *)obj);
+    /* err[0] is -1 when merged, in[1] without a stdin pipe */
+    result = Py_BuildValue("(iiiO)", out[0], err[0], in[1], (PyObject *)obj);
     if (result != NULL)
-        out[0] = err[0] = -1; /* the caller's now */
+        out[0] = err[0] = in[1] = -1; /* the caller's now */
     goto done;
 
 os_error:
@@ -269,13 +289,15 @@ launch_error:
 done:
     if (cgroup_procs >= 0)
         close(cgroup_procs);
-    if (devnull >= 0)
-        close(devnull);
+    if (child_stdin >= 0)
+        close(child_stdin);
     for (i = 0; i < 2; i++) {
         if (out[i] >= 0)
             close(out[i]);
         if (err[i] >= 0)
             close(err[i]);
+        if (in[i] >= 0)
+            close(in[i]);
     }
     Py_XDECREF(obj);
     PyMem_Free(argv);

@@ -39,6 +39,11 @@ class PipeWatch:
         if self.active:
             watcher.start(self._on_readable, fd, name)
 
+    def in_order(self, names: tuple[str, ...]) -> list[tuple[int, str]]:
+        """The watched pipes as (fd, name), in the order of ``names``."""
+        rank = {name: index for index, name in enumerate(names)}
+        return sorted(((fd, name) for fd, (_, name) in self._watchers.items()), key=lambda item: rank[item[1]])
+
     def unregister(self, fd: int) -> None:
         """Stop watching ``fd`` for good."""
         watcher, _ = self._watchers.pop(fd)

@@ -4,10 +4,17 @@ Data flow: process pipes -> runner (this module) -> job log -> stream generator 
 
 Each job gets one greenlet, and its output an ``OutputPump``: libev io
 watchers on stdout and stderr (never a read that blocks the hub) whose
-callbacks read whatever is already in the pipe, coalesced into one event, and
-append it to the log. The loop then serves every other ready greenlet and
-watcher before a still-readable pipe is read again, so a flooding command
-cannot starve the worker.
+callbacks run one pump round: stdout, then stderr, each read once for what it
+holds at that moment, as one event each, appended to the log. The loop then
+serves every other ready greenlet and watcher before a still-readable pipe is
+read again, so a flooding command cannot starve the worker.
+
+Order between the two streams: the pipes are read in turn (stdout, stderr,
+stdout, ...), each read taking only what the pipe holds at that moment, so
+two writes to different pipes are shown in the order they were made whenever
+a read came between them; output waiting when a round starts is shown stdout
+first. A job started with ``stderr = "merged"`` has one pipe for both, in
+exact order.
 
 Commands are started by ``app.process.spawn`` (a spawner thread clones them with
 CLONE_VM | CLONE_VFORK; never a fork of the worker), each in its own session
@@ -30,6 +37,8 @@ import logging
 import os
 import resource
 import signal
+import struct
+import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,11 +59,14 @@ from .jobprocs import JobProcesses
 from .pgroups import ProcessGroupRegistry
 from .pipes import PipeWatch
 from .runas import JobUsers, resolve_job_users
-from .spawn import ChildProcess, SpawnError, environment_block, start_child
+from .spawn import ChildProcess, Pipe, SpawnError, environment_block, start_child
 
 log = logging.getLogger(__name__)
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+# The order in which one pump round reads a job's pipes (README: "Order of stdout and stderr").
+PIPE_ORDER = ("stdout", "stderr")
+_INT = struct.Struct("i")
 
 # How long start() waits for the exec before answering anyway (the start event follows).
 START_WAIT = 2.0
@@ -124,6 +136,14 @@ def _spawn_failure_reason(exc: OSError) -> str:
     return "spawn_failed"
 
 
+class NoInput(Exception):
+    """A job's stdin cannot take input: ``reason`` is ``no_stdin``, ``input_closed`` or ``job_not_running``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclass
 class JobRun:
     """A running job's processes and how it is being stopped."""
@@ -132,6 +152,7 @@ class JobRun:
     procs: JobProcesses | None = None
     pump: OutputPump | None = None
     stop_reason: str | None = None
+    stopped_by: str | None = None  # the user who asked for the stop (a cancel), when known
     stopping: Event = field(default_factory=Event)  # a stop was asked for
     started: Event = field(default_factory=Event)  # the launch is over (exec'd, failed, or given up on)
     settled: Event = field(default_factory=Event)  # nothing more to wait for: all gone, or given up on
@@ -198,11 +219,12 @@ class OutputPump:
             gevent.get_hub().loop.run_callback(self.waiter.switch, None)
 
     def readable(self, fd: int, name: str) -> None:
-        """A pipe has output or has ended (called by the hub): move it into the log."""
+        """A pipe has output or has ended (called by the hub): one round, every pipe in PIPE_ORDER."""
         if self.abandoned:
             return
         try:
-            self._move(fd, name)
+            for pipe_fd, pipe_name in self.pipes.in_order(PIPE_ORDER):
+                self._move(pipe_fd, pipe_name)
             if self.pipes and not self.log.owner_far_behind():
                 return
         except Exception as exc:  # raised in the runner's greenlet, which handles it
@@ -226,22 +248,17 @@ class OutputPump:
             self._emit(name, b"", final=True)
 
     def _read_available(self, fd: int) -> tuple[bytes, bool]:
-        """Read what the pipe holds now, up to coalesce_bytes, without waiting."""
-        size, limit = self.read_size, self.coalesce
-        parts: list[bytes] = []
-        total = 0
-        while total < limit:
-            try:
-                data = os.read(fd, size)
-            except BlockingIOError:
-                return b"".join(parts), False
-            if not data:
-                return b"".join(parts), True
-            parts.append(data)
-            total += len(data)
-            if len(data) < size:
-                break  # drained for now; the next read would only say EAGAIN
-        return b"".join(parts), False
+        """What the pipe holds at this moment (up to coalesce_bytes), in one read; and whether it has ended.
+
+        One read, sized by FIONREAD: bytes the child writes after it wait for the next round, after the
+        other pipe's (a read loop would pull them ahead of what the other pipe got meanwhile).
+        """
+        held = _INT.unpack(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+        try:
+            data = os.read(fd, min(held, self.coalesce) if held > 0 else self.read_size)
+        except BlockingIOError:
+            return b"", False
+        return data, not data
 
     def _emit(self, name: str, data: bytes, final: bool = False) -> None:
         pending, decoder = self.pending, self.decoders[name]
@@ -325,9 +342,9 @@ class ProcessRunner:
             self.store.local_log(job_id).release_owner()
 
     def _launch(self, job: Job, executable: str, role: str | None) -> JobProcesses:
-        # No shell; stdin /dev/null; the stripped environment; the job's cgroup; own session; every
-        # other fd closed; the run-as user with only its group; then the rlimits, no_new_privs and the
-        # death signal (setting the user would clear it). See app/process/spawn.py.
+        # No shell; stdin /dev/null (or the job's input pipe); the stripped environment; the job's cgroup;
+        # own session; every other fd closed; the run-as user with only its group; then the rlimits,
+        # no_new_privs and the death signal (setting the user would clear it). See app/process/spawn.py.
         contain = self.containment
         uid, gid = contain.user_for(role)
         cgroup = None
@@ -350,6 +367,8 @@ class ProcessRunner:
                 umask=contain.umask,
                 no_new_privs=contain.no_new_privs,
                 cgroup_procs=procs_fd,
+                merge_stderr=job.stderr == "merged",
+                stdin_pipe=job.stdin,
             )
         except BaseException:
             if cgroup is not None:
@@ -473,6 +492,9 @@ class ProcessRunner:
         payload = _exit_payload(
             reason, exit_code, signal_number, round(ended - (job.started_at or ended), 6), usage, error
         )
+        cancelled_by = run.stopped_by if reason == "cancelled" else None
+        if cancelled_by is not None:
+            payload["cancelled_by"] = cancelled_by
         self.store.local_log(job.id).append("exit", payload)
         finished = self.store.finish_job(
             job.id,
@@ -485,6 +507,7 @@ class ProcessRunner:
             ended_at=ended,
             cpu_seconds=usage[0],
             peak_memory_bytes=usage[1],
+            cancelled_by=cancelled_by,
         )
         self._finished(finished)
 
@@ -496,6 +519,8 @@ class ProcessRunner:
             self.store.local_log(run.job.id), self.settings, lambda: self.stop(run.job.id, "output_limit")
         )
         for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+            if pipe is None:  # merged into stdout
+                continue
             fd = pipe.fileno()
             os.set_blocking(fd, False)
             # A pipe as large as one event lets a flooding command write a whole
@@ -532,19 +557,54 @@ class ProcessRunner:
         else:
             log.warning("job %s: its cgroup could not be removed", run.job.id)
 
-    def stop(self, job_id: str, reason: str) -> bool:
-        """Stop a running job: SIGTERM to all of it, SIGKILL after kill_grace. False if not running."""
+    def stop(self, job_id: str, reason: str, by: str | None = None) -> bool:
+        """Stop a running job: SIGTERM to all of it, SIGKILL after kill_grace. False if not running.
+
+        ``by``: the user who asked (a cancel), recorded as the job's ``cancelled_by``.
+        """
         run = self.runs.get(job_id)
         if run is None or run.stopping.is_set() or run.procs is None:
             return False
         leader = run.procs.leader
         if leader is None or leader.returncode is None:
             run.stop_reason = reason
+            run.stopped_by = by
         run.stopping.set()
         self.store.mark_stopping(job_id)
         self._arm_deadline(run)
         run.terminator = gevent.spawn(self._terminate, run)
         return True
+
+    # A job's stdin (jobs started with "stdin": true).
+
+    def write_input(self, job_id: str, data: bytes) -> int:
+        """Write to a running job's stdin without ever waiting: the bytes written, fewer (or 0) if the pipe filled.
+
+        NoInput if the job has no stdin pipe, its stdin is closed (by us, or by the command), or it is not running.
+        """
+        pipe = self._stdin(job_id)
+        try:
+            return os.write(pipe.fileno(), data)
+        except BlockingIOError:
+            return 0
+        except BrokenPipeError:
+            pipe.close()
+            raise NoInput("input_closed", f"job {job_id} no longer reads its input") from None
+
+    def close_input(self, job_id: str) -> None:
+        """Close a running job's stdin: the command reads end-of-file. NoInput as for ``write_input``."""
+        self._stdin(job_id).close()
+
+    def _stdin(self, job_id: str) -> Pipe:
+        run = self.runs.get(job_id)
+        if run is None or run.procs is None or run.given_up:
+            raise NoInput("job_not_running", f"job {job_id} is not running")
+        pipe = run.procs.starting.stdin
+        if pipe is None:
+            raise NoInput("no_stdin", f'job {job_id} was not started with "stdin": true')
+        if pipe.closed:
+            raise NoInput("input_closed", f"job {job_id}'s input is closed")
+        return pipe
 
     def stop_all(self, reason: str) -> None:
         """Stop every running job (server shutdown)."""

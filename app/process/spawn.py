@@ -8,8 +8,9 @@ calls alone, then execs. The worker's event loop never waits for it; the
 greenlet that started it waits, cooperatively, for the launch's status pipe.
 What the child gets, in this order:
 
-- stdin ``/dev/null``, stdout and stderr on two new pipes, every other
-  descriptor closed;
+- stdin ``/dev/null`` (or, asked for, a new pipe whose write end the worker
+  keeps, close-on-exec), stdout and stderr on two new pipes (or, merged, both
+  on one pipe, so that their order is kept), every other descriptor closed;
 - its job's cgroup, when given: it joins before anything that could hang, so
   the cgroup can kill it from then on, and all it forks starts inside;
 - default signal dispositions; the umask;
@@ -73,7 +74,7 @@ class SpawnError(OSError):
 
 
 class Pipe:
-    """The read end of a child's output pipe: ``fileno()`` and ``close()``."""
+    """Our end of a child's pipe (an output's read end, its stdin's write end): ``fileno()`` and ``close()``."""
 
     __slots__ = ("_fd",)
 
@@ -143,16 +144,21 @@ def _reaper() -> _Reaper:
 
 
 class ChildProcess:
-    """A started command: pid, pidfd, stdout/stderr pipes, returncode once reaped, cooperative wait()."""
+    """A started command: pid, pidfd, stdout/stderr pipes, returncode once reaped, cooperative wait().
+
+    ``stderr`` is None when the command's stderr is merged into its stdout pipe; ``stdin`` is None unless
+    the command's stdin is a pipe (then its write end).
+    """
 
     def __init__(
-        self, pid: int, pidfd: int, stdout: Pipe, stderr: Pipe, stage: int = _spawn.STAGE_EXEC,
-        status: int | None = None,
+        self, pid: int, pidfd: int, stdout: Pipe, stderr: Pipe | None, stage: int = _spawn.STAGE_EXEC,
+        status: int | None = None, stdin: Pipe | None = None,
     ) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self.stdout = stdout
         self.stderr = stderr
+        self.stdin = stdin
         self.returncode: int | None = None
         # Where the child was if it never exec'd (killed while it prepared itself), else None.
         self.stuck_at = None if stage == _spawn.STAGE_EXEC else STAGES.get(stage, "start")
@@ -203,10 +209,8 @@ class ChildProcess:
         return False
 
     def close_pipes(self) -> None:
-        """Close both output pipes (errors on closing are of no interest any more)."""
-        for pipe in (self.stdout, self.stderr):
-            with contextlib.suppress(OSError):
-                pipe.close()
+        """Close every pipe: output and stdin (errors on closing are of no interest any more)."""
+        _close_all((self.stdout, self.stderr, self.stdin))
 
     def wait(self, timeout: float | None = None) -> int | None:
         """The returncode (negative: killed by that signal), waiting for the exit up to ``timeout``."""
@@ -217,10 +221,13 @@ class ChildProcess:
 class Starting:
     """A command between ``start_child()`` and its exec: a launch in a spawner thread."""
 
-    def __init__(self, launch, stdout_fd: int, stderr_fd: int, executable: bytes, cwd: bytes | None) -> None:
+    def __init__(
+        self, launch, stdout_fd: int, stderr_fd: int, executable: bytes, cwd: bytes | None, stdin_fd: int = -1
+    ) -> None:
         self._launch = launch
         self.stdout = Pipe(stdout_fd)
-        self.stderr = Pipe(stderr_fd)
+        self.stderr = Pipe(stderr_fd) if stderr_fd >= 0 else None
+        self.stdin = Pipe(stdin_fd) if stdin_fd >= 0 else None
         self._executable = executable
         self._cwd = cwd
         self._status: int | None = None  # reaped by libev before the launch was finished
@@ -267,7 +274,7 @@ class Starting:
         launch.close()
         if pid < 0:
             return None
-        return ChildProcess(pid, pidfd, self.stdout, self.stderr, stage, self._status)
+        return ChildProcess(pid, pidfd, self.stdout, self.stderr, stage, self._status, self.stdin)
 
     def _finish(self) -> ChildProcess:
         _, stage, error = self._launch.result()
@@ -298,7 +305,12 @@ class Starting:
             proc.wait()
 
     def _close_pipes(self) -> None:
-        for pipe in (self.stdout, self.stderr):
+        _close_all((self.stdout, self.stderr, self.stdin))
+
+
+def _close_all(pipes: Sequence[Pipe | None]) -> None:
+    for pipe in pipes:
+        if pipe is not None:
             with contextlib.suppress(OSError):
                 pipe.close()
 
@@ -331,15 +343,19 @@ def start_child(
     umask: int | None = None,
     no_new_privs: bool = False,
     cgroup_procs: int = -1,
+    merge_stderr: bool = False,
+    stdin_pipe: bool = False,
 ) -> Starting:
     """Start ``executable`` with ``argv`` contained as the module docstring says, without waiting for the exec.
 
     ``cgroup_procs`` is a cgroup's ``cgroup.procs`` open for writing (the caller may close it at once).
+    ``merge_stderr``: stderr goes to the stdout pipe (the result's ``stderr`` is None).
+    ``stdin_pipe``: stdin is a pipe, its write end the result's ``stdin``, non-blocking (else ``/dev/null``).
     """
     if uid is not None and gid is None:
         raise ValueError("a run-as uid needs a gid")
     executable_b, cwd_b = _b(executable), (_b(cwd) if cwd else None)
-    out_fd, err_fd, launch = _spawn.start(
+    out_fd, err_fd, in_fd, launch = _spawn.start(
         executable_b,
         tuple(_b(arg) for arg in argv),
         env_block,
@@ -351,8 +367,12 @@ def start_child(
         -1 if umask is None else umask,
         no_new_privs,
         cgroup_procs,
+        merge_stderr,
+        stdin_pipe,
     )
-    return Starting(launch, out_fd, err_fd, executable_b, cwd_b)
+    if in_fd >= 0:
+        os.set_blocking(in_fd, False)  # a write to a full pipe must never block the worker
+    return Starting(launch, out_fd, err_fd, executable_b, cwd_b, in_fd)
 
 
 def spawn(

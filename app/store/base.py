@@ -225,11 +225,15 @@ class Store(abc.ABC):
         params: dict[str, Any] | None = None,
         owner_limit: int | None = None,
         request_id: str | None = None,
+        stderr: str = "separate",
+        stdin: bool = False,
     ) -> Job:
         """Register a new running job and its log, or raise TooManyJobs.
 
         ``owner_limit``: how many running jobs the owner may have (None: no share of their own).
         ``request_id``: the id of the request that started it (X-Request-ID), kept in its record.
+        ``stderr``: the job's ``stderr`` mode (``separate`` or ``merged``), kept in its metadata.
+        ``stdin``: whether the job's stdin is a pipe that takes input (``POST /jobs/<id>/input``), kept likewise.
         """
 
     @abc.abstractmethod

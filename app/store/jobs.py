@@ -28,6 +28,8 @@ class Job:
     owner: str = "anonymous"
     action: str | None = None
     params: dict[str, Any] | None = None
+    stderr: str = "separate"  # "merged": one pipe for stdout and stderr, every event is stdout (exact order)
+    stdin: bool = False  # its stdin is a pipe that POST /jobs/<id>/input writes to (else /dev/null)
     created_at: float = field(default_factory=time.time)
     state: JobState = JobState.RUNNING
     pid: int | None = None
@@ -37,6 +39,7 @@ class Job:
     signal: int | None = None
     signal_name: str | None = None
     reason: str | None = None
+    cancelled_by: str | None = None  # who cancelled it (reason "cancelled"), when auth is on
     error: str | None = None
     output_bytes: int = 0
     dropped_bytes: int = 0
@@ -64,6 +67,8 @@ class Job:
             "command": display_command(self.argv),
             "action": self.action,
             "params": self.params,
+            "stderr": self.stderr,
+            "stdin": self.stdin,
             "owner": self.owner,
             "state": self.state.value,
             "pid": self.pid,
@@ -71,6 +76,7 @@ class Job:
             "signal": self.signal,
             "signal_name": self.signal_name,
             "reason": self.reason,
+            "cancelled_by": self.cancelled_by,
             "error": self.error,
             "timeout": self.timeout,
             "created_at": _iso(self.created_at),

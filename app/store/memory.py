@@ -102,6 +102,8 @@ class MemoryStore(Store):
         params: dict[str, Any] | None = None,
         owner_limit: int | None = None,
         request_id: str | None = None,
+        stderr: str = "separate",
+        stdin: bool = False,
     ) -> Job:
         """Register a new running job and its log, or raise TooManyJobs."""
         self.prune()
@@ -111,7 +113,7 @@ class MemoryStore(Store):
             raise TooManyJobs(per_owner=True)
         job_id = secrets.token_hex(8)
         job = Job(id=job_id, argv=tuple(argv), timeout=timeout, origin=origin, owner=owner, action=action,
-                  params=params, request_id=request_id)
+                  params=params, request_id=request_id, stderr=stderr, stdin=stdin)
         self._jobs[job_id] = job
         self._logs[job_id] = EventLog(self.buffer_bytes, key=job_key(job_id), budget=self.budget,
                                       deliver=self._deliver)

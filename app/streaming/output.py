@@ -15,28 +15,35 @@ from collections.abc import Iterator
 from gevent.event import Event
 
 from ..config import Settings
-from ..store.base import Store, UnknownLog
+from ..store.base import LogRead, Store, UnknownLog
 from .wire import hangup_event
 
 log = logging.getLogger(__name__)
 
 
 def job_output_stream(
-    store: Store, key: str, settings: Settings, shutdown: Event, client_socket: socket.socket | None = None
+    store: Store, key: str, settings: Settings, shutdown: Event, client_socket: socket.socket | None = None,
+    first: LogRead | None = None,
 ) -> Iterator[bytes]:
-    """The output of the job whose log is ``key``, until the job ends (or the client or the server goes)."""
+    """The output of the job whose log is ``key``, until the job ends (or the client or the server goes).
+
+    ``first``: the log's first read (``store.read(key, 0)``), made by the caller to learn what is missing.
+    """
     with hangup_event(client_socket) as gone:
         # An empty first write makes gunicorn send the headers before any output exists.
         yield b""
-        yield from _follow_output(store, key, settings, (shutdown, gone))
+        yield from _follow_output(store, key, settings, (shutdown, gone), first)
 
 
-def _follow_output(store: Store, key: str, settings: Settings, stop: tuple[Event, ...]) -> Iterator[bytes]:
+def _follow_output(
+    store: Store, key: str, settings: Settings, stop: tuple[Event, ...], read: LogRead | None
+) -> Iterator[bytes]:
     cursor = 0
     first = True
     while True:
         try:
-            read = store.read(key, cursor)
+            if read is None:
+                read = store.read(key, cursor)
         except UnknownLog:
             return
         if read.missed and not first:
@@ -52,3 +59,4 @@ def _follow_output(store: Store, key: str, settings: Settings, stop: tuple[Event
             return
         if not read.events:
             store.wait(key, cursor, settings.heartbeat_interval, wake=stop)
+        read = None

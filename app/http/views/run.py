@@ -21,7 +21,9 @@ def run_command() -> Response:
     """Start a command and stream its events on this response."""
     service = current_service()
     try:
-        spec = parse_command_query(query_text("command"), query_text("timeout"), service.settings)
+        spec = parse_command_query(
+            query_text("command"), query_text("timeout"), service.settings, query_text("stderr")
+        )
     except InvalidRequest as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
     if request.headers.get("Last-Event-ID") is not None:

@@ -92,6 +92,8 @@ TIMESTAMP = _nullable("string", format="date-time")
 STDERR_MODE = {"type": "string", "enum": ["separate", "merged"],
                "description": "`separate`: two pipes, `stdout` and `stderr` events; `merged`: one pipe for both, "
                               "exact order, every event `stdout`."}
+STDERR_REQUEST = {"type": ["string", "null"], "enum": ["separate", "merged", None],
+                  "description": STDERR_MODE["description"] + " Absent or null: `separate`, or the action's own."}
 STDIN_FLAG = {"type": "boolean", "description": "A stdin pipe for POST /jobs/{job_id}/input (where `allow_stdin` "
                                                 "or the action allows it, else 400)."}
 
@@ -137,14 +139,14 @@ JOB_REQUEST = {
     "oneOf": [
         _object({"command": {"type": "string", "minLength": 1, "description": "Split like a shell would "
                                                                                "(shlex), never run by one."},
-                 "stderr": STDERR_MODE, "stdin": STDIN_FLAG,
+                 "stderr": STDERR_REQUEST, "stdin": STDIN_FLAG,
                  "timeout": {"$ref": "#/components/schemas/Timeout"}}, ["command"], closed=True),
         _object({"argv": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                 "stderr": STDERR_MODE, "stdin": STDIN_FLAG,
+                 "stderr": STDERR_REQUEST, "stdin": STDIN_FLAG,
                  "timeout": {"$ref": "#/components/schemas/Timeout"}}, ["argv"], closed=True),
         _object({"action": {"type": "string"}, "params": {"type": ["object", "null"]},
                  "confirm": {"type": "boolean", "description": "Required (true) for actions marked confirm."},
-                 "stderr": STDERR_MODE, "stdin": STDIN_FLAG,
+                 "stderr": STDERR_REQUEST, "stdin": STDIN_FLAG,
                  "timeout": {"$ref": "#/components/schemas/Timeout"}}, ["action"], closed=True),
     ],
 }

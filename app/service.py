@@ -50,8 +50,8 @@ from .store.base import (
     channel_key,
     job_key,
 )
+from .store.factory import store_from_settings
 from .store.jobs import Job
-from .store.memory import MemoryStore
 from .streaming.delivery import DirectDelivery
 from .streaming.multiplex import InvalidCursor, parse_composite
 from .streaming.output import job_output_stream
@@ -88,7 +88,7 @@ class Service:
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
         self.publish_limiter = RateLimiter(settings.publish_rate_per_minute, settings.publish_rate_burst)
         self.login_limiter = RateLimiter(settings.login_attempts_per_minute, settings.login_attempts_per_minute)
-        self.store = store if store is not None else MemoryStore.from_settings(settings)
+        self.store = store if store is not None else store_from_settings(settings)
         self.containment_plan = _containment_plan(settings)
         log.info("%s", self.containment_plan.describe())
         job_cgroups = registry = None
@@ -124,6 +124,7 @@ class Service:
             lambda: stats.stats_snapshot(self.store.running_count(), self.tracker.open_streams),
         )
         lifecycle.on_shutdown(lambda: self.runner.stop_all("shutdown"), self.runner.wait_all)
+        lifecycle.on_shutdown(lambda: None, self.store.close)  # after the jobs' last events: write them out
 
     @property
     def open_streams(self) -> int:
@@ -534,8 +535,11 @@ class Service:
     def health(self) -> dict[str, Any]:
         """Liveness and a few counters of this worker (``status``: ``ok`` or ``shutting_down``)."""
         buffered, max_buffered = self.store.buffered_bytes()
+        problem = self.store.health_problem()
+        status = "shutting_down" if lifecycle.shutdown_event.is_set() else "degraded" if problem else "ok"
         return {
-            "status": "shutting_down" if lifecycle.shutdown_event.is_set() else "ok",
+            "status": status,
+            **({"degraded": problem} if problem else {}),
             "worker_pid": os.getpid(),
             "running_jobs": self.store.running_count(),
             "max_running_jobs": self.settings.max_running_jobs,

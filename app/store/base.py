@@ -329,4 +329,15 @@ class Store(abc.ABC):
     def buffered_bytes(self) -> tuple[int, int]:
         """(bytes held for replay in this worker, the most it may hold): GET /healthz shows both."""
 
+    # Health and shutdown (issue 17). Concrete defaults: a store with nothing to report or write out inherits them.
+
+    def health_problem(self) -> str | None:
+        """Why the store is degraded but still serving (GET /healthz says ``degraded`` and this), or None."""
+        return None
+
+    def close(self, timeout: float) -> bool:
+        """Graceful shutdown, after the jobs have ended: write out what is pending, within ``timeout`` seconds;
+        whether everything was."""
+        return True
+
 

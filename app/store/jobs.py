@@ -42,6 +42,7 @@ class Job:
     dropped_bytes: int = 0
     cpu_seconds: float | None = None  # CPU time of all its processes, where measurable
     peak_memory_bytes: int | None = None  # peak memory of all its processes, where measurable
+    damaged: bool = False  # history on disk: part of its record or output could not be read back
 
     @property
     def finished(self) -> bool:
@@ -80,6 +81,7 @@ class Job:
             "dropped_bytes": self.dropped_bytes,
             "cpu_seconds": self.cpu_seconds,
             "peak_memory_bytes": self.peak_memory_bytes,
+            "damaged": self.damaged,
             "urls": {
                 "self": f"/jobs/{self.id}",
                 "events": f"/jobs/{self.id}/events",

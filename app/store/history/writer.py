@@ -6,9 +6,10 @@ every stream. So the writer is a native thread (``gevent.monkey.get_original``),
 fed through a deque (appends are atomic under the GIL) and woken through a
 native lock. Greenlets never wait for it:
 
-- events (output) are bounded by ``max_queue_bytes``: when the disk falls that
-  far behind, further events of the job are not queued and their output bytes
-  are counted as lost (``lost_bytes``); streaming never slows down;
+- output events are bounded by ``max_queue_bytes``: when the disk falls that
+  far behind, further output is not queued and its bytes are counted as lost
+  (``lost_bytes``); streaming never slows down. A job's start and final events
+  are always queued;
 - job records are small and never dropped: the newest record of each job
   replaces an older one still waiting (``pending``), and a record that cannot
   be written (a full disk) is tried again.
@@ -105,8 +106,9 @@ class HistoryWriter:
     def put_event(self, job_id: str, event) -> None:
         """Queue one event of a job, or count its output as lost if the queue is full."""
         size = len(event.frame) + len(event.raw) + 64
-        if self.queued_bytes - self.written_bytes + size > self.max_queue_bytes and event.kind not in ("exit", "err"):
-            lost = len(event.raw) or 0
+        # Only output is ever dropped: the start and final events are small, and a history needs them.
+        if event.raw and self.queued_bytes - self.written_bytes + size > self.max_queue_bytes:
+            lost = len(event.raw)
             self.lost_by_job[job_id] = self.lost_by_job.get(job_id, 0) + lost
             self.lost_bytes += lost
             self._fail("the disk is slower than the output: history falls behind (bytes lost)")

@@ -261,7 +261,7 @@ def test_slow_run_client_gets_every_byte_without_gaps(make_server):
 
 
 def test_finished_jobs_are_kept_by_count_and_by_age(make_server):
-    srv = make_server({"SSECMD_MAX_FINISHED_JOBS": "3", "SSECMD_FINISHED_JOB_TTL": "2"})
+    srv = make_server({"SSECMD_MAX_FINISHED_JOBS": "3", "SSECMD_FINISHED_JOB_TTL": "2", "SSECMD_HISTORY": "false"})
     ids = []
     for n in range(5):
         ids.append(_post(srv, {"command": f"echo {n}"})["id"])

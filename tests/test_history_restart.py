@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from .channel_support import publish
 from .server import PYTHON, GunicornServer, helper, wait_until
 from .sse_client import collect, payload
 
@@ -71,9 +72,10 @@ def test_a_finished_job_is_listed_replayed_resumed_and_downloaded_after_a_restar
         again.stop()
 
 
-def test_a_graceful_stop_ends_running_jobs_as_shutdown_and_keeps_them(tmp_path, data_dir):
+def test_a_graceful_stop_ends_running_jobs_as_shutdown_and_keeps_them_and_channels(tmp_path, data_dir):
     srv = _server(tmp_path, data_dir)
     try:
+        ids = [publish(srv, "ops", n)["id"] for n in range(3)]
         job_id = httpx.post(srv.url("/jobs"), json={"argv": [PYTHON, helper("emit.py"), "out:6265666f72650a:60"]}
                             ).json()["id"]
         assert wait_until(lambda: httpx.get(srv.url(f"/jobs/{job_id}")).json()["output_bytes"] == 7, 10)
@@ -86,8 +88,24 @@ def test_a_graceful_stop_ends_running_jobs_as_shutdown_and_keeps_them(tmp_path, 
         assert httpx.get(again.url(f"/jobs/{job_id}/output")).content == b"before\n"
         events = _events(again, job_id)
         assert payload(_Event(events[-1]))["reason"] == "shutdown"
+        # A browser resuming the channel after the restart carries on where it was.
+        later = publish(again, "ops", 3)["id"]
+        resumed = [e.last_event_id for e in _first(again.url("/channels/ops/events"), ids[0], 3)]
+        assert resumed == [ids[1], ids[2], later]
     finally:
         again.stop()
+
+
+def _first(url: str, last_event_id: str, count: int) -> list:
+    from .sse_client import iter_events, open_stream
+
+    events = []
+    with open_stream(url, {"Last-Event-ID": last_event_id}, timeout=10) as response:
+        for event in iter_events(response):
+            events.append(event)
+            if len(events) == count:
+                break
+    return events
 
 
 class _Event:

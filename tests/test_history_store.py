@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from app.config import Settings
 from app.process.runner import OutputPump
 from app.states import JobState
-from app.store.base import LogEvent, job_key
+from app.store.base import LogEvent, Position, channel_key, job_key
 from app.store.history import database, records
 from app.store.history.datadir import DataDirError, prepare_data_dir
 from app.store.history.store import HistoryStore
@@ -240,3 +240,26 @@ def test_writes_use_immediate_transactions_under_a_busy_timeout(tmp_path):
         assert store.get_job(job_id).state is JobState.EXITED
     finally:
         store.close(5)
+
+
+def test_channels_come_back_with_their_epoch_and_newest_messages(tmp_path):
+    store, _ = _store(tmp_path / "data", channel_history=3)
+    for n in range(5):
+        store.append(channel_key("ops"), "message", {"n": n})
+    before = store.peek_channel("ops")
+    assert store.flush(10)
+    store.close(5)
+
+    again, _ = _store(tmp_path / "data", channel_history=3)
+    try:
+        assert again.peek_channel("ops") == before
+        resumed = again.read(channel_key("ops"), Position(before.epoch, 3))
+        assert [event.id for event in resumed.events] == [4, 5] and not resumed.missed and not resumed.reset
+        pruned = again.read(channel_key("ops"), Position(before.epoch, 1))
+        assert [event.id for event in pruned.events] == [3, 4, 5] and pruned.missed == 1  # a gap, not an error
+        other = again.read(channel_key("ops"), Position("zzzzzz", 2))
+        assert other.reset
+        event = again.append(channel_key("ops"), "message", {"n": 5})
+        assert event.id == 6 and event.frame.startswith(f"id: {before.epoch}-6\n".encode())
+    finally:
+        again.close(5)

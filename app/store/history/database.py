@@ -46,6 +46,23 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_at DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_ended ON jobs (ended_at);
+CREATE TABLE IF NOT EXISTS channels (
+    name TEXT PRIMARY KEY,
+    epoch TEXT NOT NULL,
+    last_id INTEGER NOT NULL,
+    worker_pid INTEGER,
+    worker_start TEXT
+);
+CREATE TABLE IF NOT EXISTS channel_events (
+    name TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    frame BLOB NOT NULL,
+    data_start INTEGER NOT NULL,
+    audience TEXT,
+    PRIMARY KEY (name, epoch, id)
+) WITHOUT ROWID;
 """
 
 _LIVE = tuple(state.value for state in LIVE_STATES)
@@ -128,13 +145,17 @@ def fetch_job(conn: sqlite3.Connection, job_id: str) -> tuple[Job, int, int] | N
 
 
 def process_start(pid: int) -> str | None:
-    """The process's start time (clock ticks since boot, /proc/<pid>/stat field 22), or None if it is gone."""
+    """The process's start time (clock ticks since boot, /proc/<pid>/stat field 22), or None if it is gone
+    (a zombie included)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read()
     except OSError:
         return None
-    return stat[stat.rindex(b")") + 2 :].split()[19].decode()
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None  # dead, not yet reaped (its parent died too, say): gone all the same
+    return fields[19].decode()
 
 
 def this_worker() -> tuple[int, str]:
@@ -207,6 +228,48 @@ def _append(jobs_dir: str, job_id: str, record: bytes) -> int:
     except OSError:
         return 0
     return len(record)
+
+
+def save_channel_events(conn: sqlite3.Connection, events: list[tuple[str, str, Any]], worker: tuple[int, str],
+                        keep: int) -> None:
+    """Append channel messages ``(name, epoch, LogEvent)`` and keep each channel's newest ``keep`` (in a write
+    transaction). A channel's row names its current epoch and the worker writing it; older epochs go."""
+    newest: dict[str, tuple[str, int]] = {}
+    conn.executemany(
+        "INSERT OR REPLACE INTO channel_events (name, epoch, id, kind, frame, data_start, audience)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(name, epoch, e.id, e.kind, e.frame, e.data_start, e.audience) for name, epoch, e in events],
+    )
+    for name, epoch, event in events:
+        newest[name] = (epoch, event.id)
+    for name, (epoch, last_id) in newest.items():
+        conn.execute(
+            "INSERT INTO channels (name, epoch, last_id, worker_pid, worker_start) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET epoch = excluded.epoch, last_id = excluded.last_id,"
+            " worker_pid = excluded.worker_pid, worker_start = excluded.worker_start",
+            (name, epoch, last_id, *worker),
+        )
+        conn.execute("DELETE FROM channel_events WHERE name = ? AND (epoch != ? OR id <= ?)",
+                     (name, epoch, last_id - keep))
+
+
+def claim_channels(conn: sqlite3.Connection, worker: tuple[int, str], keep: int) -> list[tuple[str, str, int, list]]:
+    """The channels no live worker writes, claimed for this one: (name, epoch, last id, newest ``keep`` rows
+    of (id, kind, frame, data_start, audience), oldest first)."""
+    claimed = []
+    with write(conn):
+        for name, epoch, last_id, pid, started in conn.execute(
+            "SELECT name, epoch, last_id, worker_pid, worker_start FROM channels"
+        ).fetchall():
+            if (pid, started) != worker and pid is not None and process_start(pid) == started:
+                continue  # another live worker writes this history
+            conn.execute("UPDATE channels SET worker_pid = ?, worker_start = ? WHERE name = ?", (*worker, name))
+            rows = conn.execute(
+                "SELECT id, kind, frame, data_start, audience FROM channel_events WHERE name = ? AND epoch = ?"
+                " ORDER BY id DESC LIMIT ?", (name, epoch, keep),
+            ).fetchall()
+            claimed.append((name, epoch, last_id, rows[::-1]))
+    return claimed
 
 
 def is_final(state: str) -> bool:

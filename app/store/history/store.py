@@ -27,7 +27,17 @@ from gevent.event import Event
 from gevent.threadpool import ThreadPool
 
 from ...config import Settings
-from ..base import JOB_PREFIX, TERMINAL_EVENTS, LogEvent, LogListener, LogRead, Position, UnknownLog, job_key
+from ..base import (
+    CHANNEL_PREFIX,
+    JOB_PREFIX,
+    TERMINAL_EVENTS,
+    LogEvent,
+    LogListener,
+    LogRead,
+    Position,
+    UnknownLog,
+    job_key,
+)
 from ..jobs import Job
 from ..memory import MemoryStore
 from . import database, records
@@ -64,6 +74,8 @@ class HistoryStore(MemoryStore):
             log.warning("%d job(s) were running when the server stopped: now interrupted", len(interrupted))
         self.worker = database.this_worker()
         self.writer = HistoryWriter(self.db_path, self.jobs_dir, settings.history_queue_bytes, self.worker)
+        self.writer.channel_keep = settings.channel_history
+        self._restore_channels(settings.channel_history)
         self.writer.start()
         self._listener: LogListener | None = None
         MemoryStore.set_listener(self, self)  # every append passes through deliver() below
@@ -72,12 +84,29 @@ class HistoryStore(MemoryStore):
         self._warned_at = 0.0
         self._housekeeper = gevent.spawn(self._housekeeping)
 
+    def _restore_channels(self, keep: int) -> None:
+        """Channels come back with their epochs and newest messages: a resume after a restart carries on."""
+        conn = database.connect(self.db_path)
+        try:
+            claimed = database.claim_channels(conn, self.worker, keep)
+        finally:
+            conn.close()
+        for name, epoch, last_id, rows in claimed:
+            events = [LogEvent(id_, kind, frame, data_start, b"", audience)
+                      for id_, kind, frame, data_start, audience in rows]
+            self.hub.restore(name, epoch, events, last_id)
+
     # What the memory store's logs tell (this store is their listener), passed on to the streams' listener.
 
     def deliver(self, key: str, event: LogEvent) -> None:
         """Queue a job's event for the disk, then deliver it live."""
         if key.startswith(JOB_PREFIX):
             self.writer.put_event(key[len(JOB_PREFIX):], event)
+        elif key.startswith(CHANNEL_PREFIX):
+            name = key[len(CHANNEL_PREFIX):]
+            channel = self.hub.peek(name)
+            if channel is not None:
+                self.writer.put_channel_event(name, channel.epoch, event)
         if self._listener is not None:
             self._listener.deliver(key, event)
 

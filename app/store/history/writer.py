@@ -86,12 +86,15 @@ class HistoryWriter:
         self.lost_by_job: dict[str, int] = {}  # output bytes never queued (producer side)
         self.failed_by_job: dict[str, int] = {}  # output bytes the disk refused (writer side)
         self.lost_bytes = 0  # producer side total
+        self.lost_messages = 0  # channel messages never queued
+        self.channel_keep = 1000  # messages kept per channel (the store sets channel_history)
         self.failed_bytes = 0  # writer side total
         self.problem: str | None = None  # the latest reason history was incomplete
         self.problem_at = 0.0  # when that last happened (health says degraded for a minute after)
         self.persisted: collections.deque[str] = collections.deque()  # finished jobs now wholly on disk
         self._files: dict[str, _JobFile] = {}
         self._pending: dict[str, dict[str, Any]] = {}  # job id -> its newest record, not yet committed
+        self._channel_events: list[tuple[str, str, Any]] = []  # (name, epoch, event) not yet committed
         self._skipping: set[str] = set()  # jobs whose events are being dropped (queue full)
         self._stopping = False
         self._stopped = _allocate_lock()
@@ -116,6 +119,16 @@ class HistoryWriter:
         self.queued_bytes += size
         self._put(("event", job_id, event, size))
 
+    def put_channel_event(self, name: str, epoch: str, event) -> None:
+        """Queue one channel message, or count it lost if the queue is full."""
+        size = len(event.frame) + 64
+        if self.queued_bytes - self.written_bytes + size > self.max_queue_bytes:
+            self.lost_messages += 1
+            self._fail("the disk is slower than the channels: channel history falls behind (messages lost)")
+            return
+        self.queued_bytes += size
+        self._put(("channel", name, (epoch, event), size))
+
     def put_record(self, record: dict[str, Any]) -> None:
         """Queue a job's record (its newest state); never dropped."""
         self._put(("record", record["id"], record, 0))
@@ -131,7 +144,7 @@ class HistoryWriter:
     @property
     def idle(self) -> bool:
         """Whether everything queued so far has been handled."""
-        return self.done_items >= self.queued_items and not self._pending
+        return self.done_items >= self.queued_items and not self._pending and not self._channel_events
 
     def stop(self, timeout: float) -> bool:
         """Finish what is queued (up to ``timeout``), close everything; whether it all got written."""
@@ -149,14 +162,14 @@ class HistoryWriter:
                 batch = self._take()
                 if batch:
                     self._write_events(batch)
-                if self._pending:
+                if self._pending or self._channel_events:
                     if conn is None:
                         conn = self._connect()
                     if conn is not None:
                         self._commit(conn)
                 self.done_items += len(batch)
                 if self._stopping and not self._queue:
-                    if self._pending and conn is not None:
+                    if (self._pending or self._channel_events) and conn is not None:
                         self._commit(conn)
                     break
                 if not batch:
@@ -191,6 +204,10 @@ class HistoryWriter:
         for kind, job_id, payload, _size in batch:
             if kind == "record":
                 self._pending[job_id] = payload
+                continue
+            if kind == "channel":
+                if len(self._channel_events) < 100_000:  # a database that cannot be written: keep trying, bounded
+                    self._channel_events.append((job_id, *payload))
                 continue
             self._append(job_id, payload, chunks)
         for job_id, chunk in chunks.items():
@@ -271,8 +288,11 @@ class HistoryWriter:
 
     def _commit(self, conn: sqlite3.Connection) -> None:
         pending, self._pending = self._pending, {}
+        channel_events, self._channel_events = self._channel_events, []
         try:
             with database.write(conn):
+                if channel_events:
+                    database.save_channel_events(conn, channel_events, self.worker, self.channel_keep)
                 for job_id, record in pending.items():
                     job_file = self._files.get(job_id)
                     lost = self.lost_by_job.get(job_id, 0) + self.failed_by_job.get(job_id, 0)
@@ -283,6 +303,7 @@ class HistoryWriter:
         except sqlite3.Error as exc:
             for job_id, record in pending.items():
                 self._pending.setdefault(job_id, record)
+            self._channel_events[:0] = channel_events
             self._fail(f"cannot write the history database: {exc}")
             return
         for job_id, record in pending.items():

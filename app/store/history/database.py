@@ -272,6 +272,41 @@ def claim_channels(conn: sqlite3.Connection, worker: tuple[int, str], keep: int)
     return claimed
 
 
+def prune(conn: sqlite3.Connection, jobs_dir: str, *, max_finished: int, ttl: float, max_bytes: int,
+          now: float | None = None) -> tuple[int, int]:
+    """Forget finished jobs, oldest first: beyond ``max_finished``, ended more than ``ttl`` seconds ago, and while
+    every job's output together takes more than ``max_bytes`` on disk. (jobs forgotten, bytes freed).
+
+    Rows go first, in one transaction; then their files. Running jobs are never touched.
+    """
+    now = time.time() if now is None else now
+    final = tuple(_FINAL)
+    marks = ",".join("?" * len(final))
+    with write(conn):
+        rows = conn.execute(
+            f"SELECT id, ended_at, disk_bytes FROM jobs WHERE state IN ({marks}) ORDER BY ended_at, id", final
+        ).fetchall()
+        total = conn.execute("SELECT coalesce(sum(disk_bytes), 0) FROM jobs").fetchone()[0]
+        excess = len(rows) - max_finished
+        doomed = []
+        for job_id, ended_at, disk_bytes in rows:
+            if excess <= 0 and total <= max_bytes and (ended_at or now) >= now - ttl:
+                break
+            doomed.append((job_id, disk_bytes))
+            excess -= 1
+            total -= disk_bytes
+        conn.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id, _ in doomed])
+    freed = 0
+    for job_id, _ in doomed:
+        for path in (records.events_path(jobs_dir, job_id), records.index_path(jobs_dir, job_id)):
+            try:
+                freed += os.path.getsize(path)
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+    return len(doomed), freed
+
+
 def is_final(state: str) -> bool:
     """Whether a stored state is final."""
     return state in _FINAL

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 FOLLOW_POLL = 0.25  # seconds between looks at a job running in another worker
 WARN_EVERY = 60.0
+PRUNE_EVERY = 30.0  # seconds between retention passes when no job has finished
 MAX_READ_BYTES = 4 << 20  # one read from disk holds at most about this much output
 
 
@@ -82,6 +83,8 @@ class HistoryStore(MemoryStore):
         self._pool = ThreadPool(1)
         self._read_conn: sqlite3.Connection | None = None
         self._warned_at = 0.0
+        self._retention = (settings.max_finished_jobs, settings.finished_job_ttl, settings.history_max_bytes)
+        self._pruned_at = 0.0
         self._housekeeper = gevent.spawn(self._housekeeping)
 
     def _restore_channels(self, keep: int) -> None:
@@ -160,13 +163,26 @@ class HistoryStore(MemoryStore):
 
     def _stored_job(self, job_id: str) -> Job | None:
         found = self._in_pool(database.fetch_job, job_id)
-        return None if found is None else found[0]
+        if found is None or self._expired(found[0]):
+            return None
+        return found[0]
+
+    def _expired(self, job: Job) -> bool:
+        """Past finished_job_ttl: gone for readers at once, from the disk at the next retention pass."""
+        return job.finished and time.time() - (job.ended_at or job.created_at) > self._retention[1]
 
     def list_jobs(self, *, state: str | None = None, owner: str | None = None) -> list[Job]:
         """Jobs in memory and on disk, newest first; only those in ``state``, or of ``owner``, if given."""
         live = {job.id: job for job in super().list_jobs(state=state, owner=owner)}
-        stored = self._in_pool(_select_jobs, state, owner)
+        stored = [job for job in self._in_pool(_select_jobs, state, owner) if not self._expired(job)]
         jobs = list(live.values()) + [job for job in stored if job.id not in live]
+        return self._within_count(jobs)
+
+    def _within_count(self, jobs: list[Job]) -> list[Job]:
+        """Newest first, without the finished jobs beyond max_finished_jobs that retention is about to forget."""
+        finished = sorted((job for job in jobs if job.finished), key=lambda job: job.ended_at or 0, reverse=True)
+        beyond = {job.id for job in finished[self._retention[0]:]}
+        jobs = [job for job in jobs if job.id not in beyond]
         jobs.sort(key=lambda job: job.created_at, reverse=True)
         return jobs
 
@@ -247,18 +263,31 @@ class HistoryStore(MemoryStore):
         while True:
             gevent.sleep(0.5)
             try:
-                self._release_persisted()
+                released = self._release_persisted()
+                now = time.monotonic()
+                if (released and now - self._pruned_at >= 1.0) or now - self._pruned_at >= PRUNE_EVERY:
+                    self._pruned_at = now
+                    self.prune_history()
                 self._warn_if_degraded()
             except Exception:
                 log.exception("history housekeeping failed")
 
-    def _release_persisted(self) -> None:
-        """Finished jobs wholly on disk leave memory: their readers carry on from disk."""
+    def _release_persisted(self) -> int:
+        """Finished jobs wholly on disk leave memory (their readers carry on from disk); how many did."""
         persisted = self.writer.persisted
+        released = 0
         while persisted:
             job = self._jobs.get(persisted.popleft())
             if job is not None and job.finished:
                 self._forget(job)
+                released += 1
+        return released
+
+    def prune_history(self) -> tuple[int, int]:
+        """Retention on disk (max_finished_jobs, finished_job_ttl, history_max_bytes): (jobs forgotten, bytes)."""
+        max_finished, ttl, max_bytes = self._retention
+        return self._in_pool(lambda conn: database.prune(conn, self.jobs_dir, max_finished=max_finished, ttl=ttl,
+                                                         max_bytes=max_bytes))
 
     def _warn_if_degraded(self) -> None:
         problem = self.health_problem()

@@ -13,6 +13,7 @@ runner and streams once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -52,6 +53,7 @@ from .store.base import (
 )
 from .store.factory import store_from_settings
 from .store.jobs import Job
+from .store.query import JobPage, JobQuery, page_jobs
 from .streaming.delivery import DirectDelivery
 from .streaming.multiplex import InvalidCursor, parse_composite
 from .streaming.output import job_output_stream
@@ -273,6 +275,18 @@ class Service:
             return self.store.list_jobs(state=state)
         jobs = self.store.list_jobs(state=state)
         return [job for job in jobs if self.policy.may_see_job(principal, job.owner, job.id)]
+
+    def find_jobs(self, principal: Principal, query: JobQuery) -> JobPage:
+        """GET /jobs: a page of the jobs the principal may list; ``user`` filters only for those who see all."""
+        if self.policy.sees_all_jobs(principal):
+            return self.store.find_jobs(query)
+        if query.owner is not None and query.owner != principal.user:
+            raise ApiError(403, "forbidden", f"{principal.user} may not list other users' jobs",
+                           extra={"parameter": "user"})
+        page = self.store.find_jobs(dataclasses.replace(query, owner=principal.user))
+        if principal.ticket_job is not None:  # a ticket sees its one job, and counts nothing else
+            return page_jobs([job for job in page.jobs if job.id == principal.ticket_job], query)
+        return page
 
     def job_visibility(self, principal: Principal) -> Callable[[LogEvent], bool] | None:
         """A filter for ``jobs`` channel events: the jobs this principal may see (None: every one)."""

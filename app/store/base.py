@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from gevent.event import Event
 
+from .query import JobPage, JobQuery, page_jobs
+
 if TYPE_CHECKING:
     from .jobs import Job
 
@@ -237,6 +239,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def list_jobs(self, *, state: str | None = None, owner: str | None = None) -> list[Job]:
         """Kept jobs, newest first; only those in ``state``, or of ``owner``, if given."""
+
+    def find_jobs(self, query: JobQuery) -> JobPage:
+        """One page of kept jobs for GET /jobs (filters, cursor, counts by state; see query.py).
+
+        Concrete: a pure function over ``list_jobs()``. A store with an index answers it itself (the history
+        store does, in SQL); the answer must be the same.
+        """
+        return page_jobs(self.list_jobs(), query)
 
     @abc.abstractmethod
     def mark_started(self, job_id: str, pid: int) -> None:

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify
 
 from ...errors import ApiError
 from ...policy.jobspec import InvalidRequest, parse_job_request, parse_last_event_id
-from ...states import JobState
+from ...store.query import QUERY_PARAMETERS, InvalidQuery, parse_job_query
 from ..authn import current_principal
 from ..web import (
     client_address,
@@ -20,8 +20,6 @@ from ..web import (
 )
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
-
-_STATES = {state.value for state in JobState}
 
 
 @bp.post("")
@@ -41,12 +39,14 @@ def create_job() -> Response:
 
 @bp.get("")
 def list_jobs() -> Response:
-    """Every kept job, newest first; ?state= filters."""
-    state = query_text("state")
-    if state is not None and state not in _STATES:
-        raise ApiError(400, "bad_request", f"state must be one of: {', '.join(sorted(_STATES))}")
-    jobs = current_service().visible_jobs(current_principal(), state)
-    return jsonify({"jobs": [job.to_json() for job in jobs]})
+    """Kept jobs, newest first: filters, a cursor to page on, and counts by state (app/store/query.py)."""
+    args = {name: text for name in QUERY_PARAMETERS if (text := query_text(name)) is not None}
+    try:
+        query = parse_job_query(args)
+    except InvalidQuery as exc:
+        raise ApiError(400, "bad_request", str(exc), extra={"parameter": exc.parameter}) from None
+    page = current_service().find_jobs(current_principal(), query)
+    return jsonify({"jobs": [job.to_json() for job in page.jobs], "next": page.next, "counts": page.counts})
 
 
 @bp.get("/<job_id>")

@@ -100,15 +100,18 @@ def create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
 
 
+_JOB_FIELD_NAMES = tuple(field.name for field in dataclasses.fields(Job))
+_JOB_FIELDS = frozenset(_JOB_FIELD_NAMES)
+
+
 def job_record(job: Job) -> dict[str, Any]:
     """A job's fields as JSON-ready values (what the row's ``record`` holds)."""
-    record = dataclasses.asdict(job)
+    record = {name: getattr(job, name) for name in _JOB_FIELD_NAMES}  # shallow: asdict's deep copy costs
     record["argv"] = list(job.argv)
     record["state"] = job.state.value
     return record
 
 
-_JOB_FIELDS = frozenset(field.name for field in dataclasses.fields(Job))
 
 
 def job_from_record(text: str, damaged: bool = False) -> Job:
@@ -283,18 +286,21 @@ def prune(conn: sqlite3.Connection, jobs_dir: str, *, max_finished: int, ttl: fl
     final = tuple(_FINAL)
     marks = ",".join("?" * len(final))
     with write(conn):
+        finished = conn.execute(f"SELECT count(*) FROM jobs WHERE state IN ({marks})", final).fetchone()[0]
+        total = conn.execute("SELECT coalesce(sum(disk_bytes), 0) FROM jobs").fetchone()[0]
+        excess = finished - max_finished
+        doomed = []
+        # Read lazily, oldest first, and only as far as there is something to forget.
         rows = conn.execute(
             f"SELECT id, ended_at, disk_bytes FROM jobs WHERE state IN ({marks}) ORDER BY ended_at, id", final
-        ).fetchall()
-        total = conn.execute("SELECT coalesce(sum(disk_bytes), 0) FROM jobs").fetchone()[0]
-        excess = len(rows) - max_finished
-        doomed = []
+        )
         for job_id, ended_at, disk_bytes in rows:
             if excess <= 0 and total <= max_bytes and (ended_at or now) >= now - ttl:
                 break
             doomed.append((job_id, disk_bytes))
             excess -= 1
             total -= disk_bytes
+        rows.close()
         conn.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id, _ in doomed])
     freed = 0
     for job_id, _ in doomed:

@@ -37,6 +37,9 @@ _allocate_lock = monkey.get_original("_thread", "allocate_lock")
 _thread_sleep = monkey.get_original("time", "sleep")
 
 BATCH_BYTES = 4 << 20
+ROUND = 0.02  # seconds the writer gathers events before writing them
+MAX_ROUND = 0.32  # the longest it sleeps while idle
+WAKE_BYTES = 1 << 20  # queued beyond this, the writer is woken at once
 BATCH_ITEMS = 4096
 
 
@@ -49,7 +52,7 @@ class _JobFile:
         self.fd = fd
         self.index_fd = index_fd
         self.size = size
-        self.next_mark = size  # index the first record written
+        self.next_mark = size + records.INDEX_EVERY  # reading from the start needs no index entry
         self.last_id = 0
 
 
@@ -93,6 +96,7 @@ class HistoryWriter:
         self.problem_at = 0.0  # when that last happened (health says degraded for a minute after)
         self.persisted: collections.deque[str] = collections.deque()  # finished jobs now wholly on disk
         self._files: dict[str, _JobFile] = {}
+        self._dirs: set[str] = set()  # fan-out directories known to exist
         self._pending: dict[str, dict[str, Any]] = {}  # job id -> its newest record, not yet committed
         self._channel_events: list[tuple[str, str, Any]] = []  # (name, epoch, event) not yet committed
         self._skipping: set[str] = set()  # jobs whose events are being dropped (queue full)
@@ -136,10 +140,13 @@ class HistoryWriter:
     def _put(self, item: tuple) -> None:
         self.queued_items += 1
         self._queue.append(item)
-        try:  # noqa: SIM105 - once per event: a plain try costs less than contextlib.suppress
-            self._wake.release()
-        except RuntimeError:
-            pass  # already awake
+        if self.queued_bytes - self.written_bytes > WAKE_BYTES:
+            # Much to write: now, not at the writer's next round. Otherwise it gathers for a round
+            # (a thread woken per event would take the GIL from the hub per event).
+            try:  # noqa: SIM105 - on the output path: a plain try costs less than contextlib.suppress
+                self._wake.release()
+            except RuntimeError:
+                pass  # already awake
 
     @property
     def idle(self) -> bool:
@@ -157,6 +164,7 @@ class HistoryWriter:
 
     def _run(self) -> None:
         conn = None
+        interval = ROUND
         try:
             while True:
                 batch = self._take()
@@ -172,9 +180,11 @@ class HistoryWriter:
                     if (self._pending or self._channel_events) and conn is not None:
                         self._commit(conn)
                     break
-                if not batch:
-                    # Idle: sleep until woken; a pending record (a full disk) is retried every second.
-                    self._wake.acquire(timeout=1.0)
+                # Gather for a round (longer while idle, never beyond MAX_ROUND: a kill -9 loses at most that),
+                # unless woken for much output; a pending record (a full disk) is retried every round.
+                interval = ROUND if batch else min(interval * 2, MAX_ROUND)
+                if len(batch) < BATCH_ITEMS:
+                    self._wake.acquire(timeout=interval)
         finally:
             for job_id in list(self._files):
                 self._close(job_id)
@@ -221,14 +231,15 @@ class HistoryWriter:
         if job_file is None:
             path = records.events_path(self.jobs_dir, job_id)
             try:
-                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+                directory = os.path.dirname(path)
+                if directory not in self._dirs:
+                    os.makedirs(directory, mode=0o700, exist_ok=True)
+                    self._dirs.add(directory)
                 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                index_fd = os.open(records.index_path(self.jobs_dir, job_id),
-                                   os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as exc:
                 self._fail(_disk_problem(exc, self.jobs_dir))
                 return None
-            job_file = self._files[job_id] = _JobFile(fd, index_fd, os.fstat(fd).st_size)
+            job_file = self._files[job_id] = _JobFile(fd, -1, os.fstat(fd).st_size)
         return job_file
 
     def _append(self, job_id: str, event, chunks: dict[str, _Chunk]) -> None:
@@ -266,6 +277,9 @@ class HistoryWriter:
             return
         if chunk.marks:
             with contextlib.suppress(OSError):  # a missing index entry costs a longer scan, nothing else
+                if job_file.index_fd < 0:  # made only for jobs that need one: a short job has one file
+                    job_file.index_fd = os.open(records.index_path(self.jobs_dir, job_id),
+                                                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 os.write(job_file.index_fd, b"".join(chunk.marks))
         job_file.size += len(data)
         job_file.next_mark = chunk.next_mark

@@ -144,3 +144,32 @@ def test_jobs_running_when_the_server_is_killed_come_back_interrupted_with_their
         assert payload(_Event(events[-1]))["reason"] == "interrupted"
     finally:
         srv.stop()
+
+
+def test_several_workers_share_one_history_and_a_dead_workers_job_is_interrupted(tmp_path, data_dir):
+    srv = _server(tmp_path, data_dir, workers=2)
+    try:
+        finished = [httpx.post(srv.url("/jobs"), json={"argv": ["echo", f"n{n}"]}).json()["id"] for n in range(6)]
+        running = [httpx.post(srv.url("/jobs"), json={"argv": [PYTHON, helper("emit.py"), "out:6f6b0a:60"]}
+                              ).json() for _ in range(4)]
+        workers = srv.worker_pids()
+
+        def listed() -> set[str]:
+            return {job["id"] for job in httpx.get(srv.url("/jobs")).json()["jobs"]}
+
+        # Whichever worker answers, it lists every job of both (jobs of the other worker: from the database).
+        assert wait_until(lambda: all(listed() >= set(finished) | {j["id"] for j in running} for _ in range(4)), 10)
+        owners = {job["id"]: _parent(job["pid"]) for job in running}
+        assert set(owners.values()) <= set(workers)
+        victim = owners[running[0]["id"]]
+        os.kill(victim, signal.SIGKILL)
+        for job in running:
+            expected = "interrupted" if owners[job["id"]] == victim else "running"
+            assert _wait_state(srv, job["id"], expected)["state"] == expected
+    finally:
+        srv.stop()
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[1])

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import time
 
+import gevent
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -263,3 +264,23 @@ def test_channels_come_back_with_their_epoch_and_newest_messages(tmp_path):
         assert event.id == 6 and event.frame.startswith(f"id: {before.epoch}-6\n".encode())
     finally:
         again.close(5)
+
+
+def test_retention_by_bytes_forgets_the_oldest_finished_jobs_and_never_a_running_one(tmp_path):
+    store, _ = _store(tmp_path / "data", history_max_bytes=5000)
+    try:
+        # Each job takes about 2.1 KB on disk (its frames and its raw bytes).
+        ids = [_run(store, [("stdout", bytes([65 + n]) * 1000)]) for n in range(4)]
+        for job_id in ids:
+            _on_disk(store, job_id)
+        forgotten, freed = store.prune_history()
+        assert forgotten == 2 and freed > 4000
+        assert [store.get_job(job_id) is not None for job_id in ids] == [False, False, True, True]
+        running = store.create_job(["sleep", "60"], 60, "jobs", owner="alice")
+        assert store.flush(10)  # its row first; its output in a later round (the row's size follows it)
+        store.local_log(running.id).append("stdout", {"type": "stdout", "out": "r" * 6000}, b"r" * 6000)
+        gevent.sleep(0.2)
+        assert store.prune_history()[0] == 2  # over the limit by itself: every finished job goes, it stays
+        assert store.get_job(running.id).state is JobState.RUNNING
+    finally:
+        store.close(5)

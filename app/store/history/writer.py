@@ -46,7 +46,7 @@ BATCH_ITEMS = 4096
 class _JobFile:
     """A running job's open events file."""
 
-    __slots__ = ("fd", "index_fd", "last_id", "next_mark", "size")
+    __slots__ = ("fd", "index_fd", "last_id", "next_mark", "recorded_size", "size")
 
     def __init__(self, fd: int, index_fd: int, size: int) -> None:
         self.fd = fd
@@ -54,6 +54,7 @@ class _JobFile:
         self.size = size
         self.next_mark = size + records.INDEX_EVERY  # reading from the start needs no index entry
         self.last_id = 0
+        self.recorded_size = size  # the size its row says (updated each round while it grows)
 
 
 class _Chunk:
@@ -170,7 +171,7 @@ class HistoryWriter:
                 batch = self._take()
                 if batch:
                     self._write_events(batch)
-                if self._pending or self._channel_events:
+                if self._pending or self._channel_events or self._grown():
                     if conn is None:
                         conn = self._connect()
                     if conn is not None:
@@ -300,11 +301,19 @@ class HistoryWriter:
         self.problem = problem
         self.problem_at = time.time()
 
+    def _grown(self) -> list[tuple[int, int, str]]:
+        """(size, last id, job id) of running jobs' files grown since their rows last said."""
+        return [(f.size, f.last_id, job_id) for job_id, f in self._files.items()
+                if f.size != f.recorded_size and job_id not in self._pending]
+
     def _commit(self, conn: sqlite3.Connection) -> None:
         pending, self._pending = self._pending, {}
         channel_events, self._channel_events = self._channel_events, []
+        grown = self._grown()
         try:
             with database.write(conn):
+                if grown:  # what other workers following a running job, and retention by bytes, read
+                    conn.executemany("UPDATE jobs SET disk_bytes = ?, last_id = max(last_id, ?) WHERE id = ?", grown)
                 if channel_events:
                     database.save_channel_events(conn, channel_events, self.worker, self.channel_keep)
                 for job_id, record in pending.items():
@@ -320,7 +329,12 @@ class HistoryWriter:
             self._channel_events[:0] = channel_events
             self._fail(f"cannot write the history database: {exc}")
             return
+        for size, _, job_id in grown:
+            self._files[job_id].recorded_size = size
         for job_id, record in pending.items():
+            job_file = self._files.get(job_id)
+            if job_file is not None:
+                job_file.recorded_size = job_file.size
             if database.is_final(record["state"]):
                 self._files.pop(job_id, None)
                 self.lost_by_job.pop(job_id, None)

@@ -57,17 +57,7 @@ class HistoryStore(MemoryStore):
     """Memory for what is live, disk for everything (the embedded default with ``history = true``)."""
 
     def __init__(self, settings: Settings, data_dir: str) -> None:
-        MemoryStore.__init__(
-            self,
-            max_running=settings.max_running_jobs,
-            buffer_bytes=settings.job_buffer_bytes,
-            max_finished=settings.max_finished_jobs,
-            finished_ttl=settings.finished_job_ttl,
-            max_buffered_bytes=settings.max_buffered_bytes,
-            max_channels=settings.max_channels,
-            channel_history=settings.channel_history,
-            channel_history_bytes=settings.channel_history_bytes,
-        )
+        MemoryStore.__init__(self, **MemoryStore.sizes(settings))
         self.data_dir = prepare_data_dir(data_dir)
         self.jobs_dir = os.path.join(self.data_dir, JOBS_DIR)
         self.db_path = os.path.join(self.data_dir, DATABASE)
@@ -392,20 +382,15 @@ def _find_rows(conn: sqlite3.Connection, query: JobQuery, oldest: float, live_id
                ) -> tuple[list[Job], dict[str, int], dict[str, str]]:
     """(the page's rows, one more than asked for, counts by state for the filter, the stored states of
     ``live_ids``)."""
-    clauses = ["(ended_at IS NULL OR ended_at >= ?)"]
-    args: list[Any] = [oldest]
-    if query.owner is not None:
-        clauses.append("owner = ?")
-        args.append(query.owner)
-    if query.since is not None:
-        clauses.append("created_at >= ?")
-        args.append(query.since)
-    if query.until is not None:
-        clauses.append("created_at < ?")
-        args.append(query.until)
-    if query.q is not None:
-        clauses.append("instr(lower(search), lower(?)) > 0")
-        args.append(query.q)
+    filters = [
+        ("(ended_at IS NULL OR ended_at >= ?)", oldest),
+        ("owner = ?", query.owner),
+        ("created_at >= ?", query.since),
+        ("created_at < ?", query.until),
+        ("instr(lower(search), lower(?)) > 0", query.q),
+    ]
+    clauses = [clause for clause, value in filters if value is not None]
+    args: list[Any] = [value for _, value in filters if value is not None]
     where = " AND ".join(clauses)
     counts = dict(conn.execute(f"SELECT state, count(*) FROM jobs WHERE {where} GROUP BY state", args).fetchall())
     page_clauses, page_args = list(clauses), list(args)

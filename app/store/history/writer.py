@@ -319,7 +319,8 @@ class HistoryWriter:
                 for job_id, record in pending.items():
                     job_file = self._files.get(job_id)
                     lost = self.lost_by_job.get(job_id, 0) + self.failed_by_job.get(job_id, 0)
-                    if lost:
+                    if lost or (job_file is not None and database.is_final(record["state"])):
+                        # On disk, what is missing is what the disk never got (not what memory dropped).
                         record = {**record, "dropped_bytes": lost}
                     database.upsert_job(conn, record, self.worker, job_file.last_id if job_file else 0,
                                         job_file.size if job_file else 0)

@@ -27,6 +27,7 @@ from gevent.event import Event
 from gevent.threadpool import ThreadPool
 
 from ...config import Settings
+from ...states import FINAL_STATES
 from ..base import (
     CHANNEL_PREFIX,
     JOB_PREFIX,
@@ -45,6 +46,8 @@ from . import database, records
 from .datadir import DATABASE, JOBS_DIR, prepare_data_dir
 from .writer import HistoryWriter
 
+FINAL_STATE_NAMES = frozenset(state.value for state in FINAL_STATES)
+
 log = logging.getLogger(__name__)
 
 FOLLOW_POLL = 0.25  # seconds between looks at a job running in another worker
@@ -58,6 +61,10 @@ class HistoryStore(MemoryStore):
 
     def __init__(self, settings: Settings, data_dir: str) -> None:
         MemoryStore.__init__(self, **MemoryStore.sizes(settings))
+        # A finished job leaves memory once it is on disk, not by the memory store's count: forgotten before
+        # its final record is written, it would be listed from the database as still running. This bound is
+        # for a disk that cannot take the records at all.
+        self.max_finished = 2 * settings.max_finished_jobs
         self.data_dir = prepare_data_dir(data_dir)
         self.jobs_dir = os.path.join(self.data_dir, JOBS_DIR)
         self.db_path = os.path.join(self.data_dir, DATABASE)
@@ -174,7 +181,10 @@ class HistoryStore(MemoryStore):
         laid over the rows: the same answer as ``page_jobs`` over every job, without loading them all."""
         memory = [job for job in MemoryStore.list_jobs(self) if matches(job, query, with_state=False)]
         oldest = time.time() - self._retention[1]
-        rows, counts, stored_states = self._in_pool(_find_rows, query, oldest, [job.id for job in memory])
+        rows, counts, stored_states, cutoff = self._in_pool(
+            _find_rows, query, oldest, self._retention[0], [job.id for job in memory])
+        if cutoff is not None:  # beyond max_finished_jobs: retention is about to forget them
+            memory = [job for job in memory if not job.finished or (job.ended_at or 0) > cutoff]
         for job in memory:
             stored = stored_states.get(job.id)
             if stored is not None:
@@ -378,12 +388,19 @@ def _mark_damaged(conn: sqlite3.Connection, job_id: str) -> None:
         pass  # shown as damaged next time, when the database can be written again
 
 
-def _find_rows(conn: sqlite3.Connection, query: JobQuery, oldest: float, live_ids: list[str]
-               ) -> tuple[list[Job], dict[str, int], dict[str, str]]:
+def _find_rows(conn: sqlite3.Connection, query: JobQuery, oldest: float, max_finished: int, live_ids: list[str]
+               ) -> tuple[list[Job], dict[str, int], dict[str, str], float | None]:
     """(the page's rows, one more than asked for, counts by state for the filter, the stored states of
-    ``live_ids``)."""
+    ``live_ids``, the end time at or before which finished jobs are beyond ``max_finished``)."""
+    final = tuple(FINAL_STATE_NAMES)
+    beyond = conn.execute(
+        f"SELECT ended_at FROM jobs WHERE state IN ({','.join('?' * len(final))}) ORDER BY ended_at DESC"
+        " LIMIT 1 OFFSET ?", [*final, max_finished],
+    ).fetchone()
+    cutoff = beyond[0] if beyond else None
     filters = [
         ("(ended_at IS NULL OR ended_at >= ?)", oldest),
+        ("(ended_at IS NULL OR ended_at > ?)", cutoff),
         ("owner = ?", query.owner),
         ("created_at >= ?", query.since),
         ("created_at < ?", query.until),
@@ -411,7 +428,7 @@ def _find_rows(conn: sqlite3.Connection, query: JobQuery, oldest: float, live_id
         states.update(conn.execute(
             f"SELECT id, state FROM jobs WHERE {where} AND id IN ({','.join('?' * len(chunk))})", [*args, *chunk]
         ).fetchall())
-    return [database.job_from_record(text, bool(damaged)) for text, damaged in rows], counts, states
+    return [database.job_from_record(text, bool(damaged)) for text, damaged in rows], counts, states, cutoff
 
 
 def _select_jobs(conn: sqlite3.Connection, state: str | None, owner: str | None) -> list[Job]:

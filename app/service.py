@@ -18,7 +18,7 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from socket import socket
@@ -53,7 +53,7 @@ from .store.base import (
 )
 from .store.factory import store_from_settings
 from .store.jobs import Job
-from .store.query import JobPage, JobQuery, page_jobs
+from .store.query import QUERY_PARAMETERS, InvalidQuery, JobPage, page_jobs, parse_job_query
 from .streaming.delivery import DirectDelivery
 from .streaming.multiplex import InvalidCursor, parse_composite
 from .streaming.output import job_output_stream
@@ -276,8 +276,15 @@ class Service:
         jobs = self.store.list_jobs(state=state)
         return [job for job in jobs if self.policy.may_see_job(principal, job.owner, job.id)]
 
-    def find_jobs(self, principal: Principal, query: JobQuery) -> JobPage:
-        """GET /jobs: a page of the jobs the principal may list; ``user`` filters only for those who see all."""
+    JOB_QUERY_PARAMETERS = QUERY_PARAMETERS  # what GET /jobs reads (app/store/query.py)
+
+    def find_jobs(self, principal: Principal, args: Mapping[str, str]) -> JobPage:
+        """GET /jobs: a page of the jobs the principal may list (``args``: its query parameters; 400 names a bad
+        one); ``user`` filters only for those who see all."""
+        try:
+            query = parse_job_query(args)
+        except InvalidQuery as exc:
+            raise ApiError(400, "bad_request", str(exc), extra={"parameter": exc.parameter}) from None
         if self.policy.sees_all_jobs(principal):
             return self.store.find_jobs(query)
         if query.owner is not None and query.owner != principal.user:

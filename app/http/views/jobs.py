@@ -6,7 +6,6 @@ from flask import Blueprint, Response, jsonify
 
 from ...errors import ApiError
 from ...policy.jobspec import InvalidRequest, parse_job_request, parse_last_event_id
-from ...store.query import QUERY_PARAMETERS, InvalidQuery, parse_job_query
 from ..authn import current_principal
 from ..web import (
     client_address,
@@ -40,12 +39,9 @@ def create_job() -> Response:
 @bp.get("")
 def list_jobs() -> Response:
     """Kept jobs, newest first: filters, a cursor to page on, and counts by state (app/store/query.py)."""
-    args = {name: text for name in QUERY_PARAMETERS if (text := query_text(name)) is not None}
-    try:
-        query = parse_job_query(args)
-    except InvalidQuery as exc:
-        raise ApiError(400, "bad_request", str(exc), extra={"parameter": exc.parameter}) from None
-    page = current_service().find_jobs(current_principal(), query)
+    service = current_service()
+    args = {name: text for name in service.JOB_QUERY_PARAMETERS if (text := query_text(name)) is not None}
+    page = service.find_jobs(current_principal(), args)
     return jsonify({"jobs": [job.to_json() for job in page.jobs], "next": page.next, "counts": page.counts})
 
 

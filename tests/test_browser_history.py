@@ -67,3 +67,22 @@ def test_the_search_box_and_the_chips_ask_the_server(page, server):
         page.click(".state-chip[data-filter=cancelled]")
     assert info.value.json()["jobs"] == [] and info.value.json()["counts"] == {"exited": JOBS}
     page.wait_for_selector("#jobs-empty:not([hidden])")
+
+
+def test_an_old_job_opens_and_replays_after_a_restart(page, tmp_path):
+    settings = {"SSECMD_DATA_DIR": str(tmp_path / "data")}
+    first = GunicornServer(tmp_path, settings).start()
+    try:
+        job_id = httpx.post(first.url("/jobs"), json={"argv": ["seq", "1", "300"]}, timeout=10).json()["id"]
+        assert wait_until(lambda: httpx.get(first.url(f"/jobs/{job_id}")).json()["state"] == "exited", 10)
+    finally:
+        first.stop()
+    again = GunicornServer(tmp_path, settings).start()
+    try:
+        console = Console(page, again).open(f"/#job={job_id}")
+        console.wait_for_badge("exit 0")
+        console.wait_for_line("300")
+        assert console.output_lines() == [str(n) for n in range(1, 301)]
+        assert console.job_item(job_id).get_attribute("data-gone") == "false"
+    finally:
+        again.stop()

@@ -269,13 +269,6 @@ class Service:
             raise ApiError(404, "job_not_found", f"no job with id {job_id!r}")
         return job
 
-    def visible_jobs(self, principal: Principal, state: str | None = None) -> list[Job]:
-        """The jobs the principal may list (their own, or all for roles that see all), newest first."""
-        if self.policy.sees_all_jobs(principal):
-            return self.store.list_jobs(state=state)
-        jobs = self.store.list_jobs(state=state)
-        return [job for job in jobs if self.policy.may_see_job(principal, job.owner, job.id)]
-
     JOB_QUERY_PARAMETERS = QUERY_PARAMETERS  # what GET /jobs reads (app/store/query.py)
 
     def find_jobs(self, principal: Principal, args: Mapping[str, str]) -> JobPage:

@@ -21,7 +21,7 @@ EXIT_USAGE = 2  # the server-side commands' usage and configuration errors, as b
 def cli() -> None:
     """Run commands on a host over HTTP and stream their output live as Server-Sent Events.
 
-    serve, settings, token and password are for the server; the other commands use a server as a client:
+    serve, settings, token, password and history are for the server; the other commands use a server as a client:
     --url or SSECMD_URL says which, and the token comes from SSECMD_TOKEN or --token-file.
     """
 
@@ -53,6 +53,82 @@ def settings() -> None:
     if shown["session_secret"]:
         shown["session_secret"] = "(set)"
     click.echo(json.dumps(shown, indent=2, default=list))
+
+
+@cli.group()
+def history() -> None:
+    """The history on disk (data_dir): retention by hand, and one job's record and output."""
+
+
+def _history_database():
+    """(settings, a connection to the history database, the jobs' directory), or exit with why not."""
+    from .store.history import database
+    from .store.history.datadir import DATABASE, JOBS_DIR, DataDirError, prepare_data_dir, resolve_data_dir
+
+    settings = _load_settings_or_exit()
+    if not settings.history:
+        click.echo("sse-commander: history = false: there is no history on disk", err=True)
+        raise click.exceptions.Exit(EXIT_USAGE)
+    try:
+        data_dir = prepare_data_dir(resolve_data_dir(settings.data_dir))
+        conn = database.connect(os.path.join(data_dir, DATABASE))
+        database.create_schema(conn)
+    except (DataDirError, OSError, database.sqlite3.Error) as exc:
+        click.echo(f"sse-commander: {exc}", err=True)
+        raise click.exceptions.Exit(1) from None
+    return settings, conn, os.path.join(data_dir, JOBS_DIR)
+
+
+@history.command()
+def prune() -> None:
+    """Forget finished jobs beyond max_finished_jobs, finished_job_ttl and history_max_bytes, oldest first."""
+    from .store.history import database
+
+    settings, conn, jobs_dir = _history_database()
+    with conn:
+        jobs, freed = database.prune(conn, jobs_dir, max_finished=settings.max_finished_jobs,
+                                     ttl=settings.finished_job_ttl, max_bytes=settings.history_max_bytes)
+    click.echo(f"forgot {jobs} finished job(s), {freed} bytes")
+
+
+@history.command()
+@click.argument("job_id")
+@click.option("--to", "directory", type=click.Path(file_okay=False, writable=True), default=".",
+              show_default=True, help="Where to write job-<ID>.json (its record) and job-<ID>.log (its output).")
+def export(job_id: str, directory: str) -> None:
+    """Write one job's record (JSON) and its output (the bytes as the command wrote them)."""
+    from .store.history import database, records
+
+    _, conn, jobs_dir = _history_database()
+    with conn:
+        found = database.fetch_job(conn, job_id)
+    if found is None:
+        click.echo(f"sse-commander: no job {job_id!r} in the history", err=True)
+        raise click.exceptions.Exit(1)
+    job, _, _ = found
+    os.makedirs(directory, exist_ok=True)
+    record_path = os.path.join(directory, f"job-{job.id}.json")
+    output_path = os.path.join(directory, f"job-{job.id}.log")
+    damaged = job.damaged
+    with open(output_path, "wb") as out:
+        try:
+            with open(records.events_path(jobs_dir, job.id), "rb") as fh:
+                offset = 0
+                while True:
+                    scan = records.read_records(fh, offset, limit=256)
+                    out.write(b"".join(event.raw for event in scan.events))
+                    damaged = damaged or scan.damaged
+                    if not scan.events:
+                        break
+                    offset = scan.end
+        except FileNotFoundError:
+            pass
+    job.damaged = damaged
+    with open(record_path, "w") as fh:
+        json.dump(job.to_json(), fh, indent=2)
+        fh.write("\n")
+    click.echo(record_path)
+    click.echo(output_path)
 
 
 roles_option = click.option("--roles", default="operator", show_default=True, help="Comma-separated roles.")

@@ -107,6 +107,12 @@ class Settings:
     # Where process groups are recorded so the master can kill them if a worker dies.
     run_dir: str = ""
 
+    # History on disk (issue 17; app/store/history/): jobs' records and output survive a restart.
+    history: bool = True  # false: memory only, as before
+    data_dir: str = ""  # "": $XDG_STATE_HOME/sse-commander, else ~/.local/state/sse-commander
+    history_max_bytes: int = 1024**3  # job output kept on disk; the oldest finished jobs go first beyond it
+    history_queue_bytes: int = 64 * 1024 * 1024  # output waiting for the disk per worker; beyond it, bytes are lost
+
     # Who may do what. Tables in the TOML file: [[tokens]], [[users]], [roles.NAME], [actions.NAME].
     credentials: tuple[Credential, ...] = ()
     roles: Mapping[str, Role] = field(default_factory=lambda: dict(BUILTIN_ROLES))
@@ -246,6 +252,11 @@ def validate(settings: Settings) -> Settings:
     ):
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name}: must not be negative")
+    for name in ("history_max_bytes", "history_queue_bytes"):  # issue 17
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name}: must be greater than zero")
+    if settings.data_dir and not os.path.isabs(settings.data_dir):
+        raise ConfigError(f"data_dir: must be an absolute path, got {settings.data_dir!r}")
     if settings.cgroup not in CGROUP_SETTINGS:
         raise ConfigError(f"cgroup: must be one of {', '.join(CGROUP_SETTINGS)}")
     if not re.fullmatch(r"0?[0-7]{1,3}", settings.child_umask):

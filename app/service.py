@@ -13,11 +13,12 @@ runner and streams once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from socket import socket
@@ -53,8 +54,9 @@ from .store.base import (
     channel_key,
     job_key,
 )
+from .store.factory import store_from_settings
 from .store.jobs import Job
-from .store.memory import MemoryStore
+from .store.query import QUERY_PARAMETERS, InvalidQuery, JobPage, page_jobs, parse_job_query
 from .streaming.delivery import DirectDelivery
 from .streaming.multiplex import InvalidCursor, parse_composite
 from .streaming.output import job_output_stream
@@ -92,7 +94,7 @@ class Service:
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
         self.publish_limiter = RateLimiter(settings.publish_rate_per_minute, settings.publish_rate_burst)
         self.login_limiter = RateLimiter(settings.login_attempts_per_minute, settings.login_attempts_per_minute)
-        self.store = store if store is not None else MemoryStore.from_settings(settings)
+        self.store = store if store is not None else store_from_settings(settings)
         self.containment_plan = _containment_plan(settings)
         log.info("%s", self.containment_plan.describe())
         job_cgroups = registry = None
@@ -128,6 +130,7 @@ class Service:
             lambda: stats.stats_snapshot(self.store.running_count(), self.tracker.open_streams),
         )
         lifecycle.on_shutdown(lambda: self.runner.stop_all("shutdown"), self.runner.wait_all)
+        lifecycle.on_shutdown(lambda: None, self.store.close)  # after the jobs' last events: write them out
 
     @property
     def open_streams(self) -> int:
@@ -303,12 +306,24 @@ class Service:
             raise ApiError(404, "job_not_found", f"no job with id {job_id!r}")
         return job
 
-    def visible_jobs(self, principal: Principal, state: str | None = None) -> list[Job]:
-        """The jobs the principal may list (their own, or all for roles that see all), newest first."""
+    JOB_QUERY_PARAMETERS = QUERY_PARAMETERS  # what GET /jobs reads (app/store/query.py)
+
+    def find_jobs(self, principal: Principal, args: Mapping[str, str]) -> JobPage:
+        """GET /jobs: a page of the jobs the principal may list (``args``: its query parameters; 400 names a bad
+        one); ``user`` filters only for those who see all."""
+        try:
+            query = parse_job_query(args)
+        except InvalidQuery as exc:
+            raise ApiError(400, "bad_request", str(exc), extra={"parameter": exc.parameter}) from None
         if self.policy.sees_all_jobs(principal):
-            return self.store.list_jobs(state=state)
-        jobs = self.store.list_jobs(state=state)
-        return [job for job in jobs if self.policy.may_see_job(principal, job.owner, job.id)]
+            return self.store.find_jobs(query)
+        if query.owner is not None and query.owner != principal.user:
+            raise ApiError(403, "forbidden", f"{principal.user} may not list other users' jobs",
+                           extra={"parameter": "user"})
+        page = self.store.find_jobs(dataclasses.replace(query, owner=principal.user))
+        if principal.ticket_job is not None:  # a ticket sees its one job, and counts nothing else
+            return page_jobs([job for job in page.jobs if job.id == principal.ticket_job], query)
+        return page
 
     def job_visibility(self, principal: Principal) -> Callable[[LogEvent], bool] | None:
         """A filter for ``jobs`` channel events: the jobs this principal may see (None: every one)."""
@@ -597,8 +612,11 @@ class Service:
     def health(self) -> dict[str, Any]:
         """Liveness and a few counters of this worker (``status``: ``ok`` or ``shutting_down``)."""
         buffered, max_buffered = self.store.buffered_bytes()
+        problem = self.store.health_problem()
+        status = "shutting_down" if lifecycle.shutdown_event.is_set() else "degraded" if problem else "ok"
         return {
-            "status": "shutting_down" if lifecycle.shutdown_event.is_set() else "ok",
+            "status": status,
+            **({"degraded": problem} if problem else {}),
             "worker_pid": os.getpid(),
             "running_jobs": self.store.running_count(),
             "max_running_jobs": self.settings.max_running_jobs,

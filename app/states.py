@@ -28,6 +28,7 @@ class JobState(enum.StrEnum):
     CANCELLED = "cancelled"
     FAILED_TO_START = "failed_to_start"
     UNKILLABLE = "unkillable"  # still not gone kill_grace + 5 s after it was told to end: given up on
+    INTERRUPTED = "interrupted"  # history on disk (issue 17): the server stopped while it ran (a crash, kill -9)
 
 
 class ExitReason(enum.StrEnum):
@@ -41,6 +42,7 @@ class ExitReason(enum.StrEnum):
     SHUTDOWN = "shutdown"
     OUTPUT_LIMIT = "output_limit"
     UNKILLABLE = "unkillable"
+    INTERRUPTED = "interrupted"
 
 
 class StartFailure(enum.StrEnum):
@@ -76,6 +78,10 @@ REASONS: tuple[ReasonInfo, ...] = (
         ExitReason.UNKILLABLE, JobState.UNKILLABLE,
         "it was still not over `kill_grace` + 5 s after it was told to end (see Processes)",
     ),
+    ReasonInfo(
+        ExitReason.INTERRUPTED, JobState.INTERRUPTED,
+        "the server died while it ran (a crash, `kill -9`); found at the next start-up (history on disk)",
+    ),
     ReasonInfo(StartFailure.NOT_FOUND, JobState.FAILED_TO_START, "its program does not exist (an `err` event)"),
     ReasonInfo(StartFailure.NOT_EXECUTABLE, JobState.FAILED_TO_START, "its program cannot be executed"),
     ReasonInfo(StartFailure.SPAWN_FAILED, JobState.FAILED_TO_START, "it could not be set up (user, limits, cgroup)"),
@@ -92,6 +98,7 @@ STATE_MEANINGS: dict[JobState, str] = {
     JobState.CANCELLED: "stopped on request, or because its viewer or the server went away",
     JobState.FAILED_TO_START: "its command never started",
     JobState.UNKILLABLE: "given up on: its slot is free, and what is left is reaped when it dies",
+    JobState.INTERRUPTED: "cut short by a crash of the server; its output up to then is kept",
 }
 
 

@@ -95,6 +95,8 @@ class Server:
             **LIFTED_POLICY,
             "SSECMD_LOG_LEVEL": "warning",
             "SSECMD_KILL_GRACE": "1",
+            # history = true is the shipped default: each server keeps it in its own directory, on a disk.
+            "SSECMD_DATA_DIR": str(OUT / "history" / str(self.port)),
             **(extra or {}),
         }
         # gunicorn.conf.py hard-codes accesslog = "-"; the bench's config file is that one with it off.

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import clients
+from . import clients, history
 from .clients import Relay, Subscribers, get_request, run_path, sink
 from .console_flood import LATE_MS, TICK_MS, console_flood
 from .profiler import Profile, hot_spots, py_spy
@@ -559,6 +559,9 @@ def run(smoke: bool, profile: bool) -> Results:
         _attempt(results, rows, f"{workers} workers", several)
 
     _say("the console under a flood (Chromium) ...")
+    rows = results.section("History on disk (1 worker; history = true, the default, against history = false)")
+    _attempt(results, rows, "history", lambda: _history_rows(results, rows, sizes))
+
     rows = results.section("Console under a flood (1 worker, `yes`, the page in a headless Chromium)")
 
     def flood() -> None:
@@ -598,6 +601,42 @@ def run(smoke: bool, profile: bool) -> Results:
             f"Other processes kept the machine up to {max(results.background):.0%} busy between benchmarks "
             "(sampled with our servers idle): numbers from this run are lower than on a quiet machine.")
     return results
+
+
+def _history_rows(results: Results, rows: list[Row], sizes: Sizes) -> None:
+    """Issue 17's rows: a large job and short jobs with history on and off, a replay from disk, RSS over time."""
+    found = results.numbers.setdefault("history", {})
+    hs = history.SMOKE if results.smoke else history.FULL
+    size_text = f"{hs.job_bytes / MB:.0f} MB"
+    with history.history_server("history-off", False) as off:
+        found["large_off"] = history.large_job(off, hs.job_bytes)
+        found["short_off"] = spawn(off, hs.short_jobs, sizes.spawn_clients)
+    with history.history_server("history-on", True) as on:
+        large = found["large_on"] = history.large_job(on, hs.job_bytes)
+        short = found["short_on"] = spawn(on, hs.short_jobs, sizes.spawn_clients)
+        listed = history.jobs_on_disk(on)
+        replayed = found["replay"] = history.replay(on, large["job"]["id"], hs.job_bytes)
+        rss = found["rss"] = history.rss_after_finished_jobs(on, hs.finished_jobs, hs.finished_job_bytes)
+    share = large["mb_s"] / found["large_off"]["mb_s"]
+    lost = large["job"]["dropped_bytes"]
+    rows.append(Row(f"one {size_text} job, /jobs/<id>/output: history off / on",
+                    f"{found['large_off']['mb_s']:.0f} / {large['mb_s']:.0f} MB/s"))
+    rows.append(Row("  ... on as a share of off, history bytes lost", f"{share:.0%}, {lost} lost",
+                    ">= 80%, 0 lost", results.judge(share >= 0.8 and lost == 0)))
+    short_share = short["jobs_s"] / found["short_off"]["jobs_s"]
+    on_disk = listed >= short["jobs"] + 1
+    rows.append(Row(f"short jobs, {sizes.spawn_clients} parallel clients: history off / on",
+                    f"{found['short_off']['jobs_s']:.0f} / {short['jobs_s']:.0f} jobs/s"))
+    rows.append(Row("  ... on as a share of off, every job on disk", f"{short_share:.0%}, {listed} jobs listed",
+                    ">= 85%, all", results.judge(short_share >= 0.85 and on_disk and short["lost_output"] == 0)))
+    extra = replayed["peak_rss"] - replayed["base_rss"]
+    rows.append(Row(f"replay of the finished {size_text} job from disk (/output)",
+                    f"{replayed['mb_s']:.0f} MB/s, worker peak RSS +{extra / MB:.1f} MB over "
+                    f"{replayed['base_rss'] / MB:.0f} MB", "< +64 MB", results.judge(extra < 64 * MB)))
+    growth = (rss["late"] - rss["early"]) / MB
+    rows.append(Row(f"worker RSS after {hs.finished_jobs // 10} and {hs.finished_jobs} finished 1 MB jobs",
+                    f"{rss['early'] / MB:.0f} / {rss['late'] / MB:.0f} MB ({growth:+.1f} MB)", "flat (< +16 MB)",
+                    results.judge(growth < 16)))
 
 
 def _capacity_note(capacity: dict | None) -> str:

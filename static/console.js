@@ -104,6 +104,9 @@ const banner = new ConnectionBanner(stream, {
   retry: $("conn-retry"),
 });
 const filter = new JobFilter();
+// Paging through the server's history (GET /jobs): the cursor of the next page (null: no more), and how many jobs
+// scrolling has loaded beyond the first page (kept: the list holds MAX_JOBS plus those).
+const paging = { next: null, loading: false, extra: 0, generation: 0 };
 
 // The stream.
 
@@ -296,8 +299,8 @@ function upsertJob(job) {
   // (cancelled_by null or absent: no name known there).
   if (known && known.cancelled_by && !job.cancelled_by) fresh.cancelled_by = known.cancelled_by;
   state.jobs.set(job.id, fresh);
-  if (state.jobs.size > MAX_JOBS) {
-    const oldest = [...state.jobs.values()].sort(byNewest).slice(MAX_JOBS);
+  if (state.jobs.size > MAX_JOBS + paging.extra) {
+    const oldest = [...state.jobs.values()].sort(byNewest).slice(MAX_JOBS + paging.extra);
     for (const old of oldest) if (old.id !== state.openId) state.jobs.delete(old.id);
   }
   jobsChanged(job.id);
@@ -320,11 +323,22 @@ function jobsChanged(id) {
 
 // The server's jobs. After a restart (`restarted`), the jobs it no longer has stay listed, marked as gone:
 // what they printed may still be on this screen, and how they ended is worth knowing.
+// Only the first page (the newest jobs that match the filter) is asked for; scrolling asks for the next.
 async function loadJobs({ restarted = false } = {}) {
-  const { jobs } = await api("GET", "/jobs");
+  const generation = ++paging.generation;
+  const { jobs, next } = await api("GET", `/jobs?${filter.query()}`);
+  if (generation !== paging.generation) return; // the filter changed meanwhile: a newer first page is coming
+  paging.next = next;
+  paging.extra = 0;
   if (restarted) {
+    // Only what this page covers can be judged: jobs newer than its oldest (every job, if it is the last page).
     const present = new Set(jobs.map((job) => job.id));
-    for (const [id, job] of state.jobs) if (!present.has(id) && !job.gone) state.jobs.set(id, { ...job, gone: true });
+    const oldest = next && jobs.length ? jobs[jobs.length - 1].created_at : "";
+    for (const [id, job] of state.jobs) {
+      if (!present.has(id) && !job.gone && filter.matches(job) && (job.created_at || "") >= oldest) {
+        state.jobs.set(id, { ...job, gone: true });
+      }
+    }
   }
   for (const job of jobs.slice(0, MAX_JOBS)) upsertJob(job);
   renderJobs();
@@ -332,6 +346,43 @@ async function loadJobs({ restarted = false } = {}) {
     renderHead();
     if (state.openDone) showEnd();
   }
+}
+
+// The next page of the history, when the list is scrolled near its end (and again while the end stays in view).
+async function loadMoreJobs() {
+  if (paging.loading || !paging.next || !nearListEnd()) return;
+  paging.loading = true;
+  const generation = paging.generation;
+  try {
+    const { jobs, next } = await api("GET", `/jobs?${filter.query(paging.next)}`);
+    if (generation !== paging.generation) return;
+    paging.next = next;
+    paging.extra += jobs.length;
+    for (const job of jobs) upsertJob(job);
+    renderJobs();
+  } finally {
+    paging.loading = false;
+  }
+  if (generation === paging.generation) requestAnimationFrame(() => loadMoreJobs().catch(() => {}));
+}
+
+function nearListEnd() {
+  const list = $("jobs");
+  if (list.scrollHeight > list.clientHeight + 1) return list.scrollTop + list.clientHeight >= list.scrollHeight - 120;
+  return list.getBoundingClientRect().bottom <= window.innerHeight + 120; // the list grows with the page (narrow)
+}
+
+let refilterTimer = null;
+
+// The filter changed: shown at once from what is loaded; the server's first page for it follows.
+function refilter() {
+  renderJobs();
+  clearTimeout(refilterTimer);
+  refilterTimer = setTimeout(() => {
+    loadJobs()
+      .then(() => loadMoreJobs())
+      .catch(() => {});
+  }, 250);
 }
 
 function byNewest(a, b) {
@@ -1008,15 +1059,18 @@ function setupKeys() {
   $("jobs").addEventListener("keydown", moveInList);
   $("jobs-filter").addEventListener("input", (event) => {
     filter.setText(event.target.value);
-    renderJobs();
+    refilter();
   });
   for (const chip of document.querySelectorAll(".state-chip")) {
     chip.addEventListener("click", () => {
       const on = filter.toggle(chip.dataset.filter);
       chip.setAttribute("aria-pressed", String(on));
-      renderJobs();
+      refilter();
     });
   }
+  const more = () => loadMoreJobs().catch(() => {});
+  $("jobs").addEventListener("scroll", more, { passive: true });
+  window.addEventListener("scroll", more, { passive: true });
   $("stop").addEventListener("click", stopJob);
   const wrap = $("wrap-toggle");
   const applyWrap = (on) => {
@@ -1073,6 +1127,7 @@ async function start(principal) {
   showAllowed(actions.commands);
   $("take-input").hidden = !actions.stdin_allowed;
   await loadJobs();
+  loadMoreJobs().catch(() => {}); // a tall list shows more than one page
   const wanted = /^#job=([A-Za-z0-9_.-]+)$/.exec(location.hash);
   if (wanted) await openJob(decodeURIComponent(wanted[1]));
   else {

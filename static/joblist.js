@@ -1,9 +1,11 @@
 // The job list's filter: a text (command, user, id) and state chips (running, failed, cancelled). Pure: it reads
 // job JSON (GET /jobs shape) and nothing else.
 //
-// Its fields are named after GET /jobs's query parameters (`q`, `state`), so that once the server can search its
-// history, the same filter is sent as a query (with since/until and a `before` cursor for paging) instead of
-// being applied to the jobs this page has loaded.
+// Its fields are named after GET /jobs's query parameters (`q`, `state`): the same filter is sent to the server
+// as a query (`query()`), which searches its whole history a page at a time (`limit`, and a `before` cursor to
+// page on), and is applied here too, to what this page has already loaded and to jobs announced live.
+
+export const PAGE_SIZE = 50; // jobs per GET /jobs page
 
 // running, failed, cancelled, ok or other: what the chips count.
 export function jobCategory(job) {
@@ -41,6 +43,19 @@ export class JobFilter {
     if (this.state.has(category)) this.state.delete(category);
     else this.state.add(category);
     return this.state.has(category);
+  }
+
+  // GET /jobs's parameters for this filter: `q` as typed, and `state` when the chips ask for exactly one state
+  // the server knows by that name (a category such as "failed" spans several: it is applied here only).
+  query(before = null, limit = PAGE_SIZE) {
+    const params = new URLSearchParams({ limit: String(limit) });
+    if (this.q) params.set("q", this.q);
+    if (this.state.size === 1) {
+      const [only] = this.state;
+      if (only === "running" || only === "cancelled") params.set("state", only);
+    }
+    if (before) params.set("before", before);
+    return params;
   }
 
   matches(job) {

@@ -156,6 +156,7 @@ class AppClient:
 def app_client(tmp_path: Path, settings: Mapping[str, str] | None = None, *, test_defaults: bool = True) -> AppClient:
     """The app built from ``SSECMD_*`` settings as tests/server.py's GunicornServer would be, in-process."""
     environ = {"SSECMD_RUN_DIR": str(tmp_path / "run"), "SSECMD_AUDIT_LOG": ""}
+    environ["SSECMD_DATA_DIR"] = str(tmp_path / "data")  # history on, never in the user's home
     if test_defaults:
         environ.update(server_defaults())
     environ.update(settings or {})

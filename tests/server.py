@@ -81,6 +81,8 @@ class GunicornServer:
             "HOME": os.environ.get("HOME", "/root"),
             "LANG": "C.UTF-8",
             "SSECMD_RUN_DIR": str(self.run_dir),
+            # Every test server keeps its history in its own directory, never in the user's home.
+            "SSECMD_DATA_DIR": str(tmp_path / f"data-{self.port}"),
         }
         if test_defaults:  # False: the shipped defaults, as the README's examples use them
             env.update(server_defaults())

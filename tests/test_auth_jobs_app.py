@@ -142,3 +142,14 @@ def test_forged_tickets_are_401(srv, alice_done, alice_running):
         assert_error(response, 401, "invalid_ticket")
 
 
+
+
+def test_job_pages_show_only_ones_own_and_user_filters_only_for_those_who_see_all(srv, alice_done):
+    bobs = srv.finished_job(["echo", "bob"], owner="bob").id
+    mine = _get(srv, "/jobs?limit=10", T["bob"]).json()
+    assert [job["id"] for job in mine["jobs"]] == [bobs] and sum(mine["counts"].values()) == 1
+    refused = _get(srv, "/jobs?user=alice", T["bob"])
+    assert refused.status_code == 403 and refused.json()["parameter"] == "user"
+    assert _get(srv, "/jobs?user=bob", T["bob"]).json()["jobs"] == mine["jobs"]
+    alices = _ids(_get(srv, "/jobs?user=alice", T["boss"]))
+    assert alice_done in alices and bobs not in alices

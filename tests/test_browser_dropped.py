@@ -28,7 +28,8 @@ LINE = "0123456789" * 5 + "\n"  # 51 bytes
 def server(tmp_path_factory):
     srv = GunicornServer(
         tmp_path_factory.mktemp("dropped"),
-        {"SSECMD_JOB_BUFFER_BYTES": str(512 * 1024), "SSECMD_HEARTBEAT_INTERVAL": "5"},
+        {"SSECMD_JOB_BUFFER_BYTES": str(512 * 1024), "SSECMD_HEARTBEAT_INTERVAL": "5",
+         "SSECMD_HISTORY": "false"},
     ).start()
     yield srv
     srv.stop()

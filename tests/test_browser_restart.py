@@ -34,7 +34,8 @@ def _no_duplicates(lines: list[str]) -> None:
 
 
 def test_reconnects_after_a_server_restart(page, make_server):
-    server = make_server({"SSECMD_HEARTBEAT_INTERVAL": "2"}, graceful_timeout=5)
+    # Memory only: the restart forgets the jobs and the channel's history (with history on disk, they stay).
+    server = make_server({"SSECMD_HEARTBEAT_INTERVAL": "2", "SSECMD_HISTORY": "false"}, graceful_timeout=5)
     console = Console(page, server).open()
     console.wait_live()
     chat = page.context.new_page()

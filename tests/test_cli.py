@@ -41,7 +41,7 @@ def test_configuration_errors_are_reported_without_traceback(tmp_path):
     ],
 )
 def test_server_refuses_to_start_on_bad_configuration(setting, value, complaint):
-    env = {"PATH": os.environ["PATH"], setting: value}
+    env = {"PATH": os.environ["PATH"], "SSECMD_DATA_DIR": "/tmp/sse-commander-test-refused", setting: value}
     result = subprocess.run(
         [str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind", "127.0.0.1:0", "wsgi:app"],
         capture_output=True, text=True, env=env, cwd=str(REPO), timeout=30,
@@ -52,7 +52,8 @@ def test_server_refuses_to_start_on_bad_configuration(setting, value, complaint)
 
 def test_serve_passes_gunicorn_options_through(tmp_path):
     port = free_port()
-    env = {"PATH": os.environ["PATH"], "SSECMD_RUN_DIR": str(tmp_path / "run")}
+    env = {"PATH": os.environ["PATH"], "SSECMD_RUN_DIR": str(tmp_path / "run"),
+           "SSECMD_DATA_DIR": str(tmp_path / "data")}
     proc = subprocess.Popen(
         [str(VENV_BIN / "sse-commander"), "serve", "--bind", f"127.0.0.1:{port}", "-w", "1", "--graceful-timeout", "5"],
         env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -171,7 +171,7 @@ def test_attach_after_an_event_id_resumes_there(server):
 
 
 def test_a_gap_is_reported_on_stderr_with_its_byte_count(make_server):
-    srv = make_server({"SSECMD_JOB_BUFFER_BYTES": "65536", "SSECMD_READ_CHUNK_BYTES": "4096",
+    srv = make_server({"SSECMD_HISTORY": "false", "SSECMD_JOB_BUFFER_BYTES": "65536", "SSECMD_READ_CHUNK_BYTES": "4096",
                        "SSECMD_COALESCE_BYTES": "4096"})
     job_id = _detached(srv, "seq", "100000")  # 588,895 bytes, far beyond the buffer
     job = _finished(srv, job_id)

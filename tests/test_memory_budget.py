@@ -49,7 +49,8 @@ def _run_noisy_jobs(client: httpx.Client, count: int, parallel: int) -> list[dic
 
 
 def test_many_noisy_short_jobs_stay_within_the_memory_budget(make_server):
-    srv = make_server({"SSECMD_MAX_BUFFERED_BYTES": str(BUDGET), "SSECMD_MAX_OUTPUT_BYTES": str(24 * MiB)})
+    srv = make_server({"SSECMD_HISTORY": "false", "SSECMD_MAX_BUFFERED_BYTES": str(BUDGET),
+                       "SSECMD_MAX_OUTPUT_BYTES": str(24 * MiB)})
     (worker,) = srv.worker_pids()
     with httpx.Client(base_url=srv.base_url, timeout=30) as client:
         before = _rss(worker)
@@ -69,7 +70,8 @@ def test_many_noisy_short_jobs_stay_within_the_memory_budget(make_server):
 
 def test_running_jobs_shrink_to_the_floor_when_nothing_finished_is_left(make_server):
     # Three floods at once in a 4 MiB budget: each running job keeps about a third, and at least 1 MiB.
-    srv = make_server({"SSECMD_MAX_BUFFERED_BYTES": str(4 * MiB), "SSECMD_MAX_RUNNING_JOBS_PER_USER": "8"})
+    srv = make_server({"SSECMD_HISTORY": "false", "SSECMD_MAX_BUFFERED_BYTES": str(4 * MiB),
+                       "SSECMD_MAX_RUNNING_JOBS_PER_USER": "8"})
     with httpx.Client(base_url=srv.base_url, timeout=30) as client:
         ids = [client.post("/jobs", json={"argv": ["yes"]}).json()["id"] for _ in range(3)]
         assert wait_until(lambda: all(client.get(f"/jobs/{i}").json()["output_bytes"] > 40 * MiB for i in ids), 60)

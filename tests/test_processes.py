@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from .server import PYTHON, children_of, group_members, helper, process_state, wait_until
 from .sse_client import collect, iter_events, open_stream, output_of, payload
@@ -260,8 +261,9 @@ def test_slow_run_client_gets_every_byte_without_gaps(make_server):
     assert len(output_of(parser.events)) == 1048576
 
 
-def test_finished_jobs_are_kept_by_count_and_by_age(make_server):
-    srv = make_server({"SSECMD_MAX_FINISHED_JOBS": "3", "SSECMD_FINISHED_JOB_TTL": "2"})
+@pytest.mark.parametrize("history", ["true", "false"])
+def test_finished_jobs_are_kept_by_count_and_by_age(make_server, history):
+    srv = make_server({"SSECMD_MAX_FINISHED_JOBS": "3", "SSECMD_FINISHED_JOB_TTL": "2", "SSECMD_HISTORY": history})
     ids = []
     for n in range(5):
         ids.append(_post(srv, {"command": f"echo {n}"})["id"])

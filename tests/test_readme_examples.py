@@ -306,7 +306,8 @@ def _run_serving(block: Block, workdir: Path) -> list[str]:
     """Start the block's server on a free port, wait for /healthz, stop it."""
     port = free_port()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
-           "LANG": "C.UTF-8", "SSECMD_BIND": f"127.0.0.1:{port}", "SSECMD_RUN_DIR": str(workdir / "run")}
+           "LANG": "C.UTF-8", "SSECMD_BIND": f"127.0.0.1:{port}", "SSECMD_RUN_DIR": str(workdir / "run"),
+           "SSECMD_DATA_DIR": str(workdir / "data")}  # the history too: never in the user's home
     log_path = workdir / "serve.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(["bash", "-c", block.text], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,

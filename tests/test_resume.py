@@ -86,7 +86,7 @@ def test_many_viewers_see_the_same_events(server):
 
 
 def test_viewer_behind_the_buffer_is_told_how_many_bytes_it_missed(make_server):
-    srv = make_server({"SSECMD_JOB_BUFFER_BYTES": "65536"})
+    srv = make_server({"SSECMD_JOB_BUFFER_BYTES": "65536", "SSECMD_HISTORY": "false"})
     argv = [PYTHON, helper("emit.py"), *["out:79*1000:0.001"] * 200]
     job = _finished_job(srv, argv)
     events = collect(srv.url(job["urls"]["events"]))

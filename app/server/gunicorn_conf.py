@@ -71,6 +71,7 @@ def on_starting(server):
     if problem:
         sys.exit(f"sse-commander: {problem}")
     problems = startup_problems(_secret_files(server.cfg), _settings.run_dir or default_run_dir(), _job_users)
+    problems += _history_problems()
     if problems:
         sys.exit("sse-commander: refusing to start:\n" + "\n".join(f"  - {p}" for p in problems))
     if _settings.insecure_no_auth and not _settings.auth_configured:
@@ -88,6 +89,43 @@ def on_starting(server):
     _log_capacity(server)
     # Before any worker is forked and imports prometheus_client (issue 19: GET /metrics).
     metrics_dir.prepare(_settings.run_dir or default_run_dir(), os.getpid())
+
+
+def _history_problems() -> list[str]:
+    """The data directory (history = true): made and checked once, so that a bad one stops the master, not
+    every worker; jobs the last run left running are marked interrupted here (issue 17)."""
+    if not _settings.history:
+        return []
+    from app.store.history.datadir import DataDirError, prepare_data_dir, resolve_data_dir
+
+    try:
+        prepare_data_dir(resolve_data_dir(_settings.data_dir))
+    except DataDirError as exc:
+        return [str(exc)]
+    return []
+
+
+def _interrupt_jobs_of_dead_workers(server) -> None:
+    """History on disk: jobs a dead worker had running become ``interrupted`` (issue 17)."""
+    if not _settings.history:
+        return
+    import sqlite3
+
+    from app.store.history import database
+    from app.store.history.datadir import DATABASE, JOBS_DIR, resolve_data_dir
+
+    data_dir = resolve_data_dir(_settings.data_dir)
+    try:
+        conn = database.connect(os.path.join(data_dir, DATABASE))
+        try:
+            interrupted = database.interrupt_orphans(conn, os.path.join(data_dir, JOBS_DIR))
+        finally:
+            conn.close()
+    except (sqlite3.Error, OSError) as exc:
+        server.log.warning("could not mark the jobs of a dead worker interrupted: %s", exc)
+        return
+    if interrupted:
+        server.log.warning("%d job(s) of a dead worker are now interrupted: %s", len(interrupted), interrupted)
 
 
 def _log_capacity(server) -> None:
@@ -113,6 +151,7 @@ def child_exit(server, worker):
     from app.process.pgroups import default_run_dir, kill_orphaned_groups
 
     metrics_dir.worker_gone(worker.pid)
+    _interrupt_jobs_of_dead_workers(server)
     plan = cgroups.server_plan()
     if plan is not None and plan.uses_cgroups:
         found, removed = cgroups.release_worker(plan, worker.pid)

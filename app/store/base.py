@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from gevent.event import Event
 
+from .query import JobPage, JobQuery, page_jobs
+
 if TYPE_CHECKING:
     from .jobs import Job
 
@@ -244,6 +246,14 @@ class Store(abc.ABC):
     def list_jobs(self, *, state: str | None = None, owner: str | None = None) -> list[Job]:
         """Kept jobs, newest first; only those in ``state``, or of ``owner``, if given."""
 
+    def find_jobs(self, query: JobQuery) -> JobPage:
+        """One page of kept jobs for GET /jobs (filters, cursor, counts by state; see query.py).
+
+        Concrete: a pure function over ``list_jobs()``. A store with an index answers it itself (the history
+        store does, in SQL); the answer must be the same.
+        """
+        return page_jobs(self.list_jobs(), query)
+
     @abc.abstractmethod
     def mark_started(self, job_id: str, pid: int) -> None:
         """The job's command has started as ``pid``."""
@@ -334,5 +344,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def buffered_bytes(self) -> tuple[int, int]:
         """(bytes held for replay in this worker, the most it may hold): GET /healthz shows both."""
+
+    # Health and shutdown (issue 17). Concrete defaults: a store with nothing to report or write out inherits them.
+
+    def health_problem(self) -> str | None:
+        """Why the store is degraded but still serving (GET /healthz says ``degraded`` and this), or None."""
+        return None
+
+    def close(self, timeout: float) -> bool:
+        """Graceful shutdown, after the jobs have ended: write out what is pending, within ``timeout`` seconds;
+        whether everything was."""
+        return True
 
 

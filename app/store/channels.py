@@ -82,6 +82,26 @@ class ChannelHub:
             self._logs[name] = channel
         return channel
 
+    def restore(self, name: str, epoch: str, events: list[LogEvent], last_id: int) -> None:
+        """Bring a channel back with the epoch and history it had (kept on disk): ids go on after ``last_id``.
+
+        Replaces the channel if it exists with nothing in it (the system channels, made at start).
+        """
+        current = self._logs.get(name)
+        if current is not None:
+            if current.last_id:
+                return
+            current.detach()
+            del self._logs[name]
+        if len(self._logs) >= self.max_channels and not self._forget_idle():
+            return
+        channel = EventLog(
+            self.history_bytes, key=channel_key(name), epoch=epoch, max_events=self.history,
+            terminal_kinds=frozenset(), pin_start=False, budget=self.budget, deliver=self.deliver,
+        )
+        channel.restore(events, last_id)
+        self._logs[name] = channel
+
     def peek(self, name: str) -> EventLog | None:
         """The channel's log if it exists (or is forgotten but still read); never creates one."""
         return self._logs.get(name) or self._forgotten.get(name)

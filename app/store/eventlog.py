@@ -84,6 +84,18 @@ class EventLog(JobLog):
         if budget is not None:
             self.attach(budget)
 
+    def restore(self, events: list[LogEvent], last_id: int) -> None:
+        """Start from history kept elsewhere (on disk): ``events`` (ascending ids) are retained, ids go on
+        after ``last_id``, and what came before the first of them counts as dropped. Only on a new log."""
+        size = sum(len(event.frame) + len(event.raw) + EVENT_OVERHEAD_BYTES for event in events)
+        self._events = list(events)
+        self._retained_bytes = size
+        self._units = max(last_id, events[-1].id if events else 0)
+        self._dropped_through = events[0].id - 1 if events else self._units
+        freed = self._trim()
+        if self._budget is not None:
+            self._budget.used += size - freed
+
     @property
     def last_id(self) -> int:
         """The id of the newest event, 0 if none."""

@@ -46,6 +46,7 @@ class Job:
     cpu_seconds: float | None = None  # CPU time of all its processes, where measurable
     peak_memory_bytes: int | None = None  # peak memory of all its processes, where measurable
     request_id: str | None = None  # the X-Request-ID of the request that started it
+    damaged: bool = False  # history on disk: part of its record or output could not be read back
 
     @property
     def finished(self) -> bool:
@@ -88,6 +89,7 @@ class Job:
             "cpu_seconds": self.cpu_seconds,
             "peak_memory_bytes": self.peak_memory_bytes,
             "request_id": self.request_id,
+            "damaged": self.damaged,
             "urls": {
                 "self": f"/jobs/{self.id}",
                 "events": f"/jobs/{self.id}/events",

@@ -75,19 +75,24 @@ class MemoryStore(Store):
             budget=self.budget,
         )
 
+    @staticmethod
+    def sizes(settings: Settings) -> dict[str, Any]:
+        """The constructor's sizes and limits, from the settings (the history store sizes itself the same)."""
+        return {
+            "max_running": settings.max_running_jobs,
+            "buffer_bytes": settings.job_buffer_bytes,
+            "max_finished": settings.max_finished_jobs,
+            "finished_ttl": settings.finished_job_ttl,
+            "max_buffered_bytes": settings.max_buffered_bytes,
+            "max_channels": settings.max_channels,
+            "channel_history": settings.channel_history,
+            "channel_history_bytes": settings.channel_history_bytes,
+        }
+
     @classmethod
     def from_settings(cls, settings: Settings) -> MemoryStore:
         """The store as the settings size it."""
-        return cls(
-            max_running=settings.max_running_jobs,
-            buffer_bytes=settings.job_buffer_bytes,
-            max_finished=settings.max_finished_jobs,
-            finished_ttl=settings.finished_job_ttl,
-            max_buffered_bytes=settings.max_buffered_bytes,
-            max_channels=settings.max_channels,
-            channel_history=settings.channel_history,
-            channel_history_bytes=settings.channel_history_bytes,
-        )
+        return cls(**cls.sizes(settings))
 
     # The job registry.
 

@@ -7,7 +7,6 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ...errors import ApiError
 from ...policy.jobspec import InvalidRequest, parse_job_request, parse_last_event_id
-from ...states import JobState
 from ..authn import current_principal
 from ..web import (
     body_bytes,
@@ -23,8 +22,6 @@ from ..web import (
 )
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
-
-_STATES = {state.value for state in JobState}
 
 
 @bp.post("")
@@ -44,12 +41,11 @@ def create_job() -> Response:
 
 @bp.get("")
 def list_jobs() -> Response:
-    """Every kept job, newest first; ?state= filters."""
-    state = query_text("state")
-    if state is not None and state not in _STATES:
-        raise ApiError(400, "bad_request", f"state must be one of: {', '.join(sorted(_STATES))}")
-    jobs = current_service().visible_jobs(current_principal(), state)
-    return jsonify({"jobs": [job.to_json() for job in jobs]})
+    """Kept jobs, newest first: filters, a cursor to page on, and counts by state (app/store/query.py)."""
+    service = current_service()
+    args = {name: text for name in service.JOB_QUERY_PARAMETERS if (text := query_text(name)) is not None}
+    page = service.find_jobs(current_principal(), args)
+    return jsonify({"jobs": [job.to_json() for job in page.jobs], "next": page.next, "counts": page.counts})
 
 
 @bp.get("/<job_id>")

@@ -1,0 +1,151 @@
+"""A job's events on disk: one append-only file of records, and a sparse index beside it. Pure I/O, no gevent.
+
+``<id>.events`` holds the job's events in order, each as one record::
+
+    crc32 u32 | event id u64 | frame length u32 | raw length u32 | data start u16 | kind length u8
+    kind | frame | raw
+
+(little-endian; the CRC covers everything after itself). The frame is the
+encoded SSE frame exactly as it went out live, so a replay from disk is the
+live stream byte for byte; ``raw`` is the output exactly as the command wrote
+it, so ``/output`` is byte-exact too.
+
+``<id>.index`` holds ``(event id, file offset)`` pairs (u64 each), one for the
+first record at or past every ``INDEX_EVERY`` bytes of the events file, so a
+resume from any id seeks instead of scanning. A torn or garbled record ends
+what can be read: everything before it is kept, and the job is marked damaged.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from typing import NamedTuple
+
+HEADER = struct.Struct("<IQIIHB")
+INDEX_ENTRY = struct.Struct("<QQ")
+INDEX_EVERY = 256 * 1024
+MAX_RECORD_BYTES = 64 << 20  # larger than any event the runner makes (coalesce_bytes is far smaller)
+
+
+class StoredEvent(NamedTuple):
+    """One event read back from disk."""
+
+    id: int
+    kind: str
+    frame: bytes
+    data_start: int
+    raw: bytes
+
+
+def encode_record(event_id: int, kind: str, frame: bytes, data_start: int, raw: bytes) -> bytes:
+    """The bytes of one record."""
+    kind_bytes = kind.encode()
+    rest = HEADER.pack(0, event_id, len(frame), len(raw), data_start, len(kind_bytes))[4:]
+    crc = zlib.crc32(raw, zlib.crc32(frame, zlib.crc32(kind_bytes, zlib.crc32(rest))))
+    return b"".join((struct.pack("<I", crc), rest, kind_bytes, frame, raw))
+
+
+def events_path(jobs_dir: str, job_id: str) -> str:
+    """Where a job's events file lives (two-character fan-out keeps directories small)."""
+    return os.path.join(jobs_dir, job_id[:2], job_id + ".events")
+
+
+def index_path(jobs_dir: str, job_id: str) -> str:
+    """Where a job's index file lives."""
+    return os.path.join(jobs_dir, job_id[:2], job_id + ".index")
+
+
+class Scan(NamedTuple):
+    """What reading records found: the events, where reading stopped, and whether the file was damaged there."""
+
+    events: list[StoredEvent]
+    end: int  # file offset just after the last good record read
+    damaged: bool  # stopped at a torn or garbled record (not at the end of the file)
+
+
+def read_records(fh, offset: int, *, after: int = 0, limit: int = 512, max_bytes: int = 4 << 20) -> Scan:
+    """Records from ``offset``: those with id > ``after``, at most ``limit`` of them or about ``max_bytes``."""
+    fh.seek(offset)
+    events: list[StoredEvent] = []
+    size = 0
+    position = offset
+    while len(events) < limit and size < max_bytes:
+        header = fh.read(HEADER.size)
+        if not header:
+            return Scan(events, position, False)
+        if len(header) < HEADER.size:
+            return Scan(events, position, True)
+        crc, event_id, frame_len, raw_len, data_start, kind_len = HEADER.unpack(header)
+        body_len = kind_len + frame_len + raw_len
+        if body_len > MAX_RECORD_BYTES or data_start > frame_len:
+            return Scan(events, position, True)
+        body = fh.read(body_len)
+        if len(body) < body_len or zlib.crc32(body, zlib.crc32(header[4:])) != crc:
+            return Scan(events, position, True)
+        position += HEADER.size + body_len
+        if event_id > after:
+            frame = body[kind_len : kind_len + frame_len]
+            events.append(StoredEvent(event_id, body[:kind_len].decode(errors="replace"), frame, data_start,
+                                      body[kind_len + frame_len :]))
+            size += body_len
+    return Scan(events, position, False)
+
+
+def iter_records(fh, offset: int = 0) -> Iterator[StoredEvent]:
+    """Every good record from ``offset`` on (bounded memory: a batch at a time)."""
+    while True:
+        scan = read_records(fh, offset, limit=256)
+        yield from scan.events
+        if not scan.events:
+            return
+        offset = scan.end
+
+
+def load_index(path: str) -> tuple[list[int], list[int]]:
+    """The index's event ids and offsets (empty if there is none); a torn last entry is ignored."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return [], []
+    ids: list[int] = []
+    offsets: list[int] = []
+    for event_id, offset in INDEX_ENTRY.iter_unpack(data[: len(data) - len(data) % INDEX_ENTRY.size]):
+        ids.append(event_id)
+        offsets.append(offset)
+    return ids, offsets
+
+
+def seek_offset(index: tuple[list[int], list[int]], after: int) -> int:
+    """The offset of an indexed record at or before the first record with id > ``after``."""
+    ids, offsets = index
+    at = bisect.bisect_right(ids, after) - 1
+    return offsets[at] if at >= 0 else 0
+
+
+def last_good(path: str, index: tuple[list[int], list[int]]) -> tuple[StoredEvent | None, int, bool, int]:
+    """The last good record, the offset after it, whether garbage or a torn record follows, and the file size.
+
+    Scans from the last index entry that lies inside the file (bounded work for a long job).
+    """
+    size = os.path.getsize(path)
+    _ids, offsets = index
+    start = 0
+    for offset in reversed(offsets):
+        if offset < size:
+            start = offset
+            break
+    last = None
+    with open(path, "rb") as fh:
+        offset = start
+        while True:
+            scan = read_records(fh, offset, limit=256)
+            if scan.events:
+                last = scan.events[-1]
+            offset = scan.end
+            if scan.damaged or not scan.events:
+                return last, offset, scan.damaged or offset < size, size

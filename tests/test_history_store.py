@@ -1,0 +1,286 @@
+"""HistoryStore in-process: replay from disk, the bounded queue, damage, the data directory (issue 17)."""
+
+from __future__ import annotations
+
+import codecs
+import os
+import sqlite3
+import time
+
+import gevent
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.config import Settings
+from app.process.runner import OutputPump
+from app.states import JobState
+from app.store.base import LogEvent, Position, channel_key, job_key
+from app.store.history import database, records
+from app.store.history.datadir import DataDirError, prepare_data_dir
+from app.store.history.store import HistoryStore
+
+
+class Recorder:
+    """The streams' listener: what went out live."""
+
+    def __init__(self) -> None:
+        self.frames: dict[str, list[bytes]] = {}
+        self.raw: dict[str, bytes] = {}
+
+    def deliver(self, key: str, event: LogEvent) -> None:
+        self.frames.setdefault(key, []).append(event.frame)
+        self.raw[key] = self.raw.get(key, b"") + event.raw
+
+    def reset(self, key: str) -> None:
+        pass
+
+
+def _store(path, **changes) -> tuple[HistoryStore, Recorder]:
+    store = HistoryStore(Settings(**changes), str(path))
+    recorder = Recorder()
+    store.set_listener(recorder)
+    return store, recorder
+
+
+def _run(store: HistoryStore, chunks: list[tuple[str, bytes]]) -> str:
+    """A job whose command wrote ``chunks`` (as the runner's pump turns them into events), then exited."""
+    job = store.create_job(["printf", "x"], 60, "jobs", owner="alice")
+    store.mark_started(job.id, 4242)
+    log = store.local_log(job.id)
+    log.append("start", {"type": "start", "job": job.id, "pid": 4242, "argv": ["printf", "x"]})
+    pump = OutputPump(log, Settings(), lambda: None)
+    for name in ("stdout", "stderr"):
+        pump.decoders[name] = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pump.pending[name] = b""
+    for name, data in chunks:
+        pump._emit(name, data)
+    for name in ("stdout", "stderr"):
+        pump._emit(name, b"", final=True)
+    log.append("exit", {"type": "exit", "reason": "exited", "code": 0})
+    store.finish_job(job.id, state=JobState.EXITED, reason="exited", exit_code=0)
+    return job.id
+
+
+def _on_disk(store: HistoryStore, job_id: str) -> None:
+    """Wait until the job is wholly on disk and out of memory."""
+    assert store.flush(10)
+    store._release_persisted()
+    assert job_id not in store._logs
+
+
+def _replay(store: HistoryStore, job_id: str, after: int = 0, limit: int = 7) -> tuple[list[bytes], bytes, int]:
+    frames, raw, missed = [], b"", 0
+    while True:
+        read = store.read(job_key(job_id), after, limit=limit)
+        missed += read.missed
+        frames += [event.frame for event in read.events]
+        raw += b"".join(event.raw for event in read.events)
+        if read.events:
+            after = read.events[-1].id
+        if read.finished:
+            return frames, raw, missed
+        assert read.events or read.missed
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    store, recorder = _store(tmp_path_factory.mktemp("history"))
+    yield store, recorder
+    store.close(5)
+
+
+_chunk = st.tuples(st.sampled_from(["stdout", "stderr"]),
+                   st.binary(min_size=1, max_size=40) | st.sampled_from([b"\r", b"\0", b"\xe2\x82", b"\xac", b"\r\n"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_chunk, max_size=30))
+def test_a_replay_from_disk_is_the_live_stream_byte_for_byte(shared, chunks):
+    store, recorder = shared
+    job_id = _run(store, chunks)
+    live = recorder.frames[job_key(job_id)]
+    _on_disk(store, job_id)
+    frames, raw, missed = _replay(store, job_id)
+    assert frames == live and missed == 0
+    assert raw == recorder.raw[job_key(job_id)]
+    assert sorted(raw) == sorted(b"".join(data for _, data in chunks))  # every byte (pipes interleave)
+    # A resume from any id gives the rest of the same stream.
+    ids = [read.id for read in store.read(job_key(job_id), 0, limit=10_000).events]
+    middle = ids[len(ids) // 2]
+    assert _replay(store, job_id, middle)[0] == live[len(ids) // 2 + 1:]
+
+
+def test_the_record_survives_in_the_database_and_the_job_leaves_memory(shared):
+    store, _ = shared
+    job_id = _run(store, [("stdout", b"hello\n")])
+    _on_disk(store, job_id)
+    job = store.get_job(job_id)
+    assert (job.state, job.owner, job.output_bytes, job.damaged) == (JobState.EXITED, "alice", 6, False)
+    assert job_id in [listed.id for listed in store.list_jobs(owner="alice")]
+
+
+def test_when_the_queue_is_full_history_falls_behind_and_counts_the_lost_bytes(tmp_path):
+    store, recorder = _store(tmp_path / "data", history_queue_bytes=1)
+    try:
+        chunks = [("stdout", b"a" * 1000), ("stdout", b"b" * 500)]
+        job_id = _run(store, chunks)
+        assert len(recorder.frames[job_key(job_id)]) == 4  # the stream got everything, at once
+        assert store.lost_bytes == 1500
+        assert "falls behind" in store.health_problem()
+        _on_disk(store, job_id)
+        assert store.get_job(job_id).dropped_bytes == 1500
+        frames, raw, missed = _replay(store, job_id)
+        assert (raw, missed) == (b"", 1500)
+        assert frames[-1].startswith(b"id: 1502\nevent: exit")  # the final event is never dropped
+    finally:
+        store.close(5)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_a_torn_or_garbled_file_marks_the_job_damaged_and_keeps_what_could_be_read(tmp_path, damage):
+    store, _ = _store(tmp_path / "data")
+    try:
+        job_id = _run(store, [("stdout", b"kept\n"), ("stdout", b"lost\n")])
+        _on_disk(store, job_id)
+        path = records.events_path(store.jobs_dir, job_id)
+        frames, _, _ = _replay(store, job_id)
+        size = os.path.getsize(path)
+        with open(path, "r+b") as fh:
+            if damage == "truncate":
+                fh.truncate(size - len(frames[-1]) - len(frames[-2]) + 3)  # into the "lost" record
+            else:
+                fh.seek(size - len(frames[-1]) - len(frames[-2]) - 40)
+                fh.write(b"\xde\xad" * 100)
+        frames, raw, _ = _replay(store, job_id)
+        assert raw == b"kept\n"
+        assert store.get_job(job_id).damaged
+    finally:
+        store.close(5)
+
+
+def test_a_database_that_cannot_be_read_is_moved_aside_and_the_store_starts(tmp_path):
+    data = tmp_path / "data"
+    prepare_data_dir(str(data))
+    (data / "history.sqlite3").write_bytes(b"this is not a database" * 100)
+    store, _ = _store(data)
+    try:
+        job_id = _run(store, [("stdout", b"ok\n")])
+        _on_disk(store, job_id)
+        assert store.get_job(job_id).output_bytes == 3
+        assert [p.name for p in data.iterdir() if ".damaged-" in p.name]
+    finally:
+        store.close(5)
+
+
+def test_jobs_of_a_dead_worker_become_interrupted_with_a_final_event_after_their_output(tmp_path):
+    store, _ = _store(tmp_path / "data")
+    job = store.create_job(["sleep", "60"], 60, "jobs", owner="bob")
+    log = store.local_log(job.id)
+    log.append("start", {"type": "start"})
+    log.append("stdout", {"type": "stdout", "out": "partial"}, b"partial")
+    assert store.flush(10)
+    store.close(5)
+    conn = database.connect(store.db_path)
+    conn.execute("UPDATE jobs SET worker_pid = 999999999")  # a worker that no longer exists
+    with open(records.events_path(store.jobs_dir, job.id), "ab") as fh:
+        fh.write(b"\x01\x02torn")  # a torn write at the crash
+    conn.close()
+
+    again, _ = _store(tmp_path / "data")
+    try:
+        stored = again.get_job(job.id)
+        assert (stored.state, stored.reason, stored.damaged) == (JobState.INTERRUPTED, "interrupted", True)
+        frames, raw, _ = _replay(again, job.id)
+        assert raw == b"partial"
+        assert frames[-1].startswith(b"id: 9\nevent: exit") and b'"reason":"interrupted"' in frames[-1]
+    finally:
+        again.close(5)
+
+
+def test_the_data_dir_is_made_private_and_refused_when_unusable(tmp_path):
+    made = tmp_path / "state" / "sse-commander"
+    prepare_data_dir(str(made))
+    assert made.stat().st_mode & 0o777 == 0o700
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataDirError, match=r"not a directory|cannot create"):
+        prepare_data_dir(str(tmp_path / "file"))
+    (made / "FORMAT").write_text("sse-commander-history 99\n")
+    with pytest.raises(DataDirError, match="version 99 is not supported"):
+        prepare_data_dir(str(made))
+    other = tmp_path / "other"
+    other.mkdir()
+    os.chown(other, 65534, 65534)
+    with pytest.raises(DataDirError, match="owned by uid 65534"):
+        prepare_data_dir(str(other))
+
+
+def test_several_stores_share_one_database_and_see_each_others_jobs(tmp_path):
+    first, _ = _store(tmp_path / "data")
+    second, _ = _store(tmp_path / "data")
+    try:
+        job_id = _run(first, [("stdout", b"from the first\n")])
+        assert first.flush(10)
+        assert second.get_job(job_id).state is JobState.EXITED
+        assert _replay(second, job_id)[1] == b"from the first\n"
+    finally:
+        first.close(5)
+        second.close(5)
+
+
+def test_writes_use_immediate_transactions_under_a_busy_timeout(tmp_path):
+    store, _ = _store(tmp_path / "data")
+    try:
+        blocker = sqlite3.connect(store.db_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another worker holds the write lock for a moment
+        job_id = _run(store, [("stdout", b"x")])
+        time.sleep(0.3)
+        blocker.execute("COMMIT")
+        blocker.close()
+        assert store.flush(10)
+        assert store.get_job(job_id).state is JobState.EXITED
+    finally:
+        store.close(5)
+
+
+def test_channels_come_back_with_their_epoch_and_newest_messages(tmp_path):
+    store, _ = _store(tmp_path / "data", channel_history=3)
+    for n in range(5):
+        store.append(channel_key("ops"), "message", {"n": n})
+    before = store.peek_channel("ops")
+    assert store.flush(10)
+    store.close(5)
+
+    again, _ = _store(tmp_path / "data", channel_history=3)
+    try:
+        assert again.peek_channel("ops") == before
+        resumed = again.read(channel_key("ops"), Position(before.epoch, 3))
+        assert [event.id for event in resumed.events] == [4, 5] and not resumed.missed and not resumed.reset
+        pruned = again.read(channel_key("ops"), Position(before.epoch, 1))
+        assert [event.id for event in pruned.events] == [3, 4, 5] and pruned.missed == 1  # a gap, not an error
+        other = again.read(channel_key("ops"), Position("zzzzzz", 2))
+        assert other.reset
+        event = again.append(channel_key("ops"), "message", {"n": 5})
+        assert event.id == 6 and event.frame.startswith(f"id: {before.epoch}-6\n".encode())
+    finally:
+        again.close(5)
+
+
+def test_retention_by_bytes_forgets_the_oldest_finished_jobs_and_never_a_running_one(tmp_path):
+    store, _ = _store(tmp_path / "data", history_max_bytes=5000)
+    try:
+        # Each job takes about 2.1 KB on disk (its frames and its raw bytes).
+        ids = [_run(store, [("stdout", bytes([65 + n]) * 1000)]) for n in range(4)]
+        for job_id in ids:
+            _on_disk(store, job_id)
+        forgotten, freed = store.prune_history()
+        assert forgotten == 2 and freed > 4000
+        assert [store.get_job(job_id) is not None for job_id in ids] == [False, False, True, True]
+        running = store.create_job(["sleep", "60"], 60, "jobs", owner="alice")
+        assert store.flush(10)  # its row first; its output in a later round (the row's size follows it)
+        store.local_log(running.id).append("stdout", {"type": "stdout", "out": "r" * 6000}, b"r" * 6000)
+        gevent.sleep(0.2)
+        assert store.prune_history()[0] == 2  # over the limit by itself: every finished job goes, it stays
+        assert store.get_job(running.id).state is JobState.RUNNING
+    finally:
+        store.close(5)

@@ -125,6 +125,7 @@ JOB = _object(
         "peak_memory_bytes": _nullable("integer", description="All of its processes; null where not measurable."),
         "urls": _object({"self": {"type": "string"}, "events": {"type": "string"}, "output": {"type": "string"}}),
         "request_id": _nullable("string", description="The X-Request-ID of the request that started it."),
+        "damaged": {"type": "boolean", "description": "History on disk: part of it could not be read back."},
         "stderr": STDERR_MODE,
         "stdin": {"type": "boolean", "description": "Whether it takes input (POST /jobs/{job_id}/input)."},
         "cancelled_by": _nullable("string", description="Who cancelled it, when auth is on."),
@@ -200,7 +201,9 @@ PRINCIPAL = _object(
 
 HEALTH = _object(
     {
-        "status": {"type": "string", "enum": ["ok", "shutting_down"]},
+        "status": {"type": "string", "enum": ["ok", "degraded", "shutting_down"],
+                   "description": "`degraded` (still 200): the history on disk is losing bytes (see `degraded`)."},
+        "degraded": {"type": "string", "description": "Why the status is `degraded`."},
         "worker_pid": {"type": "integer"},
         "running_jobs": {"type": "integer", "minimum": 0},
         "max_running_jobs": {"type": "integer"},
@@ -475,10 +478,27 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "tags": ["jobs"], "operationId": "listJobs", "summary": "Every kept job the caller may see, newest "
                                                                         "first",
-                "parameters": [_param("state", "query", JOB_STATE, "Only jobs in this state.")],
+                "parameters": [
+                    _param("limit", "query", {"type": "string", "pattern": "^[0-9]{1,3}$"},
+                           "At most this many jobs (1-500); without it, every kept job."),
+                    _param("before", "query", {"type": "string"}, "Go on after this cursor (a previous `next`)."),
+                    _param("state", "query", JOB_STATE, "Only jobs in this state."),
+                    _param("user", "query", {"type": "string", "minLength": 1, "maxLength": 256},
+                           "Only this user's jobs (403 for roles that see only their own, for another user)."),
+                    _param("q", "query", {"type": "string", "minLength": 1, "maxLength": 256},
+                           "A substring of the command or the action's name."),
+                    _param("since", "query", {"type": "string"},
+                           "Created at or after: ISO 8601 (2026-12-01T06:00:00Z) or Unix seconds."),
+                    _param("until", "query", {"type": "string"}, "Created before: ISO 8601 or Unix seconds."),
+                ],
                 "responses": _responses(
-                    {"200": _json_response("The jobs.", _object({"jobs": {"type": "array",
-                                                                          "items": _schema("Job")}}))},
+                    {"200": _json_response("A page of jobs, the next page's cursor, and counts by state for the "
+                                           "filter.", _object({
+                                               "jobs": {"type": "array", "items": _schema("Job")},
+                                               "next": _nullable("string", description="null: no more."),
+                                               "counts": {"type": "object",
+                                                          "additionalProperties": {"type": "integer"}},
+                                           }))},
                     "400",
                 ),
             },

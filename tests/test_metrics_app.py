@@ -90,7 +90,8 @@ def test_metrics_allow_is_a_setting(tmp_path):
 def test_the_metrics_role_can_do_nothing_else(srv, method, path, body):
     response = srv.request(method, path, json=body, headers=bearer(SCRAPER), remote_addr=OUTSIDE)
     assert response.status_code == 403, response.text
-    assert srv.get("/actions", headers=bearer(SCRAPER)).json() == {"actions": [], "commands": [], "stdin_allowed": False}
+    nothing = {"actions": [], "commands": [], "stdin_allowed": False}
+    assert srv.get("/actions", headers=bearer(SCRAPER)).json() == nothing
 
 
 def test_auth_failures_and_refusals_are_counted_by_reason(srv):

@@ -15,6 +15,8 @@ RUN_APT_PACKAGES := iputils-ping procps
 CROSS_APT_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-riscv64-linux-gnu libc6-dev-riscv64-cross \
 	gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
 TEST_APT_PACKAGES := $(RUN_APT_PACKAGES) nginx-light curl jq python3 chromium gcc libc6-dev $(CROSS_APT_PACKAGES)
+# redis-server: the Redis store's tests (issue 16) start their own.
+TEST_APT_PACKAGES += redis-server
 # Building the C extensions app/process/_spawn.c and app/streaming/_jsonescape.c (pip install): a C compiler,
 # libc headers, and the interpreter's headers (Debian's python3.X-dev, installed only if Python.h is missing).
 BUILD_APT_PACKAGES := gcc libc6-dev

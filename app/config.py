@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from typing import Any
 from .policy.access import BUILTIN_ROLES, AccessConfigError, Credential, Role, parse_credentials, parse_roles
 from .policy.actions import Action, parse_actions
 from .process.cgroups import CGROUP_SETTINGS
+
+STORE_SCHEMES = ("redis", "rediss", "unix")  # store_url (issue 16)
 
 ENV_PREFIX = "SSECMD_"
 CONFIG_ENV = "SSECMD_CONFIG"
@@ -139,6 +142,10 @@ class Settings:
     audit_log: str = "-"  # a file path, "-" for stderr, "" for none
     refused_log_interval: float = 10.0  # refused requests from one address: one line, then a count; 0 = every line
 
+    # Scaling out (issue 16): where jobs, logs and channels are kept, and this host's name in it.
+    store_url: str = ""  # "" = this worker's memory; redis://, rediss:// or unix:// = a shared Redis (Streams)
+    host_name: str = field(default_factory=socket.gethostname)  # names this host's jobs in a shared store
+
     @property
     def user_job_limit(self) -> int:
         """Running jobs one (non-admin) user may have: the setting, or a quarter of max_running_jobs."""
@@ -237,6 +244,10 @@ def validate(settings: Settings) -> Settings:
     ):
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name}: must not be negative")
+    if settings.store_url and settings.store_url.split("://", 1)[0] not in STORE_SCHEMES:
+        raise ConfigError(f"store_url: must start with {', '.join(s + '://' for s in STORE_SCHEMES)} (or be empty)")
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", settings.host_name):
+        raise ConfigError("host_name: 1-64 of letters, digits, '.', '_' and '-'")
     if settings.cgroup not in CGROUP_SETTINGS:
         raise ConfigError(f"cgroup: must be one of {', '.join(CGROUP_SETTINGS)}")
     if not re.fullmatch(r"0?[0-7]{1,3}", settings.child_umask):

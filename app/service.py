@@ -50,8 +50,8 @@ from .store.base import (
     channel_key,
     job_key,
 )
+from .store.factory import make_store
 from .store.jobs import Job
-from .store.memory import MemoryStore
 from .streaming.delivery import DirectDelivery
 from .streaming.multiplex import InvalidCursor, parse_composite
 from .streaming.output import job_output_stream
@@ -88,7 +88,7 @@ class Service:
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
         self.publish_limiter = RateLimiter(settings.publish_rate_per_minute, settings.publish_rate_burst)
         self.login_limiter = RateLimiter(settings.login_attempts_per_minute, settings.login_attempts_per_minute)
-        self.store = store if store is not None else MemoryStore.from_settings(settings)
+        self.store = store if store is not None else make_store(settings)
         self.containment_plan = _containment_plan(settings)
         log.info("%s", self.containment_plan.describe())
         job_cgroups = registry = None

@@ -84,6 +84,10 @@ class EventLog(JobLog):
         if budget is not None:
             self.attach(budget)
 
+    def begin_after(self, offset: int) -> None:
+        """Start an empty log after ``offset`` (a mirror of a log kept elsewhere: what lies before it is read there)."""
+        self._units = self._dropped_through = offset
+
     @property
     def last_id(self) -> int:
         """The id of the newest event, 0 if none."""
@@ -114,14 +118,19 @@ class EventLog(JobLog):
         prefix = self._id_prefix
         frame, data_start = encode_json_frame(payload, kind, f"{prefix}{event_id}" if prefix else event_id)
         self._units = event_id
-        event = LogEvent(event_id, kind, frame, data_start, raw, audience)
+        return self.add_event(LogEvent(event_id, kind, frame, data_start, raw, audience))
+
+    def add_event(self, event: LogEvent) -> LogEvent:
+        """Keep an event already encoded, its id above every id kept (a mirror of a log kept elsewhere)."""
+        kind, raw = event.kind, event.raw
+        self._units = event.id
         self.output_bytes += len(raw)
         budget = self._budget
         if self.pin_start and kind == "start" and self._start is None and not self._events:
             self._start = event
         else:
             self._events.append(event)
-            size = len(frame) + len(raw) + EVENT_OVERHEAD_BYTES
+            size = len(event.frame) + len(raw) + EVENT_OVERHEAD_BYTES
             self._retained_bytes += size
             freed = self._trim()
             if budget is not None:

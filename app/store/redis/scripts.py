@@ -1,0 +1,93 @@
+"""The Lua scripts that make the Redis store's writes atomic (redis-py loads them, EVALSHA runs them).
+
+Each runs as one step in Redis, so any number of workers on any number of
+hosts can race without a lock:
+
+- ``CHANNEL_APPEND``: a channel's next offset, its epoch (made anew when its
+  metadata is missing: Redis flushed, or restarted without persistence), the
+  entry, and the trim to the channel's history limits (messages and bytes).
+  A new epoch is announced on the resets stream, so every worker's reader
+  tells its streams ``reset``.
+- ``JOB_APPEND``: a batch of a job's events, with ids its owner chose. Entries
+  at or below the stream's last id are skipped (a batch re-sent after a
+  dropped connection is applied once), and nothing is appended once the log
+  holds its terminal event (``_fin``): a job declared lost stays lost.
+"""
+
+from __future__ import annotations
+
+# KEYS: meta hash, stream, set of channel names, resets stream.
+# ARGV: new epoch, kind, frame tail, audience ("" none), size, max bytes, max events, name, ensure only ("1"),
+#       max channels.
+# Returns {epoch, offset} (offset 0 when only ensured), or the error TOOMANY.
+CHANNEL_APPEND = """
+local meta, stream = KEYS[1], KEYS[2]
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then
+  if redis.call('SISMEMBER', KEYS[3], ARGV[8]) == 0 and redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[10]) then
+    return redis.error_reply('TOOMANY')
+  end
+  epoch = ARGV[1]
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'epoch', epoch, 'last', 0, 'dropped', 0, 'bytes', 0)
+  redis.call('SADD', KEYS[3], ARGV[8])
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', 1000, '*', 'key', 'channel:' .. ARGV[8], 'epoch', epoch)
+end
+if ARGV[9] == '1' then
+  return {epoch, 0}
+end
+local id = redis.call('HINCRBY', meta, 'last', 1)
+if ARGV[4] ~= '' then
+  redis.call('XADD', stream, id .. '-0', 'k', ARGV[2], 'f', ARGV[3], 'z', ARGV[5], 'a', ARGV[4])
+else
+  redis.call('XADD', stream, id .. '-0', 'k', ARGV[2], 'f', ARGV[3], 'z', ARGV[5])
+end
+local bytes = redis.call('HINCRBY', meta, 'bytes', ARGV[5])
+local length = redis.call('XLEN', stream)
+local dropped = nil
+while length > 1 and (bytes > tonumber(ARGV[6]) or length > tonumber(ARGV[7])) do
+  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+  redis.call('XDEL', stream, first[1])
+  local fields = first[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'z' then bytes = bytes - tonumber(fields[i + 1]) end
+  end
+  length = length - 1
+  dropped = first[1]
+end
+if dropped then
+  redis.call('HSET', meta, 'bytes', bytes, 'dropped', string.match(dropped, '^(%d+)'))
+end
+return {epoch, id}
+"""
+
+# KEYS: the job's hash, its stream.
+# ARGV: n, then n times (id, kind, frame tail, raw), then output bytes, dropped bytes, dropped-through id,
+#       the id to trim before ("" none), seconds a finished log is kept.
+# Returns 1, 0 when the log had ended already, -1 when the job is not kept.
+JOB_APPEND = """
+local job, stream = KEYS[1], KEYS[2]
+if redis.call('EXISTS', job) == 0 then return -1 end
+if redis.call('HGET', job, '_fin') == '1' then return 0 end
+local last = tonumber(redis.call('HGET', job, '_last') or '0')
+local n = tonumber(ARGV[1])
+local i = 2
+for _ = 1, n do
+  local id, kind, tail, raw = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  i = i + 4
+  if id > last then
+    if raw ~= '' then
+      redis.call('XADD', stream, id .. '-0', 'k', kind, 'f', tail, 'r', raw)
+    else
+      redis.call('XADD', stream, id .. '-0', 'k', kind, 'f', tail)
+    end
+    last = id
+    if kind == 'start' then redis.call('HSET', job, '_start', tail, '_start_id', id) end
+    if kind == 'exit' or kind == 'err' then redis.call('HSET', job, '_fin', '1') end
+  end
+end
+redis.call('HSET', job, '_last', last, 'output_bytes', ARGV[i], 'dropped_bytes', ARGV[i + 1], '_dropped', ARGV[i + 2])
+if ARGV[i + 3] ~= '' then redis.call('XTRIM', stream, 'MINID', ARGV[i + 3]) end
+if redis.call('HGET', job, '_fin') == '1' then redis.call('EXPIRE', stream, ARGV[i + 4]) end
+return 1
+"""

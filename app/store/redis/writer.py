@@ -1,0 +1,128 @@
+"""The owner's appends to Redis: every job event this worker's runners append, in pipelined batches.
+
+The runner appends to the job's local log (flow control and this worker's
+viewers, as with the memory store) and the same event comes here. The first
+event of a batch schedules a flush ``FLUSH_DELAY`` later; everything appended
+meanwhile goes in the same pipeline, one ``JOB_APPEND`` script call per job.
+So a flood of output costs one round trip per 5 ms, not one per event.
+
+The byte budget of a job's stream is kept here, where the events are made:
+the same arithmetic as the memory store's log (frame + output + overhead per
+event, the start event pinned), so the stream is trimmed at the same points
+and a viewer behind the trim gets the same ``gap``.
+
+If Redis cannot be reached, the batch stays queued and is sent again later,
+with the same ids: the script skips what was applied already.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import gevent
+
+from ..base import LogEvent
+from .codec import event_size, frame_tail
+
+log = logging.getLogger(__name__)
+
+FLUSH_DELAY = 0.005  # seconds: the most an event waits before its batch leaves for Redis
+RETRY_DELAY = 0.5  # seconds between tries while Redis is unreachable
+
+
+@dataclass(slots=True)
+class _JobStream:
+    """What the writer knows of one job's stream: what it retains, and what it has dropped."""
+
+    max_bytes: int
+    retained: deque = field(default_factory=deque)  # (id, size) of every entry but the pinned start
+    retained_bytes: int = 0
+    dropped_through: int = 0
+    start_id: int = 0
+    output_bytes: int = 0
+    trimmed: bool = False  # dropped more since the last flush
+
+    def add(self, event: LogEvent) -> None:
+        self.output_bytes += len(event.raw)
+        if event.kind == "start" and not self.start_id and not self.retained:
+            self.start_id = event.id
+            return
+        size = event_size(event)
+        self.retained.append((event.id, size))
+        self.retained_bytes += size
+        while self.retained_bytes > self.max_bytes and len(self.retained) > 1:
+            dropped, dropped_size = self.retained.popleft()
+            self.retained_bytes -= dropped_size
+            self.dropped_through = dropped
+            self.trimmed = True
+
+    @property
+    def dropped_bytes(self) -> int:
+        return max(0, self.dropped_through - self.start_id)
+
+
+class JobWriter:
+    """Batches this worker's job events into Redis (see the module docstring)."""
+
+    def __init__(self, client, append_script, keys: Callable[[str], list[str]], max_bytes: int,
+                 finished_ttl: float) -> None:
+        self.client = client
+        self.append_script = append_script
+        self.keys = keys  # job id -> [its hash, its stream]
+        self.max_bytes = max_bytes
+        self.finished_ttl = int(finished_ttl) or 1
+        self._pending: dict[str, list[LogEvent]] = {}
+        self._streams: dict[str, _JobStream] = {}
+        self._flusher: gevent.Greenlet | None = None
+        self.failing = False  # the last flush failed: Redis is unreachable
+
+    def add(self, job_id: str, event: LogEvent) -> None:
+        """Queue an event of a job run here; it reaches Redis within FLUSH_DELAY (while Redis is up)."""
+        stream = self._streams.get(job_id)
+        if stream is None:
+            stream = self._streams[job_id] = _JobStream(self.max_bytes)
+        stream.add(event)
+        self._pending.setdefault(job_id, []).append(event)
+        if self._flusher is None:
+            self._flusher = gevent.spawn_later(FLUSH_DELAY, self._flush)
+
+    def pending(self) -> int:
+        """Events queued and not yet in Redis."""
+        return sum(map(len, self._pending.values()))
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, {}
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for job_id, events in batch.items():
+                self.append_script(keys=self.keys(job_id), args=self._args(job_id, events), client=pipe)
+            pipe.execute()
+        except Exception as exc:  # Redis unreachable (or any error): keep the batch, in order, and try again
+            if not self.failing:
+                log.warning("cannot append to Redis (%s); keeping %d jobs' events until it answers", exc, len(batch))
+            self.failing = True
+            for job_id, events in self._pending.items():
+                batch.setdefault(job_id, []).extend(events)
+            self._pending = batch
+            self._flusher = gevent.spawn_later(RETRY_DELAY, self._flush)
+            return
+        self.failing = False
+        for job_id, events in batch.items():
+            if events[-1].kind in ("exit", "err") and job_id not in self._pending:
+                self._streams.pop(job_id, None)
+        self._flusher = gevent.spawn_later(FLUSH_DELAY, self._flush) if self._pending else None
+
+    def _args(self, job_id: str, events: list[LogEvent]) -> list:
+        args: list = [len(events)]
+        for event in events:
+            args += (event.id, event.kind, frame_tail(event.frame), event.raw)
+        stream = self._streams[job_id]
+        trim = ""
+        if stream.trimmed and stream.retained:
+            trim = f"{stream.retained[0][0]}-0"
+            stream.trimmed = False
+        args += (stream.output_bytes, stream.dropped_bytes, stream.dropped_through, trim, self.finished_ttl)
+        return args

@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -114,6 +115,7 @@ class Service:
         self.tracker = StreamTracker(settings.send_timeout)
         delivery = DirectDelivery(shutdown)
         self.store.set_listener(delivery)
+        self.store.set_stop_handler(self.runner.stop)
         self.streams = EventStreams(self.store, delivery, self.tracker, settings, shutdown)
         # This worker's own limit: the settings, within what its open-files limit and gunicorn's pool carry.
         self.capacity = capacity.plan_capacity(settings, capacity.current_nofile(), capacity.worker_pool)
@@ -250,12 +252,25 @@ class Service:
         if not self.policy.may_cancel_job(principal, job.owner):
             raise ApiError(403, "forbidden", f"{principal.user} may not cancel job {job_id}")
         run = self.runner.runs.get(job_id)
+        if run is None and not job.finished and self.store.request_stop(job_id, "cancelled"):
+            # Run by another worker (a shared store): it stops the job; the answer waits as a local one does.
+            self.audit.record("job_cancel", job=job_id, user=principal.user, addr=addr)
+            return self._await_end(job_id, self.settings.kill_grace + 0.5) or job
         if job.finished or run is None:
             raise ApiError(409, "job_not_running", f"job {job_id} is not running", extra={"job": job.to_json()})
         if self.runner.stop(job_id, "cancelled"):
             self.audit.record("job_cancel", job=job_id, user=principal.user, addr=addr)
         run.done.wait(timeout=self.settings.kill_grace + 0.5)
         return self.store.get_job(job_id) or job
+
+    def _await_end(self, job_id: str, timeout: float) -> Job | None:
+        """The job once it is final (polled: it runs elsewhere), or as it is when ``timeout`` runs out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.store.get_job(job_id)
+            if job is None or job.finished or time.monotonic() >= deadline:
+                return job
+            gevent.sleep(0.05)
 
     # Finding jobs.
 

@@ -177,3 +177,18 @@ def test_a_flushed_channel_gets_a_new_epoch_and_its_readers_a_reset(hosts, redis
     with Subscriber(b, f"/channels/{channel}/events", {"Last-Event-ID": old}) as late:
         events = late.connected().wait_events(2)
         assert [e.type for e in events] == ["reset", "message"] and events[1].last_event_id == new
+
+
+def test_a_job_is_cancelled_through_the_other_host_as_a_local_delete_answers(hosts):
+    a, b = hosts
+    job = start_job(a, "sleep 30")
+    with Subscriber(b, f"/jobs/{job}/events") as viewer:
+        assert viewer.connected().status == 200
+        viewer.wait_events(1)  # its start
+        response = HTTP.delete(b.url(f"/jobs/{job}"))
+        assert response.status_code == 200, response.text
+        assert (response.json()["state"], response.json()["reason"]) == ("cancelled", "cancelled")
+        events = viewer.wait_events(2)
+        assert events[-1].type == "exit" and payload(events[-1])["reason"] == "cancelled"
+    again = HTTP.delete(a.url(f"/jobs/{job}"))
+    assert again.status_code == 409 and again.json()["error"] == "job_not_running"

@@ -43,7 +43,7 @@ from __future__ import annotations
 import abc
 import re
 import secrets
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -262,6 +262,18 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def local_log(self, job_id: str) -> JobLog:
         """The log of a job running in this worker, for its runner (UnknownLog if there is none)."""
+
+    # Jobs that run in other workers (a shared store; issue 16).
+
+    @abc.abstractmethod
+    def request_stop(self, job_id: str, reason: str) -> bool:
+        """Ask the worker that runs ``job_id`` (another worker of this host or of another) to stop it for
+        ``reason`` (``cancelled``); False if no other worker runs it (the memory store: every job runs here)."""
+
+    @abc.abstractmethod
+    def set_stop_handler(self, handler: Callable[[str, str], object]) -> None:
+        """What ``request_stop`` from another worker calls here for a job of this worker: the runner's
+        ``stop(job_id, reason)``."""
 
     # Event logs, by key.
 

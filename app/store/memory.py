@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import gevent
@@ -218,6 +218,15 @@ class MemoryStore(Store):
                 break
             self._forget(job)
             excess -= 1
+
+    # Jobs that run in other workers: none, with this store.
+
+    def request_stop(self, job_id: str, reason: str) -> bool:
+        """Every job of this store runs in this worker: no other worker to ask."""
+        return False
+
+    def set_stop_handler(self, handler: Callable[[str, str], object]) -> None:
+        """Nothing to route: stop requests never come from another worker."""
 
     # Event logs, by key.
 

@@ -4,8 +4,10 @@ However many streams and subscribers a worker has, it holds one connection
 for this (plus the store's small pool). The key set changes as clients come
 and go: a new key is added by writing to this worker's wake stream, which is
 always in the set, so the blocked ``XREAD`` returns and is sent again with the
-new key. The resets stream is always in the set too: a channel given a new
-epoch (Redis flushed or restarted without persistence) is announced there.
+new key. Two more streams are always in the set: the resets stream, where a
+channel given a new epoch (Redis flushed or restarted without persistence) is
+announced, and this host's control stream, where other workers ask for this
+host's jobs to be stopped.
 
 Each entry read is handed to ``on_entries``, which keeps it in the key's local
 mirror; the mirror delivers it to this worker's parked streams through the
@@ -32,22 +34,19 @@ class StreamReader:
         self,
         client,
         wake_stream: str,
-        resets_stream: str,
+        fixed: dict[str, Callable[[list], None]],
         on_entries: Callable[[str, list], None],
-        on_reset: Callable[[str, str], None],
         on_reconnect: Callable[[], None],
         wake: Callable[[], None],
     ) -> None:
         self.client = client  # its own connection: socket_timeout above BLOCK_MS
         self.wake_stream = wake_stream
-        self.resets_stream = resets_stream
+        self.fixed = {wake_stream: lambda entries: None, **fixed}  # always read: name -> what to do with entries
         self.on_entries = on_entries
-        self.on_reset = on_reset
         self.on_reconnect = on_reconnect
         self._wake = wake  # writes to the wake stream (through the store's pool)
         self._positions: dict[str, str] = {}  # stream name -> id of the last entry read
-        self._wake_at = "0-0"
-        self._resets_at = "$"
+        self._fixed_at: dict[str, str] = {}  # the fixed streams' positions: from their newest entry at start
         self.healthy = False
         self.error = "not connected yet"
         self.greenlet: gevent.Greenlet | None = None
@@ -76,12 +75,12 @@ class StreamReader:
         """Read until the worker ends; an outage is waited out, then every follower is told to read again."""
         down = True
         while True:
-            streams = {self.wake_stream: self._wake_at, self.resets_stream: self._resets_at, **self._positions}
             try:
-                if self._resets_at == "$":
-                    newest = self.client.xrevrange(self.resets_stream, count=1)
-                    self._resets_at = newest[0][0].decode() if newest else "0-0"
-                    streams[self.resets_stream] = self._resets_at
+                for name in self.fixed:
+                    if name not in self._fixed_at:
+                        newest = self.client.xrevrange(name, count=1)
+                        self._fixed_at[name] = newest[0][0].decode() if newest else "0-0"
+                streams = {**self._fixed_at, **self._positions}
                 reply = self.client.xread(streams, count=COUNT, block=BLOCK_MS)
             except Exception as exc:
                 if not down:
@@ -101,12 +100,12 @@ class StreamReader:
 
     def _handle(self, name: str, entries: list) -> None:
         last = entries[-1][0].decode()
-        if name == self.wake_stream:
-            self._wake_at = last
-        elif name == self.resets_stream:
-            self._resets_at = last
-            for _, fields in entries:
-                self.on_reset(fields[b"key"].decode(), fields[b"epoch"].decode())
+        if name in self.fixed:
+            self._fixed_at[name] = last
+            try:
+                self.fixed[name](entries)
+            except Exception:
+                log.exception("handling %s failed", name)
         elif name in self._positions:
             self._positions[name] = last
             self.on_entries(name, entries)

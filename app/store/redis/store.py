@@ -12,7 +12,9 @@ Keys (all under ``ssec:``):
   ``bytes``; made with a new epoch whenever it is found missing.
 - ``jobs`` (all jobs by creation time), ``finished`` (by end time, for
   ``max_finished_jobs``), ``running:<host>``, ``user:<name>`` (running job
-  ids), ``channels`` (names), ``resets`` and ``wake:<host>:<pid>`` (reader.py).
+  ids), ``channels`` (names), ``resets`` and ``wake:<host>:<pid>`` (reader.py),
+  ``ctl:<host>`` (stop requests for the jobs of a host; the request is also
+  stored in the job's record, ``_stop``, for a worker that missed the message).
 
 The worker that starts a job spawns and pumps it, as with the memory store:
 its runner appends to a local ``EventLog`` (flow control, and this worker's
@@ -31,11 +33,12 @@ running counts are shared.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import gevent
@@ -46,7 +49,7 @@ from redis.retry import Retry
 
 from ...config import Settings
 from ...policy.messages import SYSTEM_CHANNELS, check_channel_name
-from ...states import JobState
+from ...states import LIVE_STATES, JobState
 from ...streaming.sse import encode_json_frame
 from ..base import (
     CHANNEL_PREFIX,
@@ -88,6 +91,10 @@ def _job_hash(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
 
 
+def _control_stream(host: str) -> str:
+    return f"{PREFIX}ctl:{host}"
+
+
 def _channel_meta(name: str) -> str:
     return f"{PREFIX}meta:channel:{name}"
 
@@ -123,9 +130,11 @@ class RedisStore(Store):
             lambda job_id: [_job_hash(job_id), _stream(job_key(job_id))], settings.job_buffer_bytes,
             settings.finished_job_ttl,
         )
+        self._stop_handler: Callable[[str, str], object] | None = None
         self.reader = StreamReader(
-            self.reader_client, self._wake_stream, f"{PREFIX}resets", self._entries, self._epoch_changed,
-            self._reconnected,
+            self.reader_client, self._wake_stream,
+            {f"{PREFIX}resets": self._epochs_changed, _control_stream(self.host): self._control},
+            self._entries, self._reconnected,
             lambda: self.client.xadd(self._wake_stream, {"w": "1"}, maxlen=16, approximate=True),
         )
         self.reader.start()
@@ -402,20 +411,61 @@ class RedisStore(Store):
             mirror.detach()
             self.reader.unfollow(_stream(key))
 
-    def _epoch_changed(self, key: str, epoch: str) -> None:
-        """A channel has a new epoch: a mirror of an older one goes, and its streams read again."""
-        mirror = self._logs.get(key)
-        if mirror is not None and mirror.epoch != epoch and key.startswith(CHANNEL_PREFIX):
-            self._drop_mirror(key)
-            if self._listener is not None:
-                self._listener.reset(key)
+    def _epochs_changed(self, entries: list) -> None:
+        """Channels have a new epoch: mirrors of older ones go, and their streams read again (and reset)."""
+        for _, fields in entries:
+            key, epoch = fields[b"key"].decode(), fields[b"epoch"].decode()
+            mirror = self._logs.get(key)
+            if mirror is not None and mirror.epoch != epoch and key.startswith(CHANNEL_PREFIX):
+                self._drop_mirror(key)
+                if self._listener is not None:
+                    self._listener.reset(key)
 
     def _reconnected(self) -> None:
-        """After an outage every mirror may be stale (Redis restarted, flushed): its streams read again."""
+        """After an outage every mirror may be stale (Redis restarted, flushed): its streams read again.
+
+        Stop requests for this worker's jobs made meanwhile are found in the jobs' records.
+        """
         for key in [k for k in self._logs if not (k.startswith(JOB_PREFIX) and k[len(JOB_PREFIX):] in self._owned)]:
             self._drop_mirror(key)
             if self._listener is not None:
                 self._listener.reset(key)
+        running = sorted(self._running)
+        if running:
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in running:
+                pipe.hget(_job_hash(job_id), "_stop")
+            for job_id, reason in zip(running, pipe.execute(), strict=True):
+                if reason:
+                    self._stop_here(job_id, reason.decode())
+
+    # Stopping jobs that run elsewhere.
+
+    def request_stop(self, job_id: str, reason: str) -> bool:
+        """Ask the worker running the job to stop it: a stored request, and a message on its host's control
+        stream (read by every worker of that host; the one running it acts)."""
+        host, state, fin = self.client.hmget(_job_hash(job_id), "_host", "state", "_fin")
+        if host is None or fin == b"1" or JobState(json.loads(state)) not in LIVE_STATES:
+            return False
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(_job_hash(job_id), "_stop", reason)
+        pipe.xadd(_control_stream(host.decode()), {"stop": job_id, "reason": reason}, maxlen=1000, approximate=True)
+        pipe.execute()
+        return True
+
+    def set_stop_handler(self, handler: Callable[[str, str], object]) -> None:
+        """The runner's ``stop``: what a stop request for a job of this worker calls."""
+        self._stop_handler = handler
+
+    def _control(self, entries: list) -> None:
+        for _, fields in entries:
+            job_id = fields.get(b"stop", b"").decode()
+            if job_id in self._running:
+                self._stop_here(job_id, fields[b"reason"].decode())
+
+    def _stop_here(self, job_id: str, reason: str) -> None:
+        if self._stop_handler is not None and job_id in self._running:
+            self._stop_handler(job_id, reason)
 
     def _drop_idle_mirrors(self) -> None:
         idle = MIRROR_IDLE + 2 * self.settings.heartbeat_interval

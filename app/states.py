@@ -28,6 +28,7 @@ class JobState(enum.StrEnum):
     CANCELLED = "cancelled"
     FAILED_TO_START = "failed_to_start"
     UNKILLABLE = "unkillable"  # still not gone kill_grace + 5 s after it was told to end: given up on
+    LOST = "lost"  # the worker or host running it went away (a shared store; issue 16)
 
 
 class ExitReason(enum.StrEnum):
@@ -41,6 +42,7 @@ class ExitReason(enum.StrEnum):
     SHUTDOWN = "shutdown"
     OUTPUT_LIMIT = "output_limit"
     UNKILLABLE = "unkillable"
+    LOST = "lost"
 
 
 class StartFailure(enum.StrEnum):
@@ -76,6 +78,10 @@ REASONS: tuple[ReasonInfo, ...] = (
         ExitReason.UNKILLABLE, JobState.UNKILLABLE,
         "it was still not over `kill_grace` + 5 s after it was told to end (see Processes)",
     ),
+    ReasonInfo(
+        ExitReason.LOST, JobState.LOST,
+        "the worker or host running it went away (with `store_url`: see Scaling out)",
+    ),
     ReasonInfo(StartFailure.NOT_FOUND, JobState.FAILED_TO_START, "its program does not exist (an `err` event)"),
     ReasonInfo(StartFailure.NOT_EXECUTABLE, JobState.FAILED_TO_START, "its program cannot be executed"),
     ReasonInfo(StartFailure.SPAWN_FAILED, JobState.FAILED_TO_START, "it could not be set up (user, limits, cgroup)"),
@@ -92,6 +98,7 @@ STATE_MEANINGS: dict[JobState, str] = {
     JobState.CANCELLED: "stopped on request, or because its viewer or the server went away",
     JobState.FAILED_TO_START: "its command never started",
     JobState.UNKILLABLE: "given up on: its slot is free, and what is left is reaped when it dies",
+    JobState.LOST: "its worker or host died while it ran: its last output is kept, how it ended is unknown",
 }
 
 

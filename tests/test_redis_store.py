@@ -8,8 +8,10 @@ HTTP tests on the Redis store too.)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import time
 
 import httpx
@@ -192,3 +194,56 @@ def test_a_job_is_cancelled_through_the_other_host_as_a_local_delete_answers(hos
         assert events[-1].type == "exit" and payload(events[-1])["reason"] == "cancelled"
     again = HTTP.delete(a.url(f"/jobs/{job}"))
     assert again.status_code == 409 and again.json()["error"] == "job_not_running"
+
+
+def _exit_entries(redis_server, job: str) -> int:
+    return sum(1 for _, fields in redis_server.client().xrange(f"ssec:log:job:{job}") if fields[b"k"] == b"exit")
+
+
+def _kill_group(pid: int | None) -> None:
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_a_dead_workers_running_jobs_are_lost_at_once_with_one_exit_event(hosts, redis_server):
+    a, b = hosts
+    job = start_job(a, "sleep 30")
+    worker = int(redis_server.client().hget(f"ssec:job:{job}", "_worker"))
+    with Subscriber(b, f"/jobs/{job}/events") as viewer:
+        assert viewer.connected().status == 200
+        viewer.wait_events(1)
+        os.kill(worker, signal.SIGKILL)  # the master's child_exit marks its jobs lost
+        events = viewer.wait_events(2, timeout=10)
+    assert events[-1].type == "exit" and payload(events[-1])["reason"] == "lost", [e.data for e in events]
+    record = HTTP.get(b.url(f"/jobs/{job}")).json()
+    assert (record["state"], record["reason"]) == ("lost", "lost")
+    assert _exit_entries(redis_server, job) == 1
+    assert wait_until(lambda: len(a.worker_pids()) == 2, 20)  # gunicorn replaced the worker
+
+
+def test_a_host_killed_whole_has_its_jobs_lost_within_10_s_and_viewers_elsewhere_get_the_exit(
+    hosts, redis_server, tmp_path
+):
+    b = hosts[1]
+    doomed = GunicornServer(tmp_path, {"SSECMD_STORE_URL": redis_server.url, "SSECMD_HOST_NAME": "host-doomed",
+                                       "SSECMD_HEARTBEAT_INTERVAL": "1"}, workers=2).start()
+    jobs = [start_job(doomed, "sleep 30") for _ in range(2)]
+    pids = [HTTP.get(b.url(f"/jobs/{job}")).json()["pid"] for job in jobs]
+    try:
+        with Subscriber(b, f"/jobs/{jobs[0]}/events") as viewer:
+            assert viewer.connected().status == 200
+            viewer.wait_events(1)
+            for pid in [doomed.pid, *doomed.worker_pids()]:
+                os.kill(pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            events = viewer.wait_events(2, timeout=15)
+            assert events[-1].type == "exit" and payload(events[-1])["reason"] == "lost"
+            assert time.monotonic() - killed_at < 10
+        for job in jobs:
+            assert HTTP.get(b.url(f"/jobs/{job}")).json()["state"] == "lost"
+            assert _exit_entries(redis_server, job) == 1
+    finally:
+        doomed.proc.wait(5)
+        for pid in pids:
+            _kill_group(pid)

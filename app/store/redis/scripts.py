@@ -91,3 +91,40 @@ if ARGV[i + 3] ~= '' then redis.call('XTRIM', stream, 'MINID', ARGV[i + 3]) end
 if redis.call('HGET', job, '_fin') == '1' then redis.call('EXPIRE', stream, ARGV[i + 4]) end
 return 1
 """
+
+# KEYS: the job's hash, its stream, its host's running set, its owner's running set, the finished set.
+# ARGV: host, worker, the exit frame's tail, ended_at (JSON), seconds a finished log is kept, job id.
+# Running -> lost, once: only while the job is live, has no terminal event, and is still the given worker's.
+# Returns 1 if this call made the job lost.
+JOB_LOST = """
+local job = KEYS[1]
+local state = redis.call('HGET', job, 'state')
+if not state then
+  redis.call('SREM', KEYS[3], ARGV[6])
+  return 0
+end
+if redis.call('HGET', job, '_fin') == '1' or (state ~= '"running"' and state ~= '"stopping"') then
+  return 0
+end
+if redis.call('HGET', job, '_host') ~= ARGV[1] or redis.call('HGET', job, '_worker') ~= ARGV[2] then
+  return 0
+end
+local id = tonumber(redis.call('HGET', job, '_last') or '0') + 1
+redis.call('XADD', KEYS[2], id .. '-0', 'k', 'exit', 'f', ARGV[3])
+redis.call('HSET', job, '_fin', '1', '_lost', '1', '_last', id, 'state', '"lost"', 'reason', '"lost"',
+           'ended_at', ARGV[4])
+redis.call('SREM', KEYS[3], ARGV[6])
+redis.call('SREM', KEYS[4], ARGV[6])
+redis.call('EXPIRE', job, ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('ZADD', KEYS[5], ARGV[4], ARGV[6])
+return 1
+"""
+
+# KEYS: the job's hash. ARGV: field, value, ... (the owner's record of how the job ended).
+# Not over a job declared lost: its record keeps saying so. Returns 1 if written.
+JOB_FINISH = """
+if redis.call('HGET', KEYS[1], '_lost') then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""

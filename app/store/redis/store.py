@@ -27,6 +27,9 @@ caught up at) that the worker's one reader (reader.py) appends to, and that
 delivers to the parked streams through the listener, as the memory store's
 logs do. A mirror nobody has read for a while is dropped.
 
+Liveness (liveness.py): every worker beats; a job whose worker or host went
+away becomes ``lost``, once, with one ``exit`` event.
+
 ``max_running_jobs`` stays per worker (it protects the host); per-user
 running counts are shared.
 """
@@ -71,9 +74,10 @@ from ..base import (
 from ..budget import MemoryBudget
 from ..eventlog import EVENT_OVERHEAD_BYTES, EventLog
 from ..jobs import Job
+from . import liveness
 from .codec import encode_fields, event_from_entry, event_from_tail, job_fields, job_from_fields
 from .reader import BLOCK_MS, StreamReader
-from .scripts import CHANNEL_APPEND, JOB_APPEND
+from .scripts import CHANNEL_APPEND, JOB_APPEND, JOB_FINISH
 from .writer import JobWriter
 
 log = logging.getLogger(__name__)
@@ -137,8 +141,24 @@ class RedisStore(Store):
             self._entries, self._reconnected,
             lambda: self.client.xadd(self._wake_stream, {"w": "1"}, maxlen=16, approximate=True),
         )
+        self._finish_script = self.client.register_script(JOB_FINISH)
         self.reader.start()
         self._janitor = gevent.spawn(self._drop_idle_mirrors)
+        self._liveness = gevent.spawn(self._keep_alive)
+
+    def _keep_alive(self) -> None:
+        """Beat every BEAT_INTERVAL; sweep for jobs of dead workers and hosts every SWEEP_INTERVAL."""
+        next_sweep = 0.0
+        while True:
+            try:
+                liveness.beat(self.client, self.host, self.worker)
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + liveness.SWEEP_INTERVAL
+                    for job_id in liveness.sweep(self.client, self.settings.finished_job_ttl):
+                        log.warning("job %s is lost: the worker running it went away", job_id)
+            except Exception as exc:  # Redis unreachable: the reader and /healthz tell; beat again when it is back
+                log.debug("heartbeat failed: %s", exc)
+            gevent.sleep(liveness.BEAT_INTERVAL)
 
     # The job registry.
 
@@ -240,7 +260,8 @@ class RedisStore(Store):
         self._sync_counters(job)
         changed = {**fields, "ended_at": job.ended_at, "state": job.state}
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(_job_hash(job_id), mapping=encode_fields(changed))
+        record = [item for pair in encode_fields(changed).items() for item in pair]
+        self._finish_script(keys=[_job_hash(job_id)], args=record, client=pipe)
         if job.finished and job_id in self._running:
             self._running.discard(job_id)
             pipe.srem(f"{PREFIX}running:{self.host}", job_id)

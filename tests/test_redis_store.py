@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import time
 
@@ -19,7 +20,7 @@ import pytest
 
 from .channel_support import HTTP, Subscriber, epoch, fresh, id_number, publish
 from .server import PYTHON, GunicornServer, helper, wait_until
-from .sse_client import collect, payload
+from .sse_client import collect, iter_events, open_stream, payload
 
 BUFFER = 65536  # job_buffer_bytes: small, so that a job's stream is trimmed
 
@@ -247,3 +248,52 @@ def test_a_host_killed_whole_has_its_jobs_lost_within_10_s_and_viewers_elsewhere
         doomed.proc.wait(5)
         for pid in pids:
             _kill_group(pid)
+
+
+@pytest.mark.nginx
+@pytest.mark.skipif(shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin") is None, reason="nginx is not installed")
+def test_behind_one_nginx_upstream_a_job_is_started_on_one_host_and_viewed_resumed_cancelled_on_the_other(
+    hosts, redis_server, tmp_path
+):
+    from .test_nginx import NginxServer
+
+    a, b = hosts
+    proxy = NginxServer(tmp_path, a.port)
+    site = proxy.site.read_text()
+    proxy.site.write_text(site.replace(f"server 127.0.0.1:{a.port};",
+                                       f"server 127.0.0.1:{a.port};\n    server 127.0.0.1:{b.port};", 1))
+    proxy.start()
+    try:
+        job = start_job(proxy, emit(*(f"out:{n:02x}0a:0.1" for n in range(100))))
+        owner = redis_server.client().hget(f"ssec:job:{job}", "_host").decode()
+        other = b if owner == "host-a" else a
+
+        def on_the_other(path: str, attempt) -> object:
+            """Run ``attempt`` through nginx until the host that does not run the job has served ``path``."""
+            for _ in range(4):
+                before = other.log().count(path)
+                result = attempt()
+                if other.log().count(path) > before:
+                    return result
+            raise AssertionError(f"round-robin never sent {path} to the other host")
+
+        def view_some():
+            seen = []
+            with open_stream(proxy.url(f"/jobs/{job}/events")) as response:
+                for event in iter_events(response):
+                    seen.append(event)
+                    if len(seen) >= 4:
+                        return seen
+            return seen
+
+        seen = on_the_other(f"GET /jobs/{job}/events", view_some)
+        assert [e.type for e in seen] == ["start", "stdout", "stdout", "stdout"]
+        resumed = on_the_other(f"GET /jobs/{job}/events", lambda: collect(
+            proxy.url(f"/jobs/{job}/events"), headers={"Last-Event-ID": seen[-1].last_event_id}, until="stdout"))
+        assert int(resumed[0].last_event_id) > int(seen[-1].last_event_id)
+        cancelled = on_the_other(f"DELETE /jobs/{job}", lambda: HTTP.delete(proxy.url(f"/jobs/{job}")))
+        assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled", cancelled.text
+        whole = collect(a.url(f"/jobs/{job}/events"))
+        assert frames(seen) == frames(whole[:4]) and payload(whole[-1])["reason"] == "cancelled"
+    finally:
+        proxy.stop()

@@ -547,10 +547,14 @@ class Service:
     # Health.
 
     def health(self) -> dict[str, Any]:
-        """Liveness and a few counters of this worker (``status``: ``ok`` or ``shutting_down``)."""
+        """Liveness and a few counters of this worker (``status``: ``ok``, ``shutting_down`` or
+        ``store_unavailable``; ``store``: the store's backend and health)."""
         buffered, max_buffered = self.store.buffered_bytes()
+        store = self.store.status()
+        status = "shutting_down" if lifecycle.shutdown_event.is_set() else "ok" if store["ok"] else "store_unavailable"
         return {
-            "status": "shutting_down" if lifecycle.shutdown_event.is_set() else "ok",
+            "status": status,
+            "store": store,
             "worker_pid": os.getpid(),
             "running_jobs": self.store.running_count(),
             "max_running_jobs": self.settings.max_running_jobs,

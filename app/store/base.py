@@ -143,6 +143,11 @@ class UnknownLog(KeyError):
     """No log with that key is kept (a job never created or forgotten, a channel forgotten)."""
 
 
+class StoreUnavailable(Exception):
+    """The shared store cannot be reached now (Redis down or restarting): a request gets a 503 and may be
+    retried; an open stream ends with ``retry:`` and resumes once the store is back."""
+
+
 class TooManyJobs(Exception):
     """The limit of concurrently running jobs is reached (``per_owner``: the owner's own share of it)."""
 
@@ -334,6 +339,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def describe_channels(self) -> list[dict[str, Any]]:
         """Every channel by name: ``name``, ``system``, ``subscribers``, ``last_id`` (its newest event id), ``url``."""
+
+    # Health.
+
+    @abc.abstractmethod
+    def status(self) -> dict[str, Any]:
+        """The backend and whether it answers now, for GET /healthz: ``backend``, ``ok``, and for a shared
+        store ``latency_ms`` (a round trip now) or ``error`` (why it cannot be reached)."""
 
     # Memory.
 

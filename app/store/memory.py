@@ -317,6 +317,10 @@ class MemoryStore(Store):
         """Every channel by name, with its subscriber count and newest event id."""
         return self.hub.describe()
 
+    def status(self) -> dict[str, Any]:
+        """This worker's memory: always there."""
+        return {"backend": "memory", "ok": True}
+
     def buffered_bytes(self) -> tuple[int, int]:
         """(bytes the budget counts now, its limit)."""
         return self.budget.used, self.budget.limit

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from gevent.event import Event
 
 from ..config import Settings
-from ..store.base import Store, UnknownLog
+from ..store.base import Store, StoreUnavailable, UnknownLog
 from .wire import hangup_event
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def _follow_output(store: Store, key: str, settings: Settings, stop: tuple[Event
     while True:
         try:
             read = store.read(key, cursor)
-        except UnknownLog:
+        except (UnknownLog, StoreUnavailable):
             return
         if read.missed and not first:
             log.warning("%s: /output reader fell %d bytes behind the buffer; aborting", key, read.missed)

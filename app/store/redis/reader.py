@@ -37,6 +37,7 @@ class StreamReader:
         fixed: dict[str, Callable[[list], None]],
         on_entries: Callable[[str, list], None],
         on_reconnect: Callable[[], None],
+        on_down: Callable[[], None],
         wake: Callable[[], None],
     ) -> None:
         self.client = client  # its own connection: socket_timeout above BLOCK_MS
@@ -44,6 +45,7 @@ class StreamReader:
         self.fixed = {wake_stream: lambda entries: None, **fixed}  # always read: name -> what to do with entries
         self.on_entries = on_entries
         self.on_reconnect = on_reconnect
+        self.on_down = on_down
         self._wake = wake  # writes to the wake stream (through the store's pool)
         self._positions: dict[str, str] = {}  # stream name -> id of the last entry read
         self._fixed_at: dict[str, str] = {}  # the fixed streams' positions: from their newest entry at start
@@ -85,6 +87,7 @@ class StreamReader:
             except Exception as exc:
                 if not down:
                     log.warning("the Redis reader lost its connection: %s", exc)
+                    self.on_down()
                 down = True
                 self.healthy = False
                 self.error = str(exc) or exc.__class__.__name__

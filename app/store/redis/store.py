@@ -36,6 +36,7 @@ running counts are shared.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -47,7 +48,7 @@ from typing import Any
 import gevent
 import redis
 from gevent.event import Event
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.retry import Retry
 
 from ...config import Settings
@@ -63,6 +64,7 @@ from ..base import (
     LogRead,
     Position,
     Store,
+    StoreUnavailable,
     Subscription,
     TooManyChannels,
     TooManyJobs,
@@ -85,6 +87,19 @@ log = logging.getLogger(__name__)
 PREFIX = "ssec:"
 POOL_SIZE = 16  # connections per worker for commands (the reader has its own): requests wait for one, never fail
 MIRROR_IDLE = 30.0  # seconds: a mirror nobody has read or waited on this long is dropped (plus 2 heartbeats)
+
+
+def _shared(method: Callable) -> Callable:
+    """Redis unreachable during the call: StoreUnavailable (a 503, or a stream's ``retry:``), never a crash."""
+
+    @functools.wraps(method)
+    def call(self: RedisStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc) or exc.__class__.__name__) from None
+
+    return call
 
 
 def _stream(key: str) -> str:
@@ -110,8 +125,11 @@ class RedisStore(Store):
         self.settings = settings
         self.host = settings.host_name
         self.worker = os.getpid()
+        # A few quick retries (redis-py's default is 10, up to a second apart): a request fails in well under a
+        # second when Redis is down, and a 503 tells the client to come back.
         pool = redis.BlockingConnectionPool.from_url(
-            settings.store_url, max_connections=POOL_SIZE, timeout=5, socket_timeout=5, socket_connect_timeout=5,
+            settings.store_url, max_connections=POOL_SIZE, timeout=5, socket_timeout=5, socket_connect_timeout=2,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), 3),
         )
         self.client = redis.Redis(connection_pool=pool)
         # The reader blocks up to BLOCK_MS: its socket timeout must be above that (reference: redis-py #2807).
@@ -138,7 +156,7 @@ class RedisStore(Store):
         self.reader = StreamReader(
             self.reader_client, self._wake_stream,
             {f"{PREFIX}resets": self._epochs_changed, _control_stream(self.host): self._control},
-            self._entries, self._reconnected,
+            self._entries, self._reconnected, self._drop_mirrors,
             lambda: self.client.xadd(self._wake_stream, {"w": "1"}, maxlen=16, approximate=True),
         )
         self._finish_script = self.client.register_script(JOB_FINISH)
@@ -162,6 +180,7 @@ class RedisStore(Store):
 
     # The job registry.
 
+    @_shared
     def create_job(
         self,
         argv: Iterable[str],
@@ -201,6 +220,7 @@ class RedisStore(Store):
         if self._listener is not None:
             self._listener.deliver(key, event)
 
+    @_shared
     def get_job(self, job_id: str) -> Job | None:
         """A job by id (this worker's own record of a job it runs), or None."""
         job = self._owned.get(job_id)
@@ -215,6 +235,7 @@ class RedisStore(Store):
             job.output_bytes = log_.output_bytes
             job.dropped_bytes = log_.dropped_bytes
 
+    @_shared
     def list_jobs(self, *, state: str | None = None, owner: str | None = None) -> list[Job]:
         """Every host's kept jobs, newest first; only those in ``state``, or of ``owner``, if given."""
         ids = [job_id.decode() for job_id in self.client.zrevrange(f"{PREFIX}jobs", 0, -1)]
@@ -241,14 +262,16 @@ class RedisStore(Store):
         job = self._owned[job_id]
         job.pid = pid
         job.started_at = time.time()
-        self.client.hset(_job_hash(job_id), mapping=encode_fields({"pid": pid, "started_at": job.started_at}))
+        fields = encode_fields({"pid": pid, "started_at": job.started_at})
+        self._eventually(lambda: self.client.hset(_job_hash(job_id), mapping=fields))
 
     def mark_stopping(self, job_id: str) -> None:
         """A running job is being stopped."""
         job = self._owned[job_id]
         if job.state is JobState.RUNNING:
             job.state = JobState.STOPPING
-            self.client.hset(_job_hash(job_id), "state", encode_fields({"state": job.state})["state"])
+            state = encode_fields({"state": job.state})["state"]
+            self._eventually(lambda: self.client.hset(_job_hash(job_id), "state", state))
 
     def finish_job(self, job_id: str, **fields: Any) -> Job:
         """Record how a job ended; a finished job is kept ``finished_job_ttl``, and among ``max_finished_jobs``."""
@@ -259,20 +282,46 @@ class RedisStore(Store):
             job.ended_at = time.time()
         self._sync_counters(job)
         changed = {**fields, "ended_at": job.ended_at, "state": job.state}
-        pipe = self.client.pipeline(transaction=True)
         record = [item for pair in encode_fields(changed).items() for item in pair]
-        self._finish_script(keys=[_job_hash(job_id)], args=record, client=pipe)
-        if job.finished and job_id in self._running:
+        ended = job.finished and job_id in self._running
+        if ended:
             self._running.discard(job_id)
-            pipe.srem(f"{PREFIX}running:{self.host}", job_id)
-            pipe.srem(f"{PREFIX}user:{job.owner}", job_id)
-            pipe.expire(_job_hash(job_id), int(self.settings.finished_job_ttl) or 1)
-            pipe.zadd(f"{PREFIX}finished", {job_id: job.ended_at})
-            pipe.zcard(f"{PREFIX}finished")
-        excess = pipe.execute()[-1] - self.settings.max_finished_jobs if job.finished else 0
-        if job.finished and excess > 0:
-            self._forget_oldest(excess)
+        self._eventually(lambda: self._record_finish(job, record, ended))
         return job
+
+    def _record_finish(self, job: Job, record: list[str], ended: bool) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        self._finish_script(keys=[_job_hash(job.id)], args=record, client=pipe)
+        if ended:
+            pipe.srem(f"{PREFIX}running:{self.host}", job.id)
+            pipe.srem(f"{PREFIX}user:{job.owner}", job.id)
+            pipe.expire(_job_hash(job.id), int(self.settings.finished_job_ttl) or 1)
+            pipe.zadd(f"{PREFIX}finished", {job.id: job.ended_at})
+            pipe.zcard(f"{PREFIX}finished")
+        excess = pipe.execute()[-1] - self.settings.max_finished_jobs if ended else 0
+        if excess > 0:
+            self._forget_oldest(excess)
+
+    def _eventually(self, write: Callable[[], object]) -> None:
+        """A write of the runner's (a job run here started, is stopping, ended): now, or once Redis is back.
+
+        The runner never waits for Redis: its job keeps running, and its record catches up.
+        """
+        try:
+            write()
+        except redis.RedisError as exc:
+            log.warning("Redis did not take a job update (%s); retrying until it does", exc)
+            gevent.spawn(self._retry, write)
+
+    @staticmethod
+    def _retry(write: Callable[[], object]) -> None:
+        while True:
+            gevent.sleep(0.5)
+            try:
+                write()
+                return
+            except redis.RedisError:
+                continue
 
     def _forget_oldest(self, count: int) -> None:
         oldest = [job_id.decode() for job_id, _ in self.client.zpopmin(f"{PREFIX}finished", count)]
@@ -286,6 +335,7 @@ class RedisStore(Store):
         """How many jobs run in this worker now (``max_running_jobs`` is per worker)."""
         return len(self._running)
 
+    @_shared
     def running_count_of(self, owner: str) -> int:
         """How many jobs ``owner`` runs now, on every host."""
         return self.client.scard(f"{PREFIX}user:{owner}")
@@ -298,6 +348,7 @@ class RedisStore(Store):
 
     # Event logs, by key.
 
+    @_shared
     def append(self, key: str, kind: str, payload: Any, raw: bytes = b"", audience: str | None = None) -> LogEvent:
         """Append to a channel (in Redis, made if need be) or to a job this worker runs."""
         if key.startswith(CHANNEL_PREFIX):
@@ -339,6 +390,7 @@ class RedisStore(Store):
             return log_
         return None
 
+    @_shared
     def read(self, key: str, after: Position | int, limit: int = 512) -> LogRead:
         """Up to ``limit`` events after ``after``: from a local log where one covers it, else from Redis."""
         epoch, offset = ("", after) if after.__class__ is int else after
@@ -442,15 +494,19 @@ class RedisStore(Store):
                 if self._listener is not None:
                     self._listener.reset(key)
 
-    def _reconnected(self) -> None:
-        """After an outage every mirror may be stale (Redis restarted, flushed): its streams read again.
-
-        Stop requests for this worker's jobs made meanwhile are found in the jobs' records.
-        """
+    def _drop_mirrors(self) -> None:
+        """The reader lost Redis, or found it again (restarted, flushed): every mirror may be stale, so every
+        mirror goes and its streams read again (from Redis: while it is down they end with ``retry:``). The
+        logs of jobs run here stay: their viewers here go on."""
         for key in [k for k in self._logs if not (k.startswith(JOB_PREFIX) and k[len(JOB_PREFIX):] in self._owned)]:
             self._drop_mirror(key)
             if self._listener is not None:
                 self._listener.reset(key)
+
+    def _reconnected(self) -> None:
+        """Back after an outage: mirrors go (see _drop_mirrors); stop requests for this worker's jobs made
+        meanwhile are found in the jobs' records."""
+        self._drop_mirrors()
         running = sorted(self._running)
         if running:
             pipe = self.client.pipeline(transaction=False)
@@ -462,6 +518,7 @@ class RedisStore(Store):
 
     # Stopping jobs that run elsewhere.
 
+    @_shared
     def request_stop(self, job_id: str, reason: str) -> bool:
         """Ask the worker running the job to stop it: a stored request, and a message on its host's control
         stream (read by every worker of that host; the one running it acts)."""
@@ -533,16 +590,19 @@ class RedisStore(Store):
 
     # Channels.
 
+    @_shared
     def ensure_channel(self, name: str, keep: Collection[str] = (), *, make_room: bool = True) -> None:
         """Make the channel if it does not exist (TooManyChannels at ``max_channels``: none is forgotten)."""
         check_channel_name(name)
         self._run_channel_script(name, ensure_only=True)
 
+    @_shared
     def peek_channel(self, name: str) -> Position | None:
         """The channel's epoch and newest offset, or None if it does not exist."""
         epoch, last = self.client.hmget(_channel_meta(name), "epoch", "last")
         return None if epoch is None else Position(epoch.decode(), int(last or 0))
 
+    @_shared
     def subscribe(self, name: str, user: str, *, pins: bool, keep: Collection[str] = ()) -> Subscription:
         """Count a subscriber of this worker until ``unsubscribe``, making the channel if need be."""
         self.ensure_channel(name, keep, make_room=pins)
@@ -567,6 +627,7 @@ class RedisStore(Store):
         """How many channel subscriptions the user's open streams hold in this worker."""
         return self._by_user.get(user, 0)
 
+    @_shared
     def describe_channels(self) -> list[dict[str, Any]]:
         """Every channel by name (every host's), with this worker's subscriber counts and its newest event id."""
         for name in SYSTEM_CHANNELS:
@@ -590,6 +651,21 @@ class RedisStore(Store):
         if gone:
             self.client.srem(f"{PREFIX}channels", *gone)
         return described
+
+    # Health.
+
+    def status(self) -> dict[str, Any]:
+        """``backend`` redis, ``host``, ``ok``; ``latency_ms`` of a PING now, or ``error`` (GET /healthz)."""
+        answer: dict[str, Any] = {"backend": "redis", "host": self.host}
+        began = time.perf_counter()
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            return {**answer, "ok": False, "error": str(exc) or exc.__class__.__name__}
+        answer["latency_ms"] = round((time.perf_counter() - began) * 1000, 3)
+        if not self.reader.healthy:
+            return {**answer, "ok": False, "error": f"the stream reader is not connected: {self.reader.error}"}
+        return {**answer, "ok": True, "pending_events": self.writer.pending()}
 
     # Memory.
 

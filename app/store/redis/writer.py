@@ -12,7 +12,9 @@ event, the start event pinned), so the stream is trimmed at the same points
 and a viewer behind the trim gets the same ``gap``.
 
 If Redis cannot be reached, the batch stays queued and is sent again later,
-with the same ids: the script skips what was applied already.
+with the same ids: the script skips what was applied already. What waits is
+bounded by ``job_buffer_bytes`` per job; beyond it the oldest waiting events
+go as if trimmed, and readers get a ``gap`` that says how much.
 """
 
 from __future__ import annotations
@@ -85,9 +87,27 @@ class JobWriter:
         if stream is None:
             stream = self._streams[job_id] = _JobStream(self.max_bytes)
         stream.add(event)
-        self._pending.setdefault(job_id, []).append(event)
+        pending = self._pending.setdefault(job_id, [])
+        pending.append(event)
+        if self.failing:
+            self._bound(stream, pending)
         if self._flusher is None:
             self._flusher = gevent.spawn_later(FLUSH_DELAY, self._flush)
+
+    def _bound(self, stream: _JobStream, pending: list[LogEvent]) -> None:
+        """While Redis is away, keep at most ``max_bytes`` of a job's events waiting: the oldest go (not its
+        start or end), and count as trimmed, so that readers get a ``gap`` saying how much."""
+        waiting = sum(map(event_size, pending))
+        while waiting > self.max_bytes and len(pending) > 1:
+            index = 1 if pending[0].kind == "start" else 0
+            if index >= len(pending) - 1:
+                break
+            dropped = pending.pop(index)
+            waiting -= event_size(dropped)
+            stream.dropped_through = max(stream.dropped_through, dropped.id)
+            while stream.retained and stream.retained[0][0] <= dropped.id:
+                stream.retained_bytes -= stream.retained.popleft()[1]
+            stream.trimmed = True
 
     def pending(self) -> int:
         """Events queued and not yet in Redis."""

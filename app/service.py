@@ -33,7 +33,7 @@ from .policy.allowlist import Allowlist, CommandNotAllowed
 from .policy.audit import AuditLog, RepeatCollapser, capped
 from .policy.jobspec import JobSpec
 from .policy.messages import InvalidMessage, Message, check_channel_name
-from .policy.ratelimit import RateLimiter, retry_after_header
+from .policy.ratelimit import retry_after_header
 from .policy.signing import Signer
 from .process import cgroups
 from .process.childenv import child_environment
@@ -86,10 +86,13 @@ class Service:
         self.refusals = RepeatCollapser(settings.refused_log_interval)
         if self.audit.enabled and settings.refused_log_interval:
             gevent.spawn(self._report_repeated_refusals)
-        self.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
-        self.publish_limiter = RateLimiter(settings.publish_rate_per_minute, settings.publish_rate_burst)
-        self.login_limiter = RateLimiter(settings.login_attempts_per_minute, settings.login_attempts_per_minute)
         self.store = store if store is not None else make_store(settings)
+        # This worker's own buckets, or with a shared store every worker's and host's.
+        self.rate_limiter = self.store.rate_limiter("jobs", settings.rate_limit_per_minute, settings.rate_limit_burst)
+        self.publish_limiter = self.store.rate_limiter(
+            "publish", settings.publish_rate_per_minute, settings.publish_rate_burst)
+        self.login_limiter = self.store.rate_limiter(
+            "login", settings.login_attempts_per_minute, settings.login_attempts_per_minute)
         self.containment_plan = _containment_plan(settings)
         log.info("%s", self.containment_plan.describe())
         job_cgroups = registry = None

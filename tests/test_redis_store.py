@@ -297,3 +297,17 @@ def test_behind_one_nginx_upstream_a_job_is_started_on_one_host_and_viewed_resum
         assert frames(seen) == frames(whole[:4]) and payload(whole[-1])["reason"] == "cancelled"
     finally:
         proxy.stop()
+
+
+def test_rate_limits_are_shared_by_every_host(redis_server, make_server, tmp_path):
+    limits = {"SSECMD_STORE_URL": redis_server.url, "SSECMD_RATE_LIMIT_PER_MINUTE": "1",
+              "SSECMD_RATE_LIMIT_BURST": "3"}
+    first = make_server({**limits, "SSECMD_HOST_NAME": "limit-a"})
+    (tmp_path / "b").mkdir()
+    second = GunicornServer(tmp_path / "b", {**limits, "SSECMD_HOST_NAME": "limit-b"}).start()
+    try:
+        answers = [HTTP.post(srv.url("/jobs"), json={"command": "true"}).status_code
+                   for srv in (first, first, first, second, second)]
+        assert answers == [201, 201, 201, 429, 429]  # per worker, the second host would have allowed 3 more
+    finally:
+        second.stop()

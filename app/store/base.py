@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from gevent.event import Event
 
+from ..policy.ratelimit import RateLimiter
+
 if TYPE_CHECKING:
     from .jobs import Job
 
@@ -339,6 +341,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def describe_channels(self) -> list[dict[str, Any]]:
         """Every channel by name: ``name``, ``system``, ``subscribers``, ``last_id`` (its newest event id), ``url``."""
+
+    # Limits shared by whoever shares the store (issue 16).
+
+    @abc.abstractmethod
+    def rate_limiter(self, name: str, per_minute: int, burst: int) -> RateLimiter:
+        """A token bucket per key (``acquire(key)``: 0, or the seconds to wait) for ``name`` (jobs, publish,
+        login): this worker's own with the memory store, every worker's and host's with a shared one."""
 
     # Health.
 

@@ -20,6 +20,7 @@ import gevent
 from gevent.event import Event
 
 from ..config import Settings
+from ..policy.ratelimit import RateLimiter
 from ..states import JobState
 from .base import (
     CHANNEL_PREFIX,
@@ -316,6 +317,10 @@ class MemoryStore(Store):
     def describe_channels(self) -> list[dict[str, Any]]:
         """Every channel by name, with its subscriber count and newest event id."""
         return self.hub.describe()
+
+    def rate_limiter(self, name: str, per_minute: int, burst: int) -> RateLimiter:
+        """This worker's own buckets."""
+        return RateLimiter(per_minute, burst)
 
     def status(self) -> dict[str, Any]:
         """This worker's memory: always there."""

@@ -78,10 +78,16 @@ class StreamReader:
         down = True
         while True:
             try:
-                for name in self.fixed:
-                    if name not in self._fixed_at:
-                        newest = self.client.xrevrange(name, count=1)
-                        self._fixed_at[name] = newest[0][0].decode() if newest else "0-0"
+                if down:
+                    self.client.ping()
+                    for name in self.fixed:
+                        if name not in self._fixed_at:
+                            newest = self.client.xrevrange(name, count=1)
+                            self._fixed_at[name] = newest[0][0].decode() if newest else "0-0"
+                    down = False
+                    self.healthy = True
+                    self.error = ""
+                    self.on_reconnect()
                 streams = {**self._fixed_at, **self._positions}
                 reply = self.client.xread(streams, count=COUNT, block=BLOCK_MS)
             except Exception as exc:
@@ -93,11 +99,6 @@ class StreamReader:
                 self.error = str(exc) or exc.__class__.__name__
                 gevent.sleep(0.5)
                 continue
-            if down:
-                down = False
-                self.healthy = True
-                self.error = ""
-                self.on_reconnect()
             for name, entries in reply or ():
                 self._handle(name.decode(), entries)
 

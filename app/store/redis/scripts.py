@@ -128,3 +128,21 @@ if redis.call('HGET', KEYS[1], '_lost') then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
+
+# KEYS: the bucket (a hash). ARGV: tokens per second, burst, seconds to keep an idle bucket.
+# Takes a token if there is one: returns "0", else the seconds until there is (as a string: Lua numbers in
+# replies are cut to integers). Redis's own clock, so every host agrees.
+TOKEN_BUCKET = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
+local tokens = tonumber(bucket[1]) or burst
+local updated = tonumber(bucket[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(now))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return tostring(wait)
+"""

@@ -53,6 +53,7 @@ from redis.retry import Retry
 
 from ...config import Settings
 from ...policy.messages import SYSTEM_CHANNELS, check_channel_name
+from ...policy.ratelimit import RateLimiter
 from ...states import LIVE_STATES, JobState
 from ...streaming.sse import encode_json_frame
 from ..base import (
@@ -79,7 +80,7 @@ from ..jobs import Job
 from . import liveness
 from .codec import encode_fields, event_from_entry, event_from_tail, job_fields, job_from_fields
 from .reader import BLOCK_MS, StreamReader
-from .scripts import CHANNEL_APPEND, JOB_APPEND, JOB_FINISH
+from .scripts import CHANNEL_APPEND, JOB_APPEND, JOB_FINISH, TOKEN_BUCKET
 from .writer import JobWriter
 
 log = logging.getLogger(__name__)
@@ -652,6 +653,13 @@ class RedisStore(Store):
             self.client.srem(f"{PREFIX}channels", *gone)
         return described
 
+    # Limits shared by every worker and host.
+
+    def rate_limiter(self, name: str, per_minute: int, burst: int) -> RateLimiter:
+        """Buckets in Redis, shared by every worker and host (this worker's own while Redis is away)."""
+        return SharedRateLimiter(self.client.register_script(TOKEN_BUCKET), f"{PREFIX}rate:{name}:", per_minute,
+                                 burst)
+
     # Health.
 
     def status(self) -> dict[str, Any]:
@@ -672,3 +680,23 @@ class RedisStore(Store):
     def buffered_bytes(self) -> tuple[int, int]:
         """(bytes this worker's local logs and mirrors hold, their limit)."""
         return self.budget.used, self.budget.limit
+
+
+class SharedRateLimiter(RateLimiter):
+    """``RateLimiter`` with its buckets in Redis (the TOKEN_BUCKET script); its own, local ones while Redis is
+    away, so that limits still hold, per worker, rather than every request failing."""
+
+    def __init__(self, script, prefix: str, per_minute: int, burst: int) -> None:
+        super().__init__(per_minute, burst)
+        self.script = script
+        self.prefix = prefix
+        self.idle_ttl = max(1, int(burst / self.rate) + 1) if self.rate > 0 else 1
+
+    def acquire(self, key: str) -> float:
+        """Take a token for ``key`` from the shared bucket: 0.0, or the seconds to wait."""
+        if self.rate <= 0:
+            return 0.0
+        try:
+            return float(self.script(keys=[self.prefix + key], args=[self.rate, self.burst, self.idle_ttl]))
+        except redis.RedisError:
+            return super().acquire(key)

@@ -163,6 +163,22 @@ class Settings:
         return validate(dataclasses.replace(self, **changes))
 
 
+def describe_store(settings: Settings) -> str:
+    """The store in words, without a password: ``memory``, or ``redis <url> (host <host_name>)`` (issue 16)."""
+    if not settings.store_url:
+        return "memory (each worker its own)"
+    return f"redis {redact_store_url(settings.store_url)} (host {settings.host_name})"
+
+
+def redact_store_url(url: str) -> str:
+    """``store_url`` with its password (if any) replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, location = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{location}"
+
+
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 # Tables parsed by their own parsers; from the environment they are given as JSON.
 _TABLE_KEYS = ("tokens", "users", "roles", "actions")

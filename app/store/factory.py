@@ -16,10 +16,3 @@ def make_store(settings: Settings) -> Store:
 
     return RedisStore(settings)
 
-
-def describe_backend(settings: Settings) -> str:
-    """The backend in words, for ``sse-commander settings`` and the logs (no password shown)."""
-    if not settings.store_url:
-        return "memory (this worker)"
-    scheme, _, rest = settings.store_url.partition("://")
-    return f"redis ({scheme}://{rest.rpartition('@')[2]}, host {settings.host_name})"

@@ -21,7 +21,9 @@ class RedisServer:
         self.dir = directory or Path(tempfile.mkdtemp(prefix="ssec-redis-"))  # short: socket paths max 107 bytes
         self.socket = self.dir / "r.sock"
         self.appendonly = appendonly
+        self.extra: list[str] = []  # a config file to start with (the command line's options win over it)
         self.proc: subprocess.Popen | None = None
+        self.password: str | None = None
 
     @property
     def url(self) -> str:
@@ -31,17 +33,18 @@ class RedisServer:
     def start(self) -> RedisServer:
         """Start it (``--port 0``: no TCP at all) and wait until it answers PING."""
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        # Persistence as asked, unless a config file (``extra``) says what it is.
+        persistence = [] if self.extra else ["--save", "", "--appendonly", "yes" if self.appendonly else "no"]
         self.proc = subprocess.Popen(
-            [binary, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
-             "--dir", str(self.dir), "--save", "", "--appendonly", "yes" if self.appendonly else "no",
-             "--daemonize", "no", "--logfile", str(self.dir / "redis.log")],
+            [binary, *self.extra, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
+             "--dir", str(self.dir), *persistence, "--daemonize", "no", "--logfile", str(self.dir / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited: {(self.dir / 'redis.log').read_text(errors='replace')}")
-            with contextlib.suppress(redis.RedisError, OSError):
+            with contextlib.suppress(redis.ConnectionError, OSError):
                 if self.client().ping():
                     return self
             time.sleep(0.05)
@@ -49,7 +52,7 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         """A client of this server."""
-        return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5)
+        return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5, password=self.password)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop it by pid (SIGTERM: a clean shutdown; SIGKILL: a crash)."""

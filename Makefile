@@ -97,6 +97,8 @@ clean:
 # Benchmarks (bench/README.md) against a real gunicorn -k gevent; C helpers are compiled with gcc at bench time.
 # chromium: the console-under-a-flood benchmark drives the page in it (bench/console_flood.py).
 BENCH_APT_PACKAGES := gcc libc6-dev chromium
+# redis-server: the Redis store's rows (issue 16).
+BENCH_APT_PACKAGES += redis-server
 .PHONY: bench bench-smoke bench-deps
 bench-deps: install
 	$(call apt_install,$(BENCH_APT_PACKAGES))

@@ -473,8 +473,17 @@ class RedisStore(Store):
             return
         for entry_id, fields in entries:
             event = event_from_entry(entry_id, fields, mirror.epoch)
-            if event.id > mirror.last_id and not mirror.finished:
-                mirror.add_event(event)
+            if event.id <= mirror.last_id or mirror.finished:
+                continue
+            # Each id is the one before it plus what the event counts (its output bytes, or 1): a larger jump
+            # means the stream was trimmed past entries this reader had not read yet. XREAD says nothing of
+            # that, so the mirror goes, and its streams read again from Redis, which tells them the gap.
+            if event.id - (len(event.raw) or 1) != mirror.last_id:
+                self._drop_mirror(key)
+                if self._listener is not None:
+                    self._listener.reset(key)
+                return
+            mirror.add_event(event)
         if mirror.finished:
             self.reader.unfollow(stream)
 

@@ -267,7 +267,7 @@ class EventLog(JobLog):
         if self._owner_cursor is None:
             return
         self._owner_cursor = offset
-        if not self.owner_far_behind():
+        if not self._owner_behind():
             self._room.set()
 
     def _owner_limit(self) -> int:
@@ -277,11 +277,15 @@ class EventLog(JobLog):
 
     def owner_far_behind(self) -> bool:
         """True while the owning viewer is so far behind that the runner must wait for it."""
+        return self._owner_behind()
+
+    def _owner_behind(self) -> bool:
+        # The owning viewer's part alone (a subclass may add other reasons to wait to owner_far_behind).
         return self._owner_cursor is not None and self._units - self._owner_cursor > self._owner_limit()
 
     def wait_for_room(self, wake: Iterable[Event] = ()) -> None:
         """Block the runner while the owning viewer is too far behind."""
-        while self.owner_far_behind():
+        while self._owner_behind():
             self._room.clear()
             gevent.wait([self._room, *wake], count=1)
             if any(event.is_set() for event in wake):

@@ -101,8 +101,13 @@ def main(argv: list[str]) -> int:
     if not settings.store_url or len(argv) != 1:
         return 0
     client = redis.Redis.from_url(settings.store_url, socket_timeout=5, socket_connect_timeout=5)
-    client.delete(heartbeat_key(settings.host_name, argv[0]))
-    marked = sweep(client, settings.finished_job_ttl, only_worker=(settings.host_name, argv[0]))
+    try:
+        client.delete(heartbeat_key(settings.host_name, argv[0]))
+        marked = sweep(client, settings.finished_job_ttl, only_worker=(settings.host_name, argv[0]))
+    except redis.RedisError as exc:  # the other workers' sweep marks them once Redis is back
+        print(f"sse-commander: worker {argv[0]} died; Redis cannot be reached to mark its jobs lost: {exc}",
+              file=sys.stderr)
+        return 1
     if marked:
         print(f"sse-commander: worker {argv[0]} died; its jobs are lost: {' '.join(marked)}", file=sys.stderr)
     return 0

@@ -62,7 +62,8 @@ return {epoch, id}
 """
 
 # KEYS: the job's hash, its stream.
-# ARGV: n, then n times (id, kind, frame tail, raw), then output bytes, dropped bytes, dropped-through id,
+# ARGV: n, then n times (id, kind, frame tail, raw: "=" for output that is its own text), then output bytes,
+#       dropped bytes, dropped-through id,
 #       the id to trim before ("" none), seconds a finished log is kept.
 # Returns 1, 0 when the log had ended already, -1 when the job is not kept.
 JOB_APPEND = """
@@ -76,7 +77,9 @@ for _ = 1, n do
   local id, kind, tail, raw = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   i = i + 4
   if id > last then
-    if raw ~= '' then
+    if raw == '=' then
+      redis.call('XADD', stream, id .. '-0', 'k', kind, 'f', tail, 'o', '1')
+    elseif raw ~= '' then
       redis.call('XADD', stream, id .. '-0', 'k', kind, 'f', tail, 'r', raw)
     else
       redis.call('XADD', stream, id .. '-0', 'k', kind, 'f', tail)

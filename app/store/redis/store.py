@@ -208,8 +208,8 @@ class RedisStore(Store):
         pipe.sadd(f"{PREFIX}user:{owner}", job.id)
         pipe.execute()
         key = job_key(job.id)
-        self._logs[key] = EventLog(self.settings.job_buffer_bytes, key=key, budget=self.budget,
-                                   deliver=self._deliver_owned)
+        self._logs[key] = OwnedJobLog(self.writer, job.id, self.settings.job_buffer_bytes, key=key,
+                                      budget=self.budget, deliver=self._deliver_owned)
         self._owned[job.id] = job
         self._running.add(job.id)
         self._used[key] = time.monotonic()
@@ -709,3 +709,22 @@ class SharedRateLimiter(RateLimiter):
             return float(self.script(keys=[self.prefix + key], args=[self.rate, self.burst, self.idle_ttl]))
         except redis.RedisError:
             return super().acquire(key)
+
+
+class OwnedJobLog(EventLog):
+    """The log of a job run here: its runner also waits for Redis when Redis takes its output more slowly than
+    the job writes it (JobWriter.behind), as for a slow owning viewer; never while Redis is away."""
+
+    def __init__(self, writer: JobWriter, job_id: str, max_bytes: int, **kwargs: Any) -> None:
+        super().__init__(max_bytes, **kwargs)
+        self._writer = writer
+        self._job_id = job_id
+
+    def owner_far_behind(self) -> bool:
+        """The owning viewer, or Redis, is so far behind that the runner must wait before reading more."""
+        return super().owner_far_behind() or self._writer.behind(self._job_id)
+
+    def wait_for_room(self, wake: Iterable[Event] = ()) -> None:
+        """Block the runner while the owning viewer or Redis is too far behind."""
+        super().wait_for_room(wake)  # the owning viewer's part
+        self._writer.wait_until_caught_up(self._job_id, wake)

@@ -4,8 +4,9 @@ Each runs as one step in Redis, so any number of workers on any number of
 hosts can race without a lock:
 
 - ``CHANNEL_APPEND``: a channel's next offset, its epoch (made anew when its
-  metadata is missing: Redis flushed, or restarted without persistence), the
-  entry, and the trim to the channel's history limits (messages and bytes).
+  metadata is missing: Redis flushed, or restarted without persistence, or
+  the channel idle past its TTL), the entry, and the trim to the channel's
+  history limits (messages and bytes).
   A new epoch is announced on the resets stream, so every worker's reader
   tells its streams ``reset``.
 - ``JOB_APPEND``: a batch of a job's events, with ids its owner chose. Entries
@@ -16,16 +17,22 @@ hosts can race without a lock:
 
 from __future__ import annotations
 
-# KEYS: meta hash, stream, set of channel names, resets stream.
+# KEYS: meta hash, stream, set of channel names, resets stream, the prefix of every channel's meta hash.
 # ARGV: new epoch, kind, frame tail, audience ("" none), size, max bytes, max events, name, ensure only ("1"),
-#       max channels.
+#       max channels, seconds an idle channel is kept.
 # Returns {epoch, offset} (offset 0 when only ensured), or the error TOOMANY.
 CHANNEL_APPEND = """
 local meta, stream = KEYS[1], KEYS[2]
 local epoch = redis.call('HGET', meta, 'epoch')
 if not epoch then
   if redis.call('SISMEMBER', KEYS[3], ARGV[8]) == 0 and redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[10]) then
-    return redis.error_reply('TOOMANY')
+    -- Full: first forget the names of channels that expired (idle longer than their TTL).
+    for _, name in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+      if redis.call('EXISTS', KEYS[5] .. name) == 0 then redis.call('SREM', KEYS[3], name) end
+    end
+    if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[10]) then
+      return redis.error_reply('TOOMANY')
+    end
   end
   epoch = ARGV[1]
   redis.call('DEL', stream)
@@ -33,6 +40,8 @@ if not epoch then
   redis.call('SADD', KEYS[3], ARGV[8])
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', 1000, '*', 'key', 'channel:' .. ARGV[8], 'epoch', epoch)
 end
+redis.call('EXPIRE', meta, ARGV[11])
+redis.call('EXPIRE', stream, ARGV[11])
 if ARGV[9] == '1' then
   return {epoch, 0}
 end

@@ -87,6 +87,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "ssec:"
 POOL_SIZE = 16  # connections per worker for commands (the reader has its own): requests wait for one, never fail
+CHANNEL_TTL = 7 * 24 * 3600  # seconds: a channel nobody publishes to or subscribes to this long is forgotten
 MIRROR_IDLE = 30.0  # seconds: a mirror nobody has read or waited on this long is dropped (plus 2 heartbeats)
 
 
@@ -369,9 +370,11 @@ class RedisStore(Store):
         size = len(tail) + 24 + EVENT_OVERHEAD_BYTES  # 24: the id line the frame gets back when read
         try:
             epoch, offset = self._channel_append(
-                keys=[_channel_meta(name), _stream(channel_key(name)), f"{PREFIX}channels", f"{PREFIX}resets"],
+                keys=[_channel_meta(name), _stream(channel_key(name)), f"{PREFIX}channels", f"{PREFIX}resets",
+                      _channel_meta("")],
                 args=[new_epoch(), kind, tail, audience or "", size, settings.channel_history_bytes,
-                      settings.channel_history, name, "1" if ensure_only else "0", settings.max_channels],
+                      settings.channel_history, name, "1" if ensure_only else "0", settings.max_channels,
+                      CHANNEL_TTL],
             )
         except redis.ResponseError as exc:
             if "TOOMANY" in str(exc):

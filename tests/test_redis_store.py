@@ -18,7 +18,7 @@ import time
 import httpx
 import pytest
 
-from .channel_support import HTTP, Subscriber, epoch, fresh, id_number, publish
+from .channel_support import HTTP, Subscriber, epoch, fresh, id_number, publish, publish_raw
 from .server import PYTHON, GunicornServer, helper, wait_until
 from .sse_client import collect, iter_events, open_stream, payload
 
@@ -311,3 +311,19 @@ def test_rate_limits_are_shared_by_every_host(redis_server, make_server, tmp_pat
         assert answers == [201, 201, 201, 429, 429]  # per worker, the second host would have allowed 3 more
     finally:
         second.stop()
+
+
+def test_max_channels_counts_every_hosts_channels_and_expired_ones_make_room(redis_server, make_server):
+    client = redis_server.client()
+    first = make_server({"SSECMD_STORE_URL": redis_server.url, "SSECMD_HOST_NAME": "room-a"})
+    HTTP.get(first.url("/channels"))  # the system channels exist
+    limit = client.scard("ssec:channels") + 2
+    srv = make_server({"SSECMD_STORE_URL": redis_server.url, "SSECMD_HOST_NAME": "room-b",
+                       "SSECMD_MAX_CHANNELS": str(limit)})
+    names = [fresh("room") for _ in range(3)]
+    publish(srv, names[0], 1)
+    publish(first, names[1], 2)  # made through another host: it counts all the same
+    refused = publish_raw(srv, names[2], b"3", "text/plain")
+    assert refused.status_code == 429 and refused.json()["error"] == "too_many_channels", refused.text
+    client.delete(f"ssec:meta:channel:{names[0]}", f"ssec:log:channel:{names[0]}")  # as its TTL would
+    assert publish(srv, names[2], 3)["id"]

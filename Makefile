@@ -15,6 +15,8 @@ RUN_APT_PACKAGES := iputils-ping procps
 CROSS_APT_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-riscv64-linux-gnu libc6-dev-riscv64-cross \
 	gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
 TEST_APT_PACKAGES := $(RUN_APT_PACKAGES) nginx-light curl jq python3 chromium gcc libc6-dev $(CROSS_APT_PACKAGES)
+# redis-server: the Redis store's tests (issue 16) start their own.
+TEST_APT_PACKAGES += redis-server
 # Building the C extensions app/process/_spawn.c and app/streaming/_jsonescape.c (pip install): a C compiler,
 # libc headers, and the interpreter's headers (Debian's python3.X-dev, installed only if Python.h is missing).
 BUILD_APT_PACKAGES := gcc libc6-dev
@@ -106,6 +108,8 @@ clean:
 # Benchmarks (bench/README.md) against a real gunicorn -k gevent; C helpers are compiled with gcc at bench time.
 # chromium: the console-under-a-flood benchmark drives the page in it (bench/console_flood.py).
 BENCH_APT_PACKAGES := gcc libc6-dev chromium
+# redis-server: the Redis store's rows (issue 16).
+BENCH_APT_PACKAGES += redis-server
 .PHONY: bench bench-smoke bench-deps
 bench-deps: install
 	$(call apt_install,$(BENCH_APT_PACKAGES))

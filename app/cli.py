@@ -11,7 +11,7 @@ import click
 
 from .client.commands import COMMANDS, ClientCommand
 from .client.exitcodes import EXIT_CLIENT_ERROR, EXIT_DETACHED
-from .config import ConfigError, load_settings
+from .config import ConfigError, describe_store, load_settings, redact_store_url
 
 EXIT_USAGE = 2  # the server-side commands' usage and configuration errors, as before
 
@@ -52,6 +52,8 @@ def settings() -> None:
     shown = dataclasses.asdict(_load_settings_or_exit())
     if shown["session_secret"]:
         shown["session_secret"] = "(set)"
+    shown["store_url"] = redact_store_url(shown["store_url"])
+    shown["store"] = describe_store(_load_settings_or_exit())  # the backend in words (issue 16)
     click.echo(json.dumps(shown, indent=2, default=list))
 
 

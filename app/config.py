@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from .policy.access import BUILTIN_ROLES, AccessConfigError, Credential, Role, p
 from .policy.actions import Action, parse_actions
 from .policy.forwarding import TrustedProxies
 from .process.cgroups import CGROUP_SETTINGS
+
+STORE_SCHEMES = ("redis", "rediss", "unix")  # store_url (issue 16)
 
 ENV_PREFIX = "SSECMD_"
 CONFIG_ENV = "SSECMD_CONFIG"
@@ -153,6 +156,9 @@ class Settings:
     # Input to running jobs (issue 18): "stdin": true in POST /jobs, POST /jobs/<id>/input.
     allow_stdin: bool = False  # commands may be started with a stdin pipe (named actions opt in with stdin = true)
     max_input_bytes: int = 65536  # one POST /jobs/<id>/input body
+    # Scaling out (issue 16): where jobs, logs and channels are kept, and this host's name in it.
+    store_url: str = ""  # "" = this worker's memory; redis://, rediss:// or unix:// = a shared Redis (Streams)
+    host_name: str = field(default_factory=socket.gethostname)  # names this host's jobs in a shared store
 
     @property
     def user_job_limit(self) -> int:
@@ -169,6 +175,25 @@ class Settings:
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some settings replaced and validated."""
         return validate(dataclasses.replace(self, **changes))
+
+
+def describe_store(settings: Settings) -> str:
+    """The store in words, without a password: ``history <data_dir>``, ``memory``, or ``redis <url> (host ...)``."""
+    if not settings.store_url:
+        if settings.history:
+            where = settings.data_dir or "the default data_dir"
+            return f"history on disk in {where} (each worker's running jobs its own)"
+        return "memory (each worker its own)"
+    return f"redis {redact_store_url(settings.store_url)} (host {settings.host_name})"
+
+
+def redact_store_url(url: str) -> str:
+    """``store_url`` with its password (if any) replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, location = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{location}"
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -257,6 +282,10 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError(f"{name}: must be greater than zero")
     if settings.data_dir and not os.path.isabs(settings.data_dir):
         raise ConfigError(f"data_dir: must be an absolute path, got {settings.data_dir!r}")
+    if settings.store_url and settings.store_url.split("://", 1)[0] not in STORE_SCHEMES:
+        raise ConfigError(f"store_url: must start with {', '.join(s + '://' for s in STORE_SCHEMES)} (or be empty)")
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", settings.host_name):
+        raise ConfigError("host_name: 1-64 of letters, digits, '.', '_' and '-'")
     if settings.cgroup not in CGROUP_SETTINGS:
         raise ConfigError(f"cgroup: must be one of {', '.join(CGROUP_SETTINGS)}")
     if not re.fullmatch(r"0?[0-7]{1,3}", settings.child_umask):

@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
@@ -35,7 +36,7 @@ from .policy.audit import AuditLog, RepeatCollapser, capped
 from .policy.forwarding import TrustedProxies
 from .policy.jobspec import JobSpec
 from .policy.messages import InvalidMessage, Message, check_channel_name
-from .policy.ratelimit import RateLimiter, retry_after_header
+from .policy.ratelimit import retry_after_header
 from .policy.signing import Signer
 from .process import cgroups
 from .process.childenv import child_environment
@@ -54,7 +55,7 @@ from .store.base import (
     channel_key,
     job_key,
 )
-from .store.factory import store_from_settings
+from .store.factory import make_store
 from .store.jobs import Job
 from .store.query import QUERY_PARAMETERS, InvalidQuery, JobPage, page_jobs, parse_job_query
 from .streaming.delivery import DirectDelivery
@@ -91,10 +92,13 @@ class Service:
         if self.audit.enabled and settings.refused_log_interval:
             gevent.spawn(self._report_repeated_refusals)
         self.metrics_peers = TrustedProxies(settings.metrics_allow, "metrics_allow")
-        self.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
-        self.publish_limiter = RateLimiter(settings.publish_rate_per_minute, settings.publish_rate_burst)
-        self.login_limiter = RateLimiter(settings.login_attempts_per_minute, settings.login_attempts_per_minute)
-        self.store = store if store is not None else store_from_settings(settings)
+        self.store = store if store is not None else make_store(settings)
+        # This worker's own buckets, or with a shared store every worker's and host's.
+        self.rate_limiter = self.store.rate_limiter("jobs", settings.rate_limit_per_minute, settings.rate_limit_burst)
+        self.publish_limiter = self.store.rate_limiter(
+            "publish", settings.publish_rate_per_minute, settings.publish_rate_burst)
+        self.login_limiter = self.store.rate_limiter(
+            "login", settings.login_attempts_per_minute, settings.login_attempts_per_minute)
         self.containment_plan = _containment_plan(settings)
         log.info("%s", self.containment_plan.describe())
         job_cgroups = registry = None
@@ -120,6 +124,7 @@ class Service:
         self.tracker = StreamTracker(settings.send_timeout)
         delivery = DirectDelivery(shutdown)
         self.store.set_listener(delivery)
+        self.store.set_stop_handler(self.runner.stop)
         self.streams = EventStreams(self.store, delivery, self.tracker, settings, shutdown)
         # This worker's own limit: the settings, within what its open-files limit and gunicorn's pool carry.
         self.capacity = capacity.plan_capacity(settings, capacity.current_nofile(), capacity.worker_pool)
@@ -260,6 +265,10 @@ class Service:
         if not self.policy.may_cancel_job(principal, job.owner):
             raise ApiError(403, "forbidden", f"{principal.user} may not cancel job {job_id}")
         run = self.runner.runs.get(job_id)
+        if run is None and not job.finished and self.store.request_stop(job_id, "cancelled"):
+            # Run by another worker (a shared store): it stops the job; the answer waits as a local one does.
+            self.audit.record("job_cancel", job=job_id, user=principal.user, addr=addr)
+            return self._await_end(job_id, self.settings.kill_grace + 0.5) or job
         if job.finished or run is None:
             raise ApiError(409, "job_not_running", f"job {job_id} is not running", extra={"job": job.to_json()})
         by = principal.user if self.settings.auth_configured else None
@@ -285,6 +294,11 @@ class Service:
             else:
                 written = self.runner.write_input(job_id, data)
         except NoInput as exc:
+            current = self.store.get_job(job_id) if exc.reason == "job_not_running" else None
+            if current is not None and not current.finished:
+                # Running, but on another worker (a shared store): its stdin pipe is there, not here.
+                raise ApiError(409, "input_elsewhere", f"job {job_id} runs on another worker; input reaches only "
+                               "the worker that runs it (see Scaling out)") from None
             raise ApiError(409, exc.reason, str(exc)) from None
         self.audit.record("job_input", job=job_id, user=principal.user, addr=addr, bytes=written, eof=data is None)
         if data is not None and written < len(data):
@@ -296,6 +310,15 @@ class Service:
                 extra={"written_bytes": written},
             )
         return {"job": job_id, "written_bytes": written, "eof": data is None}
+
+    def _await_end(self, job_id: str, timeout: float) -> Job | None:
+        """The job once it is final (polled: it runs elsewhere), or as it is when ``timeout`` runs out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.store.get_job(job_id)
+            if job is None or job.finished or time.monotonic() >= deadline:
+                return job
+            gevent.sleep(0.05)
 
     # Finding jobs.
 
@@ -610,12 +633,20 @@ class Service:
     # Health.
 
     def health(self) -> dict[str, Any]:
-        """Liveness and a few counters of this worker (``status``: ``ok`` or ``shutting_down``)."""
+        """Liveness and a few counters of this worker (``status``: ``ok``, ``shutting_down`` or
+        ``store_unavailable``; ``store``: the store's backend and health)."""
         buffered, max_buffered = self.store.buffered_bytes()
         problem = self.store.health_problem()
-        status = "shutting_down" if lifecycle.shutdown_event.is_set() else "degraded" if problem else "ok"
+        store = self.store.status()
+        if lifecycle.shutdown_event.is_set():
+            status = "shutting_down"
+        elif not store["ok"]:
+            status = "store_unavailable"
+        else:
+            status = "degraded" if problem else "ok"  # degraded: still serving (a load balancer keeps the node)
         return {
             "status": status,
+            "store": store,
             **({"degraded": problem} if problem else {}),
             "worker_pid": os.getpid(),
             "running_jobs": self.store.running_count(),

@@ -29,6 +29,7 @@ class JobState(enum.StrEnum):
     FAILED_TO_START = "failed_to_start"
     UNKILLABLE = "unkillable"  # still not gone kill_grace + 5 s after it was told to end: given up on
     INTERRUPTED = "interrupted"  # history on disk (issue 17): the server stopped while it ran (a crash, kill -9)
+    LOST = "lost"  # the worker or host running it went away (a shared store; issue 16)
 
 
 class ExitReason(enum.StrEnum):
@@ -43,6 +44,7 @@ class ExitReason(enum.StrEnum):
     OUTPUT_LIMIT = "output_limit"
     UNKILLABLE = "unkillable"
     INTERRUPTED = "interrupted"
+    LOST = "lost"
 
 
 class StartFailure(enum.StrEnum):
@@ -81,6 +83,8 @@ REASONS: tuple[ReasonInfo, ...] = (
     ReasonInfo(
         ExitReason.INTERRUPTED, JobState.INTERRUPTED,
         "the server died while it ran (a crash, `kill -9`); found at the next start-up (history on disk)",
+        ExitReason.LOST, JobState.LOST,
+        "the worker or host running it went away (with `store_url`: see Scaling out)",
     ),
     ReasonInfo(StartFailure.NOT_FOUND, JobState.FAILED_TO_START, "its program does not exist (an `err` event)"),
     ReasonInfo(StartFailure.NOT_EXECUTABLE, JobState.FAILED_TO_START, "its program cannot be executed"),
@@ -99,6 +103,7 @@ STATE_MEANINGS: dict[JobState, str] = {
     JobState.FAILED_TO_START: "its command never started",
     JobState.UNKILLABLE: "given up on: its slot is free, and what is left is reaped when it dies",
     JobState.INTERRUPTED: "cut short by a crash of the server; its output up to then is kept",
+    JobState.LOST: "its worker or host died while it ran: its last output is kept, how it ended is unknown",
 }
 
 

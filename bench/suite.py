@@ -16,6 +16,7 @@ from . import clients, history
 from .clients import Relay, Subscribers, get_request, run_path, sink
 from .console_flood import LATE_MS, TICK_MS, console_flood
 from .profiler import Profile, hot_spots, py_spy
+from .redis_server import RedisProcess
 from .server import LIFTED_POLICY, Server
 from .sse import check_job_stream, parse_events, read_stamped, split_response, stamped_events
 from .tools import (
@@ -120,8 +121,9 @@ def _us(ns: float) -> str:
 # Throughput.
 
 
-def throughput_server(server: Server, size: int, mode: str) -> dict:
-    """One job writes ``size`` bytes; the C client reads it over GET /run or /jobs/<id>/events."""
+def throughput_server(server: Server, size: int, mode: str, viewer: Server | None = None) -> dict:
+    """One job writes ``size`` bytes; the C client reads it over GET /run or /jobs/<id>/events (from
+    ``viewer``, another server on the same Redis, if given)."""
     outfile = SCRATCH / f"ssecmd-bench-{server.port}-{mode}.out"
     worker = server.worker_pids()[0]
     argv = [helper("writer"), str(size)]
@@ -135,7 +137,8 @@ def throughput_server(server: Server, size: int, mode: str) -> dict:
         if status != 201:
             raise BenchError(f"POST /jobs: {status} {job}")
         path = f"/jobs/{job['id']}/events"
-        result = sink(server.port, outfile, get_request(server.host, server.port, path))
+        reader = viewer or server
+        result = sink(reader.port, outfile, get_request(reader.host, reader.port, path))
         seconds = (result.end_ns - posted) / 1e9
     cpu = cpu_seconds(worker) - cpu
     try:
@@ -558,6 +561,10 @@ def run(smoke: bool, profile: bool) -> Results:
 
         _attempt(results, rows, f"{workers} workers", several)
 
+    _say("the Redis store ...")
+    rows = results.section("Redis store (`store_url`: redis-server with AOF every second, same run)")
+    _attempt(results, rows, "Redis store", lambda: redis_rows(results, rows, sizes))
+
     _say("the console under a flood (Chromium) ...")
     rows = results.section("History on disk (1 worker; history = true, the default, against history = false)")
     _attempt(results, rows, "history", lambda: _history_rows(results, rows, sizes))
@@ -589,7 +596,7 @@ def run(smoke: bool, profile: bool) -> Results:
         _capacity_note(numbers.get("server_capacity")),
         "Several workers: a channel lives in the worker that served the request, so a message reaches only the "
         "subscribers held by the worker that took the POST (about 1/workers of them; the split is shown). "
-        "A shared store (Redis) would make every worker see every message.",
+        "With the Redis store (its own section) every worker sees every message.",
     ]
     if numbers.get("close_delay", {}).get("p50_ms", 0) > 100:
         results.notes.append(
@@ -637,6 +644,62 @@ def _history_rows(results: Results, rows: list[Row], sizes: Sizes) -> None:
     rows.append(Row(f"worker RSS after {hs.finished_jobs // 10} and {hs.finished_jobs} finished 1 MB jobs",
                     f"{rss['early'] / MB:.0f} / {rss['late'] / MB:.0f} MB ({growth:+.1f} MB)", "flat (< +16 MB)",
                     results.judge(growth < 16)))
+
+
+def redis_rows(results: Results, rows: list[Row], sizes: Sizes) -> None:
+    """The Redis store's rows, against the memory rows of the same run (issue 16)."""
+    numbers = results.numbers
+    with RedisProcess() as redis_proc:
+        store = {"SSECMD_STORE_URL": redis_proc.url}
+        with Server(2, "redis-2w", store) as server:
+            clients.short_jobs(server.host, server.port, 20, 4)
+            many = spawn(server, sizes.spawn_parallel, sizes.spawn_clients)
+            _check_log(results, server)
+        numbers["redis_spawn_parallel_2w"] = many
+        memory = numbers.get("spawn_parallel_2w", {}).get("jobs_s")
+        share = many["jobs_s"] / memory if memory else 0.0
+        rows.append(Row(f"short jobs, {sizes.spawn_clients} parallel clients, 2 workers ({many['jobs']} jobs)",
+                        f"{many['jobs_s']:.0f} jobs/s ({share:.0%} of memory's), lost output {many['lost_output']}",
+                        ">= 70% of memory's, 0 lost",
+                        results.judge(share >= 0.7 and many["lost_output"] == 0)))
+
+        with Server(4, "redis-4w", store) as server:
+            cpu, rss = redis_proc.cpu(), redis_proc.rss()
+            found = fanout(server, sizes.fanout_multi, sizes.messages)
+            cpu, rss = redis_proc.cpu() - cpu, redis_proc.rss() - rss
+            _check_log(results, server)
+        numbers["redis_fanout_4w"] = {**found, "redis_cpu_s": cpu, "redis_rss_bytes": rss}
+        count = found["subscribers"]
+        reach = found["reach_all_p50_ns"]
+        rows.append(Row(f"{count} subscribers over 4 workers (per worker: "
+                        f"{'/'.join(map(str, found['subscribers_per_worker']))}): fraction delivered",
+                        f"{found['delivered_fraction']:.1%}", "100%",
+                        results.judge(found["delivered_fraction"] == 1.0)))
+        rows.append(Row(f"{count}: one message to every subscriber, p50",
+                        f"{reach / 1e6:.1f} ms" if reach is not None else "never all", "<= 40 ms",
+                        results.judge(reach is not None and reach <= 40e6)))
+        rows.append(Row(f"{count}: worker RSS per subscriber", f"{found['rss_per_subscriber'] / 1024:.1f} KiB"))
+        rows.append(Row("Redis per 1,000 subscribers (connect, then the messages)",
+                        f"CPU {cpu * 1000 / count:.2f} s, RSS {rss * 1000 / count / 1024:.0f} KiB"))
+
+        size = sizes.throughput_bytes
+        with (Server(1, "redis-a", {**store, "SSECMD_HOST_NAME": "bench-a"}) as owner,
+              Server(1, "redis-b", {**store, "SSECMD_HOST_NAME": "bench-b"}) as viewer):
+            throughput_server(owner, 1_000_000, "events", viewer)  # warm-up
+            cpu, rss = redis_proc.cpu(), redis_proc.rss()
+            found = throughput_server(owner, size, "events", viewer)
+            cpu, rss = redis_proc.cpu() - cpu, redis_proc.rss() - rss
+        numbers["redis_throughput_other_worker"] = {**found, "redis_cpu_s": cpu, "redis_rss_bytes": rss}
+        memory = numbers.get("throughput_events", {}).get("mb_s")
+        share = found["mb_s"] / memory if memory else 0.0
+        missed = f", {found['missed_bytes']} bytes missed (gap)" if found["missed_bytes"] else ", every byte"
+        rows.append(Row(f"one {size / MB:.0f} MB job viewed from another host's worker (GET /jobs/<id>/events)",
+                        f"{found['mb_s']:.0f} MB/s ({share:.0%} of memory's /jobs/<id>/events){missed}",
+                        ">= 35% of memory's, every byte",
+                        results.judge(share >= 0.35 and not found["missed_bytes"])))
+        per_mb = size / MB
+        rows.append(Row("Redis per MB of output (the stream trimmed at job_buffer_bytes)",
+                        f"CPU {cpu / per_mb * 1000:.1f} ms, RSS growth {rss / per_mb / 1024:.0f} KiB"))
 
 
 def _capacity_note(capacity: dict | None) -> str:

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from .channel_support import CHANNEL_ID, HTTP, Subscriber, channel_list, epoch, fresh, id_number, publish
 from .sse_parser import MessageEvent
+
+# Also on the Redis store (issue 16): the same behaviour, whichever store holds the logs.
+pytestmark = pytest.mark.backends("memory", "redis")
 
 
 def _data(event: MessageEvent) -> object:

@@ -13,6 +13,7 @@ import time
 from datetime import datetime, timedelta
 
 import httpx
+import pytest
 
 from .channel_support import (
     HTTP,
@@ -30,6 +31,9 @@ from .channel_support import (
     wait_subscribers,
 )
 from .sse_parser import EventStreamParser
+
+# Also on the Redis store (issue 16): the same behaviour, whichever store holds the logs.
+pytestmark = pytest.mark.backends("memory", "redis")
 
 # Every JSON type, and strings that SSE framing must not break.
 VALUES = [

@@ -17,12 +17,34 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     return subprocess.run([str(VENV_BIN / "sse-commander"), *args], capture_output=True, text=True, env=full_env)
 
 
+def _settings_with(**env: str) -> dict:
+    result = _run("settings", env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 def test_settings_prints_effective_values():
     result = _run("settings", env={"SSECMD_MAX_RUNNING_JOBS": "7"})
     assert result.returncode == 0, result.stderr
     settings = json.loads(result.stdout)
     assert settings["max_running_jobs"] == 7
     assert settings["bind"] == "127.0.0.1:8000"
+    assert settings["store"].startswith("history on disk in ")
+    assert _settings_with(SSECMD_HISTORY="false")["store"] == "memory (each worker its own)"
+
+
+def test_settings_show_the_redis_backend_without_its_password():
+    result = _run("settings", env={"SSECMD_STORE_URL": "redis://ops:s3cret@redis.internal:6379/0",
+                                   "SSECMD_HOST_NAME": "web-1"})
+    assert result.returncode == 0, result.stderr
+    settings = json.loads(result.stdout)
+    assert settings["store"] == "redis redis://ops:***@redis.internal:6379/0 (host web-1)"
+    assert "s3cret" not in result.stdout
+
+
+def test_a_store_url_of_another_kind_is_refused_without_traceback():
+    result = _run("settings", env={"SSECMD_STORE_URL": "postgres://db/x"})
+    assert result.returncode != 0 and "store_url" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_configuration_errors_are_reported_without_traceback(tmp_path):

@@ -9,6 +9,9 @@ from httpx_sse import connect_sse
 from .server import PYTHON, helper
 from .sse_client import collect, output_of
 
+# Also on the Redis store (issue 16): the same behaviour, whichever store holds the logs.
+pytestmark = pytest.mark.backends("memory", "redis")
+
 CASES = {
     "carriage_return_progress": [b"10%\r20%\r30%\n"],
     "crlf_and_lone_lf": [b"one\r\ntwo\nthree\r\n\r\n"],

@@ -7,10 +7,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from .server import PYTHON, helper, wait_until
 from .sse_client import collect, iter_events, open_stream, output_of, payload
 from .sse_parser import EventStreamParser
+
+# Also on the Redis store (issue 16): the same behaviour, whichever store holds the logs.
+pytestmark = pytest.mark.backends("memory", "redis")
 
 
 def _lines_command(count: int, pause: float = 0.05) -> list[str]:

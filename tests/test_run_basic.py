@@ -5,9 +5,13 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from .server import PYTHON, helper
 from .sse_client import collect, iter_events, open_stream, output_of, payload
+
+# Also on the Redis store (issue 16): the same behaviour, whichever store holds the logs.
+pytestmark = pytest.mark.backends("memory", "redis")
 
 
 def test_run_streams_events_and_exit_code(server):

@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 from ..errors import ApiError
+from ..store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.headers, exc.extra)
+
+    @app.errorhandler(StoreUnavailable)
+    def _store_unavailable(exc: StoreUnavailable):
+        return error_response(503, "store_unavailable", f"the shared store cannot be reached: {exc}",
+                              {"Retry-After": "2"})
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

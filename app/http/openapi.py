@@ -539,8 +539,8 @@ def _paths() -> dict[str, Any]:
                     {"200": _json_response("Written (or closed).", _object(
                         {"job": JOB_ID, "written_bytes": {"type": "integer", "minimum": 0},
                          "eof": {"type": "boolean"}})),
-                     "409": _error("`input_full` (with `written_bytes`), `no_stdin`, `input_closed` or "
-                                   "`job_not_running`.")},
+                     "409": _error("`input_full` (with `written_bytes`), `no_stdin`, `input_closed`, "
+                                   "`job_not_running`, or `input_elsewhere` (it runs on another worker).")},
                     "400", "404", "408", "413", "415",
                 ),
             },

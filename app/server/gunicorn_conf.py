@@ -148,6 +148,9 @@ def _log_capacity(server) -> None:
 def child_exit(server, worker):
     """Master side: kill what a worker's jobs left behind (it may have died by SIGKILL)."""
     from app.process import cgroups
+
+    if _settings.store_url:
+        _jobs_lost(worker.pid)
     from app.process.pgroups import default_run_dir, kill_orphaned_groups
 
     metrics_dir.worker_gone(worker.pid)
@@ -164,6 +167,18 @@ def child_exit(server, worker):
     killed = kill_orphaned_groups(root, worker.pid, server.log.warning)
     if killed:
         server.log.warning("worker %s left %d process group(s); killed: %s", worker.pid, len(killed), killed)
+
+
+_liveness_helpers: list = []
+
+
+def _jobs_lost(pid: int) -> None:
+    """A shared store (issue 16): the dead worker's running jobs are lost at once. In a helper process, which
+    the master does not wait for: the master never imports redis (app/store/redis/liveness.py)."""
+    import subprocess
+
+    _liveness_helpers[:] = [helper for helper in _liveness_helpers if helper.poll() is None]
+    _liveness_helpers.append(subprocess.Popen([sys.executable, "-m", "app.store.redis.liveness", str(pid)]))
 
 
 def on_exit(server):

@@ -43,12 +43,13 @@ from __future__ import annotations
 import abc
 import re
 import secrets
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from gevent.event import Event
 
+from ..policy.ratelimit import RateLimiter
 from .query import JobPage, JobQuery, page_jobs
 
 if TYPE_CHECKING:
@@ -143,6 +144,11 @@ class LogRead:
 
 class UnknownLog(KeyError):
     """No log with that key is kept (a job never created or forgotten, a channel forgotten)."""
+
+
+class StoreUnavailable(Exception):
+    """The shared store cannot be reached now (Redis down or restarting): a request gets a 503 and may be
+    retried; an open stream ends with ``retry:`` and resumes once the store is back."""
 
 
 class TooManyJobs(Exception):
@@ -279,6 +285,18 @@ class Store(abc.ABC):
     def local_log(self, job_id: str) -> JobLog:
         """The log of a job running in this worker, for its runner (UnknownLog if there is none)."""
 
+    # Jobs that run in other workers (a shared store; issue 16).
+
+    @abc.abstractmethod
+    def request_stop(self, job_id: str, reason: str) -> bool:
+        """Ask the worker that runs ``job_id`` (another worker of this host or of another) to stop it for
+        ``reason`` (``cancelled``); False if no other worker runs it (the memory store: every job runs here)."""
+
+    @abc.abstractmethod
+    def set_stop_handler(self, handler: Callable[[str, str], object]) -> None:
+        """What ``request_stop`` from another worker calls here for a job of this worker: the runner's
+        ``stop(job_id, reason)``."""
+
     # Event logs, by key.
 
     @abc.abstractmethod
@@ -338,6 +356,20 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def describe_channels(self) -> list[dict[str, Any]]:
         """Every channel by name: ``name``, ``system``, ``subscribers``, ``last_id`` (its newest event id), ``url``."""
+
+    # Limits shared by whoever shares the store (issue 16).
+
+    @abc.abstractmethod
+    def rate_limiter(self, name: str, per_minute: int, burst: int) -> RateLimiter:
+        """A token bucket per key (``acquire(key)``: 0, or the seconds to wait) for ``name`` (jobs, publish,
+        login): this worker's own with the memory store, every worker's and host's with a shared one."""
+
+    # Health.
+
+    @abc.abstractmethod
+    def status(self) -> dict[str, Any]:
+        """The backend and whether it answers now, for GET /healthz: ``backend``, ``ok``, and for a shared
+        store ``latency_ms`` (a round trip now) or ``error`` (why it cannot be reached)."""
 
     # Memory.
 

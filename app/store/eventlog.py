@@ -96,6 +96,10 @@ class EventLog(JobLog):
         if self._budget is not None:
             self._budget.used += size - freed
 
+    def begin_after(self, offset: int) -> None:
+        """Start an empty log after ``offset`` (a mirror of a log kept elsewhere: what lies before it is read there)."""
+        self._units = self._dropped_through = offset
+
     @property
     def last_id(self) -> int:
         """The id of the newest event, 0 if none."""
@@ -126,14 +130,19 @@ class EventLog(JobLog):
         prefix = self._id_prefix
         frame, data_start = encode_json_frame(payload, kind, f"{prefix}{event_id}" if prefix else event_id)
         self._units = event_id
-        event = LogEvent(event_id, kind, frame, data_start, raw, audience)
+        return self.add_event(LogEvent(event_id, kind, frame, data_start, raw, audience))
+
+    def add_event(self, event: LogEvent) -> LogEvent:
+        """Keep an event already encoded, its id above every id kept (a mirror of a log kept elsewhere)."""
+        kind, raw = event.kind, event.raw
+        self._units = event.id
         self.output_bytes += len(raw)
         budget = self._budget
         if self.pin_start and kind == "start" and self._start is None and not self._events:
             self._start = event
         else:
             self._events.append(event)
-            size = len(frame) + len(raw) + EVENT_OVERHEAD_BYTES
+            size = len(event.frame) + len(raw) + EVENT_OVERHEAD_BYTES
             self._retained_bytes += size
             freed = self._trim()
             if budget is not None:
@@ -270,7 +279,7 @@ class EventLog(JobLog):
         if self._owner_cursor is None:
             return
         self._owner_cursor = offset
-        if not self.owner_far_behind():
+        if not self._owner_behind():
             self._room.set()
 
     def _owner_limit(self) -> int:
@@ -280,11 +289,15 @@ class EventLog(JobLog):
 
     def owner_far_behind(self) -> bool:
         """True while the owning viewer is so far behind that the runner must wait for it."""
+        return self._owner_behind()
+
+    def _owner_behind(self) -> bool:
+        # The owning viewer's part alone (a subclass may add other reasons to wait to owner_far_behind).
         return self._owner_cursor is not None and self._units - self._owner_cursor > self._owner_limit()
 
     def wait_for_room(self, wake: Iterable[Event] = ()) -> None:
         """Block the runner while the owning viewer is too far behind."""
-        while self.owner_far_behind():
+        while self._owner_behind():
             self._room.clear()
             gevent.wait([self._room, *wake], count=1)
             if any(event.is_set() for event in wake):

@@ -1,4 +1,5 @@
-"""Which store the settings ask for: history on disk (the default), or memory only (``history = false``)."""
+"""The store the settings ask for: a shared Redis (``store_url``), else history on disk (the default), or
+this worker's memory only (``history = false``)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,14 @@ from .base import Store
 from .memory import MemoryStore
 
 
-def store_from_settings(settings: Settings) -> Store:
-    """The embedded store: ``HistoryStore`` in ``data_dir`` with ``history`` on, else ``MemoryStore``."""
+def make_store(settings: Settings) -> Store:
+    """RedisStore for a ``store_url`` (history is then Redis's), else ``HistoryStore`` in ``data_dir`` with
+    ``history`` on, else ``MemoryStore``."""
+    if settings.store_url:
+        # Imported only here: redis must be imported after gevent has patched the sockets (gunicorn's worker does).
+        from .redis.store import RedisStore
+
+        return RedisStore(settings)
     if not settings.history:
         return MemoryStore.from_settings(settings)
     from .history.datadir import resolve_data_dir

@@ -13,13 +13,14 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import gevent
 from gevent.event import Event
 
 from ..config import Settings
+from ..policy.ratelimit import RateLimiter
 from ..states import JobState
 from .base import (
     CHANNEL_PREFIX,
@@ -227,6 +228,15 @@ class MemoryStore(Store):
             self._forget(job)
             excess -= 1
 
+    # Jobs that run in other workers: none, with this store.
+
+    def request_stop(self, job_id: str, reason: str) -> bool:
+        """Every job of this store runs in this worker: no other worker to ask."""
+        return False
+
+    def set_stop_handler(self, handler: Callable[[str, str], object]) -> None:
+        """Nothing to route: stop requests never come from another worker."""
+
     # Event logs, by key.
 
     def _log(self, key: str) -> EventLog | None:
@@ -315,6 +325,14 @@ class MemoryStore(Store):
     def describe_channels(self) -> list[dict[str, Any]]:
         """Every channel by name, with its subscriber count and newest event id."""
         return self.hub.describe()
+
+    def rate_limiter(self, name: str, per_minute: int, burst: int) -> RateLimiter:
+        """This worker's own buckets."""
+        return RateLimiter(per_minute, burst)
+
+    def status(self) -> dict[str, Any]:
+        """This worker's memory: always there."""
+        return {"backend": "memory", "ok": True}
 
     def buffered_bytes(self) -> tuple[int, int]:
         """(bytes the budget counts now, its limit)."""

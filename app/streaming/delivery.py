@@ -139,7 +139,10 @@ class DirectDelivery:
             joined, parts = None, chunk_parts(frame)
             size = sum(map(len, parts))
         terminal = event.kind in TERMINAL_EVENTS and key.startswith(JOB_PREFIX)
+        event_id = event.id
         for stream in list(parked):
+            if event_id <= stream.cursor:
+                continue  # sent already: a stream that read from a shared store ahead of this worker's mirror
             if stream.visible is not None and not stream.visible(event):
                 stream.cursor = event.id
                 continue

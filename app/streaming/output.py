@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from gevent.event import Event
 
 from ..config import Settings
-from ..store.base import LogRead, Store, UnknownLog
+from ..store.base import LogRead, Store, StoreUnavailable, UnknownLog
 from .wire import hangup_event
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def _follow_output(
         try:
             if read is None:
                 read = store.read(key, cursor)
-        except UnknownLog:
+        except (UnknownLog, StoreUnavailable):
             return
         if read.missed and not first:
             log.warning("%s: /output reader fell %d bytes behind the buffer; aborting", key, read.missed)

@@ -40,7 +40,7 @@ from gevent.event import Event
 
 from .. import metrics
 from ..config import Settings
-from ..store.base import LogEvent, Position, Store, UnknownLog, is_job_key
+from ..store.base import LogEvent, Position, Store, StoreUnavailable, UnknownLog, is_job_key
 from .delivery import DirectDelivery, Parked
 from .multiplex import format_composite, missed_field, retag, retag_gap, retag_reset, source_id_json
 from .sse import HEARTBEAT, encode_comment, encode_json_event, encode_retry
@@ -114,7 +114,13 @@ class EventStreams:
         watcher = None
         try:
             while True:
-                progressed = self._read(sources, pending, multiplexed)
+                try:
+                    progressed = self._read(sources, pending, multiplexed)
+                except StoreUnavailable:
+                    # A shared store gone (Redis down): the client comes back after retry_ms and resumes.
+                    yield b"".join(pending) + encode_retry(settings.retry_ms) + encode_comment(
+                        "the store is unavailable; reconnect to resume")
+                    return
                 if pending:
                     yield b"".join(pending)
                     pending = []

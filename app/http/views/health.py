@@ -11,9 +11,10 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    """Liveness and a few counters; 503 while shutting down so balancers move on."""
+    """Liveness and a few counters; 503 while shutting down, or while the shared store cannot be reached, so
+    balancers move on; 200 while merely degraded (the history on disk losing bytes), so they keep the node."""
     health = current_service().health()
     response = jsonify(health)
-    response.status_code = 503 if health["status"] == "shutting_down" else 200
+    response.status_code = 200 if health["status"] in ("ok", "degraded") else 503
     response.headers["Cache-Control"] = "no-store"
     return response

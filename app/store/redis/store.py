@@ -1,0 +1,736 @@
+"""RedisStore: jobs, their logs and channels in Redis Streams, shared by every worker of every host.
+
+Keys (all under ``ssec:``):
+
+- ``job:<id>``: the job's record (a hash, codec.py) with its log's state:
+  ``_last`` (newest offset), ``_dropped`` (trimmed through), ``_fin`` (the
+  terminal event is in), ``_start``/``_start_id`` (the pinned start event),
+  ``_host``/``_worker`` (who runs it).
+- ``log:job:<id>``, ``log:channel:<name>``: the logs, one stream each, entry
+  ids ``<offset>-0``.
+- ``meta:channel:<name>``: a channel's ``epoch``, ``last``, ``dropped``,
+  ``bytes``; made with a new epoch whenever it is found missing.
+- ``jobs`` (all jobs by creation time), ``finished`` (by end time, for
+  ``max_finished_jobs``), ``running:<host>``, ``user:<name>`` (running job
+  ids), ``channels`` (names), ``resets`` and ``wake:<host>:<pid>`` (reader.py),
+  ``ctl:<host>`` (stop requests for the jobs of a host; the request is also
+  stored in the job's record, ``_stop``, for a worker that missed the message).
+
+The worker that starts a job spawns and pumps it, as with the memory store:
+its runner appends to a local ``EventLog`` (flow control, and this worker's
+viewers read and are delivered from it directly), and each event also goes to
+Redis through the batching writer (writer.py), with the same id and bytes.
+
+Other workers read a log from Redis until they have caught up with it; then
+they keep a local mirror of it (an ``EventLog`` begun after the offset they
+caught up at) that the worker's one reader (reader.py) appends to, and that
+delivers to the parked streams through the listener, as the memory store's
+logs do. A mirror nobody has read for a while is dropped.
+
+Liveness (liveness.py): every worker beats; a job whose worker or host went
+away becomes ``lost``, once, with one ``exit`` event.
+
+``max_running_jobs`` stays per worker (it protects the host); per-user
+running counts are shared.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any
+
+import gevent
+import redis
+from gevent.event import Event
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.retry import Retry
+
+from ...config import Settings
+from ...policy.messages import SYSTEM_CHANNELS, check_channel_name
+from ...policy.ratelimit import RateLimiter
+from ...states import LIVE_STATES, JobState
+from ...streaming.sse import encode_json_frame
+from ..base import (
+    CHANNEL_PREFIX,
+    JOB_PREFIX,
+    TERMINAL_EVENTS,
+    LogEvent,
+    LogListener,
+    LogRead,
+    Position,
+    Store,
+    StoreUnavailable,
+    Subscription,
+    TooManyChannels,
+    TooManyJobs,
+    UnknownLog,
+    channel_key,
+    job_key,
+    new_epoch,
+)
+from ..budget import MemoryBudget
+from ..eventlog import EVENT_OVERHEAD_BYTES, EventLog
+from ..jobs import Job
+from . import liveness
+from .codec import encode_fields, event_from_entry, event_from_tail, job_fields, job_from_fields
+from .reader import BLOCK_MS, StreamReader
+from .scripts import CHANNEL_APPEND, JOB_APPEND, JOB_FINISH, TOKEN_BUCKET
+from .writer import JobWriter
+
+log = logging.getLogger(__name__)
+
+PREFIX = "ssec:"
+POOL_SIZE = 16  # connections per worker for commands (the reader has its own): requests wait for one, never fail
+CHANNEL_TTL = 7 * 24 * 3600  # seconds: a channel nobody publishes to or subscribes to this long is forgotten
+MIRROR_IDLE = 30.0  # seconds: a mirror nobody has read or waited on this long is dropped (plus 2 heartbeats)
+
+
+def _shared(method: Callable) -> Callable:
+    """Redis unreachable during the call: StoreUnavailable (a 503, or a stream's ``retry:``), never a crash."""
+
+    @functools.wraps(method)
+    def call(self: RedisStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(str(exc) or exc.__class__.__name__) from None
+
+    return call
+
+
+def _stream(key: str) -> str:
+    return f"{PREFIX}log:{key}"
+
+
+def _job_hash(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+def _control_stream(host: str) -> str:
+    return f"{PREFIX}ctl:{host}"
+
+
+def _channel_meta(name: str) -> str:
+    return f"{PREFIX}meta:channel:{name}"
+
+
+class RedisStore(Store):
+    """The shared store (see the module docstring)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.host = settings.host_name
+        self.worker = os.getpid()
+        # A few quick retries (redis-py's default is 10, up to a second apart): a request fails in well under a
+        # second when Redis is down, and a 503 tells the client to come back.
+        pool = redis.BlockingConnectionPool.from_url(
+            settings.store_url, max_connections=POOL_SIZE, timeout=5, socket_timeout=5, socket_connect_timeout=2,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), 3),
+        )
+        self.client = redis.Redis(connection_pool=pool)
+        # The reader blocks up to BLOCK_MS: its socket timeout must be above that (reference: redis-py #2807).
+        self.reader_client = redis.Redis.from_url(
+            settings.store_url, socket_timeout=BLOCK_MS / 1000 + 10, socket_connect_timeout=5,
+            retry=Retry(NoBackoff(), 0), single_connection_client=True,
+        )
+        self._channel_append = self.client.register_script(CHANNEL_APPEND)
+        self.budget = MemoryBudget(settings.max_buffered_bytes)
+        self._listener: LogListener | None = None
+        self._logs: dict[str, EventLog] = {}  # by key: the logs of jobs run here, and mirrors
+        self._used: dict[str, float] = {}  # by key: when a mirror was last read or waited on
+        self._owned: dict[str, Job] = {}  # jobs run by this worker, while their log is kept here
+        self._running: set[str] = set()  # ids of jobs running in this worker
+        self._subscribers: dict[str, int] = {}
+        self._by_user: dict[str, int] = {}
+        self._wake_stream = f"{PREFIX}wake:{self.host}:{self.worker}"
+        self.writer = JobWriter(
+            self.client, self.client.register_script(JOB_APPEND),
+            lambda job_id: [_job_hash(job_id), _stream(job_key(job_id))], settings.job_buffer_bytes,
+            settings.finished_job_ttl,
+        )
+        self._stop_handler: Callable[[str, str], object] | None = None
+        self.reader = StreamReader(
+            self.reader_client, self._wake_stream,
+            {f"{PREFIX}resets": self._epochs_changed, _control_stream(self.host): self._control},
+            self._entries, self._reconnected, self._drop_mirrors,
+            lambda: self.client.xadd(self._wake_stream, {"w": "1"}, maxlen=16, approximate=True),
+        )
+        self._finish_script = self.client.register_script(JOB_FINISH)
+        self.reader.start()
+        self._janitor = gevent.spawn(self._drop_idle_mirrors)
+        self._liveness = gevent.spawn(self._keep_alive)
+
+    def _keep_alive(self) -> None:
+        """Beat every BEAT_INTERVAL; sweep for jobs of dead workers and hosts every SWEEP_INTERVAL."""
+        next_sweep = 0.0
+        while True:
+            try:
+                liveness.beat(self.client, self.host, self.worker)
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + liveness.SWEEP_INTERVAL
+                    for job_id in liveness.sweep(self.client, self.settings.finished_job_ttl):
+                        log.warning("job %s is lost: the worker running it went away", job_id)
+            except Exception as exc:  # Redis unreachable: the reader and /healthz tell; beat again when it is back
+                log.debug("heartbeat failed: %s", exc)
+            gevent.sleep(liveness.BEAT_INTERVAL)
+
+    # The job registry.
+
+    @_shared
+    def create_job(
+        self,
+        argv: Iterable[str],
+        timeout: float,
+        origin: str,
+        *,
+        owner: str,
+        action: str | None = None,
+        params: dict[str, Any] | None = None,
+        owner_limit: int | None = None,
+        request_id: str | None = None,
+        stderr: str = "separate",
+        stdin: bool = False,
+    ) -> Job:
+        """Register a new job run by this worker, or raise TooManyJobs (this worker's, or the owner's share)."""
+        if len(self._running) >= self.settings.max_running_jobs:
+            raise TooManyJobs()
+        if owner_limit is not None and self.running_count_of(owner) >= owner_limit:
+            raise TooManyJobs(per_owner=True)
+        job = Job(id=secrets.token_hex(8), argv=tuple(argv), timeout=timeout, origin=origin, owner=owner,
+                  action=action, params=params, request_id=request_id, stderr=stderr, stdin=stdin)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(_job_hash(job.id), mapping=job_fields(
+            job, _host=self.host, _worker=str(self.worker), _last="0", _dropped="0"))
+        pipe.zadd(f"{PREFIX}jobs", {job.id: job.created_at})
+        pipe.sadd(f"{PREFIX}running:{self.host}", job.id)
+        pipe.sadd(f"{PREFIX}user:{owner}", job.id)
+        pipe.execute()
+        key = job_key(job.id)
+        self._logs[key] = OwnedJobLog(self.writer, job.id, self.settings.job_buffer_bytes, key=key,
+                                      budget=self.budget, deliver=self._deliver_owned)
+        self._owned[job.id] = job
+        self._running.add(job.id)
+        self._used[key] = time.monotonic()
+        return job
+
+    def _deliver_owned(self, key: str, event: LogEvent) -> None:
+        # A job run here: to Redis (batched), and to this worker's parked streams at once.
+        self.writer.add(key[len(JOB_PREFIX):], event)
+        if self._listener is not None:
+            self._listener.deliver(key, event)
+
+    @_shared
+    def get_job(self, job_id: str) -> Job | None:
+        """A job by id (this worker's own record of a job it runs), or None."""
+        job = self._owned.get(job_id)
+        if job is not None:
+            self._sync_counters(job)
+            return job
+        return job_from_fields(self.client.hgetall(_job_hash(job_id)))
+
+    def _sync_counters(self, job: Job) -> None:
+        log_ = self._logs.get(job_key(job.id))
+        if log_ is not None:
+            job.output_bytes = log_.output_bytes
+            job.dropped_bytes = log_.dropped_bytes
+
+    @_shared
+    def list_jobs(self, *, state: str | None = None, owner: str | None = None) -> list[Job]:
+        """Every host's kept jobs, newest first; only those in ``state``, or of ``owner``, if given."""
+        ids = [job_id.decode() for job_id in self.client.zrevrange(f"{PREFIX}jobs", 0, -1)]
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(_job_hash(job_id))
+        jobs, gone = [], []
+        for job_id, fields in zip(ids, pipe.execute(), strict=True):
+            job = self._owned.get(job_id) or job_from_fields(fields)
+            if job is None:
+                gone.append(job_id)  # expired (finished_job_ttl) or pruned
+                continue
+            if (state is None or job.state == state) and (owner is None or job.owner == owner):
+                jobs.append(job)
+        if gone:
+            self.client.zrem(f"{PREFIX}jobs", *gone)
+        for job in jobs:
+            if job.id in self._owned:
+                self._sync_counters(job)
+        return jobs
+
+    def mark_started(self, job_id: str, pid: int) -> None:
+        """Record the pid and start time."""
+        job = self._owned[job_id]
+        job.pid = pid
+        job.started_at = time.time()
+        fields = encode_fields({"pid": pid, "started_at": job.started_at})
+        self._eventually(lambda: self.client.hset(_job_hash(job_id), mapping=fields))
+
+    def mark_stopping(self, job_id: str) -> None:
+        """A running job is being stopped."""
+        job = self._owned[job_id]
+        if job.state is JobState.RUNNING:
+            job.state = JobState.STOPPING
+            state = encode_fields({"state": job.state})["state"]
+            self._eventually(lambda: self.client.hset(_job_hash(job_id), "state", state))
+
+    def finish_job(self, job_id: str, **fields: Any) -> Job:
+        """Record how a job ended; a finished job is kept ``finished_job_ttl``, and among ``max_finished_jobs``."""
+        job = self._owned[job_id]
+        for name, value in fields.items():
+            setattr(job, name, value)
+        if job.ended_at is None:
+            job.ended_at = time.time()
+        self._sync_counters(job)
+        changed = {**fields, "ended_at": job.ended_at, "state": job.state}
+        record = [item for pair in encode_fields(changed).items() for item in pair]
+        ended = job.finished and job_id in self._running
+        if ended:
+            self._running.discard(job_id)
+        self._eventually(lambda: self._record_finish(job, record, ended))
+        return job
+
+    def _record_finish(self, job: Job, record: list[str], ended: bool) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        self._finish_script(keys=[_job_hash(job.id)], args=record, client=pipe)
+        if ended:
+            pipe.srem(f"{PREFIX}running:{self.host}", job.id)
+            pipe.srem(f"{PREFIX}user:{job.owner}", job.id)
+            pipe.expire(_job_hash(job.id), int(self.settings.finished_job_ttl) or 1)
+            pipe.zadd(f"{PREFIX}finished", {job.id: job.ended_at})
+            pipe.zcard(f"{PREFIX}finished")
+        excess = pipe.execute()[-1] - self.settings.max_finished_jobs if ended else 0
+        if excess > 0:
+            self._forget_oldest(excess)
+
+    def _eventually(self, write: Callable[[], object]) -> None:
+        """A write of the runner's (a job run here started, is stopping, ended): now, or once Redis is back.
+
+        The runner never waits for Redis: its job keeps running, and its record catches up.
+        """
+        try:
+            write()
+        except redis.RedisError as exc:
+            log.warning("Redis did not take a job update (%s); retrying until it does", exc)
+            gevent.spawn(self._retry, write)
+
+    @staticmethod
+    def _retry(write: Callable[[], object]) -> None:
+        while True:
+            gevent.sleep(0.5)
+            try:
+                write()
+                return
+            except redis.RedisError:
+                continue
+
+    def _forget_oldest(self, count: int) -> None:
+        oldest = [job_id.decode() for job_id, _ in self.client.zpopmin(f"{PREFIX}finished", count)]
+        if oldest:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zrem(f"{PREFIX}jobs", *oldest)
+            pipe.delete(*(_job_hash(j) for j in oldest), *(_stream(job_key(j)) for j in oldest))
+            pipe.execute()
+
+    def running_count(self) -> int:
+        """How many jobs run in this worker now (``max_running_jobs`` is per worker)."""
+        return len(self._running)
+
+    @_shared
+    def running_count_of(self, owner: str) -> int:
+        """How many jobs ``owner`` runs now, on every host."""
+        return self.client.scard(f"{PREFIX}user:{owner}")
+
+    def local_log(self, job_id: str) -> EventLog:
+        """The log of a job this worker runs."""
+        if job_id not in self._owned:
+            raise UnknownLog(job_key(job_id))
+        return self._logs[job_key(job_id)]
+
+    # Event logs, by key.
+
+    @_shared
+    def append(self, key: str, kind: str, payload: Any, raw: bytes = b"", audience: str | None = None) -> LogEvent:
+        """Append to a channel (in Redis, made if need be) or to a job this worker runs."""
+        if key.startswith(CHANNEL_PREFIX):
+            name = key[len(CHANNEL_PREFIX):]
+            check_channel_name(name)
+            tail, _ = encode_json_frame(payload, kind)
+            epoch, offset = self._run_channel_script(name, kind, tail, audience)
+            return event_from_tail(offset, kind, tail, epoch, b"", audience)
+        log_ = self._logs.get(key)
+        if log_ is None or key[len(JOB_PREFIX):] not in self._owned:
+            raise UnknownLog(key)
+        return log_.append(kind, payload, raw, audience)
+
+    def _run_channel_script(self, name: str, kind: str = "", tail: bytes = b"", audience: str | None = None,
+                            ensure_only: bool = False) -> tuple[str, int]:
+        settings = self.settings
+        size = len(tail) + 24 + EVENT_OVERHEAD_BYTES  # 24: the id line the frame gets back when read
+        try:
+            epoch, offset = self._channel_append(
+                keys=[_channel_meta(name), _stream(channel_key(name)), f"{PREFIX}channels", f"{PREFIX}resets",
+                      _channel_meta("")],
+                args=[new_epoch(), kind, tail, audience or "", size, settings.channel_history_bytes,
+                      settings.channel_history, name, "1" if ensure_only else "0", settings.max_channels,
+                      CHANNEL_TTL],
+            )
+        except redis.ResponseError as exc:
+            if "TOOMANY" in str(exc):
+                raise TooManyChannels() from None
+            raise
+        return epoch.decode(), int(offset)
+
+    def _local(self, key: str, epoch: str, offset: int) -> EventLog | None:
+        """The local log that can answer a read after (epoch, offset), if any."""
+        log_ = self._logs.get(key)
+        if log_ is None:
+            return None
+        if key.startswith(JOB_PREFIX) and key[len(JOB_PREFIX):] in self._owned:
+            return log_  # the whole log of a job run here
+        if epoch == log_.epoch and offset >= log_.retained_from:
+            self._used[key] = time.monotonic()
+            return log_
+        return None
+
+    @_shared
+    def read(self, key: str, after: Position | int, limit: int = 512) -> LogRead:
+        """Up to ``limit`` events after ``after``: from a local log where one covers it, else from Redis."""
+        epoch, offset = ("", after) if after.__class__ is int else after
+        local = self._local(key, epoch, offset)
+        if local is not None:
+            if epoch != local.epoch and (epoch or offset):
+                return local.read_after(local.retained_from, limit, reset=True)
+            return local.read_after(offset, limit)
+        if key.startswith(JOB_PREFIX):
+            return self._read_job(key, offset, limit)
+        if key.startswith(CHANNEL_PREFIX):
+            return self._read_channel(key, epoch, offset, limit)
+        raise UnknownLog(key)
+
+    def _read_job(self, key: str, offset: int, limit: int) -> LogRead:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hmget(_job_hash(key[len(JOB_PREFIX):]), "_last", "_dropped", "_fin", "_start", "_start_id", "id")
+        pipe.xrange(_stream(key), min=str(offset + 1), count=limit)
+        (last, dropped, fin, start_tail, start_id, exists), entries = pipe.execute()
+        if exists is None:
+            raise UnknownLog(key)
+        last, dropped, start_id = int(last or 0), int(dropped or 0), int(start_id or 0)
+        events = [event_from_entry(entry_id, fields) for entry_id, fields in entries]
+        gap_at = 0
+        if start_id and offset < start_id:
+            if not events or events[0].id != start_id:
+                events.insert(0, event_from_tail(start_id, "start", start_tail))
+            gap_at = 1
+        more = len(entries) == limit and events[-1].id < last
+        finished = fin == b"1" and not more
+        if not finished and not more:
+            self._mirror(key, "", last)
+        return LogRead(events=events, missed=max(0, dropped - max(offset, start_id)), finished=finished,
+                       last_id=last, gap_at=gap_at)
+
+    def _read_channel(self, key: str, epoch: str, offset: int, limit: int) -> LogRead:
+        name = key[len(CHANNEL_PREFIX):]
+        meta = self.client.hmget(_channel_meta(name), "epoch", "last", "dropped")
+        if meta[0] is None:
+            self._run_channel_script(name, ensure_only=True)  # flushed, or restarted without persistence
+            meta = self.client.hmget(_channel_meta(name), "epoch", "last", "dropped")
+            if meta[0] is None:
+                raise UnknownLog(key)
+        current, last, dropped = meta[0].decode(), int(meta[1] or 0), int(meta[2] or 0)
+        reset = epoch != current and bool(epoch or offset)
+        if reset:
+            offset = dropped
+        entries = self.client.xrange(_stream(key), min=str(offset + 1), count=limit)
+        events = [event_from_entry(entry_id, fields, current) for entry_id, fields in entries]
+        more = len(entries) == limit and events[-1].id < last
+        if not more:
+            self._mirror(key, current, max(last, events[-1].id if events else 0))
+        return LogRead(events=events, missed=max(0, dropped - offset), finished=False, last_id=last,
+                       epoch=current, reset=reset)
+
+    def _mirror(self, key: str, epoch: str, after: int) -> None:
+        """Follow ``key`` from after ``after`` on, in a local mirror fed by the reader (if not followed yet)."""
+        if key in self._logs:
+            return
+        channel = key.startswith(CHANNEL_PREFIX)
+        settings = self.settings
+        mirror = EventLog(
+            settings.channel_history_bytes if channel else settings.job_buffer_bytes, key=key, epoch=epoch,
+            max_events=settings.channel_history if channel else None,
+            terminal_kinds=frozenset() if channel else TERMINAL_EVENTS, pin_start=not channel, budget=self.budget,
+            deliver=self._listener.deliver if self._listener is not None else None,
+        )
+        mirror.begin_after(after)
+        self._logs[key] = mirror
+        self._used[key] = time.monotonic()
+        self.reader.follow(_stream(key), after)
+
+    def _entries(self, stream: str, entries: list) -> None:
+        """The reader read ``entries`` of a followed stream: into its mirror (and so to the parked streams)."""
+        key = stream[len(PREFIX) + 4:]
+        mirror = self._logs.get(key)
+        if mirror is None or key[len(JOB_PREFIX):] in self._owned:
+            self.reader.unfollow(stream)
+            return
+        for entry_id, fields in entries:
+            event = event_from_entry(entry_id, fields, mirror.epoch)
+            if event.id <= mirror.last_id or mirror.finished:
+                continue
+            # Each id is the one before it plus what the event counts (its output bytes, or 1): a larger jump
+            # means the stream was trimmed past entries this reader had not read yet. XREAD says nothing of
+            # that, so the mirror goes, and its streams read again from Redis, which tells them the gap.
+            if event.id - (len(event.raw) or 1) != mirror.last_id:
+                self._drop_mirror(key)
+                if self._listener is not None:
+                    self._listener.reset(key)
+                return
+            mirror.add_event(event)
+        if mirror.finished:
+            self.reader.unfollow(stream)
+
+    def _drop_mirror(self, key: str) -> None:
+        mirror = self._logs.pop(key, None)
+        self._used.pop(key, None)
+        if mirror is not None:
+            mirror.detach()
+            self.reader.unfollow(_stream(key))
+
+    def _epochs_changed(self, entries: list) -> None:
+        """Channels have a new epoch: mirrors of older ones go, and their streams read again (and reset)."""
+        for _, fields in entries:
+            key, epoch = fields[b"key"].decode(), fields[b"epoch"].decode()
+            mirror = self._logs.get(key)
+            if mirror is not None and mirror.epoch != epoch and key.startswith(CHANNEL_PREFIX):
+                self._drop_mirror(key)
+                if self._listener is not None:
+                    self._listener.reset(key)
+
+    def _drop_mirrors(self) -> None:
+        """The reader lost Redis, or found it again (restarted, flushed): every mirror may be stale, so every
+        mirror goes and its streams read again (from Redis: while it is down they end with ``retry:``). The
+        logs of jobs run here stay: their viewers here go on."""
+        for key in [k for k in self._logs if not (k.startswith(JOB_PREFIX) and k[len(JOB_PREFIX):] in self._owned)]:
+            self._drop_mirror(key)
+            if self._listener is not None:
+                self._listener.reset(key)
+
+    def _reconnected(self) -> None:
+        """Back after an outage: mirrors go (see _drop_mirrors); stop requests for this worker's jobs made
+        meanwhile are found in the jobs' records."""
+        self._drop_mirrors()
+        running = sorted(self._running)
+        if running:
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in running:
+                pipe.hget(_job_hash(job_id), "_stop")
+            for job_id, reason in zip(running, pipe.execute(), strict=True):
+                if reason:
+                    self._stop_here(job_id, reason.decode())
+
+    # Stopping jobs that run elsewhere.
+
+    @_shared
+    def request_stop(self, job_id: str, reason: str) -> bool:
+        """Ask the worker running the job to stop it: a stored request, and a message on its host's control
+        stream (read by every worker of that host; the one running it acts)."""
+        host, state, fin = self.client.hmget(_job_hash(job_id), "_host", "state", "_fin")
+        if host is None or fin == b"1" or JobState(json.loads(state)) not in LIVE_STATES:
+            return False
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(_job_hash(job_id), "_stop", reason)
+        pipe.xadd(_control_stream(host.decode()), {"stop": job_id, "reason": reason}, maxlen=1000, approximate=True)
+        pipe.execute()
+        return True
+
+    def set_stop_handler(self, handler: Callable[[str, str], object]) -> None:
+        """The runner's ``stop``: what a stop request for a job of this worker calls."""
+        self._stop_handler = handler
+
+    def _control(self, entries: list) -> None:
+        for _, fields in entries:
+            job_id = fields.get(b"stop", b"").decode()
+            if job_id in self._running:
+                self._stop_here(job_id, fields[b"reason"].decode())
+
+    def _stop_here(self, job_id: str, reason: str) -> None:
+        if self._stop_handler is not None and job_id in self._running:
+            self._stop_handler(job_id, reason)
+
+    def _drop_idle_mirrors(self) -> None:
+        idle = MIRROR_IDLE + 2 * self.settings.heartbeat_interval
+        while True:
+            gevent.sleep(min(idle / 2, 10.0))
+            now = time.monotonic()
+            for key in [k for k, used in self._used.items() if now - used > idle]:
+                job_id = key[len(JOB_PREFIX):] if key.startswith(JOB_PREFIX) else None
+                if job_id in self._owned:
+                    if job_id in self._running:
+                        continue
+                    del self._owned[job_id]
+                self._drop_mirror(key)
+
+    def wait(self, key: str, after: Position | int, timeout: float, wake: Iterable[Event] = ()) -> bool:
+        """Wait for an event after ``after`` in the key's local log (made by reading, if need be)."""
+        epoch, offset = ("", after) if after.__class__ is int else after
+        log_ = self._local(key, epoch, offset)
+        if log_ is None:
+            return True  # read from Redis first: that makes the mirror
+        if epoch != log_.epoch and (epoch or offset):
+            return True
+        return log_.wait(offset, timeout, wake)
+
+    def wait_any(self, afters: Mapping[str, Position | int], timeout: float, wake: Iterable[Event] = ()) -> bool:
+        """Wait until any of the logs has something after its position; False on timeout."""
+        changed = []
+        for key, after in afters.items():
+            epoch, offset = ("", after) if after.__class__ is int else after
+            log_ = self._local(key, epoch, offset)
+            if log_ is None or (epoch != log_.epoch and (epoch or offset)):
+                return True
+            if log_.last_id > offset or log_.finished:
+                return True
+            changed.append(log_.changed)
+        return bool(gevent.wait([*changed, *wake], timeout=timeout, count=1))
+
+    def set_listener(self, listener: LogListener) -> None:
+        """Parked streams get every event of every local log: appended here, or read by the reader."""
+        self._listener = listener
+        for key, log_ in self._logs.items():
+            if not (key.startswith(JOB_PREFIX) and key[len(JOB_PREFIX):] in self._owned):
+                log_.deliver = listener.deliver
+
+    # Channels.
+
+    @_shared
+    def ensure_channel(self, name: str, keep: Collection[str] = (), *, make_room: bool = True) -> None:
+        """Make the channel if it does not exist (TooManyChannels at ``max_channels``: none is forgotten)."""
+        check_channel_name(name)
+        self._run_channel_script(name, ensure_only=True)
+
+    @_shared
+    def peek_channel(self, name: str) -> Position | None:
+        """The channel's epoch and newest offset, or None if it does not exist."""
+        epoch, last = self.client.hmget(_channel_meta(name), "epoch", "last")
+        return None if epoch is None else Position(epoch.decode(), int(last or 0))
+
+    @_shared
+    def subscribe(self, name: str, user: str, *, pins: bool, keep: Collection[str] = ()) -> Subscription:
+        """Count a subscriber of this worker until ``unsubscribe``, making the channel if need be."""
+        self.ensure_channel(name, keep, make_room=pins)
+        self._subscribers[name] = self._subscribers.get(name, 0) + 1
+        self._by_user[user] = self._by_user.get(user, 0) + 1
+        return Subscription(name, user, pins)
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """A subscriber counted by ``subscribe`` has gone."""
+        for counts, key in ((self._subscribers, subscription.name), (self._by_user, subscription.user)):
+            left = counts.get(key, 0) - 1
+            if left > 0:
+                counts[key] = left
+            else:
+                counts.pop(key, None)
+
+    def subscribers(self, name: str) -> int:
+        """How many of this worker's streams are subscribed to a channel now."""
+        return self._subscribers.get(name, 0)
+
+    def subscriptions_of(self, user: str) -> int:
+        """How many channel subscriptions the user's open streams hold in this worker."""
+        return self._by_user.get(user, 0)
+
+    @_shared
+    def describe_channels(self) -> list[dict[str, Any]]:
+        """Every channel by name (every host's), with this worker's subscriber counts and its newest event id."""
+        for name in SYSTEM_CHANNELS:
+            self._run_channel_script(name, ensure_only=True)
+        names = sorted(name.decode() for name in self.client.smembers(f"{PREFIX}channels"))
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.hmget(_channel_meta(name), "epoch", "last")
+        described, gone = [], []
+        for name, (epoch, last) in zip(names, pipe.execute(), strict=True):
+            if epoch is None:
+                gone.append(name)
+                continue
+            described.append({
+                "name": name,
+                "system": name in SYSTEM_CHANNELS,
+                "subscribers": self._subscribers.get(name, 0),
+                "last_id": Position(epoch.decode(), int(last or 0)).event_id,
+                "url": f"/channels/{name}/events",
+            })
+        if gone:
+            self.client.srem(f"{PREFIX}channels", *gone)
+        return described
+
+    # Limits shared by every worker and host.
+
+    def rate_limiter(self, name: str, per_minute: int, burst: int) -> RateLimiter:
+        """Buckets in Redis, shared by every worker and host (this worker's own while Redis is away)."""
+        return SharedRateLimiter(self.client.register_script(TOKEN_BUCKET), f"{PREFIX}rate:{name}:", per_minute,
+                                 burst)
+
+    # Health.
+
+    def status(self) -> dict[str, Any]:
+        """``backend`` redis, ``host``, ``ok``; ``latency_ms`` of a PING now, or ``error`` (GET /healthz)."""
+        answer: dict[str, Any] = {"backend": "redis", "host": self.host}
+        began = time.perf_counter()
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            return {**answer, "ok": False, "error": str(exc) or exc.__class__.__name__}
+        answer["latency_ms"] = round((time.perf_counter() - began) * 1000, 3)
+        if not self.reader.healthy:
+            return {**answer, "ok": False, "error": f"the stream reader is not connected: {self.reader.error}"}
+        return {**answer, "ok": True, "pending_events": self.writer.pending()}
+
+    # Memory.
+
+    def buffered_bytes(self) -> tuple[int, int]:
+        """(bytes this worker's local logs and mirrors hold, their limit)."""
+        return self.budget.used, self.budget.limit
+
+
+class SharedRateLimiter(RateLimiter):
+    """``RateLimiter`` with its buckets in Redis (the TOKEN_BUCKET script); its own, local ones while Redis is
+    away, so that limits still hold, per worker, rather than every request failing."""
+
+    def __init__(self, script, prefix: str, per_minute: int, burst: int) -> None:
+        super().__init__(per_minute, burst)
+        self.script = script
+        self.prefix = prefix
+        self.idle_ttl = max(1, int(burst / self.rate) + 1) if self.rate > 0 else 1
+
+    def acquire(self, key: str) -> float:
+        """Take a token for ``key`` from the shared bucket: 0.0, or the seconds to wait."""
+        if self.rate <= 0:
+            return 0.0
+        try:
+            return float(self.script(keys=[self.prefix + key], args=[self.rate, self.burst, self.idle_ttl]))
+        except redis.RedisError:
+            return super().acquire(key)
+
+
+class OwnedJobLog(EventLog):
+    """The log of a job run here: its runner also waits for Redis when Redis takes its output more slowly than
+    the job writes it (JobWriter.behind), as for a slow owning viewer; never while Redis is away."""
+
+    def __init__(self, writer: JobWriter, job_id: str, max_bytes: int, **kwargs: Any) -> None:
+        super().__init__(max_bytes, **kwargs)
+        self._writer = writer
+        self._job_id = job_id
+
+    def owner_far_behind(self) -> bool:
+        """The owning viewer, or Redis, is so far behind that the runner must wait before reading more."""
+        return super().owner_far_behind() or self._writer.behind(self._job_id)
+
+    def wait_for_room(self, wake: Iterable[Event] = ()) -> None:
+        """Block the runner while the owning viewer or Redis is too far behind."""
+        super().wait_for_room(wake)  # the owning viewer's part
+        self._writer.wait_until_caught_up(self._job_id, wake)

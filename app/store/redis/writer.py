@@ -1,0 +1,177 @@
+"""The owner's appends to Redis: every job event this worker's runners append, in pipelined batches.
+
+The runner appends to the job's local log (flow control and this worker's
+viewers, as with the memory store) and the same event comes here. The first
+event of a batch schedules a flush ``FLUSH_DELAY`` later; everything appended
+meanwhile goes in the same pipeline, one ``JOB_APPEND`` script call per job.
+So a flood of output costs one round trip per 5 ms, not one per event.
+
+The byte budget of a job's stream is kept here, where the events are made:
+the same arithmetic as the memory store's log (frame + output + overhead per
+event, the start event pinned), so the stream is trimmed at the same points
+and a viewer behind the trim gets the same ``gap``.
+
+If Redis cannot be reached, the batch stays queued and is sent again later,
+with the same ids: the script skips what was applied already. What waits is
+bounded by ``job_buffer_bytes`` per job (Redis away, or slower than the
+job); beyond it the oldest waiting events go as if trimmed, and readers get a
+``gap`` that says how much.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import gevent
+from gevent.event import Event
+
+from ..base import LogEvent
+from .codec import SAME_AS_TEXT, event_size, frame_tail
+
+log = logging.getLogger(__name__)
+
+FLUSH_DELAY = 0.005  # seconds: the most an event waits before its batch leaves for Redis
+RETRY_DELAY = 0.5  # seconds between tries while Redis is unreachable
+
+
+@dataclass(slots=True)
+class _JobStream:
+    """What the writer knows of one job's stream: what it retains, and what it has dropped."""
+
+    max_bytes: int
+    retained: deque = field(default_factory=deque)  # (id, size) of every entry but the pinned start
+    retained_bytes: int = 0
+    dropped_through: int = 0
+    start_id: int = 0
+    output_bytes: int = 0
+    trimmed: bool = False  # dropped more since the last flush
+    waiting: int = 0  # bytes of events not yet in Redis (queued, or in a flush under way)
+
+    def add(self, event: LogEvent) -> None:
+        self.output_bytes += len(event.raw)
+        if event.kind == "start" and not self.start_id and not self.retained:
+            self.start_id = event.id
+            return
+        size = event_size(event)
+        self.retained.append((event.id, size))
+        self.retained_bytes += size
+        while self.retained_bytes > self.max_bytes and len(self.retained) > 1:
+            dropped, dropped_size = self.retained.popleft()
+            self.retained_bytes -= dropped_size
+            self.dropped_through = dropped
+            self.trimmed = True
+
+    @property
+    def dropped_bytes(self) -> int:
+        return max(0, self.dropped_through - self.start_id)
+
+
+class JobWriter:
+    """Batches this worker's job events into Redis (see the module docstring)."""
+
+    def __init__(self, client, append_script, keys: Callable[[str], list[str]], max_bytes: int,
+                 finished_ttl: float) -> None:
+        self.client = client
+        self.append_script = append_script
+        self.keys = keys  # job id -> [its hash, its stream]
+        self.max_bytes = max_bytes
+        self.finished_ttl = int(finished_ttl) or 1
+        self._pending: dict[str, list[LogEvent]] = {}
+        self._streams: dict[str, _JobStream] = {}
+        self._flusher: gevent.Greenlet | None = None
+        self.failing = False  # the last flush failed: Redis is unreachable
+        self._flushed = Event()  # set (and replaced) after every flush, whether it worked or not
+
+    def add(self, job_id: str, event: LogEvent) -> None:
+        """Queue an event of a job run here; it reaches Redis within FLUSH_DELAY (while Redis is up)."""
+        stream = self._streams.get(job_id)
+        if stream is None:
+            stream = self._streams[job_id] = _JobStream(self.max_bytes)
+        stream.add(event)
+        pending = self._pending.setdefault(job_id, [])
+        pending.append(event)
+        stream.waiting += event_size(event)
+        if stream.waiting > self.max_bytes:
+            self._bound(stream, pending)
+        if self._flusher is None:
+            self._flusher = gevent.spawn_later(FLUSH_DELAY, self._flush)
+
+    def _bound(self, stream: _JobStream, pending: list[LogEvent]) -> None:
+        """While Redis is away (or slower than the job), keep at most ``max_bytes`` of a job's events waiting:
+        the oldest go (not its start or its newest), and count as trimmed, so that readers get a ``gap``
+        saying how much. The job itself never waits for Redis, and the worker's memory stays bounded."""
+        while stream.waiting > self.max_bytes and len(pending) > 1:
+            index = 1 if pending[0].kind == "start" else 0
+            if index >= len(pending) - 1:
+                break
+            dropped = pending.pop(index)
+            stream.waiting -= event_size(dropped)
+            stream.dropped_through = max(stream.dropped_through, dropped.id)
+            while stream.retained and stream.retained[0][0] <= dropped.id:
+                stream.retained_bytes -= stream.retained.popleft()[1]
+            stream.trimmed = True
+
+    def behind(self, job_id: str) -> bool:
+        """Whether Redis, up but slower than the job, is so far behind that the job must wait for it (flow
+        control, as for a terminal: its output is never dropped while Redis takes it, only while it is away)."""
+        stream = self._streams.get(job_id)
+        return stream is not None and not self.failing and stream.waiting > self.max_bytes // 2
+
+    def wait_until_caught_up(self, job_id: str, wake: Iterable[Event] = ()) -> None:
+        """Block (the job's runner) while ``behind(job_id)``, or until one of ``wake`` is set."""
+        while self.behind(job_id):
+            gevent.wait([self._flushed, *wake], count=1)
+            if any(event.is_set() for event in wake):
+                return
+
+    def _notify(self) -> None:
+        flushed, self._flushed = self._flushed, Event()
+        flushed.set()
+
+    def pending(self) -> int:
+        """Events queued and not yet in Redis."""
+        return sum(map(len, self._pending.values()))
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, {}
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for job_id, events in batch.items():
+                self.append_script(keys=self.keys(job_id), args=self._args(job_id, events), client=pipe)
+            pipe.execute()
+        except Exception as exc:  # Redis unreachable (or any error): keep the batch, in order, and try again
+            if not self.failing:
+                log.warning("cannot append to Redis (%s); keeping %d jobs' events until it answers", exc, len(batch))
+            self.failing = True
+            for job_id, events in self._pending.items():
+                batch.setdefault(job_id, []).extend(events)
+            self._pending = batch
+            self._flusher = gevent.spawn_later(RETRY_DELAY, self._flush)
+            self._notify()
+            return
+        self.failing = False
+        for job_id, events in batch.items():
+            stream = self._streams.get(job_id)
+            if stream is not None:
+                stream.waiting -= sum(map(event_size, events))
+            if events[-1].kind in ("exit", "err") and job_id not in self._pending:
+                self._streams.pop(job_id, None)
+        self._flusher = gevent.spawn_later(FLUSH_DELAY, self._flush) if self._pending else None
+        self._notify()
+
+    def _args(self, job_id: str, events: list[LogEvent]) -> list:
+        args: list = [len(events)]
+        for event in events:
+            raw = event.raw
+            # ASCII output is its own text, already in the frame: not stored twice (codec.SAME_AS_TEXT).
+            args += (event.id, event.kind, frame_tail(event.frame), SAME_AS_TEXT if raw and raw.isascii() else raw)
+        stream = self._streams[job_id]
+        trim = ""
+        if stream.trimmed and stream.retained:
+            trim = f"{stream.retained[0][0]}-0"
+            stream.trimmed = False
+        args += (stream.output_bytes, stream.dropped_bytes, stream.dropped_through, trim, self.finished_ttl)
+        return args

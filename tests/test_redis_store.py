@@ -1,0 +1,329 @@
+"""The Redis store (issue 16) across workers and hosts: two gunicorn masters, 2 workers each, one redis-server.
+
+Each master has its own run_dir, host_name and port, as two hosts would: a job
+started through one is read through the other, and a channel reaches every
+subscriber of every worker. (tests/conftest.py runs a set of the single-server
+HTTP tests on the Redis store too.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+
+import httpx
+import pytest
+
+from .channel_support import HTTP, Subscriber, epoch, fresh, id_number, publish, publish_raw
+from .server import PYTHON, GunicornServer, helper, wait_until
+from .sse_client import collect, iter_events, open_stream, payload
+
+BUFFER = 65536  # job_buffer_bytes: small, so that a job's stream is trimmed
+
+
+@pytest.fixture(scope="module")
+def hosts(redis_server, tmp_path_factory):
+    """Two 'hosts' (gunicorn masters) on one Redis."""
+    redis_server.client().flushall()
+    started = []
+    for name in ("host-a", "host-b"):
+        settings = {
+            "SSECMD_STORE_URL": redis_server.url,
+            "SSECMD_HOST_NAME": name,
+            "SSECMD_HEARTBEAT_INTERVAL": "1",
+            "SSECMD_JOB_BUFFER_BYTES": str(BUFFER),
+        }
+        started.append(GunicornServer(tmp_path_factory.mktemp(name), settings, workers=2).start())
+    yield started
+    for srv in started:
+        srv.stop()
+
+
+def start_job(srv: GunicornServer, command: str) -> str:
+    response = HTTP.post(srv.url("/jobs"), json={"command": command})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def emit(*writes: str) -> str:
+    return f"{PYTHON} {helper('emit.py')} " + " ".join(writes)
+
+
+def frames(events) -> list[tuple[str, str, str]]:
+    return [(e.last_event_id, e.type, e.data) for e in events]
+
+
+def test_a_job_started_on_one_host_is_viewed_resumed_and_downloaded_on_the_other(hosts):
+    a, b = hosts
+    lines = [f"out:{f'line {n}'.encode().hex()}0a:0.03" for n in range(30)]
+    job = start_job(a, emit(*lines))
+    live = collect(b.url(f"/jobs/{job}/events"))  # follows it live from the other host, to its exit
+    assert live[0].type == "start" and live[-1].type == "exit"
+    assert "".join(payload(e)["out"] for e in live if e.type == "stdout") == "".join(
+        f"line {n}\n" for n in range(30)
+    )
+    assert frames(collect(a.url(f"/jobs/{job}/events"))) == frames(live)  # the same ids and bytes everywhere
+    middle = live[len(live) // 2]
+    resumed = collect(b.url(f"/jobs/{job}/events"), headers={"Last-Event-ID": middle.last_event_id})
+    assert frames(resumed) == frames(live[len(live) // 2 + 1:])
+    assert HTTP.get(b.url(f"/jobs/{job}/output")).content == b"".join(f"line {n}\n".encode() for n in range(30))
+    record = HTTP.get(b.url(f"/jobs/{job}")).json()
+    assert (record["state"], record["output_bytes"]) == ("exited", sum(len(f"line {n}\n") for n in range(30)))
+
+
+def test_a_resume_mid_stream_on_the_other_host_joins_without_gaps_or_duplicates(hosts):
+    a, b = hosts
+    job = start_job(a, emit(*(f"out:{n:02x}0a:0.05" for n in range(40))))
+    seen = []
+    with httpx.Client(timeout=10) as client, client.stream("GET", a.url(f"/jobs/{job}/events")) as response:
+        from .sse_parser import EventStreamParser
+
+        parser = EventStreamParser()
+        for chunk in response.iter_raw():
+            seen += parser.feed(chunk)
+            if len([e for e in seen if e.type == "stdout"]) >= 5:
+                break
+    rest = collect(b.url(f"/jobs/{job}/events"), headers={"Last-Event-ID": seen[-1].last_event_id})
+    assert rest[-1].type == "exit"
+    whole = collect(a.url(f"/jobs/{job}/events"))
+    assert frames(seen + rest) == frames(whole)
+
+
+def test_a_viewer_behind_the_trim_gets_the_same_gap_from_either_host(hosts):
+    a, b = hosts
+    job = start_job(a, emit("out:41*4096:0.01", *("out:42*4096:0.01" for _ in range(40)), "out:43*10"))
+    assert wait_until(lambda: HTTP.get(b.url(f"/jobs/{job}")).json()["state"] == "exited", 15)
+    from_b = collect(b.url(f"/jobs/{job}/events"))
+    from_a = collect(a.url(f"/jobs/{job}/events"))
+    assert frames(from_b) == frames(from_a)
+    assert [e.type for e in from_b[:2]] == ["start", "gap"]
+    missed = payload(from_b[1])["missed_bytes"]
+    assert 0 < missed < 4096 * 41, missed
+    kept = sum(len(payload(e)["out"]) for e in from_b if e.type == "stdout")
+    assert kept + missed == 4096 * 41 + 10  # what was dropped, and what was kept: every byte accounted for
+
+
+def test_get_jobs_lists_every_hosts_jobs(hosts):
+    a, b = hosts
+    mine = {start_job(a, "echo from-a"), start_job(b, "echo from-b")}
+    for srv in hosts:
+        listed = {job["id"] for job in HTTP.get(srv.url("/jobs")).json()["jobs"]}
+        assert mine <= listed
+    assert wait_until(lambda: all(
+        job["state"] == "exited" for job in HTTP.get(b.url("/jobs")).json()["jobs"] if job["id"] in mine), 10)
+    running = {job["id"] for job in HTTP.get(b.url("/jobs?state=running")).json()["jobs"]}
+    assert not mine & running
+
+
+def _connections_by_worker(srv: GunicornServer) -> dict[int, int]:
+    """Established client connections each worker of ``srv`` holds (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == srv.port and fields[3] == "01":
+                    inodes.add(fields[9])
+    counts = {}
+    for pid in srv.worker_pids():
+        fd_dir = f"/proc/{pid}/fd"
+        links = []
+        for fd in os.listdir(fd_dir):
+            try:
+                links.append(os.readlink(f"{fd_dir}/{fd}"))
+            except OSError:
+                continue
+        counts[pid] = sum(1 for link in links if link.startswith("socket:[") and link[8:-1] in inodes)
+    return counts
+
+
+def test_a_channel_message_reaches_every_subscriber_on_every_worker(hosts):
+    channel = fresh("fanout")
+    subs = []
+    try:
+        # Open subscribers until every worker of both hosts holds some (the kernel spreads the accepts).
+        for _ in range(80):
+            for srv in hosts:
+                subs.append(Subscriber(srv, f"/channels/{channel}/events").connected())
+            spread = [count for srv in hosts for count in _connections_by_worker(srv).values()]
+            if len(subs) >= 16 and len(spread) == 4 and min(spread) >= 2:
+                break
+        assert len(spread) == 4 and min(spread) >= 1, spread
+        sent = [publish(hosts[0], channel, "one")["id"], publish(hosts[1], channel, "two")["id"]]
+        for sub in subs:
+            events = sub.wait_events(2)
+            assert [e.last_event_id for e in events] == sent, (len(subs), spread)
+            assert [json.loads(e.data)["data"] for e in events] == ["one", "two"]
+    finally:
+        for sub in subs:
+            sub.close()
+
+
+def test_a_flushed_channel_gets_a_new_epoch_and_its_readers_a_reset(hosts, redis_server):
+    a, b = hosts
+    channel = fresh("flushed")
+    old = publish(a, channel, "before")["id"]
+    with Subscriber(b, f"/channels/{channel}/events", {"Last-Event-ID": old}) as live:
+        assert live.connected().status == 200
+        time.sleep(0.3)  # parked, caught up
+        redis_server.client().flushall()  # what a restart without persistence does
+        new = publish(a, channel, "after")["id"]
+        assert epoch(new) != epoch(old) and id_number(new) == 1
+        events = live.wait_events(2)
+        assert [e.type for e in events] == ["reset", "message"], [(e.type, e.data) for e in events]
+        assert json.loads(events[0].data) == {"missed": "unknown"}
+        assert events[1].last_event_id == new
+    with Subscriber(b, f"/channels/{channel}/events", {"Last-Event-ID": old}) as late:
+        events = late.connected().wait_events(2)
+        assert [e.type for e in events] == ["reset", "message"] and events[1].last_event_id == new
+
+
+def test_a_job_is_cancelled_through_the_other_host_as_a_local_delete_answers(hosts):
+    a, b = hosts
+    job = start_job(a, "sleep 30")
+    with Subscriber(b, f"/jobs/{job}/events") as viewer:
+        assert viewer.connected().status == 200
+        viewer.wait_events(1)  # its start
+        response = HTTP.delete(b.url(f"/jobs/{job}"))
+        assert response.status_code == 200, response.text
+        assert (response.json()["state"], response.json()["reason"]) == ("cancelled", "cancelled")
+        events = viewer.wait_events(2)
+        assert events[-1].type == "exit" and payload(events[-1])["reason"] == "cancelled"
+    again = HTTP.delete(a.url(f"/jobs/{job}"))
+    assert again.status_code == 409 and again.json()["error"] == "job_not_running"
+
+
+def _exit_entries(redis_server, job: str) -> int:
+    return sum(1 for _, fields in redis_server.client().xrange(f"ssec:log:job:{job}") if fields[b"k"] == b"exit")
+
+
+def _kill_group(pid: int | None) -> None:
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_a_dead_workers_running_jobs_are_lost_at_once_with_one_exit_event(hosts, redis_server):
+    a, b = hosts
+    job = start_job(a, "sleep 30")
+    worker = int(redis_server.client().hget(f"ssec:job:{job}", "_worker"))
+    with Subscriber(b, f"/jobs/{job}/events") as viewer:
+        assert viewer.connected().status == 200
+        viewer.wait_events(1)
+        os.kill(worker, signal.SIGKILL)  # the master's child_exit marks its jobs lost
+        events = viewer.wait_events(2, timeout=10)
+    assert events[-1].type == "exit" and payload(events[-1])["reason"] == "lost", [e.data for e in events]
+    record = HTTP.get(b.url(f"/jobs/{job}")).json()
+    assert (record["state"], record["reason"]) == ("lost", "lost")
+    assert _exit_entries(redis_server, job) == 1
+    assert wait_until(lambda: len(a.worker_pids()) == 2, 20)  # gunicorn replaced the worker
+
+
+def test_a_host_killed_whole_has_its_jobs_lost_within_10_s_and_viewers_elsewhere_get_the_exit(
+    hosts, redis_server, tmp_path
+):
+    b = hosts[1]
+    doomed = GunicornServer(tmp_path, {"SSECMD_STORE_URL": redis_server.url, "SSECMD_HOST_NAME": "host-doomed",
+                                       "SSECMD_HEARTBEAT_INTERVAL": "1"}, workers=2).start()
+    jobs = [start_job(doomed, "sleep 30") for _ in range(2)]
+    pids = [HTTP.get(b.url(f"/jobs/{job}")).json()["pid"] for job in jobs]
+    try:
+        with Subscriber(b, f"/jobs/{jobs[0]}/events") as viewer:
+            assert viewer.connected().status == 200
+            viewer.wait_events(1)
+            for pid in [doomed.pid, *doomed.worker_pids()]:
+                os.kill(pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            events = viewer.wait_events(2, timeout=15)
+            assert events[-1].type == "exit" and payload(events[-1])["reason"] == "lost"
+            assert time.monotonic() - killed_at < 10
+        for job in jobs:
+            assert HTTP.get(b.url(f"/jobs/{job}")).json()["state"] == "lost"
+            assert _exit_entries(redis_server, job) == 1
+    finally:
+        doomed.proc.wait(5)
+        for pid in pids:
+            _kill_group(pid)
+
+
+@pytest.mark.nginx
+@pytest.mark.skipif(shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin") is None, reason="nginx is not installed")
+def test_behind_one_nginx_upstream_a_job_is_started_on_one_host_and_viewed_resumed_cancelled_on_the_other(
+    hosts, redis_server, tmp_path
+):
+    from .test_nginx import NginxServer
+
+    a, b = hosts
+    proxy = NginxServer(tmp_path, a.port)
+    site = proxy.site.read_text()
+    proxy.site.write_text(site.replace(f"server 127.0.0.1:{a.port};",
+                                       f"server 127.0.0.1:{a.port};\n    server 127.0.0.1:{b.port};", 1))
+    proxy.start()
+    try:
+        job = start_job(proxy, emit(*(f"out:{n:02x}0a:0.1" for n in range(100))))
+        owner = redis_server.client().hget(f"ssec:job:{job}", "_host").decode()
+        other = b if owner == "host-a" else a
+
+        def on_the_other(path: str, attempt) -> object:
+            """Run ``attempt`` through nginx until the host that does not run the job has served ``path``."""
+            for _ in range(4):
+                before = other.log().count(path)
+                result = attempt()
+                if other.log().count(path) > before:
+                    return result
+            raise AssertionError(f"round-robin never sent {path} to the other host")
+
+        def view_some():
+            seen = []
+            with open_stream(proxy.url(f"/jobs/{job}/events")) as response:
+                for event in iter_events(response):
+                    seen.append(event)
+                    if len(seen) >= 4:
+                        return seen
+            return seen
+
+        seen = on_the_other(f"GET /jobs/{job}/events", view_some)
+        assert [e.type for e in seen] == ["start", "stdout", "stdout", "stdout"]
+        resumed = on_the_other(f"GET /jobs/{job}/events", lambda: collect(
+            proxy.url(f"/jobs/{job}/events"), headers={"Last-Event-ID": seen[-1].last_event_id}, until="stdout"))
+        assert int(resumed[0].last_event_id) > int(seen[-1].last_event_id)
+        cancelled = on_the_other(f"DELETE /jobs/{job}", lambda: HTTP.delete(proxy.url(f"/jobs/{job}")))
+        assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled", cancelled.text
+        whole = collect(a.url(f"/jobs/{job}/events"))
+        assert frames(seen) == frames(whole[:4]) and payload(whole[-1])["reason"] == "cancelled"
+    finally:
+        proxy.stop()
+
+
+def test_rate_limits_are_shared_by_every_host(redis_server, make_server, tmp_path):
+    limits = {"SSECMD_STORE_URL": redis_server.url, "SSECMD_RATE_LIMIT_PER_MINUTE": "1",
+              "SSECMD_RATE_LIMIT_BURST": "3"}
+    first = make_server({**limits, "SSECMD_HOST_NAME": "limit-a"})
+    (tmp_path / "b").mkdir()
+    second = GunicornServer(tmp_path / "b", {**limits, "SSECMD_HOST_NAME": "limit-b"}).start()
+    try:
+        answers = [HTTP.post(srv.url("/jobs"), json={"command": "true"}).status_code
+                   for srv in (first, first, first, second, second)]
+        assert answers == [201, 201, 201, 429, 429]  # per worker, the second host would have allowed 3 more
+    finally:
+        second.stop()
+
+
+def test_max_channels_counts_every_hosts_channels_and_expired_ones_make_room(redis_server, make_server):
+    client = redis_server.client()
+    first = make_server({"SSECMD_STORE_URL": redis_server.url, "SSECMD_HOST_NAME": "room-a"})
+    HTTP.get(first.url("/channels"))  # the system channels exist
+    limit = client.scard("ssec:channels") + 2
+    srv = make_server({"SSECMD_STORE_URL": redis_server.url, "SSECMD_HOST_NAME": "room-b",
+                       "SSECMD_MAX_CHANNELS": str(limit)})
+    names = [fresh("room") for _ in range(3)]
+    publish(srv, names[0], 1)
+    publish(first, names[1], 2)  # made through another host: it counts all the same
+    refused = publish_raw(srv, names[2], b"3", "text/plain")
+    assert refused.status_code == 429 and refused.json()["error"] == "too_many_channels", refused.text
+    client.delete(f"ssec:meta:channel:{names[0]}", f"ssec:log:channel:{names[0]}")  # as its TTL would
+    assert publish(srv, names[2], 3)["id"]

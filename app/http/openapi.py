@@ -201,9 +201,15 @@ PRINCIPAL = _object(
 
 HEALTH = _object(
     {
-        "status": {"type": "string", "enum": ["ok", "degraded", "shutting_down"],
+        "status": {"type": "string", "enum": ["ok", "degraded", "shutting_down", "store_unavailable"],
                    "description": "`degraded` (still 200): the history on disk is losing bytes (see `degraded`)."},
         "degraded": {"type": "string", "description": "Why the status is `degraded`."},
+        "store": {"type": "object", "required": ["backend", "ok"], "properties": {
+            "backend": {"type": "string", "enum": ["memory", "history", "redis"]},
+            "ok": {"type": "boolean"},
+            "latency_ms": {"type": "number", "description": "Redis: a round trip now."},
+            "error": {"type": "string", "description": "Redis: why it cannot be reached."},
+        }},
         "worker_pid": {"type": "integer"},
         "running_jobs": {"type": "integer", "minimum": 0},
         "max_running_jobs": {"type": "integer"},
@@ -377,7 +383,8 @@ RESPONSES = {
     ),
     "StreamBusy": _error(
         "`busy`: the worker holds `max_streams` streams already (a client asking for text/event-stream gets a "
-        "200 with one `busy` event instead); or `shutting_down` while the server restarts.", headers=RETRY_AFTER,
+        "200 with one `busy` event instead); `shutting_down` while the server restarts; `store_unavailable` while "
+        "the shared store (Redis) cannot be reached.", headers=RETRY_AFTER,
     ),
 }
 
@@ -689,7 +696,8 @@ def _paths() -> dict[str, Any]:
             "summary": "Liveness and a few counters of the worker that answers",
             "responses": {
                 "200": _json_response("Serving.", _schema("Health")),
-                "503": _json_response("Shutting down: balancers should move on.", _schema("Health")),
+                "503": _json_response("Shutting down, or the shared store is unreachable: balancers should move "
+                                      "on.", _schema("Health")),
             },
         }},
         "/openapi.json": {"get": {

@@ -83,6 +83,8 @@ REASONS: tuple[ReasonInfo, ...] = (
     ReasonInfo(
         ExitReason.INTERRUPTED, JobState.INTERRUPTED,
         "the server died while it ran (a crash, `kill -9`); found at the next start-up (history on disk)",
+    ),
+    ReasonInfo(
         ExitReason.LOST, JobState.LOST,
         "the worker or host running it went away (with `store_url`: see Scaling out)",
     ),

@@ -21,6 +21,7 @@ job); beyond it the oldest waiting events go as if trimmed, and readers get a
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 import gevent
 from gevent.event import Event
 
+from ... import metrics
 from ..base import LogEvent
 from .codec import SAME_AS_TEXT, event_size, frame_tail
 
@@ -138,10 +140,12 @@ class JobWriter:
     def _flush(self) -> None:
         batch, self._pending = self._pending, {}
         try:
+            started = time.monotonic()
             pipe = self.client.pipeline(transaction=False)
             for job_id, events in batch.items():
                 self.append_script(keys=self.keys(job_id), args=self._args(job_id, events), client=pipe)
             pipe.execute()
+            metrics.observe_store_write(time.monotonic() - started)
         except Exception as exc:  # Redis unreachable (or any error): keep the batch, in order, and try again
             if not self.failing:
                 log.warning("cannot append to Redis (%s); keeping %d jobs' events until it answers", exc, len(batch))

@@ -153,6 +153,7 @@ def throughput_server(server: Server, size: int, mode: str, viewer: Server | Non
     if mode == "run" and delivery.missed_bytes:
         raise BenchError(f"GET /run lost {delivery.missed_bytes} bytes")
     return {
+        "job_id": None if mode == "run" else job["id"],
         "mb_s": size / seconds / MB,
         "seconds": seconds,
         "wire_bytes": result.bytes,
@@ -616,17 +617,17 @@ def _history_rows(results: Results, rows: list[Row], sizes: Sizes) -> None:
     hs = history.SMOKE if results.smoke else history.FULL
     size_text = f"{hs.job_bytes / MB:.0f} MB"
     with history.history_server("history-off", False) as off:
-        found["large_off"] = history.large_job(off, hs.job_bytes)
+        found["large_off"] = history.large_job(off, hs.job_bytes, throughput_server)
         found["short_off"] = spawn(off, hs.short_jobs, sizes.spawn_clients)
     with history.history_server("history-on", True) as on:
-        large = found["large_on"] = history.large_job(on, hs.job_bytes)
+        large = found["large_on"] = history.large_job(on, hs.job_bytes, throughput_server)
         short = found["short_on"] = spawn(on, hs.short_jobs, sizes.spawn_clients)
         listed = history.jobs_on_disk(on)
         replayed = found["replay"] = history.replay(on, large["job"]["id"], hs.job_bytes)
         rss = found["rss"] = history.rss_after_finished_jobs(on, hs.finished_jobs, hs.finished_job_bytes)
     share = large["mb_s"] / found["large_off"]["mb_s"]
     lost = large["job"]["dropped_bytes"]
-    rows.append(Row(f"one {size_text} job, /jobs/<id>/output: history off / on",
+    rows.append(Row(f"one {size_text} job, /jobs/<id>/events: history off / on",
                     f"{found['large_off']['mb_s']:.0f} / {large['mb_s']:.0f} MB/s"))
     rows.append(Row("  ... on as a share of off, history bytes lost", f"{share:.0%}, {lost} lost",
                     ">= 80%, 0 lost", results.judge(share >= 0.8 and lost == 0)))

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from .clients import get_request, sink
 from .server import Server
-from .sse import split_response
-from .tools import OUT, SCRATCH, BenchError, helper, rss_bytes
+from .sse import check_job_stream, parse_events, split_response
+from .tools import OUT, SCRATCH, BenchError, expected_output, helper, rss_bytes
 
 MB = 1e6
 HISTORY_OFF = {"SSECMD_HISTORY": "false"}
@@ -63,19 +63,6 @@ def _detached(server: Server, size: int) -> dict:
     return job
 
 
-def _read_output(server: Server, job_id: str) -> tuple[int, float]:
-    """(bytes, seconds) of GET /jobs/<id>/output, read by the C client."""
-    outfile = SCRATCH / f"ssecmd-bench-history-{server.port}.out"
-    try:
-        result = sink(server.port, outfile, get_request(server.host, server.port, f"/jobs/{job_id}/output"))
-        status, _, body = split_response(outfile.read_bytes())
-        if status != 200:
-            raise BenchError(f"GET /jobs/{job_id}/output: {status}")
-        return len(body), result.seconds
-    finally:
-        outfile.unlink(missing_ok=True)
-
-
 def large_job(server: Server, size: int, throughput_server: Callable[..., dict]) -> dict:
     """One detached job writing ``size`` bytes, followed over /jobs/<id>/events to its end (every byte checked,
     as the throughput rows do: /output aborts a reader that falls behind the memory buffer): MB/s."""
@@ -101,14 +88,23 @@ def replay(server: Server, job_id: str, size: int) -> dict:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    outfile = SCRATCH / f"ssecmd-bench-replay-{server.port}.out"
     try:
-        got, seconds = _read_output(server, job_id)
+        # Over /events, which says `gap` where the history has a hole (history that fell behind a flood);
+        # /output would abort the download there.
+        result = sink(server.port, outfile, get_request(server.host, server.port, f"/jobs/{job_id}/events"))
+        status, _, body = split_response(outfile.read_bytes())
     finally:
         done.set()
         sampler.join()
-    if got != size:
-        raise BenchError(f"replay carried {got} of {size} bytes")
-    return {"mb_s": size / seconds / MB, "peak_rss": peak[0], "base_rss": base}
+        outfile.unlink(missing_ok=True)
+    if status != 200:
+        raise BenchError(f"GET /jobs/{job_id}/events: {status}")
+    delivery = check_job_stream(parse_events(body), expected_output(size))
+    if delivery.problems:
+        raise BenchError("replay: " + "; ".join(delivery.problems))
+    return {"mb_s": size / result.seconds / MB, "peak_rss": peak[0], "base_rss": base,
+            "missed_bytes": delivery.missed_bytes}
 
 
 def rss_after_finished_jobs(server: Server, count: int, size: int) -> dict:

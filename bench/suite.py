@@ -638,8 +638,9 @@ def _history_rows(results: Results, rows: list[Row], sizes: Sizes) -> None:
     rows.append(Row("  ... on as a share of off, every job on disk", f"{short_share:.0%}, {listed} jobs listed",
                     ">= 85%, all", results.judge(short_share >= 0.85 and on_disk and short["lost_output"] == 0)))
     extra = replayed["peak_rss"] - replayed["base_rss"]
-    rows.append(Row(f"replay of the finished {size_text} job from disk (/output)",
-                    f"{replayed['mb_s']:.0f} MB/s, worker peak RSS +{extra / MB:.1f} MB over "
+    holes = f", {replayed['missed_bytes']} bytes not on disk (gap)" if replayed["missed_bytes"] else ""
+    rows.append(Row(f"replay of the finished {size_text} job from disk (/jobs/<id>/events)",
+                    f"{replayed['mb_s']:.0f} MB/s{holes}, worker peak RSS +{extra / MB:.1f} MB over "
                     f"{replayed['base_rss'] / MB:.0f} MB", "< +64 MB", results.judge(extra < 64 * MB)))
     growth = (rss["late"] - rss["early"]) / MB
     rows.append(Row(f"worker RSS after {hs.finished_jobs // 10} and {hs.finished_jobs} finished 1 MB jobs",

@@ -45,6 +45,7 @@ from .process.runner import Containment, NoInput, ProcessRunner
 from .server import capacity, lifecycle, stats
 from .store.base import (
     START,
+    InputReply,
     LogEvent,
     Position,
     Store,
@@ -68,6 +69,7 @@ from .streaming.wire import Wire
 log = logging.getLogger(__name__)
 
 JOBS_CHANNEL = "jobs"
+INPUT_ROUTE_TIMEOUT = 2.0  # seconds to wait for the worker running a job to answer input routed to it
 
 
 class Service:
@@ -125,6 +127,7 @@ class Service:
         delivery = DirectDelivery(shutdown)
         self.store.set_listener(delivery)
         self.store.set_stop_handler(self.runner.stop)
+        self.store.set_input_handler(self._input_here)
         self.streams = EventStreams(self.store, delivery, self.tracker, settings, shutdown)
         # This worker's own limit: the settings, within what its open-files limit and gunicorn's pool carry.
         self.capacity = capacity.plan_capacity(settings, capacity.current_nofile(), capacity.worker_pool)
@@ -282,24 +285,25 @@ class Service:
 
         Never waits: a full pipe takes what fits, and the rest is refused (409 ``input_full``, with how much
         was written). 409 too when the job has no stdin pipe, its stdin is closed, or it has ended. Audited
-        with the size, never the content. Done by the runner that holds the job's pipe (with one worker, this one).
+        here with the size, never the content. Done by the runner that holds the job's pipe: this worker's, or,
+        with a shared store, another's that the store routes the input to (its answer is waited for briefly).
         """
         job = self.get_job(job_id, principal)
         if not self.policy.may_cancel_job(principal, job.owner):
             raise ApiError(403, "forbidden", f"{principal.user} may not write to job {job_id}")
-        try:
-            if data is None:
-                self.runner.close_input(job_id)
-                written = 0
-            else:
-                written = self.runner.write_input(job_id, data)
-        except NoInput as exc:
-            current = self.store.get_job(job_id) if exc.reason == "job_not_running" else None
+        reply = None
+        if job_id not in self.runner.runs and not job.finished:
+            reply = self.store.request_input(job_id, data, INPUT_ROUTE_TIMEOUT)
+        if reply is None:
+            reply = self._input_here(job_id, data)
+            current = self.store.get_job(job_id) if reply.refused == "job_not_running" else None
             if current is not None and not current.finished:
-                # Running, but on another worker (a shared store): its stdin pipe is there, not here.
-                raise ApiError(409, "input_elsewhere", f"job {job_id} runs on another worker; input reaches only "
-                               "the worker that runs it (see Scaling out)") from None
-            raise ApiError(409, exc.reason, str(exc)) from None
+                # Running on another worker that no shared store reaches (the history store, several workers).
+                raise ApiError(409, "input_elsewhere", f"job {job_id} runs on another worker; without a shared "
+                               "store (store_url), input reaches only the worker that runs it (see Scaling out)")
+        if reply.refused is not None:
+            raise ApiError(409, reply.refused, reply.message)
+        written = reply.written
         self.audit.record("job_input", job=job_id, user=principal.user, addr=addr, bytes=written, eof=data is None)
         if data is not None and written < len(data):
             raise ApiError(
@@ -310,6 +314,16 @@ class Service:
                 extra={"written_bytes": written},
             )
         return {"job": job_id, "written_bytes": written, "eof": data is None}
+
+    def _input_here(self, job_id: str, data: bytes | None) -> InputReply:
+        """Write to (or close, ``data`` None) the stdin of a job this worker runs, never waiting."""
+        try:
+            if data is None:
+                self.runner.close_input(job_id)
+                return InputReply(written=0)
+            return InputReply(written=self.runner.write_input(job_id, data))
+        except NoInput as exc:
+            return InputReply(refused=exc.reason, message=str(exc))
 
     def _await_end(self, job_id: str, timeout: float) -> Job | None:
         """The job once it is final (polled: it runs elsewhere), or as it is when ``timeout`` runs out."""

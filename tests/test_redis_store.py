@@ -36,6 +36,7 @@ def hosts(redis_server, tmp_path_factory):
             "SSECMD_HOST_NAME": name,
             "SSECMD_HEARTBEAT_INTERVAL": "1",
             "SSECMD_JOB_BUFFER_BYTES": str(BUFFER),
+            "SSECMD_ALLOW_STDIN": "true",
         }
         started.append(GunicornServer(tmp_path_factory.mktemp(name), settings, workers=2).start())
     yield started
@@ -195,6 +196,77 @@ def test_a_job_is_cancelled_through_the_other_host_as_a_local_delete_answers(hos
         assert events[-1].type == "exit" and payload(events[-1])["reason"] == "cancelled"
     again = HTTP.delete(a.url(f"/jobs/{job}"))
     assert again.status_code == 409 and again.json()["error"] == "job_not_running"
+
+
+def _input(srv: GunicornServer, job: str, data: bytes | None) -> httpx.Response:
+    """POST /jobs/<id>/input: ``data`` as an octet-stream body, or {"eof": true} without it."""
+    if data is None:
+        return HTTP.post(srv.url(f"/jobs/{job}/input"), json={"eof": True})
+    return HTTP.post(srv.url(f"/jobs/{job}/input"), content=data,
+                     headers={"Content-Type": "application/octet-stream"})
+
+
+def test_input_through_the_other_host_reaches_the_job_byte_exact_and_eof_ends_it(hosts):
+    a, b = hosts
+    response = HTTP.post(a.url("/jobs"), json={"argv": ["cat"], "stdin": True})
+    assert response.status_code == 201, response.text
+    job = response.json()["id"]
+    first, second = b"one\x00two\xff\xfe\n", b"\x80tail\x00"  # a NUL and bytes that are not UTF-8
+    for data in (first, second):
+        answer = _input(b, job, data)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"job": job, "written_bytes": len(data), "eof": False}
+    closed = _input(b, job, None)
+    assert closed.status_code == 200, closed.text
+    assert closed.json() == {"job": job, "written_bytes": 0, "eof": True}
+    assert wait_until(lambda: HTTP.get(b.url(f"/jobs/{job}")).json()["state"] == "exited", 10)
+    assert HTTP.get(b.url(f"/jobs/{job}")).json()["exit_code"] == 0  # cat read end of file
+    assert HTTP.get(b.url(f"/jobs/{job}/output")).content == first + second
+    after = _input(b, job, b"late")
+    assert after.status_code == 409 and after.json()["error"] == "job_not_running", after.text
+
+
+def test_input_through_the_other_host_is_refused_as_a_local_write_would_be(hosts):
+    a, b = hosts
+    plain = start_job(a, "sleep 30")
+    refused = _input(b, plain, b"x")
+    assert refused.status_code == 409 and refused.json()["error"] == "no_stdin", refused.text
+    response = HTTP.post(a.url("/jobs"), json={"argv": ["sleep", "30"], "stdin": True})
+    assert response.status_code == 201, response.text
+    deaf = response.json()["id"]  # takes input it never reads: the pipe fills
+    answers = [_input(b, deaf, b"z" * 65536) for _ in range(2)]
+    full = answers[-1]
+    assert full.status_code == 409 and full.json()["error"] == "input_full", full.text
+    assert 0 <= full.json()["written_bytes"] < 65536
+    assert _input(b, deaf, None).status_code == 200
+    closed = _input(b, deaf, b"x")
+    assert closed.status_code == 409 and closed.json()["error"] == "input_closed", closed.text
+    for job in (plain, deaf):
+        assert HTTP.delete(b.url(f"/jobs/{job}")).status_code == 200
+
+
+def test_input_nobody_takes_gets_a_503_and_is_never_written_late(hosts, redis_server):
+    a, b = hosts
+    response = HTTP.post(a.url("/jobs"), json={"argv": ["cat"], "stdin": True})
+    assert response.status_code == 201, response.text
+    job = response.json()["id"]
+    redis = redis_server.client()
+    redis.hset(f"ssec:job:{job}", "_host", "host-silent")  # its worker's host, as far as requests know, is mute
+    try:
+        asked_at = time.monotonic()
+        unanswered = _input(b, job, b"never\n")
+        waited = time.monotonic() - asked_at
+        assert unanswered.status_code == 503 and unanswered.json()["error"] == "store_unavailable", unanswered.text
+        assert "nothing was written" in unanswered.json()["message"] and waited < 10, (unanswered.text, waited)
+        [(_, request)] = redis.xrange("ssec:ctl:host-silent")
+    finally:
+        redis.hset(f"ssec:job:{job}", "_host", "host-a")
+    redis.xadd("ssec:ctl:host-a", request)  # the abandoned request reaches the worker after all: it is dropped
+    answer = _input(b, job, b"later\n")
+    assert answer.status_code == 200, answer.text
+    assert _input(b, job, None).status_code == 200
+    assert wait_until(lambda: HTTP.get(b.url(f"/jobs/{job}")).json()["state"] == "exited", 10)
+    assert HTTP.get(b.url(f"/jobs/{job}/output")).content == b"later\n"
 
 
 def _exit_entries(redis_server, job: str) -> int:

@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 from ..errors import ApiError
-from ..store.base import StoreUnavailable
+from ..store.base import NoAnswer, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.headers, exc.extra)
+
+    @app.errorhandler(NoAnswer)
+    def _no_answer(exc: NoAnswer):
+        return error_response(503, "store_unavailable", str(exc), {"Retry-After": "2"})
 
     @app.errorhandler(StoreUnavailable)
     def _store_unavailable(exc: StoreUnavailable):

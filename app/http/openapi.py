@@ -547,7 +547,11 @@ def _paths() -> dict[str, Any]:
                         {"job": JOB_ID, "written_bytes": {"type": "integer", "minimum": 0},
                          "eof": {"type": "boolean"}})),
                      "409": _error("`input_full` (with `written_bytes`), `no_stdin`, `input_closed`, "
-                                   "`job_not_running`, or `input_elsewhere` (it runs on another worker).")},
+                                   "`job_not_running`, or `input_elsewhere` (it runs on another worker, and no "
+                                   "shared store (`store_url`) routes input to it). With `store_url`, input is "
+                                   "routed to the worker running the job and answered as a local write is."),
+                     "503": _error("`store_unavailable`: the shared store, or the worker running the job, did "
+                                   "not answer in time (retry).", headers=RETRY_AFTER)},
                     "400", "404", "408", "413", "415",
                 ),
             },

@@ -151,6 +151,22 @@ class StoreUnavailable(Exception):
     retried; an open stream ends with ``retry:`` and resumes once the store is back."""
 
 
+@dataclass(frozen=True)
+class InputReply:
+    """What the worker running a job did with input sent to it (``Store.request_input``): ``written`` bytes of it
+    went into the job's stdin (or it was closed), unless ``refused`` says why not (``no_stdin``, ``input_closed``,
+    ``job_not_running``, with ``message`` for the client)."""
+
+    written: int = 0
+    refused: str | None = None
+    message: str = ""
+
+
+class NoAnswer(StoreUnavailable):
+    """The worker running a job did not answer a request routed to it in time (it may be stuck, or its host
+    going away): a 503 as for an unreachable store, that may be retried."""
+
+
 class TooManyJobs(Exception):
     """The limit of concurrently running jobs is reached (``per_owner``: the owner's own share of it)."""
 
@@ -296,6 +312,17 @@ class Store(abc.ABC):
     def set_stop_handler(self, handler: Callable[[str, str], object]) -> None:
         """What ``request_stop`` from another worker calls here for a job of this worker: the runner's
         ``stop(job_id, reason)``."""
+
+    @abc.abstractmethod
+    def request_input(self, job_id: str, data: bytes | None, timeout: float) -> InputReply | None:
+        """Have the worker that runs ``job_id`` (another worker of this host or of another) write ``data`` to its
+        stdin without waiting, or close it (``data`` None), and return what it did; None if no other worker
+        runs it (the memory store: every job runs here). NoAnswer if no answer came within ``timeout``."""
+
+    @abc.abstractmethod
+    def set_input_handler(self, handler: Callable[[str, bytes | None], InputReply]) -> None:
+        """What ``request_input`` from another worker calls here for a job of this worker: the service's
+        non-blocking write to (or close of) the job's stdin."""
 
     # Event logs, by key.
 

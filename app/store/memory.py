@@ -25,6 +25,7 @@ from ..states import JobState
 from .base import (
     CHANNEL_PREFIX,
     JOB_PREFIX,
+    InputReply,
     LogEvent,
     LogListener,
     LogRead,
@@ -236,6 +237,13 @@ class MemoryStore(Store):
 
     def set_stop_handler(self, handler: Callable[[str, str], object]) -> None:
         """Nothing to route: stop requests never come from another worker."""
+
+    def request_input(self, job_id: str, data: bytes | None, timeout: float) -> InputReply | None:
+        """Every job of this store runs in this worker: no other worker to ask."""
+        return None
+
+    def set_input_handler(self, handler: Callable[[str, bytes | None], InputReply]) -> None:
+        """Nothing to route: input never comes from another worker."""
 
     # Event logs, by key.
 

@@ -14,7 +14,10 @@ Keys (all under ``ssec:``):
   ``max_finished_jobs``), ``running:<host>``, ``user:<name>`` (running job
   ids), ``channels`` (names), ``resets`` and ``wake:<host>:<pid>`` (reader.py),
   ``ctl:<host>`` (stop requests for the jobs of a host; the request is also
-  stored in the job's record, ``_stop``, for a worker that missed the message).
+  stored in the job's record, ``_stop``, for a worker that missed the message;
+  and input for their stdin, answered on ``input-reply:<token>``, a list the
+  asking worker waits on, with ``input-reply:<token>:claim`` that the writer
+  takes first; both expire soon after).
 
 The worker that starts a job spawns and pumps it, as with the memory store:
 its runner appends to a local ``EventLog`` (flow control, and this worker's
@@ -60,9 +63,11 @@ from ..base import (
     CHANNEL_PREFIX,
     JOB_PREFIX,
     TERMINAL_EVENTS,
+    InputReply,
     LogEvent,
     LogListener,
     LogRead,
+    NoAnswer,
     Position,
     Store,
     StoreUnavailable,
@@ -86,6 +91,7 @@ from .writer import JobWriter
 log = logging.getLogger(__name__)
 
 PREFIX = "ssec:"
+INPUT_REPLY_TTL = 30  # seconds an answer to routed input is kept for an asking worker that gave up on it
 POOL_SIZE = 16  # connections per worker for commands (the reader has its own): requests wait for one, never fail
 CHANNEL_TTL = 7 * 24 * 3600  # seconds: a channel nobody publishes to or subscribes to this long is forgotten
 MIRROR_IDLE = 30.0  # seconds: a mirror nobody has read or waited on this long is dropped (plus 2 heartbeats)
@@ -110,6 +116,10 @@ def _stream(key: str) -> str:
 
 def _job_hash(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
+
+
+def _input_claim(reply_key: str) -> str:
+    return f"{reply_key}:claim"
 
 
 def _control_stream(host: str) -> str:
@@ -155,6 +165,7 @@ class RedisStore(Store):
             settings.finished_job_ttl,
         )
         self._stop_handler: Callable[[str, str], object] | None = None
+        self._input_handler: Callable[[str, bytes | None], InputReply] | None = None
         self.reader = StreamReader(
             self.reader_client, self._wake_stream,
             {f"{PREFIX}resets": self._epochs_changed, _control_stream(self.host): self._control},
@@ -538,12 +549,12 @@ class RedisStore(Store):
     def request_stop(self, job_id: str, reason: str) -> bool:
         """Ask the worker running the job to stop it: a stored request, and a message on its host's control
         stream (read by every worker of that host; the one running it acts)."""
-        host, state, fin = self.client.hmget(_job_hash(job_id), "_host", "state", "_fin")
-        if host is None or fin == b"1" or JobState(json.loads(state)) not in LIVE_STATES:
+        host = self._live_host(job_id)
+        if host is None:
             return False
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(_job_hash(job_id), "_stop", reason)
-        pipe.xadd(_control_stream(host.decode()), {"stop": job_id, "reason": reason}, maxlen=1000, approximate=True)
+        pipe.xadd(_control_stream(host), {"stop": job_id, "reason": reason}, maxlen=1000, approximate=True)
         pipe.execute()
         return True
 
@@ -556,10 +567,84 @@ class RedisStore(Store):
             job_id = fields.get(b"stop", b"").decode()
             if job_id in self._running:
                 self._stop_here(job_id, fields[b"reason"].decode())
+            job_id = fields.get(b"input", b"").decode()
+            if job_id in self._running:
+                self._input_here(job_id, fields)
 
     def _stop_here(self, job_id: str, reason: str) -> None:
         if self._stop_handler is not None and job_id in self._running:
             self._stop_handler(job_id, reason)
+
+    # Input for jobs that run elsewhere.
+
+    @_shared
+    def request_input(self, job_id: str, data: bytes | None, timeout: float) -> InputReply | None:
+        """Send the input on the control stream of the job's host (the worker running it writes it) and wait,
+        cooperatively and up to ``timeout``, for that worker's answer on a reply list of this request's own.
+
+        A claim key makes a timeout safe to retry: the owner takes it (DEL) before it writes, and a requester
+        that stops waiting takes it back first; if the owner had it, the answer is waited for once more."""
+        host = self._live_host(job_id)
+        if host is None:
+            return None
+        reply_key = f"{PREFIX}input-reply:{secrets.token_hex(12)}"
+        fields: dict[str, str | bytes] = {"input": job_id, "reply": reply_key}
+        if data is None:
+            fields["eof"] = "1"
+        else:
+            fields["data"] = data
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(_input_claim(reply_key), "1", ex=INPUT_REPLY_TTL)
+        pipe.xadd(_control_stream(host), fields, maxlen=1000, approximate=True)
+        pipe.execute()
+        answer = self.client.blpop([reply_key], timeout=timeout)
+        if answer is None:
+            if self.client.delete(_input_claim(reply_key)):  # never taken: nothing was written
+                if self._live_host(job_id) is None:  # it ended meanwhile: nobody was left to write to
+                    return InputReply(refused="job_not_running", message=f"job {job_id} is not running")
+                raise NoAnswer(f"the worker running job {job_id} did not answer within {timeout:g} s; "
+                               "nothing was written")
+            answer = self.client.blpop([reply_key], timeout=timeout)  # taken: the write is done, its answer near
+            if answer is None:
+                raise NoAnswer(f"the worker running job {job_id} took the input but did not answer within "
+                               f"{2 * timeout:g} s; it may have been written")
+        reply = json.loads(answer[1])
+        return InputReply(reply["written"], reply["refused"], reply["message"])
+
+    def set_input_handler(self, handler: Callable[[str, bytes | None], InputReply]) -> None:
+        """The service's non-blocking write: what input for a job of this worker calls."""
+        self._input_handler = handler
+
+    def _live_host(self, job_id: str) -> str | None:
+        """The host running ``job_id``, or None if it is not running (unknown, or ended)."""
+        host, state, fin = self.client.hmget(_job_hash(job_id), "_host", "state", "_fin")
+        if host is None or fin == b"1" or JobState(json.loads(state)) not in LIVE_STATES:
+            return None
+        return host.decode()
+
+    def _input_here(self, job_id: str, fields: dict) -> None:
+        """Write (it never waits, so the reader does it in order) and answer the asking worker in the background."""
+        reply_key = fields[b"reply"].decode()
+        if self._input_handler is None:
+            return
+        try:
+            if not self.client.delete(_input_claim(reply_key)):  # the asking worker gave up: write nothing
+                return
+        except redis.RedisError as exc:  # the asking worker times out, and nothing was written
+            log.warning("could not take an input request: %s", exc)
+            return
+        reply = self._input_handler(job_id, None if fields.get(b"eof") == b"1" else fields.get(b"data", b""))
+        answer = json.dumps({"written": reply.written, "refused": reply.refused, "message": reply.message})
+        gevent.spawn(self._answer_input, reply_key, answer)
+
+    def _answer_input(self, reply_key: str, answer: str) -> None:
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.rpush(reply_key, answer)
+            pipe.expire(reply_key, INPUT_REPLY_TTL)
+            pipe.execute()
+        except redis.RedisError as exc:  # the asking worker answers 503: written, but unconfirmed
+            log.warning("could not answer an input request: %s", exc)
 
     def _drop_idle_mirrors(self) -> None:
         idle = MIRROR_IDLE + 2 * self.settings.heartbeat_interval

@@ -8,12 +8,14 @@ import struct
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.config import Settings
 from app.process.runner import OutputPump
 from app.store.history import records
 from app.store.history.datadir import FORMAT_FILE, prepare_data_dir
-from app.streaming.sse import encode_json_frame
+from app.streaming.sse import OutputJSON, encode_json_frame
 
 
 class _Log:
@@ -113,3 +115,13 @@ def test_a_version_1_data_dir_is_read_and_marked_version_2_before_new_files_are_
     (data / FORMAT_FILE).write_text("sse-commander-history 1\n")
     prepare_data_dir(str(data))
     assert (data / FORMAT_FILE).read_text() == "sse-commander-history 2\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=60).map(lambda data: bytes(b & 0x7F for b in data))
+       | st.lists(st.sampled_from([b"\\", b'"', b"\\n", b"n", b"u", b"\n", b"\r", b"\t", b"\b", b"\f", b"\0", b"/"]),
+                  min_size=1, max_size=30).map(b"".join))
+def test_the_bytes_rebuilt_from_an_ascii_frame_are_the_output_exactly(raw):
+    for kind in ("stdout", "stderr"):
+        frame, data_start = encode_json_frame(OutputJSON(kind, raw), kind, 7)
+        assert records.raw_from_frame(frame, data_start) == raw

@@ -113,6 +113,7 @@ def read_records(fh, offset: int, *, after: int = 0, limit: int = 512, max_bytes
             return Scan(events, position, True)
         if event_id > after:
             frame = body[kind_len : kind_len + frame_len]
+            kind = body[:kind_len].decode(errors="replace")
             if derived:
                 try:
                     raw = raw_from_frame(frame, data_start)
@@ -120,7 +121,7 @@ def read_records(fh, offset: int, *, after: int = 0, limit: int = 512, max_bytes
                     return Scan(events, position, True)  # a good CRC over a frame we never wrote
             else:
                 raw = body[kind_len + frame_len :]
-            events.append(StoredEvent(event_id, body[:kind_len].decode(errors="replace"), frame, data_start, raw))
+            events.append(StoredEvent(event_id, kind, frame, data_start, raw))
             size += body_len
         position += HEADER.size + body_len
     return Scan(events, position, False)

@@ -363,7 +363,17 @@ def test_behind_one_nginx_upstream_a_job_is_started_on_one_host_and_viewed_resum
         resumed = on_the_other(f"GET /jobs/{job}/events", lambda: collect(
             proxy.url(f"/jobs/{job}/events"), headers={"Last-Event-ID": seen[-1].last_event_id}, until="stdout"))
         assert int(resumed[0].last_event_id) > int(seen[-1].last_event_id)
-        cancelled = on_the_other(f"DELETE /jobs/{job}", lambda: HTTP.delete(proxy.url(f"/jobs/{job}")))
+        # A DELETE can't be retried like the GETs above (the owner would cancel the job itself), so
+        # steer round-robin first: once the owner has served a GET, the next request goes to the other.
+        owner_host = a if other is b else b
+        for _ in range(4):
+            before = owner_host.log().count(f"GET /jobs/{job} ")
+            HTTP.get(proxy.url(f"/jobs/{job}"))
+            if owner_host.log().count(f"GET /jobs/{job} ") > before:
+                break
+        before = other.log().count(f"DELETE /jobs/{job}")
+        cancelled = HTTP.delete(proxy.url(f"/jobs/{job}"))
+        assert other.log().count(f"DELETE /jobs/{job}") > before, "round-robin sent the DELETE to the owner"
         assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled", cancelled.text
         whole = collect(a.url(f"/jobs/{job}/events"))
         assert frames(seen) == frames(whole[:4]) and payload(whole[-1])["reason"] == "cancelled"

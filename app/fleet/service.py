@@ -49,6 +49,7 @@ class Fleet:
         self.store = service.store
         self.policy = service.policy
         self.store.set_run_start_handler(self.start_here)
+        self.store.set_run_adopter(self.adopt)
 
     # Hosts.
 
@@ -115,7 +116,8 @@ class Fleet:
         run = Run(
             id=secrets.token_hex(8), user=principal.user, command=command, hosts=[HostRun(n) for n in targets],
             parallel=parallel, stop_on_failure=stop_on_failure, request=job_fields,
-            coordinator=self.settings.host_name,
+            coordinator=self.settings.host_name, coordinator_worker=os.getpid(),
+            principal={"user": principal.user, "roles": list(principal.roles), "via": principal.via},
         )
         try:
             self.store.save_run(run.id, run.to_record(), self.settings.finished_job_ttl)
@@ -126,16 +128,23 @@ class Fleet:
                                   hosts=targets, command=command)
         metrics.run_started()
         self._announce(run)
+        gevent.spawn(self._coordinate, run)
+        return run
+
+    def adopt(self, record: dict[str, Any]) -> None:
+        """Coordinate, from where it is, a run whose coordinating worker went away (the store found it)."""
+        run = Run.from_record(record)
+        log.warning("run %s: its coordinator (pid %s on host %s) went away; coordinating it here", run.id,
+                    run.coordinator_worker, run.coordinator)
+        run.coordinator, run.coordinator_worker = self.settings.host_name, os.getpid()
+        gevent.spawn(self._coordinate, run)
+
+    def _coordinate(self, run: Run) -> None:
         coordinator = Coordinator(
             run, self.store, local_host=self.settings.host_name, start_local=self.start_here,
             host_states=lambda: {h["name"]: h["state"] for h in self.hosts()}, stop_job=self._stop_job,
-            principal={"user": principal.user, "roles": list(principal.roles), "via": principal.via},
             record_ttl=self.settings.finished_job_ttl,
         )
-        gevent.spawn(self._coordinate, coordinator)
-        return run
-
-    def _coordinate(self, coordinator: Coordinator) -> None:
         run = coordinator.run_to_end()
         for host in run.hosts:
             metrics.run_host_finished(host.state)

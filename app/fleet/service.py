@@ -22,6 +22,7 @@ from ..server import lifecycle
 from ..store.base import StoreUnavailable, channel_key
 from ..streaming.tracker import TrackedStream
 from ..streaming.wire import Wire, watch_for_disconnect
+from ..version import VERSION
 from .coordinator import Coordinator
 from .cursor import InvalidCursor, RunCursor, parse_cursor
 from .runstate import RUNNING, HostRun, Run
@@ -58,8 +59,6 @@ class Fleet:
             load = [round(x, 2) for x in os.getloadavg()]
         except OSError:
             load = [0.0, 0.0, 0.0]
-        from ..store.redis.liveness import VERSION
-
         return {"name": self.settings.host_name, "tags": list(self.settings.host_tags), "version": VERSION,
                 "running_jobs": self.store.running_count(), "load": load, "last_heartbeat": time.time()}
 

@@ -421,7 +421,8 @@ CHANNEL_STREAM_TEXT = """\
 The channel's retained messages (after `Last-Event-ID`), then live; the stream does not end by itself.
 Each message's event type is the publisher's name (`message` by default; `job` on the `jobs` channel,
 and `run` there for a run's start and end, `{"id", "state", "hosts", "user", "command"}`; `stats` on
-`stats`), its data `{"data": <what was published>, "user": <publisher or null>, "time"}`, its id `<epoch>-<n>`. Besides messages:
+`stats`), its data `{"data": <what was published>, "user": <publisher or null>, "time"}`, its id
+`<epoch>-<n>`. Besides messages:
 
 | event | data |
 |---|---|

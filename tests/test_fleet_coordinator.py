@@ -161,3 +161,18 @@ def test_a_start_that_raises_makes_the_host_unreachable_and_the_run_goes_on():
     final = greenlet.get(timeout=5)
     assert [h.state for h in final.hosts] == ["succeeded", "unreachable"]
     assert "the store went away" in final.hosts[1].reason
+
+
+def test_a_coordinator_whose_run_was_taken_over_leaves_it_alone():
+    store = FakeStore({"here": "job", "b": "job"})
+    taken = []
+    run = Run(id="0" * 16, user="alice", command="true", hosts=[HostRun("here"), HostRun("b")], parallel=1)
+    coordinator = Coordinator(run, store, local_host="here", start_local=lambda request: store.start("here"),
+                              host_states=dict, stop_job=store.stopped.append, record_ttl=60,
+                              taken_over=lambda: bool(taken))
+    greenlet = gevent.spawn(coordinator.run_to_end)
+    settle()
+    taken.append(True)
+    store.end(0, run)
+    assert greenlet.get(timeout=5) is None
+    assert store.started == ["here"] and store.saved[-1]["state"] == "running"  # the other worker goes on

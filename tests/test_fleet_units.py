@@ -243,7 +243,19 @@ def test_a_runs_job_starts_once_per_host_in_a_store_of_one_worker():
 
     store = MemoryStore(max_running=1, buffer_bytes=65536, max_finished=10, finished_ttl=60)
     assert store.claim_run_start("r1", "web-1") is None
-    assert store.claim_run_start("r1", "web-1") == {"refused": "its start is under way already"}
+    assert store.claim_run_start("r1", "web-1") == {"refused": "its start is under way already"}  # not again
     store.record_run_start("r1", "web-1", {"job": "j1"})
     assert store.claim_run_start("r1", "web-1") == {"job": "j1"}
     assert store.claim_run_start("r1", "web-2") is None
+
+
+def test_a_worker_keeps_its_newest_runs_only():
+    from app.store.runs import LocalRuns
+
+    runs = LocalRuns(max_runs=2)
+    for n in range(3):
+        runs.save(f"r{n}", {"id": f"r{n}"})
+    runs.cancels.add("r0")
+    runs.save("r1", {"id": "r1", "again": True})  # saved again: the newest now
+    runs.save("r3", {"id": "r3"})
+    assert list(runs.records) == ["r1", "r3"] and runs.records["r1"]["again"]

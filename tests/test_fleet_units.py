@@ -106,6 +106,12 @@ def test_bad_targets_name_the_parameter(run, parameter, words):
     assert caught.value.parameter == parameter and words in str(caught.value)
 
 
+def test_a_long_list_of_unknown_names_is_named_in_part():
+    with pytest.raises(InvalidRun) as caught:
+        select_targets({"hosts": [f"h{n}" for n in range(1000)]}, KNOWN)
+    assert str(caught.value).startswith("unknown host(s): h0, h1,") and "and 990 more" in str(caught.value)
+
+
 def test_options_and_the_split_of_a_run_request():
     assert parse_options({}) == (None, False)
     assert parse_options({"parallel": 3, "stop_on_failure": True}) == (3, True)

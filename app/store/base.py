@@ -416,3 +416,55 @@ class Store(abc.ABC):
         return True
 
 
+
+    # Fleets (issue 20): hosts, runs' records, and a run's jobs started on their hosts. A store that no other
+    # host shares knows this host only and keeps runs in this worker (memory.py); Redis shares them all.
+
+    @abc.abstractmethod
+    def list_hosts(self) -> list[dict[str, Any]] | None:
+        """Every registered host (``name``, ``tags``, ``version``, ``running_jobs``, ``load``, ``last_heartbeat``),
+        or None when the store is this host's alone (the caller describes this host itself)."""
+
+    @abc.abstractmethod
+    def save_run(self, run_id: str, record: dict[str, Any], ttl: float) -> None:
+        """Keep a run's record (``ttl``: seconds a shared store keeps it after the last save)."""
+
+    @abc.abstractmethod
+    def load_run(self, run_id: str) -> dict[str, Any] | None:
+        """A run's record, or None if unknown (or forgotten)."""
+
+    @abc.abstractmethod
+    def request_run_cancel(self, run_id: str) -> None:
+        """Ask a run's coordinator to start no more hosts and to cancel its jobs (seen on its next turn)."""
+
+    @abc.abstractmethod
+    def run_cancel_requested(self, run_id: str) -> bool:
+        """Whether ``request_run_cancel`` was called for the run."""
+
+    @abc.abstractmethod
+    def start_on_host(self, host: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Ask ``host`` to start a run's job (it decides by its own config): ``{"job": id}``, ``{"refused": why}``
+        or ``{"unreachable": why}`` when no worker of it took the request within ``timeout``."""
+
+    @abc.abstractmethod
+    def set_run_start_handler(self, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """What a request to start a run's job on this host calls (``start_on_host`` of another host)."""
+
+    @abc.abstractmethod
+    def claim_run_start(self, run_id: str, host: str) -> dict[str, Any] | None:
+        """None: the caller starts ``host``'s job of the run (and records the answer); else the answer of the one
+        start there was (``{"job": id}`` or ``{"refused": why}``): a run's job starts at most once per host."""
+
+    @abc.abstractmethod
+    def record_run_start(self, run_id: str, host: str, answer: dict[str, Any] | None) -> None:
+        """The answer of the start that ``claim_run_start`` let the caller make; None releases the claim (nothing
+        started: a later request may start it)."""
+
+    @abc.abstractmethod
+    def run_taken_over(self, run_id: str, host: str, worker: int) -> bool:
+        """Whether the run coordinated by ``host``'s ``worker`` was taken over by another (it seemed gone)."""
+
+    @abc.abstractmethod
+    def set_run_adopter(self, adopter: Callable[[dict[str, Any]], None]) -> None:
+        """What a shared store calls with the record of a running run whose coordinating worker went away, once
+        per such run, in one worker."""

@@ -1,0 +1,183 @@
+"""A run's coordinator: the greenlet, in the worker that accepted ``POST /runs``, that starts each target host's
+job (within the ``parallel`` window), follows the jobs to their ends, and keeps the run's record in the store.
+
+Each job is started ON its host: this host's own through the service, another's through the store (Redis:
+that host's control stream, as cancel and input are routed), so the target's own allowlist, actions and
+run-as decide, and it may refuse. A host ``down`` at the start is ``unreachable`` without being asked; a job
+whose host dies is marked ``lost`` by the store's liveness sweep (within 10 s), which the coordinator sees as
+any other end. Nothing waits without a bound, so a run always ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+
+from ..store.base import Store, StoreUnavailable
+from ..store.jobs import Job
+from .runstate import LOST, PENDING, REFUSED, RUNNING, UNREACHABLE, HostRun, Run, outcome_of_job
+
+log = logging.getLogger(__name__)
+
+POLL = 0.25  # seconds between looks at the running jobs and the cancel flag
+START_TIMEOUT = 3.0  # seconds for a target host's worker to take a start request (and again to answer it)
+
+
+class Coordinator:
+    """Runs one run to its end (``run_to_end``, in a greenlet of its own)."""
+
+    def __init__(
+        self,
+        run: Run,
+        store: Store,
+        *,
+        local_host: str,
+        start_local: Callable[[dict[str, Any]], dict[str, Any]],
+        host_states: Callable[[], dict[str, str]],
+        stop_job: Callable[[str], None],
+        record_ttl: float,
+        on_change: Callable[[Run], None] = lambda run: None,
+        taken_over: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.run = run
+        self.store = store
+        self.local_host = local_host
+        self.start_local = start_local
+        self.host_states = host_states
+        self.stop_job = stop_job
+        self.record_ttl = record_ttl
+        self.on_change = on_change
+        self.taken_over = taken_over  # whether another worker took the run over (it thought this one gone)
+        self._saved: dict[str, Any] | None = None
+        # Hosts that answered busy (the caller's share of running jobs, or their rate, is taken there): asked again
+        # once one of this run's hosts has ended, refused if none is left running to free a slot.
+        self.busy: dict[str, str] = {}
+        self._ended = 0
+
+    def request_for(self, host: str) -> dict[str, Any]:
+        """What a target host is asked: the job part of POST /runs, for whom, and for which run."""
+        return {"run": self.run.id, "host": host, "coordinator": self.local_host, **self.run.principal,
+                "request": self.run.request}
+
+    def save(self) -> None:
+        """The record to the store when it changed (a store outage is retried on the next turn)."""
+        record = self.run.to_record()
+        if record == self._saved:
+            return
+        try:
+            self.store.save_run(self.run.id, record, self.record_ttl)
+        except StoreUnavailable as exc:
+            log.warning("run %s: could not save its record: %s", self.run.id, exc)
+            return
+        self._saved = record
+        self.on_change(self.run)
+
+    def run_to_end(self) -> Run | None:
+        """Start, follow and record every host until the run has ended; the ended run, or None if another worker
+        took the run over meanwhile (then it ends it)."""
+        starting: dict[str, gevent.Greenlet] = {}
+        while True:
+            for name in [name for name, greenlet in starting.items() if greenlet.dead]:
+                del starting[name]
+            if self._taken_over():
+                log.warning("run %s: another worker took it over; leaving it to that one", self.run.id)
+                return None
+            self._check_cancel()
+            self._follow_jobs()
+            self._retry_busy(set(starting))
+            self.run.skip_rest(set(starting))
+            for host in self.run.to_start(set(starting), set(self.busy)):
+                starting[host.host] = gevent.spawn(self._start, host)
+            if self.run.state != "running" and not starting:
+                break
+            self.save()
+            gevent.sleep(POLL)
+        self.run.ended_at = time.time()
+        self.save()
+        return self.run
+
+    def _retry_busy(self, starting: set[str]) -> None:
+        """Busy hosts are asked again when a host of this run has ended (a slot may be free); with none of this
+        run's jobs running or starting, nothing will free one: they are refused, with their host's answer."""
+        self.busy = {name: why for name, why in self.busy.items() if self.run.host(name).state == PENDING}
+        ended = sum(h.final for h in self.run.hosts)
+        if ended > self._ended:
+            self._ended = ended
+            self.busy.clear()
+        elif self.busy and not starting and not any(h.state == RUNNING for h in self.run.hosts):
+            for name, why in self.busy.items():
+                self.run.host(name).end(REFUSED, reason=why)
+            self.busy.clear()
+
+    def _start(self, host: HostRun) -> None:
+        """Ask one host to start its job, and note the answer."""
+        try:
+            if host.host == self.local_host:
+                answer = self.start_local(self.request_for(host.host))
+            elif self.host_states().get(host.host, "down") == "down":
+                answer = {"unreachable": f"host {host.host} is down: no heartbeat for a while"}
+            else:
+                answer = self.store.start_on_host(host.host, self.request_for(host.host), START_TIMEOUT)
+        except Exception as exc:  # the store unreachable, or a bug: the host can't take part, the run goes on
+            log.warning("run %s: starting on %s failed: %s", self.run.id, host.host, exc)
+            answer = {"unreachable": f"could not ask host {host.host}: {exc}"}
+        if "job" in answer:
+            # The job's own start time, from its host: every reader of the record sees the same one.
+            host.job, host.state, host.started_at = answer["job"], RUNNING, answer.get("started_at") or time.time()
+            if self.run.cancelled:  # cancelled while it was being started
+                self._stop(host.job)
+        elif "busy" in answer:
+            self.busy[host.host] = str(answer["busy"])
+        elif "refused" in answer:
+            host.end(REFUSED, reason=str(answer["refused"]))
+        else:
+            host.end(UNREACHABLE, reason=str(answer.get("unreachable", "no answer")))
+
+    def _taken_over(self) -> bool:
+        try:
+            return self.taken_over()
+        except StoreUnavailable:
+            return False
+
+    def _check_cancel(self) -> None:
+        if self.run.cancelled:
+            return
+        try:
+            cancelled = self.store.run_cancel_requested(self.run.id)
+        except StoreUnavailable:
+            return
+        if cancelled:
+            self.run.cancelled = True
+            for host in self.run.hosts:
+                if host.state == RUNNING and host.job:
+                    self._stop(host.job)
+
+    def _stop(self, job_id: str) -> None:
+        try:
+            self.stop_job(job_id)
+        except Exception as exc:  # its host is gone: the liveness sweep ends it as lost
+            log.warning("run %s: could not stop job %s: %s", self.run.id, job_id, exc)
+
+    def _follow_jobs(self) -> None:
+        """Note the end of every running host's job that has ended."""
+        for host in self.run.hosts:
+            if host.state != RUNNING or host.job is None:
+                continue
+            try:
+                job = self.store.get_job(host.job)
+            except StoreUnavailable:
+                return
+            if job is None:
+                host.end(LOST, reason=f"job {host.job} is no longer kept")
+            else:
+                self._note(host, job)
+
+    @staticmethod
+    def _note(host: HostRun, job: Job) -> None:
+        if job.finished:
+            host.end(outcome_of_job(job.state.value, job.exit_code), reason=job.reason or job.error,
+                     exit_code=job.exit_code, ended_at=job.ended_at)

@@ -24,9 +24,6 @@ from ..eventlog import EVENT_OVERHEAD_BYTES
 from ..jobs import Job
 
 _JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
-# Output whose bytes are ASCII is exactly its text: the writer sends this instead of the bytes, and the entry
-# holds ``o`` instead of ``r`` (half the bytes through Redis for the common case).
-SAME_AS_TEXT = b"="
 
 
 def frame_tail(frame: bytes) -> bytes:

@@ -3,7 +3,8 @@
 The runner appends to the job's local log (flow control and this worker's
 viewers, as with the memory store) and the same event comes here. The first
 event of a batch schedules a flush ``FLUSH_DELAY`` later; everything appended
-meanwhile goes in the same pipeline, one ``JOB_APPEND`` script call per job.
+meanwhile goes in one ``MULTI``: a plain ``XADD`` per event (its bytes never
+go through Lua), then one ``JOB_APPEND`` script call per job for its record.
 So a flood of output costs one round trip per 5 ms, not one per event.
 
 The byte budget of a job's stream is kept here, where the events are made:
@@ -28,10 +29,11 @@ from dataclasses import dataclass, field
 
 import gevent
 from gevent.event import Event
+from redis.exceptions import NoScriptError
 
 from ... import metrics
 from ..base import LogEvent
-from .codec import SAME_AS_TEXT, event_size, frame_tail
+from .codec import event_size, frame_tail
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +143,8 @@ class JobWriter:
         batch, self._pending = self._pending, {}
         try:
             started = time.monotonic()
-            pipe = self.client.pipeline(transaction=False)
-            for job_id, events in batch.items():
-                self.append_script(keys=self.keys(job_id), args=self._args(job_id, events), client=pipe)
-            pipe.execute()
+            commands = [command for job_id, events in batch.items() for command in self._commands(job_id, events)]
+            self._execute(commands)
             metrics.observe_store_write(time.monotonic() - started)
         except Exception as exc:  # Redis unreachable (or any error): keep the batch, in order, and try again
             if not self.failing:
@@ -166,16 +166,45 @@ class JobWriter:
         self._flusher = gevent.spawn_later(FLUSH_DELAY, self._flush) if self._pending else None
         self._notify()
 
-    def _args(self, job_id: str, events: list[LogEvent]) -> list:
-        args: list = [len(events)]
+    def _execute(self, commands: list[tuple]) -> None:
+        """One MULTI. An XADD that Redis refuses as "equal or smaller" was applied before (a batch sent again), or
+        the job was declared lost (JOB_APPEND); a script Redis lost (restarted) is loaded and the whole sent again."""
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=True)
+            for command in commands:
+                pipe.execute_command(*command)
+            missing = False
+            for result in pipe.execute(raise_on_error=False):
+                if isinstance(result, NoScriptError) and attempt == 1:
+                    missing = True
+                elif isinstance(result, Exception) and "equal or smaller" not in str(result):
+                    raise result
+            if not missing:
+                return
+            self.client.script_load(self.append_script.script)
+
+    def _commands(self, job_id: str, events: list[LogEvent]) -> list[tuple]:
+        job_hash, stream_key = self.keys(job_id)
+        commands: list[tuple] = []
+        start_id, start_tail, fin = "", b"", "0"
         for event in events:
-            raw = event.raw
-            # ASCII output is its own text, already in the frame: not stored twice (codec.SAME_AS_TEXT).
-            args += (event.id, event.kind, frame_tail(event.frame), SAME_AS_TEXT if raw and raw.isascii() else raw)
+            raw, kind, tail = event.raw, event.kind, frame_tail(event.frame)
+            if not raw:
+                commands.append(("XADD", stream_key, b"%d-0" % event.id, "k", kind, "f", tail))
+            elif raw.isascii():  # ASCII output is its own text, already in the frame: not stored twice (codec.py)
+                commands.append(("XADD", stream_key, b"%d-0" % event.id, "k", kind, "f", tail, "o", "1"))
+            else:
+                commands.append(("XADD", stream_key, b"%d-0" % event.id, "k", kind, "f", tail, "r", raw))
+            if kind == "start":
+                start_id, start_tail = event.id, tail
+            elif kind in ("exit", "err"):
+                fin = "1"
         stream = self._streams[job_id]
         trim = ""
         if stream.trimmed and stream.retained:
             trim = f"{stream.retained[0][0]}-0"
             stream.trimmed = False
-        args += (stream.output_bytes, stream.dropped_bytes, stream.dropped_through, trim, self.finished_ttl)
-        return args
+        commands.append(("EVALSHA", self.append_script.sha, 2, job_hash, stream_key, events[-1].id,
+                         stream.output_bytes, stream.dropped_bytes, stream.dropped_through, trim, self.finished_ttl,
+                         start_id, start_tail, fin))
+        return commands

@@ -21,6 +21,8 @@ hosts can race without a lock:
 
 from __future__ import annotations
 
+from redis.exceptions import NoScriptError
+
 # KEYS: meta hash, stream, set of channel names, resets stream, the prefix of every channel's meta hash.
 # ARGV: new epoch, kind, frame tail, audience ("" none), size, max bytes, max events, name, ensure only ("1"),
 #       max channels, seconds an idle channel is kept.
@@ -135,6 +137,25 @@ redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
 
+# KEYS: the job's hash, its host's running set, its owner's running set, the finished set, the set of all jobs.
+# ARGV: job id, ended_at, seconds a finished job is kept, max_finished_jobs, the key prefix.
+# A job run here ended: out of the running sets, into the finished set; the oldest finished jobs beyond
+# max_finished_jobs are forgotten (record and log). Returns how many were.
+JOB_ENDED = """
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+local excess = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[4])
+if excess <= 0 then return 0 end
+local oldest = redis.call('ZPOPMIN', KEYS[4], excess)
+for i = 1, #oldest, 2 do
+  redis.call('ZREM', KEYS[5], oldest[i])
+  redis.call('DEL', ARGV[5] .. 'job:' .. oldest[i], ARGV[5] .. 'log:job:' .. oldest[i])
+end
+return excess
+"""
+
 # KEYS: the bucket (a hash). ARGV: tokens per second, burst, seconds to keep an idle bucket.
 # Takes a token if there is one: returns "0", else the seconds until there is (as a string: Lua numbers in
 # replies are cut to integers). Redis's own clock, so every host agrees.
@@ -152,3 +173,26 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(now)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return tostring(wait)
 """
+
+
+def execute_multi(client, commands: list[tuple], scripts: list, refused: tuple[str, ...] = ()) -> list:
+    """Run ``commands`` (EVALSHA of ``scripts`` among them) in one MULTI, one round trip: no SCRIPT EXISTS
+    first, as a pipeline of ``Script`` calls would send. If Redis lost the scripts (restarted, flushed), they
+    are loaded and the whole MULTI runs again, so every command in it must be safe to repeat. An error whose
+    text holds one of ``refused`` is left in the results; any other is raised."""
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=True)
+        for command in commands:
+            pipe.execute_command(*command)
+        results = pipe.execute(raise_on_error=False)
+        missing = False
+        for result in results:
+            if isinstance(result, NoScriptError) and attempt == 1:
+                missing = True
+            elif isinstance(result, Exception) and not any(text in str(result) for text in refused):
+                raise result
+        if not missing:
+            return results
+        for script in scripts:
+            client.script_load(script.script)
+    raise AssertionError("unreachable")

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 
 import gevent
 from gevent.event import Event
-from redis.exceptions import NoScriptError
 
 from ... import metrics
 from ..base import LogEvent
 from .codec import event_size, frame_tail
+from .scripts import execute_multi
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,9 @@ class JobWriter:
         try:
             started = time.monotonic()
             commands = [command for job_id, events in batch.items() for command in self._commands(job_id, events)]
-            self._execute(commands)
+            # An XADD refused as "equal or smaller" was applied before (a batch sent again), or the job was declared
+            # lost (JOB_APPEND then changes nothing).
+            execute_multi(self.client, commands, [self.append_script], refused=("equal or smaller",))
             metrics.observe_store_write(time.monotonic() - started)
         except Exception as exc:  # Redis unreachable (or any error): keep the batch, in order, and try again
             if not self.failing:
@@ -165,23 +167,6 @@ class JobWriter:
                 self._streams.pop(job_id, None)
         self._flusher = gevent.spawn_later(FLUSH_DELAY, self._flush) if self._pending else None
         self._notify()
-
-    def _execute(self, commands: list[tuple]) -> None:
-        """One MULTI. An XADD that Redis refuses as "equal or smaller" was applied before (a batch sent again), or
-        the job was declared lost (JOB_APPEND); a script Redis lost (restarted) is loaded and the whole sent again."""
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=True)
-            for command in commands:
-                pipe.execute_command(*command)
-            missing = False
-            for result in pipe.execute(raise_on_error=False):
-                if isinstance(result, NoScriptError) and attempt == 1:
-                    missing = True
-                elif isinstance(result, Exception) and "equal or smaller" not in str(result):
-                    raise result
-            if not missing:
-                return
-            self.client.script_load(self.append_script.script)
 
     def _commands(self, job_id: str, events: list[LogEvent]) -> list[tuple]:
         job_hash, stream_key = self.keys(job_id)

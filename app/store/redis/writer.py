@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 FLUSH_DELAY = 0.005  # seconds: the most an event waits before its batch leaves for Redis
 RETRY_DELAY = 0.5  # seconds between tries while Redis is unreachable
+# Bytes queued while a flush was under way from which the next flush leaves at once, not FLUSH_DELAY later: a
+# flood of output batches itself (everything that came during the round trip), and Redis is never left idle.
+FLOOD_BYTES = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -84,6 +87,7 @@ class JobWriter:
         self.max_bytes = max_bytes
         self.finished_ttl = int(finished_ttl) or 1
         self._pending: dict[str, list[LogEvent]] = {}
+        self._pending_bytes = 0
         self._streams: dict[str, _JobStream] = {}
         self._flusher: gevent.Greenlet | None = None
         self.failing = False  # the last flush failed: Redis is unreachable
@@ -97,7 +101,9 @@ class JobWriter:
         stream.add(event)
         pending = self._pending.setdefault(job_id, [])
         pending.append(event)
-        stream.waiting += event_size(event)
+        size = event_size(event)
+        stream.waiting += size
+        self._pending_bytes += size
         if stream.waiting > self.max_bytes:
             self._bound(stream, pending)
         if self._flusher is None:
@@ -141,6 +147,7 @@ class JobWriter:
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, {}
+        batch_bytes, self._pending_bytes = self._pending_bytes, 0
         try:
             started = time.monotonic()
             commands = [command for job_id, events in batch.items() for command in self._commands(job_id, events)]
@@ -155,6 +162,7 @@ class JobWriter:
             for job_id, events in self._pending.items():
                 batch.setdefault(job_id, []).extend(events)
             self._pending = batch
+            self._pending_bytes += batch_bytes
             self._flusher = gevent.spawn_later(RETRY_DELAY, self._flush)
             self._notify()
             return
@@ -165,7 +173,11 @@ class JobWriter:
                 stream.waiting -= sum(map(event_size, events))
             if events[-1].kind in ("exit", "err") and job_id not in self._pending:
                 self._streams.pop(job_id, None)
-        self._flusher = gevent.spawn_later(FLUSH_DELAY, self._flush) if self._pending else None
+        if not self._pending:
+            self._flusher = None
+        else:
+            delay = 0 if self._pending_bytes >= FLOOD_BYTES else FLUSH_DELAY
+            self._flusher = gevent.spawn_later(delay, self._flush)
         self._notify()
 
     def _commands(self, job_id: str, events: list[LogEvent]) -> list[tuple]:

@@ -61,7 +61,11 @@ def short_pair(repo: Path, venv_bin: Path | None, jobs: int) -> tuple[float, flo
             extra = {"SSECMD_STORE_URL": redis_proc.url} if store else {}
             with Server(2, f"ab-short-{store or 'memory'}", extra, repo=repo, venv_bin=venv_bin) as server:
                 spawn(server, 20, 4)
+                redis_cpu = cpu_seconds(redis_proc.proc.pid)
                 found = spawn(server, jobs, 20)
+                redis_cpu = cpu_seconds(redis_proc.proc.pid) - redis_cpu
+        print(f"  {store or 'memory'}: worker CPU {found['worker_cpu'] / found['jobs_s'] * 1000:.2f} ms a job"
+              + (f", Redis CPU {redis_cpu / found['jobs'] * 1000:.2f} ms a job" if store else ""))
         if found["lost_output"]:
             print(f"  ({store or 'memory'}: {found['lost_output']} jobs lost output)")
         rates.append(found["jobs_s"])

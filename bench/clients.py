@@ -181,17 +181,24 @@ def short_jobs(host: str, port: int, total: int, clients: int, seconds: float = 
 
 
 class Subscribers:
-    """``count`` SSE subscribers held by one fanout process."""
+    """``count`` SSE subscribers held by one fanout process (connecting from ``source``, if given)."""
 
-    def __init__(self, host: str, port: int, path: str, count: int, messages: int, outfile: Path) -> None:
+    def __init__(self, host: str, port: int, path: str, count: int, messages: int, outfile: Path,
+                 source: str | None = None, *, connect: bool = True) -> None:
         self.count, self.messages, self.outfile = count, messages, outfile
         self.proc = subprocess.Popen(
-            [helper("fanout"), host, str(port), path, str(count), str(messages), str(outfile)],
+            [helper("fanout"), host, str(port), path, str(count), str(messages), str(outfile),
+             *([source] if source else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )
-        started = time.monotonic()
+        self.started = time.monotonic()
+        if connect:
+            self.await_connected()
+
+    def await_connected(self) -> None:
+        """Wait for the process to say how many subscriptions it opened."""
         line = self._line(330)
-        self.connect_seconds = time.monotonic() - started
+        self.connect_seconds = time.monotonic() - self.started
         parts = line.split()
         if len(parts) != 4 or parts[0] != "connected":
             self.proc.kill()
@@ -218,6 +225,10 @@ class Subscribers:
         """Close every subscription; latencies [subscriber][message] in ns (-1: never), and the server's closes."""
         self.proc.stdin.write("quit\n")
         self.proc.stdin.flush()
+        return self.finish_quit()
+
+    def finish_quit(self) -> tuple[list[list[int]], int]:
+        """``finish`` once "quit" is sent."""
         line = self._line(60)
         self.proc.wait(30)
         if not line.startswith("closed "):
@@ -226,3 +237,55 @@ class Subscribers:
         os.unlink(self.outfile)
         m = self.messages
         return [list(data[i * m : (i + 1) * m]) for i in range(self.count)], int(line.split()[1])
+
+
+class SubscriberGroup:
+    """``count`` SSE subscribers over ``processes`` fanout processes, each connecting from its own loopback
+    address (127.0.0.2 and up): past one process's open-files limit and one address's ephemeral ports.
+    The same interface as ``Subscribers``; the latencies of its processes one after the other."""
+
+    def __init__(self, host: str, port: int, path: str, count: int, messages: int, outfile: Path,
+                 processes: int) -> None:
+        shares = [count // processes + (1 if i < count % processes else 0) for i in range(processes)]
+        self.count, self.messages = count, messages
+        started = time.monotonic()
+        self.members = [
+            Subscribers(host, port, path, share, messages, outfile.with_name(f"{outfile.name}.{i}"),
+                        f"127.0.0.{i + 2}", connect=False)
+            for i, share in enumerate(shares)
+        ]
+        try:
+            for member in self.members:
+                member.await_connected()
+        except BaseException:
+            for member in self.members:
+                member.proc.kill()
+            raise
+        self.connect_seconds = time.monotonic() - started
+        self.connected = sum(member.connected for member in self.members)
+
+    def wait(self, seq: int, timeout_ms: int, quiet_ms: int) -> int:
+        """Wait until every subscriber of every process has message ``seq`` (or the timeouts); how many have it."""
+        for member in self.members:
+            member.proc.stdin.write(f"wait {seq} {timeout_ms} {quiet_ms}\n")
+        got = 0
+        for member in self.members:
+            line = member._line(timeout_ms / 1000 + 30)
+            parts = line.split()
+            if parts[:2] != ["got", str(seq)]:
+                raise BenchError(f"fanout client: {line!r}")
+            got += int(parts[2])
+        return got
+
+    def finish(self) -> tuple[list[list[int]], int]:
+        """Close every subscription; latencies [subscriber][message] in ns (-1: never), and the server's closes."""
+        latencies: list[list[int]] = []
+        closed = 0
+        for member in self.members:
+            member.proc.stdin.write("quit\n")
+            member.proc.stdin.flush()
+        for member in self.members:
+            found, gone = member.finish_quit()
+            latencies += found
+            closed += gone
+        return latencies, closed

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import clients, history
-from .clients import Relay, Subscribers, get_request, run_path, sink
+from .clients import Relay, SubscriberGroup, Subscribers, get_request, run_path, sink
 from .console_flood import LATE_MS, TICK_MS, console_flood
 from .profiler import Profile, hot_spots, py_spy
 from .redis_server import RedisProcess
@@ -55,10 +55,14 @@ class Sizes:
     workers: tuple[int, ...] = (2, 4)
     flood_rounds: int = 5
     flood_seconds: float = 10
+    # Redis: subscribers over 4 workers, held by this many client processes (each from its own 127.0.0.N).
+    redis_many: int = 40_000
+    redis_many_clients: int = 4
 
 
 FULL = Sizes(200_000_000, 3, 500, 5000, 3, 300, 4000, 20, (2000, 10_000), 2000, 20, 300)
-SMOKE = Sizes(5_000_000, 1, 50, 5000, 1, 20, 50, 20, (100, 200), 200, 5, 20, flood_rounds=1, flood_seconds=2)
+SMOKE = Sizes(5_000_000, 1, 50, 5000, 1, 20, 50, 20, (100, 200), 200, 5, 20, flood_rounds=1, flood_seconds=2,
+              redis_many=300, redis_many_clients=2)
 
 
 @dataclass
@@ -309,10 +313,11 @@ def _publish(server: Server, channel: str, seq: int) -> None:
         raise BenchError(f"publish: {status} {body}")
 
 
-def fanout(server: Server, count: int, messages: int, profile: Path | None = None) -> dict:
-    """``count`` idle subscribers on one channel; ``messages`` messages published one after another."""
+def fanout(server: Server, count: int, messages: int, profile: Path | None = None, processes: int = 1) -> dict:
+    """``count`` idle subscribers on one channel (held by ``processes`` client processes); ``messages`` messages
+    published one after another."""
     single = server.workers == 1
-    timeout_ms, quiet_ms = (60_000, 2000) if single else (4000, 500)
+    timeout_ms, quiet_ms = (60_000, 2000) if single or count > 10_000 else (4000, 500)
     warm = Subscribers(server.host, server.port, "/channels/warmup/events", 8, 1, SCRATCH / "ssecmd-warm.lat")
     _publish(server, "warmup", 1)
     warm.wait(1, 5000, 500)
@@ -322,8 +327,12 @@ def fanout(server: Server, count: int, messages: int, profile: Path | None = Non
     rss_before = {pid: rss_bytes(pid) for pid in pids}
     sockets_before = {pid: open_sockets(pid) for pid in pids}
     channel = f"bench-{count}-{server.port}"
-    subscribers = Subscribers(server.host, server.port, f"/channels/{channel}/events", count, messages,
-                              SCRATCH / f"ssecmd-fanout-{server.port}.lat")
+    path, outfile = f"/channels/{channel}/events", SCRATCH / f"ssecmd-fanout-{server.port}.lat"
+    if processes > 1:
+        subscribers: Subscribers | SubscriberGroup = SubscriberGroup(server.host, server.port, path, count, messages,
+                                                                     outfile, processes)
+    else:
+        subscribers = Subscribers(server.host, server.port, path, count, messages, outfile)
     time.sleep(1.0 if count > 1000 else 0.3)
     rss_after = {pid: rss_bytes(pid) for pid in pids}
     per_worker = [open_sockets(pid) - sockets_before[pid] for pid in pids]
@@ -683,6 +692,7 @@ def redis_rows(results: Results, rows: list[Row], sizes: Sizes) -> None:
         rows.append(Row(f"{count}: worker RSS per subscriber", f"{found['rss_per_subscriber'] / 1024:.1f} KiB"))
         rows.append(Row("Redis per 1,000 subscribers (connect, then the messages)",
                         f"CPU {cpu * 1000 / count:.2f} s, RSS {rss * 1000 / count / 1024:.0f} KiB"))
+        _redis_many_rows(results, rows, sizes, store)
 
         size = sizes.throughput_bytes
         with (Server(1, "redis-a", {**store, "SSECMD_HOST_NAME": "bench-a"}) as owner,
@@ -702,6 +712,36 @@ def redis_rows(results: Results, rows: list[Row], sizes: Sizes) -> None:
         per_mb = size / MB
         rows.append(Row("Redis per MB of output (the stream trimmed at job_buffer_bytes)",
                         f"CPU {cpu / per_mb * 1000:.1f} ms, RSS growth {rss / per_mb / 1024:.0f} KiB"))
+
+
+def redis_many(store: dict[str, str], count: int, messages: int, processes: int) -> dict:
+    """``count`` subscribers over 4 workers on Redis, held by ``processes`` client processes (each from its own
+    127.0.0.N: one process's open-files limit and one address's ports are each below ``count``)."""
+    with Server(4, "redis-4w-many", store) as server:
+        found = fanout(server, count, messages, processes=processes)
+        found["problems"] = server.problems()
+    return found
+
+
+def _redis_many_rows(results: Results, rows: list[Row], sizes: Sizes, store: dict[str, str]) -> None:
+    count = sizes.redis_many
+    found = results.numbers["redis_fanout_many"] = redis_many(store, count, sizes.messages, sizes.redis_many_clients)
+    if found["problems"]:
+        results.notes.append(f"gunicorn (4 workers, {count} subscribers) logged errors: {found['problems'][:3]}")
+    held = found["connected"] == count and found["closed_by_server"] == 0
+    delivered = found["delivered_fraction"]
+    reach = found["reach_all_p50_ns"]
+    rows.append(Row(f"{count:,} subscribers over 4 workers from {sizes.redis_many_clients} client processes "
+                    f"(per worker: {'/'.join(map(str, found['subscribers_per_worker']))}): held, delivered",
+                    f"{found['connected']} in {found['connect_seconds']:.1f} s, {found['closed_by_server']} dropped, "
+                    f"{delivered:.1%} of {sizes.messages} messages", "all held, 100% delivered",
+                    results.judge(held and delivered == 1.0)))
+    rows.append(Row(f"{count:,}: one message to every subscriber, p50; worker RSS per subscriber",
+                    (f"{reach / 1e6:.0f} ms" if reach is not None else "never all")
+                    + f"; {found['rss_per_subscriber'] / 1024:.1f} KiB"))
+    if results.smoke and not (held and delivered == 1.0):
+        raise BenchError(f"{count} subscribers over 4 workers on Redis: {found['connected']} held, "
+                         f"{found['closed_by_server']} dropped, {delivered:.1%} delivered")
 
 
 def _capacity_note(capacity: dict | None) -> str:

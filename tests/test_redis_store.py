@@ -420,3 +420,48 @@ def test_max_channels_counts_every_hosts_channels_and_expired_ones_make_room(red
     assert refused.status_code == 429 and refused.json()["error"] == "too_many_channels", refused.text
     client.delete(f"ssec:meta:channel:{names[0]}", f"ssec:log:channel:{names[0]}")  # as its TTL would
     assert publish(srv, names[2], 3)["id"]
+
+
+def test_an_owner_that_comes_back_after_its_job_was_lost_appends_nothing_and_a_batch_sent_twice_lands_once(
+    redis_server,
+):
+    # The owner's entries are plain XADDs (writer.py): JOB_LOST fences the stream, and Redis's own "equal or
+    # smaller" makes a re-sent batch a no-op. Driven directly, one flush at a time.
+    from app.store.eventlog import EventLog
+    from app.store.redis import liveness
+    from app.store.redis.scripts import JOB_APPEND
+    from app.store.redis.writer import JobWriter
+    from app.streaming.sse import output_json
+
+    client = redis_server.client()
+    job = f"fence{os.getpid()}"
+    record, stream = f"ssec:job:{job}", f"ssec:log:job:{job}"
+    client.hset(record, mapping={"id": json.dumps(job), "owner": json.dumps("u"), "state": json.dumps("running"),
+                                 "_host": "h", "_worker": "1", "_last": "0", "_dropped": "0"})
+    client.sadd("ssec:running:h", job)
+    writer = JobWriter(client, client.register_script(JOB_APPEND), lambda _: [record, stream], 1 << 20, 60)
+    log_ = EventLog(1 << 20)
+
+    def flush(*events):
+        for event in events:
+            writer.add(job, event)
+        writer._flusher.kill()
+        writer._flush()
+        assert not writer.failing
+
+    def output(text: bytes):
+        return log_.append("stdout", output_json("stdout", text), text)
+
+    start, one = log_.append("start", {"type": "start", "job": job}), output(b"one\n")
+    flush(start, one)
+    flush(one)  # sent again, as after a dropped connection: applied once
+    assert [fields[b"k"] for _, fields in client.xrange(stream)] == [b"start", b"stdout"]
+    assert int(client.hget(record, "_last")) == one.id and client.hget(record, "_start_id") == str(start.id).encode()
+
+    assert liveness.mark_lost(client, job, "h", "1", None, 60)
+    flush(output(b"two\n"), log_.append("exit", {"type": "exit", "reason": "exited"}))  # the owner, back too late
+    entries = client.xrange(stream)
+    assert [fields[b"k"] for _, fields in entries] == [b"start", b"stdout", b"exit"]
+    assert json.loads(client.hget(record, "state")) == "lost"
+    assert int(client.hget(record, "_last")) == int(entries[-1][0].split(b"-")[0])
+    client.delete(record, stream)

@@ -328,3 +328,30 @@ def test_negative_retry_is_refused(bad):
 def test_retry_then_comment_is_the_first_frame_shape():
     parser = parse_chunked(encode_retry(1500) + encode_comment("connected"), [])
     assert parser.retry == 1500 and parser.events == [] and parser.comments == [" connected"]
+
+
+@FAST
+@given(st.binary(max_size=300).map(lambda data: bytes(b & 0x7F for b in data)), st.binary(max_size=3),
+       st.binary(max_size=3))
+@example(b'\\"\x00\x1f\x7f\t\b\x0c\r\n', b"", b"")
+@example(b"x" * 40 + b"\n" + b"y" * 40, b"<", b">")
+def test_unescape_is_the_inverse_of_escape_for_ascii(text, before, after):
+    # The Redis reader rebuilds ASCII output from its frame with it (app/store/redis/codec.py).
+    body = _jsonescape.escape(text)
+    frame = before + body + after
+    assert _jsonescape.unescape(frame, len(before), len(before) + len(body)) == text
+    assert json.loads(b'"' + body + b'"').encode("ascii") == text
+
+
+@pytest.mark.parametrize("body", [b"\\/", b"\\u0080", b"\\u00e9", b"\\", b'a"b', b"\x01", b"\xc3\xa9", b"\\u00",
+                                  b"\\x41", b"\\U0041", b"\\u0g41", b"A" * 20 + b"\xc3\xa9" + b"A" * 20,
+                                  b"A" * 20 + b'"' + b"A" * 20, b"\\ud83d\\ude00"])
+def test_unescape_leaves_what_escape_never_writes_for_ascii_to_the_json_module(body):
+    assert _jsonescape.unescape(body, 0, len(body)) is None
+
+
+def test_unescape_checks_its_arguments():
+    with pytest.raises(ValueError):
+        _jsonescape.unescape(b"abc", 2, 5)
+    with pytest.raises(TypeError):
+        _jsonescape.unescape("abc", 0, 3)

@@ -167,6 +167,103 @@ static PyObject *escape_between(PyObject *module, PyObject *const *args, Py_ssiz
     return result;
 }
 
+/* Byte classes for unescape: 0 as is, 1 a backslash, 2 never in an ASCII string body (control, '"', >= 0x80). */
+static unsigned char ascii_class[256];
+
+/* Nonzero if none of the BLOCK bytes at p needs a look: no control byte, quote, backslash, nor byte >= 0x80. */
+static inline int plain_ascii_block(const unsigned char *p)
+{
+    uint64_t first, last;
+    memcpy(&first, p, sizeof first);
+    memcpy(&last, p + BLOCK - sizeof last, sizeof last);
+    return !block_mask(p) && !((first | last) & 0x8080808080808080ULL);
+}
+
+static int hex_value(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* The text of an ASCII JSON string body, frame[start:end]: one pass, no Python objects but the result.
+ * None for anything else (non-ASCII, an escape escape() never writes, a stray quote or control byte):
+ * the caller then asks the json module, which knows every form. */
+static PyObject *unescape(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "unescape(frame, start, end) takes bytes and two ints");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]), end = PyLong_AsSsize_t(args[2]);
+    if ((start == -1 || end == -1) && PyErr_Occurred())
+        return NULL;
+    if (start < 0 || end > PyBytes_GET_SIZE(args[0]) || start > end) {
+        PyErr_SetString(PyExc_ValueError, "unescape: start and end must lie within the frame");
+        return NULL;
+    }
+    const unsigned char *src = (const unsigned char *)PyBytes_AS_STRING(args[0]) + start;
+    Py_ssize_t length = end - start, i = 0;
+    PyObject *result = PyBytes_FromStringAndSize(NULL, length);
+    if (result == NULL)
+        return NULL;
+    unsigned char *begin = (unsigned char *)PyBytes_AS_STRING(result), *out = begin;
+    while (i < length) {
+        if (i + BLOCK <= length && plain_ascii_block(src + i)) {
+            memcpy(out, src + i, BLOCK);
+            out += BLOCK;
+            i += BLOCK;
+            continue;
+        }
+        unsigned char c = src[i];
+        unsigned char kind = ascii_class[c];
+        if (kind == 0) {
+            *out++ = c;
+            i++;
+            continue;
+        }
+        if (kind == 2 || i + 1 >= length)
+            goto other;
+        switch (src[i + 1]) {
+        case '"': *out++ = '"'; break;
+        case '\\': *out++ = '\\'; break;
+        case 'b': *out++ = '\b'; break;
+        case 't': *out++ = '\t'; break;
+        case 'n': *out++ = '\n'; break;
+        case 'f': *out++ = '\f'; break;
+        case 'r': *out++ = '\r'; break;
+        case 'u': {
+            if (i + 5 >= length || src[i + 2] != '0' || src[i + 3] != '0')
+                goto other;
+            int high = hex_value(src[i + 4]), low = hex_value(src[i + 5]);
+            if (high < 0 || high > 7 || low < 0)
+                goto other;
+            *out++ = (unsigned char)(high * 16 + low);
+            i += 4;
+            break;
+        }
+        default:
+            goto other;
+        }
+        i += 2;
+    }
+    if (_PyBytes_Resize(&result, out - begin) < 0)
+        return NULL;
+    return result;
+other:
+    Py_DECREF(result);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(unescape_doc,
+"unescape(frame: bytes, start: int, end: int) -> bytes | None\n\n"
+"The ASCII text that the JSON string body ``frame[start:end]`` holds (the inverse of escape() for ASCII),\n"
+"or None if the body is not plain ASCII with only the escapes JSON defines for it (ask the json module).");
+
 PyDoc_STRVAR(escape_doc,
 "escape(data: bytes) -> bytes\n\n"
 "The inside of a JSON string holding the UTF-8 text ``data``, as json.dumps(ensure_ascii=False)\n"
@@ -180,6 +277,7 @@ PyDoc_STRVAR(escape_between_doc,
 static PyMethodDef methods[] = {
     {"escape", escape, METH_O, escape_doc},
     {"escape_between", (PyCFunction)(void (*)(void))escape_between, METH_FASTCALL, escape_between_doc},
+    {"unescape", (PyCFunction)(void (*)(void))unescape, METH_FASTCALL, unescape_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -190,5 +288,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__jsonescape(void)
 {
     init_growth();
+    for (int c = 0; c < 256; c++)
+        ascii_class[c] = (c < 0x20 || c == '"' || c >= 0x80) ? 2 : c == '\\' ? 1 : 0;
     return PyModule_Create(&module);
 }

@@ -1,5 +1,7 @@
-/* fanout HOST PORT PATH COUNT MESSAGES OUTFILE: COUNT idle SSE subscribers on one epoll.
+/* fanout HOST PORT PATH COUNT MESSAGES OUTFILE [SOURCE]: COUNT idle SSE subscribers on one epoll.
  *
+ * SOURCE: the local IPv4 address to connect from (127.0.0.2 and up), so that several
+ * of these processes together hold more connections than one address has ports.
  * Opens COUNT subscriptions (GET PATH, HTTP/1.1), at most 256 being set up at once,
  * and prints "connected C failed F" once each is open (its ": connected" comment
  * arrived) or failed. Then it follows commands on stdin, one per line:
@@ -44,7 +46,8 @@ struct conn {
 static struct conn *conns;
 static int64_t *latency;
 static int count, messages, epfd;
-static struct sockaddr_in server;
+static struct sockaddr_in server, source;
+static int bind_source;
 static char request[1024];
 static size_t request_len;
 static int opened, failed, inflight, closed_by_server;
@@ -65,6 +68,15 @@ static void start(int index) {
     if (c->fd < 0) {
         perror("fanout: socket");
         exit(1);
+    }
+    if (bind_source) {
+        int one = 1;
+        /* The port is chosen at connect(), per destination: no port is held per address. */
+        setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind(c->fd, (struct sockaddr *)&source, sizeof source) < 0) {
+            perror("fanout: bind");
+            exit(1);
+        }
     }
     if (connect(c->fd, (struct sockaddr *)&server, sizeof server) < 0 && errno != EINPROGRESS) {
         close(c->fd);
@@ -175,9 +187,17 @@ static void on_event(int index, uint32_t events) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: fanout HOST PORT PATH COUNT MESSAGES OUTFILE\n");
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: fanout HOST PORT PATH COUNT MESSAGES OUTFILE [SOURCE]\n");
         return 2;
+    }
+    if (argc == 8) {
+        source.sin_family = AF_INET;
+        if (inet_pton(AF_INET, argv[7], &source.sin_addr) != 1) {
+            fprintf(stderr, "fanout: bad source address %s\n", argv[7]);
+            return 2;
+        }
+        bind_source = 1;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     server.sin_family = AF_INET;

@@ -9,13 +9,19 @@ hosts can race without a lock:
   history limits (messages and bytes).
   A new epoch is announced on the resets stream, so every worker's reader
   tells its streams ``reset``.
-- ``JOB_APPEND``: a batch of a job's events, with ids its owner chose. Entries
-  at or below the stream's last id are skipped (a batch re-sent after a
-  dropped connection is applied once), and nothing is appended once the log
-  holds its terminal event (``_fin``): a job declared lost stays lost.
+- ``JOB_APPEND``: the job's record after a batch of its events, with ids its
+  owner chose. The entries themselves are plain ``XADD``s in the same
+  ``MULTI`` (writer.py): their bytes never pass through Lua, which cost Redis
+  several times the CPU of the appends themselves. An entry at or below the
+  stream's last id is refused by Redis (a batch re-sent after a dropped
+  connection is applied once), and nothing is appended once the log holds its
+  terminal event (``_fin``): ``JOB_LOST`` sets the stream's last id to the
+  largest there is, so a job declared lost stays lost.
 """
 
 from __future__ import annotations
+
+from redis.exceptions import NoScriptError
 
 # KEYS: meta hash, stream, set of channel names, resets stream, the prefix of every channel's meta hash.
 # ARGV: new epoch, kind, frame tail, audience ("" none), size, max bytes, max events, name, ensure only ("1"),
@@ -71,36 +77,24 @@ return {epoch, id}
 """
 
 # KEYS: the job's hash, its stream.
-# ARGV: n, then n times (id, kind, frame tail, raw: "=" for output that is its own text), then output bytes,
-#       dropped bytes, dropped-through id,
-#       the id to trim before ("" none), seconds a finished log is kept.
-# Returns 1, 0 when the log had ended already, -1 when the job is not kept.
+# ARGV: the batch's last id, output bytes, dropped bytes, dropped-through id, the id to trim before ("" none),
+#       seconds a finished log is kept, the start event's id ("" none in the batch) and its frame tail,
+#       "1" if the batch holds the terminal event.
+# Runs after the batch's XADDs, in the same MULTI. Returns 1, 0 when the log had ended already, -1 when the job
+# is not kept (its stream, made again by the XADDs, goes).
 JOB_APPEND = """
 local job, stream = KEYS[1], KEYS[2]
-if redis.call('EXISTS', job) == 0 then return -1 end
-if redis.call('HGET', job, '_fin') == '1' then return 0 end
-local last = tonumber(redis.call('HGET', job, '_last') or '0')
-local n = tonumber(ARGV[1])
-local i = 2
-for _ = 1, n do
-  local id, kind, tail, raw = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  i = i + 4
-  if id > last then
-    if raw == '=' then
-      redis.call('XADD', stream, id .. '-0', 'k', kind, 'f', tail, 'o', '1')
-    elseif raw ~= '' then
-      redis.call('XADD', stream, id .. '-0', 'k', kind, 'f', tail, 'r', raw)
-    else
-      redis.call('XADD', stream, id .. '-0', 'k', kind, 'f', tail)
-    end
-    last = id
-    if kind == 'start' then redis.call('HSET', job, '_start', tail, '_start_id', id) end
-    if kind == 'exit' or kind == 'err' then redis.call('HSET', job, '_fin', '1') end
-  end
+if redis.call('EXISTS', job) == 0 then
+  redis.call('DEL', stream)
+  return -1
 end
-redis.call('HSET', job, '_last', last, 'output_bytes', ARGV[i], 'dropped_bytes', ARGV[i + 1], '_dropped', ARGV[i + 2])
-if ARGV[i + 3] ~= '' then redis.call('XTRIM', stream, 'MINID', ARGV[i + 3]) end
-if redis.call('HGET', job, '_fin') == '1' then redis.call('EXPIRE', stream, ARGV[i + 4]) end
+if redis.call('HGET', job, '_fin') == '1' then return 0 end
+local last = math.max(tonumber(redis.call('HGET', job, '_last') or '0'), tonumber(ARGV[1]))
+if ARGV[7] ~= '' then redis.call('HSET', job, '_start', ARGV[8], '_start_id', ARGV[7]) end
+if ARGV[9] == '1' then redis.call('HSET', job, '_fin', '1') end
+redis.call('HSET', job, '_last', last, 'output_bytes', ARGV[2], 'dropped_bytes', ARGV[3], '_dropped', ARGV[4])
+if ARGV[5] ~= '' then redis.call('XTRIM', stream, 'MINID', ARGV[5]) end
+if ARGV[9] == '1' then redis.call('EXPIRE', stream, ARGV[6]) end
 return 1
 """
 
@@ -123,6 +117,8 @@ if redis.call('HGET', job, '_host') ~= ARGV[1] or redis.call('HGET', job, '_work
 end
 local id = tonumber(redis.call('HGET', job, '_last') or '0') + 1
 redis.call('XADD', KEYS[2], id .. '-0', 'k', 'exit', 'f', ARGV[3])
+-- The owner's appends are plain XADDs (JOB_APPEND): from now on Redis refuses every one of them.
+redis.call('XSETID', KEYS[2], '18446744073709551615-0')
 redis.call('HSET', job, '_fin', '1', '_lost', '1', '_last', id, 'state', '"lost"', 'reason', '"lost"',
            'ended_at', ARGV[4])
 redis.call('SREM', KEYS[3], ARGV[6])
@@ -139,6 +135,25 @@ JOB_FINISH = """
 if redis.call('HGET', KEYS[1], '_lost') then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
+"""
+
+# KEYS: the job's hash, its host's running set, its owner's running set, the finished set, the set of all jobs.
+# ARGV: job id, ended_at, seconds a finished job is kept, max_finished_jobs, the key prefix.
+# A job run here ended: out of the running sets, into the finished set; the oldest finished jobs beyond
+# max_finished_jobs are forgotten (record and log). Returns how many were.
+JOB_ENDED = """
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+local excess = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[4])
+if excess <= 0 then return 0 end
+local oldest = redis.call('ZPOPMIN', KEYS[4], excess)
+for i = 1, #oldest, 2 do
+  redis.call('ZREM', KEYS[5], oldest[i])
+  redis.call('DEL', ARGV[5] .. 'job:' .. oldest[i], ARGV[5] .. 'log:job:' .. oldest[i])
+end
+return excess
 """
 
 # KEYS: the bucket (a hash). ARGV: tokens per second, burst, seconds to keep an idle bucket.
@@ -158,3 +173,26 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(now)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return tostring(wait)
 """
+
+
+def execute_multi(client, commands: list[tuple], scripts: list, refused: tuple[str, ...] = ()) -> list:
+    """Run ``commands`` (EVALSHA of ``scripts`` among them) in one MULTI, one round trip: no SCRIPT EXISTS
+    first, as a pipeline of ``Script`` calls would send. If Redis lost the scripts (restarted, flushed), they
+    are loaded and the whole MULTI runs again, so every command in it must be safe to repeat. An error whose
+    text holds one of ``refused`` is left in the results; any other is raised."""
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=True)
+        for command in commands:
+            pipe.execute_command(*command)
+        results = pipe.execute(raise_on_error=False)
+        missing = False
+        for result in results:
+            if isinstance(result, NoScriptError) and attempt == 1:
+                missing = True
+            elif isinstance(result, Exception) and not any(text in str(result) for text in refused):
+                raise result
+        if not missing:
+            return results
+        for script in scripts:
+            client.script_load(script.script)
+    raise AssertionError("unreachable")

@@ -85,7 +85,7 @@ from ..jobs import Job
 from . import liveness
 from .codec import encode_fields, event_from_entry, event_from_tail, job_fields, job_from_fields
 from .reader import BLOCK_MS, StreamReader
-from .scripts import CHANNEL_APPEND, JOB_APPEND, JOB_FINISH, TOKEN_BUCKET
+from .scripts import CHANNEL_APPEND, JOB_APPEND, JOB_ENDED, JOB_FINISH, TOKEN_BUCKET, execute_multi
 from .writer import JobWriter
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,7 @@ class RedisStore(Store):
             lambda: self.client.xadd(self._wake_stream, {"w": "1"}, maxlen=16, approximate=True),
         )
         self._finish_script = self.client.register_script(JOB_FINISH)
+        self._ended_script = self.client.register_script(JOB_ENDED)
         self.reader.start()
         self._janitor = gevent.spawn(self._drop_idle_mirrors)
         self._liveness = gevent.spawn(self._keep_alive)
@@ -311,17 +312,12 @@ class RedisStore(Store):
         return job
 
     def _record_finish(self, job: Job, record: list[str], ended: bool) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        self._finish_script(keys=[_job_hash(job.id)], args=record, client=pipe)
+        commands: list[tuple] = [("EVALSHA", self._finish_script.sha, 1, _job_hash(job.id), *record)]
         if ended:
-            pipe.srem(f"{PREFIX}running:{self.host}", job.id)
-            pipe.srem(f"{PREFIX}user:{job.owner}", job.id)
-            pipe.expire(_job_hash(job.id), int(self.settings.finished_job_ttl) or 1)
-            pipe.zadd(f"{PREFIX}finished", {job.id: job.ended_at})
-            pipe.zcard(f"{PREFIX}finished")
-        excess = pipe.execute()[-1] - self.settings.max_finished_jobs if ended else 0
-        if excess > 0:
-            self._forget_oldest(excess)
+            commands.append(("EVALSHA", self._ended_script.sha, 5, _job_hash(job.id), f"{PREFIX}running:{self.host}",
+                             f"{PREFIX}user:{job.owner}", f"{PREFIX}finished", f"{PREFIX}jobs", job.id, job.ended_at,
+                             int(self.settings.finished_job_ttl) or 1, self.settings.max_finished_jobs, PREFIX))
+        execute_multi(self.client, commands, [self._finish_script, self._ended_script])
 
     def _eventually(self, write: Callable[[], object]) -> None:
         """A write of the runner's (a job run here started, is stopping, ended): now, or once Redis is back.
@@ -343,14 +339,6 @@ class RedisStore(Store):
                 return
             except redis.RedisError:
                 continue
-
-    def _forget_oldest(self, count: int) -> None:
-        oldest = [job_id.decode() for job_id, _ in self.client.zpopmin(f"{PREFIX}finished", count)]
-        if oldest:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zrem(f"{PREFIX}jobs", *oldest)
-            pipe.delete(*(_job_hash(j) for j in oldest), *(_stream(job_key(j)) for j in oldest))
-            pipe.execute()
 
     def running_count(self) -> int:
         """How many jobs run in this worker now (``max_running_jobs`` is per worker)."""

@@ -3,7 +3,8 @@
 The runner appends to the job's local log (flow control and this worker's
 viewers, as with the memory store) and the same event comes here. The first
 event of a batch schedules a flush ``FLUSH_DELAY`` later; everything appended
-meanwhile goes in the same pipeline, one ``JOB_APPEND`` script call per job.
+meanwhile goes in one ``MULTI``: a plain ``XADD`` per event (its bytes never
+go through Lua), then one ``JOB_APPEND`` script call per job for its record.
 So a flood of output costs one round trip per 5 ms, not one per event.
 
 The byte budget of a job's stream is kept here, where the events are made:
@@ -31,12 +32,16 @@ from gevent.event import Event
 
 from ... import metrics
 from ..base import LogEvent
-from .codec import SAME_AS_TEXT, event_size, frame_tail
+from .codec import event_size, frame_tail
+from .scripts import execute_multi
 
 log = logging.getLogger(__name__)
 
 FLUSH_DELAY = 0.005  # seconds: the most an event waits before its batch leaves for Redis
 RETRY_DELAY = 0.5  # seconds between tries while Redis is unreachable
+# Bytes queued while a flush was under way from which the next flush leaves at once, not FLUSH_DELAY later: a
+# flood of output batches itself (everything that came during the round trip), and Redis is never left idle.
+FLOOD_BYTES = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -82,6 +87,7 @@ class JobWriter:
         self.max_bytes = max_bytes
         self.finished_ttl = int(finished_ttl) or 1
         self._pending: dict[str, list[LogEvent]] = {}
+        self._pending_bytes = 0
         self._streams: dict[str, _JobStream] = {}
         self._flusher: gevent.Greenlet | None = None
         self.failing = False  # the last flush failed: Redis is unreachable
@@ -95,7 +101,9 @@ class JobWriter:
         stream.add(event)
         pending = self._pending.setdefault(job_id, [])
         pending.append(event)
-        stream.waiting += event_size(event)
+        size = event_size(event)
+        stream.waiting += size
+        self._pending_bytes += size
         if stream.waiting > self.max_bytes:
             self._bound(stream, pending)
         if self._flusher is None:
@@ -139,12 +147,13 @@ class JobWriter:
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, {}
+        batch_bytes, self._pending_bytes = self._pending_bytes, 0
         try:
             started = time.monotonic()
-            pipe = self.client.pipeline(transaction=False)
-            for job_id, events in batch.items():
-                self.append_script(keys=self.keys(job_id), args=self._args(job_id, events), client=pipe)
-            pipe.execute()
+            commands = [command for job_id, events in batch.items() for command in self._commands(job_id, events)]
+            # An XADD refused as "equal or smaller" was applied before (a batch sent again), or the job was declared
+            # lost (JOB_APPEND then changes nothing).
+            execute_multi(self.client, commands, [self.append_script], refused=("equal or smaller",))
             metrics.observe_store_write(time.monotonic() - started)
         except Exception as exc:  # Redis unreachable (or any error): keep the batch, in order, and try again
             if not self.failing:
@@ -153,6 +162,7 @@ class JobWriter:
             for job_id, events in self._pending.items():
                 batch.setdefault(job_id, []).extend(events)
             self._pending = batch
+            self._pending_bytes += batch_bytes
             self._flusher = gevent.spawn_later(RETRY_DELAY, self._flush)
             self._notify()
             return
@@ -163,19 +173,35 @@ class JobWriter:
                 stream.waiting -= sum(map(event_size, events))
             if events[-1].kind in ("exit", "err") and job_id not in self._pending:
                 self._streams.pop(job_id, None)
-        self._flusher = gevent.spawn_later(FLUSH_DELAY, self._flush) if self._pending else None
+        if not self._pending:
+            self._flusher = None
+        else:
+            delay = 0 if self._pending_bytes >= FLOOD_BYTES else FLUSH_DELAY
+            self._flusher = gevent.spawn_later(delay, self._flush)
         self._notify()
 
-    def _args(self, job_id: str, events: list[LogEvent]) -> list:
-        args: list = [len(events)]
+    def _commands(self, job_id: str, events: list[LogEvent]) -> list[tuple]:
+        job_hash, stream_key = self.keys(job_id)
+        commands: list[tuple] = []
+        start_id, start_tail, fin = "", b"", "0"
         for event in events:
-            raw = event.raw
-            # ASCII output is its own text, already in the frame: not stored twice (codec.SAME_AS_TEXT).
-            args += (event.id, event.kind, frame_tail(event.frame), SAME_AS_TEXT if raw and raw.isascii() else raw)
+            raw, kind, tail = event.raw, event.kind, frame_tail(event.frame)
+            if not raw:
+                commands.append(("XADD", stream_key, b"%d-0" % event.id, "k", kind, "f", tail))
+            elif raw.isascii():  # ASCII output is its own text, already in the frame: not stored twice (codec.py)
+                commands.append(("XADD", stream_key, b"%d-0" % event.id, "k", kind, "f", tail, "o", "1"))
+            else:
+                commands.append(("XADD", stream_key, b"%d-0" % event.id, "k", kind, "f", tail, "r", raw))
+            if kind == "start":
+                start_id, start_tail = event.id, tail
+            elif kind in ("exit", "err"):
+                fin = "1"
         stream = self._streams[job_id]
         trim = ""
         if stream.trimmed and stream.retained:
             trim = f"{stream.retained[0][0]}-0"
             stream.trimmed = False
-        args += (stream.output_bytes, stream.dropped_bytes, stream.dropped_through, trim, self.finished_ttl)
-        return args
+        commands.append(("EVALSHA", self.append_script.sha, 2, job_hash, stream_key, events[-1].id,
+                         stream.output_bytes, stream.dropped_bytes, stream.dropped_through, trim, self.finished_ttl,
+                         start_id, start_tail, fin))
+        return commands

@@ -21,6 +21,7 @@ import {
   frameScheduler,
   LiveStream,
   pageSession,
+  parseEventId,
   showConnState,
 } from "./common.js";
 import { Terminal } from "./terminal.js";
@@ -283,11 +284,12 @@ function onEvent(event) {
   if (!message || typeof message !== "object") return;
   if (event.type === "host_state") return hostState(message);
   if (event.type === "run_exit") return runExit(message);
-  const pane = state.panes.get(message.host);
-  if (!pane) return;
-  if (message.job && message.id !== undefined && message.id !== null) {
-    if (!eventIdAfter(String(message.id), state.seen.get(message.job))) return; // shown before a reconnect
-    state.seen.set(message.job, String(message.id));
+  if (!validHost(message.host)) return;
+  const pane = state.panes.get(message.host) || addPane(message.host);
+  const id = String(message.id ?? "");
+  if (message.job && parseEventId(id)) {
+    if (!eventIdAfter(id, state.seen.get(message.job))) return; // shown before a reconnect
+    state.seen.set(message.job, id);
   }
   let data = message.data;
   if (typeof data === "string") data = parse(data) ?? { out: data };
@@ -314,12 +316,16 @@ function onEvent(event) {
   frame();
 }
 
+function validHost(host) {
+  return typeof host === "string" && /^[A-Za-z0-9._-]{1,64}$/.test(host);
+}
+
+// A host's state changed: its badge, and (once it is done) its last line, in stream order after its output.
 function hostState(info) {
-  const pane = state.panes.get(info.host);
-  if (!pane) return;
-  const was = pane.info.state;
+  if (!validHost(info.host)) return;
+  const pane = state.panes.get(info.host) || addPane(info.host);
   pane.setInfo(info);
-  if (was !== info.state && !LIVE.has(info.state)) endNote(pane);
+  if (!LIVE.has(info.state)) endNote(pane);
   renderHead();
 }
 
@@ -344,6 +350,7 @@ function runExit(run) {
   state.done = true;
   stream.close("idle"); // the run's stream ends here; a browser would otherwise reconnect to it
   applyRun(run);
+  for (const pane of state.panes.values()) if (!LIVE.has(pane.info.state)) endNote(pane);
   announce(`Run ${run.command || run.id}: ${run.state}${failedText(run)}`);
 }
 
@@ -352,14 +359,13 @@ function failedText(run) {
   return failed.length ? `, failed on ${failed.join(", ")}` : "";
 }
 
+// The run as GET /runs/<id>, DELETE or run_exit says: the aggregate and every host's badge. The hosts' last
+// lines wait for the stream (they come after the output it may still be replaying).
 function applyRun(run) {
   state.run = { ...(state.run || {}), ...run };
   for (const info of run.hosts || []) {
-    let pane = state.panes.get(info.host);
-    if (!pane) pane = addPane(info.host);
-    const was = pane.info.state;
-    pane.setInfo(info);
-    if (was !== info.state && !LIVE.has(info.state)) endNote(pane);
+    if (!validHost(info.host)) continue;
+    (state.panes.get(info.host) || addPane(info.host)).setInfo(info);
   }
   renderHead();
 }

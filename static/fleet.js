@@ -119,7 +119,8 @@ class Pane {
     const code = this.info.exit_code;
     setText(this.exit, code === null || code === undefined ? "" : `exit ${code}`);
     this.exit.className = `pane-exit ${code === 0 ? "ok" : "bad"}`;
-    const reason = this.info.reason ? `${this.info.state}: ${this.info.reason}` : this.info.state;
+    const why = this.info.reason && this.info.reason !== "exited" ? this.info.reason : "";
+    const reason = why ? `${this.info.state}: ${why}` : this.info.state;
     this.badge.title = reason;
   }
 }
@@ -337,7 +338,7 @@ function endNote(pane) {
   const { state: hostStateName, exit_code: code, reason } = pane.info;
   const parts = [hostStateName];
   if (code !== null && code !== undefined) parts.push(`exit ${code}`);
-  if (reason) parts.push(reason);
+  if (reason && reason !== "exited") parts.push(reason); // why it was refused, skipped, lost, cancelled…
   const text = `[${parts.join(" · ")}]`;
   const cls = `end ${HOST_LOOK[hostStateName] || ""}`;
   pane.term.note(text, cls);

@@ -1,0 +1,174 @@
+"""The fleet page (issue 20) in a real headless Chromium against the real gunicorn server.
+
+On the memory store the fleet is this host alone: the picker lists it (up, picked), a run starts with POST /runs
+and shows a pane with the host's output, its state badge and exit code, the run's aggregate state; the failed
+filter and the interleaved view; the run reopens from its URL after a reload with nothing shown twice; Cancel
+ends a running one. axe-core finds no serious or critical violation on the page with a run open, and on a
+phone every control is 44 px at least.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .axe_support import axe_violations, load_axe, summary
+from .browser_support import (  # noqa: F401 - fixtures
+    PHONE,
+    browser_fixture,
+    context_fixture,
+    emit_command,
+    hexed,
+    page_fixture,
+    shot,
+)
+from .server import GunicornServer
+from .test_browser_a11y import TARGETS
+
+HOST = "fleet-local"
+WIDE = {"width": 1400, "height": 900}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = GunicornServer(
+        tmp_path_factory.mktemp("fleet"), {"SSECMD_HOST_NAME": HOST, "SSECMD_HEARTBEAT_INTERVAL": "5"}
+    ).start()
+    yield srv
+    srv.stop()
+
+
+class Fleet:
+    """The fleet page, as a person would use it."""
+
+    def __init__(self, page, server) -> None:
+        self.page = page
+        self.server = server
+
+    def open(self, path: str = "/fleet") -> Fleet:
+        self.page.goto(self.server.url(path))
+        self.page.wait_for_selector(f"#host-list li[data-host='{HOST}']")
+        return self
+
+    def run(self, command: str) -> str:
+        """Type a command and press Enter; returns the new run's id."""
+        self.page.fill("#fleet-command", command)
+        with self.page.expect_response(lambda r: r.url.endswith("/runs") and r.request.method == "POST") as info:
+            self.page.press("#fleet-command", "Enter")
+        assert info.value.status == 201, info.value.text()
+        return info.value.json()["id"]
+
+    def pane(self, host: str = HOST):
+        return self.page.locator(f".pane[data-host='{host}']")
+
+    def wait_run_state(self, state: str, timeout: float = 15_000) -> None:
+        """The aggregate badge says ``state``, and every pane's output is drawn."""
+        self.page.wait_for_function(
+            "s => document.querySelector('#run-state').textContent === s && window.sseFleet.dirty.size === 0",
+            arg=state,
+            timeout=timeout,
+        )
+
+    def pane_lines(self, host: str = HOST) -> list[str]:
+        return self.pane(host).locator(".term-lines .ln:not(.note)").evaluate_all(
+            "els => els.filter(e => e.textContent).map(e => e.textContent)"
+        )
+
+    def interleaved_lines(self) -> list[str]:
+        return self.page.eval_on_selector_all("#il-lines .ln", "els => els.map(e => e.textContent)")
+
+
+@pytest.fixture
+def fleet(page, server):
+    return Fleet(page, server).open()
+
+
+def test_picker_run_pane_interleaved_and_reload(fleet):
+    page = fleet.page
+    # The memory store's fleet: this host, up, already picked.
+    item = page.locator(f"#host-list li[data-host='{HOST}']")
+    assert item.get_attribute("data-state") == "up"
+    assert page.is_checked(f"#host-list input[value='{HOST}']")
+    run_id = fleet.run(emit_command("out:" + hexed("first <b>line</b>\n") + ":0.3", "err:" + hexed("an error\n")))
+    pane = fleet.pane()
+    pane.wait_for()
+    fleet.wait_run_state("succeeded")
+    assert fleet.pane_lines() == ["first <b>line</b>", "an error"]
+    assert pane.locator(".badge").text_content() == "succeeded"
+    assert pane.locator(".pane-exit").text_content() == "exit 0"
+    assert pane.locator(".ln.has-e").count() == 1
+    assert page.locator(".pane b").count() == 0  # output is text, never markup
+    assert page.url.endswith(f"/fleet#run={run_id}")
+    assert "1 succeeded" in page.text_content("#run-meta")
+    shot(page, "fleet-panes")
+
+    # One view of every host's lines, each after its host's name.
+    page.click("#view-toggle")
+    assert page.get_attribute("#view-toggle", "aria-pressed") == "true"
+    assert page.is_hidden("#panes")
+    page.wait_for_selector("#il-lines .ln")
+    lines = fleet.interleaved_lines()
+    assert lines[:2] == [f"{HOST} │ first <b>line</b>", f"{HOST} │ an error"]
+    assert lines[-1] == f"{HOST} │ [succeeded · exit 0]"
+    assert page.locator(f"#il-lines .il-host.hc-0:text-is('{HOST}')").count() == len(lines)
+
+    # A reload reopens the run (the view is remembered) and shows its output once.
+    page.reload()
+    fleet.wait_run_state("succeeded")
+    page.wait_for_selector("#il-lines .ln >> nth=2")
+    assert fleet.interleaved_lines() == lines
+    page.click("#view-toggle")
+    assert fleet.pane_lines() == ["first <b>line</b>", "an error"]
+
+
+def test_failed_filter_and_cancel(fleet):
+    page = fleet.page
+    fleet.run("ls /nonexistent-fleet-dir")
+    fleet.wait_run_state("failed")
+    pane = fleet.pane()
+    assert pane.locator(".badge").text_content() == "failed"
+    assert pane.locator(".pane-exit").text_content() == "exit 2"
+    assert page.text_content("#failed-count") == "1"
+    page.click("#failed-only")
+    assert page.get_attribute("#failed-only", "aria-pressed") == "true"
+    assert pane.is_visible()
+    page.wait_for_function("() => document.querySelector('#announce').textContent.includes('failed')")
+
+    # A run that succeeds: with the filter on, no pane, and a word saying why.
+    fleet.run("echo fine")
+    fleet.wait_run_state("succeeded")
+    assert page.text_content("#failed-count") == "0"
+    assert page.is_hidden("#panes")
+    assert page.is_visible("#failed-none")
+    page.click("#failed-only")
+    assert fleet.pane_lines() == ["fine"]
+
+    # Cancel ends a running run; its host shows as cancelled.
+    fleet.run("sleep 30")
+    page.wait_for_selector(".pane[data-state='running']")
+    assert page.is_enabled("#run-cancel")
+    with page.expect_response(lambda r: "/runs/" in r.url and r.request.method == "DELETE") as info:
+        page.click("#run-cancel")
+    assert info.value.status == 200, info.value.text()
+    fleet.wait_run_state("cancelled")
+    assert pane.locator(".badge").text_content() == "cancelled"
+    assert page.is_disabled("#run-cancel")
+
+
+@pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1400px", "390px"])
+def test_fleet_page_has_no_serious_axe_violations(page, server, viewport):
+    page.set_viewport_size(viewport)
+    load_axe(page)
+    fleet = Fleet(page, server).open()
+    fleet.run(emit_command("out:" + hexed("hello\n"), "err:" + hexed("warning\n")))
+    fleet.wait_run_state("succeeded")
+    found = axe_violations(page)
+    shot(page, f"a11y-fleet-{viewport['width']}")
+    assert not found, summary(found)
+    assert page.locator("main:not([hidden]) h1").count() == 1
+    if viewport is PHONE:
+        small = page.evaluate(TARGETS)
+        assert not small, small
+    page.click("#view-toggle")
+    page.wait_for_selector("#il-lines .ln")
+    found = axe_violations(page)
+    assert not found, summary(found)

@@ -4,10 +4,14 @@ On the memory store the fleet is this host alone: the picker lists it (up, picke
 and shows a pane with the host's output, its state badge and exit code, the run's aggregate state; the failed
 filter and the interleaved view; the run reopens from its URL after a reload with nothing shown twice; Cancel
 ends a running one. axe-core finds no serious or critical violation on the page with a run open, and on a
-phone every control is 44 px at least.
+phone every control is 44 px at least. Over tests/test_fleet.py's three hosts on one Redis: the picker's tags
+pick them, and a run shows three panes, one of them failed.
 """
 
 from __future__ import annotations
+
+import shlex
+import shutil
 
 import pytest
 
@@ -21,8 +25,9 @@ from .browser_support import (  # noqa: F401 - fixtures
     page_fixture,
     shot,
 )
-from .server import GunicornServer
+from .server import PYTHON, GunicornServer
 from .test_browser_a11y import TARGETS
+from .test_fleet import ADMIN, fleet  # noqa: F401 - the three-host fixture
 
 HOST = "fleet-local"
 WIDE = {"width": 1400, "height": 900}
@@ -78,21 +83,21 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(page, server):
+def fleet_page(page, server):
     return Fleet(page, server).open()
 
 
-def test_picker_run_pane_interleaved_and_reload(fleet):
-    page = fleet.page
+def test_picker_run_pane_interleaved_and_reload(fleet_page):
+    page = fleet_page.page
     # The memory store's fleet: this host, up, already picked.
     item = page.locator(f"#host-list li[data-host='{HOST}']")
     assert item.get_attribute("data-state") == "up"
     assert page.is_checked(f"#host-list input[value='{HOST}']")
-    run_id = fleet.run(emit_command("out:" + hexed("first <b>line</b>\n") + ":0.3", "err:" + hexed("an error\n")))
-    pane = fleet.pane()
+    run_id = fleet_page.run(emit_command("out:" + hexed("first <b>line</b>\n") + ":0.3", "err:" + hexed("an error\n")))
+    pane = fleet_page.pane()
     pane.wait_for()
-    fleet.wait_run_state("succeeded")
-    assert fleet.pane_lines() == ["first <b>line</b>", "an error"]
+    fleet_page.wait_run_state("succeeded")
+    assert fleet_page.pane_lines() == ["first <b>line</b>", "an error"]
     assert pane.locator(".badge").text_content() == "succeeded"
     assert pane.locator(".pane-exit").text_content() == "exit 0"
     assert pane.locator(".ln.has-e").count() == 1
@@ -106,25 +111,25 @@ def test_picker_run_pane_interleaved_and_reload(fleet):
     assert page.get_attribute("#view-toggle", "aria-pressed") == "true"
     assert page.is_hidden("#panes")
     page.wait_for_selector("#il-lines .ln")
-    lines = fleet.interleaved_lines()
+    lines = fleet_page.interleaved_lines()
     assert lines[:2] == [f"{HOST} │ first <b>line</b>", f"{HOST} │ an error"]
     assert lines[-1] == f"{HOST} │ [succeeded · exit 0]"
     assert page.locator(f"#il-lines .il-host.hc-0:text-is('{HOST}')").count() == len(lines)
 
     # A reload reopens the run (the view is remembered) and shows its output once.
     page.reload()
-    fleet.wait_run_state("succeeded")
+    fleet_page.wait_run_state("succeeded")
     page.wait_for_selector("#il-lines .ln >> nth=2")
-    assert fleet.interleaved_lines() == lines
+    assert fleet_page.interleaved_lines() == lines
     page.click("#view-toggle")
-    assert fleet.pane_lines() == ["first <b>line</b>", "an error"]
+    assert fleet_page.pane_lines() == ["first <b>line</b>", "an error"]
 
 
-def test_failed_filter_and_cancel(fleet):
-    page = fleet.page
-    fleet.run("ls /nonexistent-fleet-dir")
-    fleet.wait_run_state("failed")
-    pane = fleet.pane()
+def test_failed_filter_and_cancel(fleet_page):
+    page = fleet_page.page
+    fleet_page.run("ls /nonexistent-fleet-dir")
+    fleet_page.wait_run_state("failed")
+    pane = fleet_page.pane()
     assert pane.locator(".badge").text_content() == "failed"
     assert pane.locator(".pane-exit").text_content() == "exit 2"
     assert page.text_content("#failed-count") == "1"
@@ -134,22 +139,22 @@ def test_failed_filter_and_cancel(fleet):
     page.wait_for_function("() => document.querySelector('#announce').textContent.includes('failed')")
 
     # A run that succeeds: with the filter on, no pane, and a word saying why.
-    fleet.run("echo fine")
-    fleet.wait_run_state("succeeded")
+    fleet_page.run("echo fine")
+    fleet_page.wait_run_state("succeeded")
     assert page.text_content("#failed-count") == "0"
     assert page.is_hidden("#panes")
     assert page.is_visible("#failed-none")
     page.click("#failed-only")
-    assert fleet.pane_lines() == ["fine"]
+    assert fleet_page.pane_lines() == ["fine"]
 
     # Cancel ends a running run; its host shows as cancelled.
-    fleet.run("sleep 30")
+    fleet_page.run("sleep 30")
     page.wait_for_selector(".pane[data-state='running']")
     assert page.is_enabled("#run-cancel")
     with page.expect_response(lambda r: "/runs/" in r.url and r.request.method == "DELETE") as info:
         page.click("#run-cancel")
     assert info.value.status == 200, info.value.text()
-    fleet.wait_run_state("cancelled")
+    fleet_page.wait_run_state("cancelled")
     assert pane.locator(".badge").text_content() == "cancelled"
     assert page.is_disabled("#run-cancel")
 
@@ -158,9 +163,9 @@ def test_failed_filter_and_cancel(fleet):
 def test_fleet_page_has_no_serious_axe_violations(page, server, viewport):
     page.set_viewport_size(viewport)
     load_axe(page)
-    fleet = Fleet(page, server).open()
-    fleet.run(emit_command("out:" + hexed("hello\n"), "err:" + hexed("warning\n")))
-    fleet.wait_run_state("succeeded")
+    view = Fleet(page, server).open()
+    view.run(emit_command("out:" + hexed("hello\n"), "err:" + hexed("warning\n")))
+    view.wait_run_state("succeeded")
     found = axe_violations(page)
     shot(page, f"a11y-fleet-{viewport['width']}")
     assert not found, summary(found)
@@ -172,3 +177,30 @@ def test_fleet_page_has_no_serious_axe_violations(page, server, viewport):
     page.wait_for_selector("#il-lines .ln")
     found = axe_violations(page)
     assert not found, summary(found)
+
+
+@pytest.mark.skipif(shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin") is None, reason="nginx is not installed")
+def test_three_hosts_picked_by_tag_show_three_panes(page, fleet):  # noqa: F811 - the fixture
+    """web-1 serves the page; web-2 fails the command (its FLEET_FAIL is 1), the others succeed."""
+    page.set_extra_http_headers({"Authorization": f"Bearer {ADMIN}"})
+    page.goto(fleet["web-1"].url("/fleet"))
+    page.wait_for_selector("#host-list li >> nth=2")
+    assert page.eval_on_selector_all("#host-list li", "els => els.map(e => e.dataset.host).sort()") == [
+        "db-1", "web-1", "web-2"]
+    page.click(".tag-chip[data-tag='web']")
+    page.click(".tag-chip[data-tag='db']")
+    assert page.text_content("#fleet-targets").startswith("3 hosts picked")
+    code = "import os, sys; print('fail', os.environ['FLEET_FAIL']); sys.exit(int(os.environ['FLEET_FAIL']))"
+    page.fill("#fleet-command", shlex.join([PYTHON, "-c", code]))
+    page.press("#fleet-command", "Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#run-state').textContent === 'partial' && window.sseFleet.dirty.size === 0",
+        timeout=20_000)
+    shot(page, "fleet-three-hosts")
+    panes = page.eval_on_selector_all(
+        ".pane", "els => els.map(e => [e.dataset.host, e.querySelector('.badge').textContent,"
+        " e.querySelector('.pane-exit').textContent, e.querySelector('.term-lines .ln').textContent])")
+    assert sorted(panes) == [["db-1", "succeeded", "exit 0", "fail 0"], ["web-1", "succeeded", "exit 0", "fail 0"],
+                             ["web-2", "failed", "exit 1", "fail 1"]]
+    page.click("#failed-only")
+    assert page.eval_on_selector_all(".pane:not([hidden])", "els => els.map(e => e.dataset.host)") == ["web-2"]

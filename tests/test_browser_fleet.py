@@ -93,9 +93,15 @@ def test_picker_run_pane_interleaved_and_reload(fleet_page):
     item = page.locator(f"#host-list li[data-host='{HOST}']")
     assert item.get_attribute("data-state") == "up"
     assert page.is_checked(f"#host-list input[value='{HOST}']")
-    run_id = fleet_page.run(emit_command("out:" + hexed("first <b>line</b>\n") + ":0.3", "err:" + hexed("an error\n")))
+    run_id = fleet_page.run(emit_command("out:" + hexed("first <b>line</b>\n") + ":1", "err:" + hexed("an error\n")))
     pane = fleet_page.pane()
-    pane.wait_for()
+    # Live: the first line shows while the command still sleeps.
+    page.wait_for_selector(f".pane[data-host='{HOST}'] .ln:text-is('first <b>line</b>')")
+    assert pane.locator(".badge").text_content() == "running"
+    assert page.text_content("#run-state") == "running"
+    # A new connection resumes where the old one was (?last_event_id=): nothing is shown twice.
+    with page.expect_request(lambda r: "/events?last_event_id=" in r.url):
+        page.evaluate("window.sseFleet.stream.open()")
     fleet_page.wait_run_state("succeeded")
     assert fleet_page.pane_lines() == ["first <b>line</b>", "an error"]
     assert pane.locator(".badge").text_content() == "succeeded"
@@ -157,6 +163,21 @@ def test_failed_filter_and_cancel(fleet_page):
     fleet_page.wait_run_state("cancelled")
     assert pane.locator(".badge").text_content() == "cancelled"
     assert page.is_disabled("#run-cancel")
+
+
+def test_a_pane_keeps_its_last_lines(fleet_page):
+    page = fleet_page.page
+    fleet_page.run("seq 5000")
+    fleet_page.wait_run_state("succeeded")
+    lines = fleet_page.pane_lines()
+    assert len(lines) == 200 - 1 and lines[-1] == "5000"  # 200 lines: the last 199 numbers and the end note
+    assert page.text_content(".pane .term-hidden") == "4,801 earlier lines not shown"
+    page.click("#view-toggle")
+    page.wait_for_selector("#il-lines .ln")
+    assert page.locator("#il-lines .ln").count() == 2000
+    assert fleet_page.interleaved_lines()[-2:] == [f"{HOST} │ 5000", f"{HOST} │ [succeeded · exit 0]"]
+    assert page.text_content("#il-hidden") == "3,001 earlier lines are not shown here"
+    page.click("#view-toggle")
 
 
 @pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1400px", "390px"])

@@ -17,6 +17,7 @@ import {
   errorText,
   eventIdAfter,
   Follower,
+  formatBytes,
   formatDuration,
   frameScheduler,
   LiveStream,
@@ -292,7 +293,7 @@ function onEvent(event) {
     if (!eventIdAfter(id, state.seen.get(message.job))) return; // shown before a reconnect
     state.seen.set(message.job, id);
   }
-  let data = message.data;
+  let data = event.type === "gap" ? message : message.data; // a gap's data is {host, job, missed_bytes}
   if (typeof data === "string") data = parse(data) ?? { out: data };
   if (!data || typeof data !== "object") return;
   if (event.type === "stdout" || event.type === "stderr") {
@@ -304,7 +305,9 @@ function onEvent(event) {
     pane.term.note(text, "bad");
     interleaved.note(pane, text, "bad");
   } else if (event.type === "gap") {
-    const text = "··· some output skipped here: the server's buffer no longer holds it ···";
+    const missed = Number(data.missed_bytes) || 0;
+    const what = missed ? formatBytes(missed) : "some";
+    const text = `··· ${what} of output skipped here: the server's buffer no longer holds it ···`;
     pane.term.note(text, "gap");
     interleaved.note(pane, text, "gap");
   } else if (event.type === "exit") {
@@ -667,7 +670,8 @@ function setupForm() {
     } catch (err) {
       let message = errorText(err);
       if (err instanceof ApiError && err.body.host && !message.includes(err.body.host)) message += ` (${err.body.host})`;
-      fail(message, null);
+      const field = { command, parallel }[err instanceof ApiError ? err.body.parameter : ""];
+      fail(message, field || null);
     } finally {
       submit.disabled = false;
     }

@@ -133,7 +133,15 @@ def test_picker_run_pane_interleaved_and_reload(fleet_page):
 
 def test_failed_filter_and_cancel(fleet_page):
     page = fleet_page.page
+    # A request the server refuses (400 naming its parameter): said under the form, at the field.
+    page.fill("#fleet-command", "echo 'unclosed")
+    with page.expect_response(lambda r: r.url.endswith("/runs") and r.request.method == "POST") as info:
+        page.press("#fleet-command", "Enter")
+    assert info.value.status == 400 and info.value.json()["parameter"] == "command", info.value.text()
+    page.wait_for_selector("#fleet-error:not([hidden])")
+    assert page.get_attribute("#fleet-command", "aria-invalid") == "true"
     fleet_page.run("ls /nonexistent-fleet-dir")
+    assert page.is_hidden("#fleet-error")
     fleet_page.wait_run_state("failed")
     pane = fleet_page.pane()
     assert pane.locator(".badge").text_content() == "failed"
@@ -143,6 +151,15 @@ def test_failed_filter_and_cancel(fleet_page):
     assert page.get_attribute("#failed-only", "aria-pressed") == "true"
     assert pane.is_visible()
     page.wait_for_function("() => document.querySelector('#announce').textContent.includes('failed')")
+
+    # A command this host's allowlist refuses: the host is refused, and says why.
+    fleet_page.run("rm /nonexistent-fleet-file")
+    fleet_page.wait_run_state("failed")
+    assert pane.locator(".badge").text_content() == "refused"
+    assert pane.locator(".pane-exit").text_content() == ""
+    end = pane.locator(".ln.note.end").text_content()
+    assert end.startswith("[refused · ") and "rm" in end, end
+    assert pane.is_visible()
 
     # A run that succeeds: with the filter on, no pane, and a word saying why.
     fleet_page.run("echo fine")

@@ -30,8 +30,8 @@ import { Terminal } from "./terminal.js";
 const PANE_LINES = Number(document.body.dataset.paneLines) || 200;
 const IL_LINES = Number(document.body.dataset.interleavedLines) || 2000;
 const COLORS = 12; // host colours in the interleaved view (.hc-0 … .hc-11)
-const PANE_FLUSH_LINES = 120; // lines built per pane per frame
-const FRAME_PANES = 60; // panes flushed per frame; the others wait for the next one
+const PANE_FLUSH_LINES = 100; // lines built per pane per frame
+const FRAME_LINES = 800; // lines built per frame over all panes; the rest waits for the next frames
 const MAX_IL_LINE = 4096; // characters of one interleaved line (a longer one is broken)
 
 // The host states of a run (GET /runs/<id>'s hosts[].state), and how each is shown.
@@ -131,18 +131,25 @@ const dirty = new Set(); // panes with output not yet drawn
 const frame = frameScheduler(draw);
 
 function draw() {
-  let budget = FRAME_PANES;
-  for (const pane of dirty) {
-    if (budget-- <= 0) break;
-    pane.term.flush({ lines: PANE_FLUSH_LINES });
-    if (!pane.term.pending) dirty.delete(pane);
+  const until = performance.now() + INBOX_MS;
+  let handled = 0;
+  while (handled < inbox.length && (handled % 64 !== 0 || performance.now() < until)) handle(inbox[handled++]);
+  inbox.splice(0, handled);
+  let budget = FRAME_LINES;
+  for (const pane of [...dirty]) {
+    if (budget <= 0) break;
+    const lines = Math.min(PANE_FLUSH_LINES, budget);
+    pane.term.flush({ lines });
+    budget -= lines;
+    dirty.delete(pane);
+    if (pane.term.pending) dirty.add(pane); // to the back of the queue: every pane gets its turn
   }
   for (const pane of state.panes.values()) if (pane.drawn !== pane.term.total) {
     pane.drawn = pane.term.total;
     pane.follower.stick();
   }
   interleaved.draw();
-  if (dirty.size || interleaved.pending.length) frame();
+  if (inbox.length || dirty.size || interleaved.pending.length) frame();
 }
 
 // The interleaved view: complete lines of every host, in the order they arrived, each after its host's name.
@@ -280,8 +287,23 @@ function parse(text) {
   }
 }
 
+// Events are only queued as they arrive (a replay brings thousands in one task) and handled in draw(), a few
+// milliseconds' worth per frame. The cursor moves at once: what is queued is handled whatever happens to the
+// connection. run_exit closes the connection at once, before the server's end of stream makes it reconnect.
+const inbox = [];
+const INBOX_MS = 8; // time spent on queued events per frame
+
 function onEvent(event) {
   if (event.lastEventId) state.lastId = event.lastEventId;
+  if (event.type === "run_exit") {
+    state.done = true;
+    stream.close("idle");
+  }
+  inbox.push({ type: event.type, data: event.data });
+  frame();
+}
+
+function handle(event) {
   const message = parse(event.data);
   if (!message || typeof message !== "object") return;
   if (event.type === "host_state") return hostState(message);
@@ -351,8 +373,6 @@ function endNote(pane) {
 }
 
 function runExit(run) {
-  state.done = true;
-  stream.close("idle"); // the run's stream ends here; a browser would otherwise reconnect to it
   applyRun(run);
   for (const pane of state.panes.values()) if (!LIVE.has(pane.info.state)) endNote(pane);
   announce(`Run ${run.command || run.id}: ${run.state}${failedText(run)}`);
@@ -411,6 +431,7 @@ function clearRun() {
   state.seen.clear();
   state.panes.clear();
   dirty.clear();
+  inbox.length = 0;
   $("panes").replaceChildren();
   interleaved.reset();
 }
@@ -772,4 +793,4 @@ function boot() {
 boot();
 
 // For people poking at the page from devtools (and the browser tests).
-window.sseFleet = { state, stream, interleaved, dirty };
+window.sseFleet = { state, stream, interleaved, dirty, inbox };

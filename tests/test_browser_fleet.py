@@ -10,6 +10,7 @@ pick them, and a run shows three panes, one of them failed.
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 
@@ -42,6 +43,16 @@ def server(tmp_path_factory):
     srv.stop()
 
 
+def wait_run_state(page, state: str, timeout: float = 15_000) -> None:
+    """The aggregate badge says ``state``, and every event that came is handled and drawn."""
+    page.wait_for_function(
+        "s => document.querySelector('#run-state').textContent === s"
+        " && !window.sseFleet.inbox.length && window.sseFleet.dirty.size === 0",
+        arg=state,
+        timeout=timeout,
+    )
+
+
 class Fleet:
     """The fleet page, as a person would use it."""
 
@@ -66,12 +77,7 @@ class Fleet:
         return self.page.locator(f".pane[data-host='{host}']")
 
     def wait_run_state(self, state: str, timeout: float = 15_000) -> None:
-        """The aggregate badge says ``state``, and every pane's output is drawn."""
-        self.page.wait_for_function(
-            "s => document.querySelector('#run-state').textContent === s && window.sseFleet.dirty.size === 0",
-            arg=state,
-            timeout=timeout,
-        )
+        wait_run_state(self.page, state, timeout)
 
     def pane_lines(self, host: str = HOST) -> list[str]:
         return self.pane(host).locator(".term-lines .ln:not(.note)").evaluate_all(
@@ -231,9 +237,7 @@ def test_three_hosts_picked_by_tag_show_three_panes(page, fleet):  # noqa: F811 
     code = "import os, sys; print('fail', os.environ['FLEET_FAIL']); sys.exit(int(os.environ['FLEET_FAIL']))"
     page.fill("#fleet-command", shlex.join([PYTHON, "-c", code]))
     page.press("#fleet-command", "Enter")
-    page.wait_for_function(
-        "() => document.querySelector('#run-state').textContent === 'partial' && window.sseFleet.dirty.size === 0",
-        timeout=20_000)
+    wait_run_state(page, "partial", timeout=20_000)
     shot(page, "fleet-three-hosts")
     panes = page.eval_on_selector_all(
         ".pane", "els => els.map(e => [e.dataset.host, e.querySelector('.badge').textContent,"
@@ -242,3 +246,77 @@ def test_three_hosts_picked_by_tag_show_three_panes(page, fleet):  # noqa: F811 
                              ["web-2", "failed", "exit 1", "fail 1"]]
     page.click("#failed-only")
     assert page.eval_on_selector_all(".pane:not([hidden])", "els => els.map(e => e.dataset.host)") == ["web-2"]
+
+
+def _fifty_host_run(lines: int) -> tuple[dict, dict, str]:
+    """A finished run over 50 hosts in the contract's shapes: GET /runs/<id>'s body while it runs, at its end,
+    and its whole event stream (every host's lines interleaved; web-7 fails)."""
+    names = [f"web-{n}" for n in range(1, 51)]
+
+    def host(name, state, code=None):
+        return {"host": name, "job": f"job-{name}", "state": state, "exit_code": code, "reason": None,
+                "started_at": None, "ended_at": None}
+
+    events, n = [], 0
+
+    def event(kind, data):
+        nonlocal n
+        n += 1
+        events.append(f"id: r-{n}\nevent: {kind}\ndata: {json.dumps(data)}\n\n")
+
+    for name in names:
+        event("host_state", host(name, "running"))
+    for k in range(lines):
+        for name in names:
+            event("stdout", {"host": name, "job": f"job-{name}", "id": k + 1,
+                             "data": {"type": "stdout", "out": f"{name} line {k} \x1b[32mok\x1b[0m\n"}})
+    final = []
+    for name in names:
+        code = 1 if name == "web-7" else 0
+        event("exit", {"host": name, "job": f"job-{name}", "id": lines + 1, "data": {"type": "exit", "code": code}})
+        final.append(host(name, "failed" if code else "succeeded", code))
+        event("host_state", final[-1])
+    run = {"id": "fifty", "state": "partial", "failed_hosts": ["web-7"], "user": "", "command": "deploy.sh",
+           "created_at": 1.0, "ended_at": 5.0, "parallel": None, "stop_on_failure": False, "hosts": final}
+    event("run_exit", run)
+    running = {**run, "state": "running", "failed_hosts": [], "ended_at": None,
+               "hosts": [host(name, "pending") for name in names]}
+    return running, run, "retry: 2000\n\n" + "".join(events)
+
+
+def test_fifty_hosts_stay_usable(page, server):
+    """The memory store has one host, so this run's API answers (GET /runs/<id> and its events) are the
+    contract's shapes for 50 hosts; the page, its scripts and everything else come from the real server."""
+    running, _, body = _fifty_host_run(300)
+    page.route("**/runs/fifty", lambda route: route.fulfill(json=running))
+    page.route("**/runs/fifty/events*",
+               lambda route: route.fulfill(body=body, headers={"Content-Type": "text/event-stream"}))
+    page.add_init_script("""
+        window.__longest = 0;
+        new PerformanceObserver((list) => {
+            for (const entry of list.getEntries()) window.__longest = Math.max(window.__longest, entry.duration);
+        }).observe({type: 'longtask', buffered: true});
+    """)
+    page.goto(server.url("/fleet#run=fifty"))
+    wait_run_state(page, "partial", timeout=30_000)
+    shot(page, "fleet-fifty-hosts")
+    assert page.locator(".pane").count() == 50
+    assert page.text_content("#run-meta").startswith("50 hosts · 49 succeeded · 1 failed")
+    # Each pane keeps its last 200 lines (199 of output and the end note), colours and all.
+    assert page.locator(".pane[data-host='web-50'] .term-lines .ln").count() <= 201
+    assert page.text_content(".pane[data-host='web-50'] .term-hidden") == "101 earlier lines not shown"
+    assert page.locator(".pane[data-host='web-50'] .fg-2").first.text_content() == "ok"
+    # Bounded DOM: two elements per kept line here (the line and its green span), 50 panes of 201 lines.
+    assert page.evaluate("document.getElementsByTagName('*').length") < 50 * 2 * 201 + 2000
+    # No task held the page for long (a generous bound: a shared CI machine).
+    longest = page.evaluate("window.__longest")
+    assert longest < 1000, f"a task took {longest:.0f} ms"
+    page.click("#failed-only")
+    assert page.eval_on_selector_all(".pane:not([hidden])", "els => els.map(e => e.dataset.host)") == ["web-7"]
+    page.click("#view-toggle")
+    page.wait_for_selector("#il-lines .ln")
+    lines = page.eval_on_selector_all("#il-lines .ln", "els => els.map(e => e.textContent)")
+    # The interleaved view keeps the newest lines of all hosts: of web-7's 301, what is among them, and a count.
+    assert 0 < len(lines) < 301
+    assert page.text_content("#il-hidden") == f"{301 - len(lines)} earlier lines are not shown here"
+    assert lines[-2:] == ["web-7  │ web-7 line 299 ok", "web-7  │ [failed · exit 1]"], lines[-2:]

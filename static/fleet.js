@@ -493,6 +493,8 @@ function renderHead() {
   for (const pane of panes) counts.set(pane.info.state, (counts.get(pane.info.state) || 0) + 1);
   const meta = [`${panes.length} host${panes.length === 1 ? "" : "s"}`];
   for (const name of Object.keys(HOST_LOOK)) if (counts.get(name)) meta.push(`${counts.get(name)} ${name}`);
+  if (run.parallel) meta.push(`${run.parallel} at a time`);
+  if (run.stop_on_failure) meta.push("stops on failure");
   if (run.created_at && run.ended_at) meta.push(formatDuration(run.ended_at - run.created_at));
   if (run.user && state.principal && state.principal.auth_configured) meta.push(run.user);
   setText($("run-meta"), meta.join(" · "));

@@ -146,9 +146,18 @@ def test_failed_filter_and_cancel(fleet_page):
     assert info.value.status == 400 and info.value.json()["parameter"] == "command", info.value.text()
     page.wait_for_selector("#fleet-error:not([hidden])")
     assert page.get_attribute("#fleet-command", "aria-invalid") == "true"
-    fleet_page.run("ls /nonexistent-fleet-dir")
+    # The run's options travel with it.
+    page.fill("#fleet-parallel", "1")
+    page.check("#fleet-stop")
+    with page.expect_request(lambda r: r.url.endswith("/runs") and r.method == "POST") as sent:
+        fleet_page.run("ls /nonexistent-fleet-dir")
+    assert sent.value.post_data_json == {"command": "ls /nonexistent-fleet-dir", "hosts": [HOST], "parallel": 1,
+                                         "stop_on_failure": True}
     assert page.is_hidden("#fleet-error")
     fleet_page.wait_run_state("failed")
+    assert "1 at a time · stops on failure" in page.text_content("#run-meta")
+    page.fill("#fleet-parallel", "")
+    page.uncheck("#fleet-stop")
     pane = fleet_page.pane()
     assert pane.locator(".badge").text_content() == "failed"
     assert pane.locator(".pane-exit").text_content() == "exit 2"

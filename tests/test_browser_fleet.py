@@ -197,6 +197,24 @@ def test_failed_filter_and_cancel(fleet_page):
     assert page.is_disabled("#run-cancel")
 
 
+def test_connection_lost_banner_and_resume(fleet_page):
+    page = fleet_page.page
+    fleet_page.run(emit_command(*[f"out:{hexed(f'tick {n}' + chr(10))}:0.1" for n in range(1, 31)]))
+    page.wait_for_selector(".pane .ln:text-is('tick 3')")
+    assert page.is_hidden("#conn-banner")
+    # The network goes away: every request fails, and the open stream breaks.
+    page.route("**/*", lambda route: route.abort())
+    page.evaluate("window.sseFleet.stream.source.dispatchEvent(new Event('error'))")
+    page.wait_for_selector("#conn-banner:not([hidden])")
+    assert "Connection lost." in page.text_content("#conn-banner")
+    page.unroute("**/*")
+    page.click("#conn-retry")
+    page.wait_for_selector("#conn-banner", state="hidden")
+    fleet_page.wait_run_state("succeeded")
+    # Nothing lost, nothing twice.
+    assert fleet_page.pane_lines() == [f"tick {n}" for n in range(1, 31)]
+
+
 def test_a_pane_keeps_its_last_lines(fleet_page):
     page = fleet_page.page
     fleet_page.run("seq 5000")

@@ -28,7 +28,7 @@ from .browser_support import (  # noqa: F401 - fixtures
 )
 from .server import PYTHON, GunicornServer
 from .test_browser_a11y import TARGETS
-from .test_fleet import ADMIN, fleet  # noqa: F401 - the three-host fixture
+from .test_fleet import ADMIN, DBOPS, fleet  # noqa: F401 - the three-host fixture
 
 HOST = "fleet-local"
 WIDE = {"width": 1400, "height": 900}
@@ -273,6 +273,15 @@ def test_three_hosts_picked_by_tag_show_three_panes(page, fleet):  # noqa: F811 
                              ["web-2", "failed", "exit 1", "fail 1"]]
     page.click("#failed-only")
     assert page.eval_on_selector_all(".pane:not([hidden])", "els => els.map(e => e.dataset.host)") == ["web-2"]
+    # A role limited to tag db may not target web hosts: the refusal names the host, under the form.
+    page.set_extra_http_headers({"Authorization": f"Bearer {DBOPS}"})
+    page.click("#pick-none")
+    page.click(".tag-chip[data-tag='web']")
+    with page.expect_response(lambda r: r.url.endswith("/runs") and r.request.method == "POST") as info:
+        page.press("#fleet-command", "Enter")
+    assert info.value.status == 403
+    page.wait_for_selector("#fleet-error:not([hidden])")
+    assert "web-1" in page.text_content("#fleet-error")
 
 
 def _fifty_host_run(lines: int) -> tuple[dict, dict, str]:

@@ -29,6 +29,7 @@ import { Terminal } from "./terminal.js";
 
 const PANE_LINES = Number(document.body.dataset.paneLines) || 200;
 const IL_LINES = Number(document.body.dataset.interleavedLines) || 2000;
+const PANE_CHARS = 200_000; // characters kept per pane, however long its lines (50 panes: 10 M at most)
 const COLORS = 12; // host colours in the interleaved view (.hc-0 … .hc-11)
 const PANE_FLUSH_LINES = 100; // lines built per pane per frame
 const FRAME_LINES = 800; // lines built per frame over all panes; the rest waits for the next frames
@@ -102,6 +103,7 @@ class Pane {
       hiddenEl: this.hiddenEl,
       hiddenCountEl: this.hiddenCount,
       maxLines: PANE_LINES,
+      maxChars: PANE_CHARS,
     });
     this.follower = new Follower(this.scroller, null);
     this.info = { host, state: "pending", exit_code: null, reason: null, job: null };
@@ -168,7 +170,6 @@ const interleaved = {
   records: [], // {pane, text, err}: the newest lines, at most IL_LINES
   pending: [], // records not drawn yet
   rebuild: true,
-  shown: 0,
 
   add(pane, stream, text) {
     const buffer = pane.carry[stream] + text;
@@ -211,7 +212,6 @@ const interleaved = {
     this.pending = [];
     this.rebuild = true;
     $("il-lines").replaceChildren();
-    this.shown = 0;
   },
 
   _line(record) {

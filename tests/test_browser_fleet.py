@@ -228,6 +228,11 @@ def test_a_pane_keeps_its_last_lines(fleet_page):
     assert fleet_page.interleaved_lines()[-2:] == [f"{HOST} │ 5000", f"{HOST} │ [succeeded · exit 0]"]
     assert page.text_content("#il-hidden") == "3,001 earlier lines are not shown here"
     page.click("#view-toggle")
+    # Long lines: a pane keeps at most 200,000 characters (50 panes of them stay light).
+    fleet_page.run(shlex.join([PYTHON, "-c", "print(('x' * 5000 + chr(10)) * 100, end='')"]))
+    fleet_page.wait_run_state("succeeded")
+    chars = fleet_page.pane().locator(".term-lines").evaluate("e => e.textContent.length")
+    assert 150_000 < chars <= 200_000 + 100, chars
 
 
 @pytest.mark.parametrize("viewport", [WIDE, PHONE], ids=["1400px", "390px"])

@@ -49,6 +49,7 @@ const HOST_LOOK = {
 };
 const RUN_LOOK = { running: "running", succeeded: "ok", failed: "bad", partial: "warn", cancelled: "warn" };
 const LIVE = new Set(["pending", "running"]);
+const HOST_STATE_LOOK = { up: "ok", stale: "warn", down: "bad" }; // GET /hosts' states
 
 const state = {
   principal: null,
@@ -79,7 +80,16 @@ class Pane {
     this.exit = el("span", { class: "pane-exit" });
     this.linesEl = el("div", { class: "term-lines" });
     this.hiddenCount = el("span", { text: "0" });
-    this.hiddenEl = el("div", { class: "term-hidden", hidden: true }, this.hiddenCount, " earlier lines not shown");
+    // The host's whole output is its job's (GET /jobs/<id>/output): linked once the job is known.
+    this.rawLink = el("a", { download: true, text: "download all" });
+    this.rawBox = el("span", { hidden: true }, " · ", this.rawLink);
+    this.hiddenEl = el(
+      "p",
+      { class: "term-hidden", hidden: true },
+      this.hiddenCount,
+      " earlier lines not shown",
+      this.rawBox,
+    );
     this.scroller = el(
       "div",
       { class: "term pane-term", tabindex: "0", role: "log", "aria-live": "off", "aria-label": `Output of ${host}` },
@@ -119,6 +129,11 @@ class Pane {
     setText(this.badge, this.info.state);
     this.badge.className = `badge ${look}`;
     this.root.dataset.state = this.info.state;
+    if (this.info.job && this.rawBox.hidden) {
+      this.rawLink.href = `/jobs/${encodeURIComponent(this.info.job)}/output?download=1`;
+      this.rawLink.title = `${this.host}'s whole output (job ${this.info.job})`;
+      this.rawBox.hidden = false;
+    }
     const code = this.info.exit_code;
     setText(this.exit, code === null || code === undefined ? "" : `exit ${code}`);
     this.exit.className = `pane-exit ${code === 0 ? "ok" : "bad"}`;
@@ -598,7 +613,7 @@ function renderPicker() {
         el(
           "span",
           { class: "host-about", id: `${id}-about` },
-          el("span", { class: `host-state ${host.state === "up" ? "ok" : host.state === "stale" ? "warn" : "bad"}`, text: host.state }),
+          el("span", { class: `host-state ${HOST_STATE_LOOK[host.state] || "bad"}`, text: host.state }),
           ...(host.tags || []).map((tag) => el("span", { class: "host-tag", text: tag })),
         ),
       );
@@ -611,7 +626,13 @@ function renderPicker() {
       const hosts = state.hosts.filter((host) => (host.tags || []).includes(tag));
       const chip = el(
         "button",
-        { type: "button", class: "chip tag-chip", dataset: { tag }, "aria-pressed": "false", title: `Pick every host tagged ${tag}` },
+        {
+          type: "button",
+          class: "chip tag-chip",
+          dataset: { tag },
+          "aria-pressed": "false",
+          title: `Pick every host tagged ${tag}`,
+        },
         tag,
         el("span", { class: "n", text: ` ${hosts.length}` }),
       );

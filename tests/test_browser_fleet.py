@@ -14,6 +14,7 @@ import json
 import shlex
 import shutil
 
+import httpx
 import pytest
 
 from .axe_support import axe_violations, load_axe, summary
@@ -221,7 +222,12 @@ def test_a_pane_keeps_its_last_lines(fleet_page):
     fleet_page.wait_run_state("succeeded")
     lines = fleet_page.pane_lines()
     assert len(lines) == 200 - 1 and lines[-1] == "5000"  # 200 lines: the last 199 numbers and the end note
-    assert page.text_content(".pane .term-hidden") == "4,801 earlier lines not shown"
+    assert page.text_content(".pane .term-hidden") == "4,801 earlier lines not shown · download all"
+    # All of it is the host's job's output.
+    href = page.get_attribute(".pane .term-hidden a", "href")
+    assert href.startswith("/jobs/") and href.endswith("/output?download=1"), href
+    whole = httpx.get(fleet_page.server.url(href), timeout=10).text
+    assert whole == "".join(f"{n}\n" for n in range(1, 5001))
     page.click("#view-toggle")
     page.wait_for_selector("#il-lines .ln")
     assert page.locator("#il-lines .ln").count() == 2000
@@ -345,7 +351,7 @@ def test_fifty_hosts_stay_usable(page, server):
     assert page.text_content("#run-meta").startswith("50 hosts · 49 succeeded · 1 failed")
     # Each pane keeps its last 200 lines (199 of output and the end note), colours and all.
     assert page.locator(".pane[data-host='web-50'] .term-lines .ln").count() <= 201
-    assert page.text_content(".pane[data-host='web-50'] .term-hidden") == "101 earlier lines not shown"
+    assert page.text_content(".pane[data-host='web-50'] .term-hidden").startswith("101 earlier lines not shown")
     assert page.locator(".pane[data-host='web-50'] .fg-2").first.text_content() == "ok"
     # Bounded DOM: two elements per kept line here (the line and its green span), 50 panes of 201 lines.
     assert page.evaluate("document.getElementsByTagName('*').length") < 50 * 2 * 201 + 2000

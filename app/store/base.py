@@ -456,8 +456,9 @@ class Store(abc.ABC):
         start there was (``{"job": id}`` or ``{"refused": why}``): a run's job starts at most once per host."""
 
     @abc.abstractmethod
-    def record_run_start(self, run_id: str, host: str, answer: dict[str, Any]) -> None:
-        """The answer of the start that ``claim_run_start`` let the caller make."""
+    def record_run_start(self, run_id: str, host: str, answer: dict[str, Any] | None) -> None:
+        """The answer of the start that ``claim_run_start`` let the caller make; None releases the claim (nothing
+        started: a later request may start it)."""
 
     @abc.abstractmethod
     def run_taken_over(self, run_id: str, host: str, worker: int) -> bool:

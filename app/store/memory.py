@@ -382,8 +382,8 @@ class MemoryStore(Store):
         """Once per run and host, in this worker."""
         return self.runs.claim_start(run_id, host)
 
-    def record_run_start(self, run_id: str, host: str, answer: dict[str, Any]) -> None:
-        """The answer of the one start."""
+    def record_run_start(self, run_id: str, host: str, answer: dict[str, Any] | None) -> None:
+        """The answer of the one start (None: none was made)."""
         self.runs.record_start(run_id, host, answer)
 
     def run_taken_over(self, run_id: str, host: str, worker: int) -> bool:

@@ -36,6 +36,9 @@ class LocalRuns:
             self.starts.popitem(last=False)
         return None
 
-    def record_start(self, run_id: str, host: str, answer: dict[str, Any]) -> None:
-        """What the start that ``claim_start`` let through answered."""
-        self.starts[(run_id, host)] = answer
+    def record_start(self, run_id: str, host: str, answer: dict[str, Any] | None) -> None:
+        """What the start that ``claim_start`` let through answered; None: it started nothing (claim released)."""
+        if answer is None:
+            self.starts.pop((run_id, host), None)
+        else:
+            self.starts[(run_id, host)] = answer

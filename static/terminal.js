@@ -144,6 +144,7 @@ export class Terminal {
     droppedBoxEl,
     droppedSepEl,
     maxLines = 5000,
+    maxChars = MAX_CHARS,
     onRender = () => {},
   }) {
     this.linesEl = linesEl;
@@ -154,6 +155,7 @@ export class Terminal {
     this.droppedEl = droppedEl;
     this.droppedBoxEl = droppedBoxEl;
     this.maxLines = maxLines;
+    this.maxChars = maxChars;
     this.onRender = onRender;
     this.reset();
   }
@@ -522,11 +524,11 @@ export class Terminal {
       this.currentEl = fresh;
       this.currentDirty = false;
     }
-    // Bound the scrollback: at most maxLines complete lines and MAX_CHARS characters, plus the current line.
+    // Bound the scrollback: at most maxLines complete lines and maxChars characters, plus the current line.
     let remove = Math.max(0, this.lengths.length - this.maxLines);
     let chars = this.shownChars;
     for (let i = 0; i < remove; i++) chars -= this.lengths[i];
-    while (chars > MAX_CHARS && remove < this.lengths.length - 1) chars -= this.lengths[remove++];
+    while (chars > this.maxChars && remove < this.lengths.length - 1) chars -= this.lengths[remove++];
     if (remove > 0) {
       const range = document.createRange();
       range.setStartBefore(this.linesEl.firstChild);

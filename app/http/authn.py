@@ -42,8 +42,8 @@ STATE_CHANGING_GETS = frozenset({"run.run_command"})
 # Endpoints that answer without a login (the browser rules still apply).
 # GET /metrics decides for itself (the metrics role, or a peer in metrics_allow).
 PUBLIC_ENDPOINTS = frozenset(
-    {"health.healthz", "metrics.scrape", "auth.login", "auth.logout", "pages.index", "pages.chat", "static",
-     "openapi.openapi_document"}
+    {"health.healthz", "metrics.scrape", "auth.login", "auth.logout", "pages.index", "pages.fleet", "pages.chat",
+     "static", "openapi.openapi_document"}
 )
 NOBODY = Principal("", (), "none")
 # Credentials a browser attaches by itself (a cookie: ours, or an SSO proxy's), so a page on another site could

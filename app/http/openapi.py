@@ -879,6 +879,12 @@ def _paths() -> dict[str, Any]:
             "summary": "The browser console (HTML)",
             "responses": _responses({"200": _html("The page.")}, public=True),
         }},
+        "/fleet": {"get": {
+            "tags": ["pages"], "operationId": "fleetPage", "security": PUBLIC,
+            "summary": "Runs over many hosts (HTML): a host picker, and every host's output live; "
+                       "`/fleet#run=<id>` opens a run",
+            "responses": _responses({"200": _html("The page.")}, public=True),
+        }},
         "/chat": {"get": {
             "tags": ["pages"], "operationId": "chatPage", "security": PUBLIC,
             "summary": "A channel as a chat room (HTML)",

@@ -1,4 +1,4 @@
-"""GET / and GET /chat: the browser console and the chat page (templates/, static/).
+"""GET /, GET /fleet and GET /chat: the browser console, the fleet runs page and the chat page (templates/, static/).
 
 Both pages are public so that the login form can show; everything they do
 afterwards goes through the API and its access checks. No inline script or
@@ -36,6 +36,12 @@ def _page(template: str, **context) -> Response:
 def index() -> Response:
     """The console: run commands and actions, watch jobs live."""
     return _page("index.html")
+
+
+@bp.get("/fleet")
+def fleet() -> Response:
+    """Runs over many hosts: pick hosts, start a run, watch every host's output (a run opens as #run=<id>)."""
+    return _page("fleet.html")
 
 
 @bp.get("/chat")

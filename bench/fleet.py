@@ -27,7 +27,7 @@ from .clients import get_request, sink
 from .redis_server import RedisProcess
 from .server import Server
 from .sse import Delivery, parse_events, split_response
-from .tools import SCRATCH, BenchError, cpu_seconds, expected_output, helper, percentile
+from .tools import SCRATCH, BenchError, busy_fraction, cpu_seconds, expected_output, helper, percentile
 
 MB = 1e6
 TITLE = "Fleet (3 hosts on this machine, one Redis; 1 worker each, no nginx)"
@@ -289,6 +289,7 @@ def describe(found: dict) -> list[tuple[str, str]]:
 def main() -> int:
     """``python -m bench.fleet [--smoke]``: these rows alone, printed (the full run has them too)."""
     import argparse
+    import os
 
     from .tools import OUT, build_helpers, raise_nofile
 
@@ -298,7 +299,10 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     raise_nofile()
     build_helpers()
+    busy, load = busy_fraction(1.0), os.getloadavg()
     found = measure(args.smoke)
+    found["machine_before"] = {"busy": busy, "loadavg": load, "after": os.getloadavg()}
+    print(f"before: CPUs {busy:.0%} busy with other work, load {load[0]:.1f}; after: load {os.getloadavg()[0]:.1f}")
     (OUT / "fleet.json").write_text(json.dumps(found, indent=1))
     for name, value in describe(found):
         print(f"{name}\n    {value}")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from .clients import get_request, sink
 from .redis_server import RedisProcess
 from .server import Server
-from .sse import Delivery, parse_events, split_response
+from .sse import Delivery, Event, parse_events, stamped_events
 from .tools import SCRATCH, BenchError, busy_fraction, cpu_seconds, expected_output, helper, percentile
 
 MB = 1e6
@@ -147,7 +147,7 @@ def first_output(fleet: Fleet, index: int) -> dict:
             "run_exit_ms": (ended[0] - started) / 1e6}
 
 
-def check_run_stream(body: bytes, size: int) -> tuple[dict[str, Delivery], dict, int, int]:
+def check_run_stream(events: list[Event], size: int) -> tuple[dict[str, Delivery], dict, int, int]:
     """Every host's stdout on a run's stream against ``writer size``'s bytes: per host delivery, the run_exit
     body, how many stdout events, and how often consecutive stdout events changed host (the merge)."""
     expected = expected_output(size)
@@ -157,7 +157,7 @@ def check_run_stream(body: bytes, size: int) -> tuple[dict[str, Delivery], dict,
     run_exit: dict = {}
     switches = stdout_events = 0
     last_host = None
-    for event in parse_events(body):
+    for event in events:
         payload = json.loads(event.data)
         if event.kind == "run_exit":
             run_exit = payload
@@ -212,19 +212,19 @@ def merged_throughput(fleet: Fleet, index: int, size: int) -> dict:
     viewer_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     posted = time.time_ns()
     created = fleet.start(entry, [helper("writer"), str(size)])
-    result = sink(entry.port, outfile, get_request(entry.host, entry.port, created["events"]))
+    result = sink(entry.port, outfile, get_request(entry.host, entry.port, created["events"]), stamped=True)
     seconds = (result.end_ns - posted) / 1e9
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     viewer = (after.ru_utime + after.ru_stime - viewer_cpu.ru_utime - viewer_cpu.ru_stime) / seconds
     cpu = {name: (cpu_seconds(pid) - cpu[name]) / seconds for name, pid in workers.items()}
     redis_cpu = (fleet.redis.cpu() - redis_cpu) / seconds
     try:
-        status, _, body = split_response(outfile.read_bytes())
+        events, arrivals = stamped_events(str(outfile))  # checks the status is 200
     finally:
         outfile.unlink()
-    if status != 200:
-        raise BenchError(f"GET {created['events']}: {status}")
-    found, run_exit, events, switches = check_run_stream(body, size)
+    first_stdout = next(at for event, at in zip(events, arrivals, strict=True) if event.kind == "stdout")
+    last_stdout = max(at for event, at in zip(events, arrivals, strict=True) if event.kind == "stdout")
+    found, run_exit, stdout_events, switches = check_run_stream(events, size)
     problems = [f"{host}: {'; '.join(d.problems)}" for host, d in found.items() if d.problems]
     if run_exit.get("state") != "succeeded":
         problems.append(f"run_exit: {run_exit.get('state')} {run_exit.get('failed_hosts')}")
@@ -235,7 +235,9 @@ def merged_throughput(fleet: Fleet, index: int, size: int) -> dict:
     return {"entry": entry.env["SSECMD_HOST_NAME"], "mb_s": delivered / seconds / MB, "seconds": seconds,
             "written_mb_s": len(HOSTS) * size / seconds / MB, "delivered_bytes": delivered,
             "jobs_ended_s": max(ended) - run_exit["created_at"] if ended else None,
-            "wire_bytes": result.bytes, "stdout_events": events, "host_switches": switches,
+            "first_output_s": (first_stdout - posted) / 1e9,
+            "streaming_mb_s": delivered / max(last_stdout - first_stdout, 1) * 1e3,
+            "wire_bytes": result.bytes, "stdout_events": stdout_events, "host_switches": switches,
             "missed_bytes": {host: d.missed_bytes for host, d in found.items()},
             "worker_cpu": cpu, "redis_cpu": redis_cpu, "viewer_cpu": viewer}
 
@@ -284,9 +286,12 @@ def describe(found: dict) -> list[tuple[str, str]]:
          + (f"{median['delivered_bytes'] / MB:.0f} of {3 * size:g} MB, the rest skipped (gap; {missed / MB:.0f} MB "
             f"over the {len(merged)} runs)" if missed else "every byte")
          + f", {median['host_switches']} host switches in {median['stdout_events']} stdout events"),
-        ("  ... the three jobs ended (run's created_at to the last host's ended_at) / the viewer's last byte",
-         f"{median['jobs_ended_s']:.2f} / {median['seconds']:.2f} s" if median["jobs_ended_s"] is not None
-         else f"? / {median['seconds']:.2f} s"),
+        ("  ... the viewer's first output / the three jobs ended (created_at to the last ended_at) / its last byte",
+         f"{median['first_output_s']:.2f} / "
+         + (f"{median['jobs_ended_s']:.2f}" if median["jobs_ended_s"] is not None else "?")
+         + f" / {median['seconds']:.2f} s"),
+        ("  ... the delivered bytes from the first stdout event's arrival to the last's",
+         f"{median['streaming_mb_s']:.0f} MB/s"),
         ("  ... CPU over that run (of one core): workers " + hosts_cpu,
          f"redis {median['redis_cpu']:.0%}, viewer (C sink) {median['viewer_cpu']:.0%}"),
     ]

@@ -270,30 +270,25 @@ def describe(found: dict) -> list[tuple[str, str]]:
     spread = "/".join(f"{r['mb_s']:.0f}" for r in merged)
     size = found["merged_bytes"] / MB
     missed = sum(sum(r["missed_bytes"].values()) for r in merged)
-    cpu = median["worker_cpu"]
-    viewed_on = median["entry"]
-    hosts_cpu = ", ".join(f"{name}{' (served the viewer)' if name == viewed_on else ''} {share:.0%}"
-                          for name, share in cpu.items())
+    delivered = (f"{median['delivered_bytes'] / MB:.0f} of {3 * size:g} MB, the rest skipped (gap; "
+                 f"{missed / MB:.0f} MB over the {len(merged)} runs)" if missed else "every byte")
+    ended = f"{median['jobs_ended_s']:.2f}" if median["jobs_ended_s"] is not None else "?"
+    workers = ", ".join(f"{name.removeprefix('fleet-')}{'*' if name == median['entry'] else ''} {share:.0%}"
+                        for name, share in median["worker_cpu"].items())
     return [
-        (f"POST /runs -> every host's first output (`echo hi`, {len(runs)} runs, followed on "
-         "GET /runs/<id>/events): p50 / p90 / max",
+        (f"POST /runs -> every host's first output, {len(runs)} x `echo hi`: p50 / p90 / max",
          f"{found['every_host_p50_ms']:.1f} / {found['every_host_p90_ms']:.1f} / {found['every_host_max_ms']:.1f} ms"),
         ("  ... p50: POST answered / first host's first output / run_exit",
          f"{found['posted_p50_ms']:.1f} / {found['first_host_p50_ms']:.1f} / {found['run_exit_p50_ms']:.1f} ms"),
-        (f"3 x {size:g} MB (one per host) merged into one viewer, every byte checked "
-         f"(median of {len(merged)}: {spread})",
-         f"{median['mb_s']:.0f} MB/s delivered, "
-         + (f"{median['delivered_bytes'] / MB:.0f} of {3 * size:g} MB, the rest skipped (gap; {missed / MB:.0f} MB "
-            f"over the {len(merged)} runs)" if missed else "every byte")
-         + f", {median['host_switches']} host switches in {median['stdout_events']} stdout events"),
-        ("  ... the viewer's first output / the three jobs ended (created_at to the last ended_at) / its last byte",
-         f"{median['first_output_s']:.2f} / "
-         + (f"{median['jobs_ended_s']:.2f}" if median["jobs_ended_s"] is not None else "?")
-         + f" / {median['seconds']:.2f} s"),
-        ("  ... the delivered bytes from the first stdout event's arrival to the last's",
-         f"{median['streaming_mb_s']:.0f} MB/s"),
-        ("  ... CPU over that run (of one core): workers " + hosts_cpu,
-         f"redis {median['redis_cpu']:.0%}, viewer (C sink) {median['viewer_cpu']:.0%}"),
+        (f"3 x {size:g} MB merged into one viewer, every byte checked (median of {len(merged)}: {spread})",
+         f"{median['mb_s']:.0f} MB/s delivered, {delivered}"),
+        ("  ... from the POST: first stdout / the jobs ended / last byte",
+         f"{median['first_output_s']:.2f} / {ended} / {median['seconds']:.2f} s"),
+        ("  ... rate from the first stdout event to the last; the merge",
+         f"{median['streaming_mb_s']:.0f} MB/s; {median['host_switches']} host switches in "
+         f"{median['stdout_events']} stdout events"),
+        ("  ... CPU (of one core): host workers (* served the viewer)",
+         f"{workers}; redis {median['redis_cpu']:.0%}, viewer (C sink) {median['viewer_cpu']:.0%}"),
     ]
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import clients, history
+from . import clients, fleet, history
 from .clients import Relay, SubscriberGroup, Subscribers, get_request, run_path, sink
 from .console_flood import LATE_MS, TICK_MS, console_flood
 from .profiler import Profile, hot_spots, py_spy
@@ -575,6 +575,10 @@ def run(smoke: bool, profile: bool) -> Results:
     rows = results.section("Redis store (`store_url`: redis-server with AOF every second, same run)")
     _attempt(results, rows, "Redis store", lambda: redis_rows(results, rows, sizes))
 
+    _say("a fleet: three hosts on one Redis ...")
+    rows = results.section(fleet.TITLE)
+    _attempt(results, rows, "fleet", lambda: _fleet_rows(results, rows))
+
     _say("the console under a flood (Chromium) ...")
     rows = results.section("History on disk (1 worker; history = true, the default, against history = false)")
     _attempt(results, rows, "history", lambda: _history_rows(results, rows, sizes))
@@ -655,6 +659,14 @@ def _history_rows(results: Results, rows: list[Row], sizes: Sizes) -> None:
     rows.append(Row(f"worker RSS after {hs.finished_jobs // 10} and {hs.finished_jobs} finished 1 MB jobs",
                     f"{rss['early'] / MB:.0f} / {rss['late'] / MB:.0f} MB ({growth:+.1f} MB)", "flat (< +16 MB)",
                     results.judge(growth < 16)))
+
+
+def _fleet_rows(results: Results, rows: list[Row]) -> None:
+    """Issue 20's rows (bench/fleet.py): a run over three hosts on one Redis."""
+    results.numbers["fleet"] = found = fleet.measure(results.smoke)
+    rows.extend(Row(name, value) for name, value in fleet.describe(found))
+    if found["problems"]:
+        results.notes.append(f"gunicorn (fleet hosts) logged errors: {found['problems'][:3]}")
 
 
 def redis_rows(results: Results, rows: list[Row], sizes: Sizes) -> None:

@@ -269,8 +269,8 @@ def test_channels_come_back_with_their_epoch_and_newest_messages(tmp_path):
 def test_retention_by_bytes_forgets_the_oldest_finished_jobs_and_never_a_running_one(tmp_path):
     store, _ = _store(tmp_path / "data", history_max_bytes=5000)
     try:
-        # Each job takes about 2.1 KB on disk (its frames and its raw bytes).
-        ids = [_run(store, [("stdout", bytes([65 + n]) * 1000)]) for n in range(4)]
+        # Each job takes about 2.1 KB on disk (its frames; ASCII output is not stored a second time as raw bytes).
+        ids = [_run(store, [("stdout", bytes([65 + n]) * 2000)]) for n in range(4)]
         for job_id in ids:
             _on_disk(store, job_id)
         forgotten, freed = store.prune_history()

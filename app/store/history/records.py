@@ -8,7 +8,10 @@
 (little-endian; the CRC covers everything after itself). The frame is the
 encoded SSE frame exactly as it went out live, so a replay from disk is the
 live stream byte for byte; ``raw`` is the output exactly as the command wrote
-it, so ``/output`` is byte-exact too.
+it, so ``/output`` is byte-exact too. Output that is ASCII is exactly the text
+in its frame's JSON (``"out"``), so its record stores no ``raw`` at all: the
+raw length reads ``SAME_AS_TEXT`` and the reader decodes the bytes from the
+frame (format version 2; version 1 files never use that length and read as before).
 
 ``<id>.index`` holds ``(event id, file offset)`` pairs (u64 each), one for the
 first record at or past every ``INDEX_EVERY`` bytes of the events file, so a
@@ -19,6 +22,7 @@ what can be read: everything before it is kept, and the job is marked damaged.
 from __future__ import annotations
 
 import bisect
+import json
 import os
 import struct
 import zlib
@@ -29,6 +33,11 @@ HEADER = struct.Struct("<IQIIHB")
 INDEX_ENTRY = struct.Struct("<QQ")
 INDEX_EVERY = 256 * 1024
 MAX_RECORD_BYTES = 64 << 20  # larger than any event the runner makes (coalesce_bytes is far smaller)
+# The raw length of a record whose output is ASCII, so the very text in its frame: no raw bytes are stored
+# (half the bytes written for the common case). Far above MAX_RECORD_BYTES, so never a real length.
+SAME_AS_TEXT = 0xFFFFFFFF
+OUTPUT_KINDS = frozenset(("stdout", "stderr"))  # events whose frame is {"type": ..., "out": <text>}
+_CRC = struct.Struct("<I")
 
 
 class StoredEvent(NamedTuple):
@@ -41,12 +50,27 @@ class StoredEvent(NamedTuple):
     raw: bytes
 
 
+def record_parts(event_id: int, kind: str, frame: bytes, data_start: int, raw: bytes) -> tuple[bytes, ...]:
+    """One record as the parts to write one after the other (header and kind, frame, raw if stored): no copies."""
+    kind_bytes = kind.encode()
+    # ASCII output in an ASCII frame is its "out" text exactly. (ASCII bytes can follow a torn multi-byte
+    # character the decoder still holds: their text starts with U+FFFD, the frame is not ASCII, raw is kept.)
+    derived = bool(raw) and kind in OUTPUT_KINDS and raw.isascii() and frame.isascii()
+    rest = HEADER.pack(0, event_id, len(frame), SAME_AS_TEXT if derived else len(raw), data_start,
+                       len(kind_bytes))[4:]
+    crc = zlib.crc32(frame, zlib.crc32(kind_bytes, zlib.crc32(rest)))
+    head = _CRC.pack(crc if derived else zlib.crc32(raw, crc)) + rest + kind_bytes
+    return (head, frame) if derived or not raw else (head, frame, raw)
+
+
 def encode_record(event_id: int, kind: str, frame: bytes, data_start: int, raw: bytes) -> bytes:
     """The bytes of one record."""
-    kind_bytes = kind.encode()
-    rest = HEADER.pack(0, event_id, len(frame), len(raw), data_start, len(kind_bytes))[4:]
-    crc = zlib.crc32(raw, zlib.crc32(frame, zlib.crc32(kind_bytes, zlib.crc32(rest))))
-    return b"".join((struct.pack("<I", crc), rest, kind_bytes, frame, raw))
+    return b"".join(record_parts(event_id, kind, frame, data_start, raw))
+
+
+def raw_from_frame(frame: bytes, data_start: int) -> bytes:
+    """The output bytes of a record stored as ``SAME_AS_TEXT``: its frame's ``"out"`` text, which is ASCII."""
+    return json.loads(frame[data_start:-2])["out"].encode("ascii")
 
 
 def events_path(jobs_dir: str, job_id: str) -> str:
@@ -80,18 +104,26 @@ def read_records(fh, offset: int, *, after: int = 0, limit: int = 512, max_bytes
         if len(header) < HEADER.size:
             return Scan(events, position, True)
         crc, event_id, frame_len, raw_len, data_start, kind_len = HEADER.unpack(header)
-        body_len = kind_len + frame_len + raw_len
+        derived = raw_len == SAME_AS_TEXT
+        body_len = kind_len + frame_len + (0 if derived else raw_len)
         if body_len > MAX_RECORD_BYTES or data_start > frame_len:
             return Scan(events, position, True)
         body = fh.read(body_len)
         if len(body) < body_len or zlib.crc32(body, zlib.crc32(header[4:])) != crc:
             return Scan(events, position, True)
-        position += HEADER.size + body_len
         if event_id > after:
             frame = body[kind_len : kind_len + frame_len]
-            events.append(StoredEvent(event_id, body[:kind_len].decode(errors="replace"), frame, data_start,
-                                      body[kind_len + frame_len :]))
+            kind = body[:kind_len].decode(errors="replace")
+            if derived:
+                try:
+                    raw = raw_from_frame(frame, data_start)
+                except (ValueError, KeyError, TypeError, AttributeError, UnicodeEncodeError):
+                    return Scan(events, position, True)  # a good CRC over a frame we never wrote
+            else:
+                raw = body[kind_len + frame_len :]
+            events.append(StoredEvent(event_id, kind, frame, data_start, raw))
             size += body_len
+        position += HEADER.size + body_len
     return Scan(events, position, False)
 
 

@@ -41,6 +41,7 @@ ROUND = 0.02  # seconds the writer gathers events before writing them
 MAX_ROUND = 0.32  # the longest it sleeps while idle
 WAKE_BYTES = 1 << 20  # queued beyond this, the writer is woken at once
 BATCH_ITEMS = 4096
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16  # parts per os.writev
 
 
 class _JobFile:
@@ -252,23 +253,20 @@ class HistoryWriter:
         chunk = chunks.get(job_id)
         if chunk is None:
             chunk = chunks[job_id] = _Chunk(job_file.size, job_file.next_mark)
-        record = records.encode_record(event.id, event.kind, event.frame, event.data_start, event.raw)
+        parts = records.record_parts(event.id, event.kind, event.frame, event.data_start, event.raw)
         if chunk.position >= chunk.next_mark:
             chunk.marks.append(records.INDEX_ENTRY.pack(event.id, chunk.position))
             chunk.next_mark = chunk.position + records.INDEX_EVERY
-        chunk.parts.append(record)
-        chunk.position += len(record)
+        chunk.parts.extend(parts)
+        chunk.position += sum(map(len, parts))
         chunk.raw += len(event.raw)
         chunk.last_id = event.id
         chunk.ended = event.kind in ("exit", "err")
 
     def _flush(self, job_id: str, chunk: _Chunk) -> None:
         job_file = self._files[job_id]
-        data = b"".join(chunk.parts)
         try:
-            written = os.write(job_file.fd, data)
-            while written < len(data):
-                written += os.write(job_file.fd, data[written:])
+            _write_all(job_file.fd, chunk.parts)
         except OSError as exc:
             # Cut off what got half written, so the file holds whole records only; count what was lost.
             with contextlib.suppress(OSError):
@@ -282,7 +280,7 @@ class HistoryWriter:
                     job_file.index_fd = os.open(records.index_path(self.jobs_dir, job_id),
                                                 os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 os.write(job_file.index_fd, b"".join(chunk.marks))
-        job_file.size += len(data)
+        job_file.size = chunk.position
         job_file.next_mark = chunk.next_mark
         job_file.last_id = chunk.last_id
 
@@ -350,16 +348,18 @@ def _close_fd(fd: int) -> int:
     return -1
 
 
-def _raw_bytes(data: bytes) -> int:
-    """The output bytes in a run of whole records."""
-    total = 0
-    offset = 0
-    header = records.HEADER
-    while offset + header.size <= len(data):
-        _, _, frame_len, raw_len, _, kind_len = header.unpack_from(data, offset)
-        total += raw_len
-        offset += header.size + kind_len + frame_len + raw_len
-    return total
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    """Write the parts one after the other, gathered (os.writev: no joined copy), to the end even if cut short."""
+    start = 0
+    while start < len(parts):
+        batch = parts[start : start + _IOV_MAX]
+        written = os.writev(fd, batch)
+        start += len(batch)
+        wanted = sum(map(len, batch))
+        if written < wanted:  # a short write: finish this batch's tail with plain writes
+            rest = b"".join(batch)[written:]
+            while rest:
+                rest = rest[os.write(fd, rest):]
 
 
 def _disk_problem(exc: OSError, where: str) -> str:

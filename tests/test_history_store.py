@@ -69,10 +69,11 @@ def _on_disk(store: HistoryStore, job_id: str) -> None:
     assert job_id not in store._logs
 
 
-def _replay(store: HistoryStore, job_id: str, after: int = 0, limit: int = 7) -> tuple[list[bytes], bytes, int]:
+def _replay(store: HistoryStore, job_id: str, after: int = 0, limit: int = 7, *, with_raw: bool = True
+            ) -> tuple[list[bytes], bytes, int]:
     frames, raw, missed = [], b"", 0
     while True:
-        read = store.read(job_key(job_id), after, limit=limit)
+        read = store.read(job_key(job_id), after, limit=limit, raw=with_raw)
         missed += read.missed
         frames += [event.frame for event in read.events]
         raw += b"".join(event.raw for event in read.events)
@@ -105,6 +106,7 @@ def test_a_replay_from_disk_is_the_live_stream_byte_for_byte(shared, chunks):
     assert frames == live and missed == 0
     assert raw == recorder.raw[job_key(job_id)]
     assert sorted(raw) == sorted(b"".join(data for _, data in chunks))  # every byte (pipes interleave)
+    assert _replay(store, job_id, with_raw=False) == (live, b"", 0)  # what SSE replays read: frames only
     # A resume from any id gives the rest of the same stream.
     ids = [read.id for read in store.read(job_key(job_id), 0, limit=10_000).events]
     middle = ids[len(ids) // 2]
@@ -132,6 +134,7 @@ def test_when_the_queue_is_full_history_falls_behind_and_counts_the_lost_bytes(t
         assert store.get_job(job_id).dropped_bytes == 1500
         frames, raw, missed = _replay(store, job_id)
         assert (raw, missed) == (b"", 1500)
+        assert _replay(store, job_id, with_raw=False) == (frames, b"", 1500)
         assert frames[-1].startswith(b"id: 1502\nevent: exit")  # the final event is never dropped
     finally:
         store.close(5)

@@ -9,9 +9,12 @@
 encoded SSE frame exactly as it went out live, so a replay from disk is the
 live stream byte for byte; ``raw`` is the output exactly as the command wrote
 it, so ``/output`` is byte-exact too. Output that is ASCII is exactly the text
-in its frame's JSON (``"out"``), so its record stores no ``raw`` at all: the
-raw length reads ``SAME_AS_TEXT`` and the reader decodes the bytes from the
-frame (format version 2; version 1 files never use that length and read as before).
+in its frame's JSON (``"out"``), so its record stores no ``raw`` at all: its
+kind length has the ``TEXT`` bit set, the raw length still says how many bytes
+the output was, and a reader that wants the bytes (``/output``, export) decodes
+them from the frame; a replay of frames never needs them (format version 2).
+Version 1 files never set that bit, and read as before. Records written by the
+first, reverted, version 2 (raw length ``SAME_AS_TEXT``, no length) also read.
 
 ``<id>.index`` holds ``(event id, file offset)`` pairs (u64 each), one for the
 first record at or past every ``INDEX_EVERY`` bytes of the events file, so a
@@ -33,8 +36,10 @@ HEADER = struct.Struct("<IQIIHB")
 INDEX_ENTRY = struct.Struct("<QQ")
 INDEX_EVERY = 256 * 1024
 MAX_RECORD_BYTES = 64 << 20  # larger than any event the runner makes (coalesce_bytes is far smaller)
-# The raw length of a record whose output is ASCII, so the very text in its frame: no raw bytes are stored
-# (half the bytes written for the common case). Far above MAX_RECORD_BYTES, so never a real length.
+# In the kind length byte: the record's output is ASCII, so the very text in its frame; no raw bytes are stored
+# (half the bytes written for the common case) and the raw length is the output's. Kinds are far shorter.
+TEXT = 0x80
+# The raw length of such a record as the first version 2 wrote it (reverted before a release): read only.
 SAME_AS_TEXT = 0xFFFFFFFF
 OUTPUT_KINDS = frozenset(("stdout", "stderr"))  # events whose frame is {"type": ..., "out": <text>}
 _CRC = struct.Struct("<I")
@@ -47,7 +52,8 @@ class StoredEvent(NamedTuple):
     kind: str
     frame: bytes
     data_start: int
-    raw: bytes
+    raw: bytes  # b"" when read with raw=False
+    size: int  # how many output bytes it carries (len(raw) when read with raw=True)
 
 
 def record_parts(event_id: int, kind: str, frame: bytes, data_start: int, raw: bytes) -> tuple[bytes, ...]:
@@ -56,8 +62,7 @@ def record_parts(event_id: int, kind: str, frame: bytes, data_start: int, raw: b
     # ASCII output in an ASCII frame is its "out" text exactly. (ASCII bytes can follow a torn multi-byte
     # character the decoder still holds: their text starts with U+FFFD, the frame is not ASCII, raw is kept.)
     derived = bool(raw) and kind in OUTPUT_KINDS and raw.isascii() and frame.isascii()
-    rest = HEADER.pack(0, event_id, len(frame), SAME_AS_TEXT if derived else len(raw), data_start,
-                       len(kind_bytes))[4:]
+    rest = HEADER.pack(0, event_id, len(frame), len(raw), data_start, len(kind_bytes) | (TEXT if derived else 0))[4:]
     crc = zlib.crc32(frame, zlib.crc32(kind_bytes, zlib.crc32(rest)))
     head = _CRC.pack(crc if derived else zlib.crc32(raw, crc)) + rest + kind_bytes
     return (head, frame) if derived or not raw else (head, frame, raw)
@@ -69,7 +74,7 @@ def encode_record(event_id: int, kind: str, frame: bytes, data_start: int, raw: 
 
 
 def raw_from_frame(frame: bytes, data_start: int) -> bytes:
-    """The output bytes of a record stored as ``SAME_AS_TEXT``: its frame's ``"out"`` text, which is ASCII."""
+    """The output bytes of a record stored as ``TEXT``: its frame's ``"out"`` text, which is ASCII."""
     return json.loads(frame[data_start:-2])["out"].encode("ascii")
 
 
@@ -91,8 +96,13 @@ class Scan(NamedTuple):
     damaged: bool  # stopped at a torn or garbled record (not at the end of the file)
 
 
-def read_records(fh, offset: int, *, after: int = 0, limit: int = 512, max_bytes: int = 4 << 20) -> Scan:
-    """Records from ``offset``: those with id > ``after``, at most ``limit`` of them or about ``max_bytes``."""
+def read_records(fh, offset: int, *, after: int = 0, limit: int = 512, max_bytes: int = 4 << 20,
+                 raw: bool = True) -> Scan:
+    """Records from ``offset``: those with id > ``after``, at most ``limit`` of them or about ``max_bytes``.
+
+    ``raw=False``: the events come without their output bytes (``raw`` is b"", ``size`` says how many), for
+    readers of frames only: no output is decoded from its frame, nor copied.
+    """
     fh.seek(offset)
     events: list[StoredEvent] = []
     size = 0
@@ -104,33 +114,42 @@ def read_records(fh, offset: int, *, after: int = 0, limit: int = 512, max_bytes
         if len(header) < HEADER.size:
             return Scan(events, position, True)
         crc, event_id, frame_len, raw_len, data_start, kind_len = HEADER.unpack(header)
-        derived = raw_len == SAME_AS_TEXT
-        body_len = kind_len + frame_len + (0 if derived else raw_len)
-        if body_len > MAX_RECORD_BYTES or data_start > frame_len:
+        text = kind_len & TEXT
+        kind_len &= ~TEXT
+        legacy = raw_len == SAME_AS_TEXT
+        body_len = kind_len + frame_len + (0 if text or legacy else raw_len)
+        if body_len > MAX_RECORD_BYTES or data_start > frame_len or (text and raw_len > frame_len):
             return Scan(events, position, True)
         body = fh.read(body_len)
         if len(body) < body_len or zlib.crc32(body, zlib.crc32(header[4:])) != crc:
             return Scan(events, position, True)
         if event_id > after:
             frame = body[kind_len : kind_len + frame_len]
-            kind = body[:kind_len].decode(errors="replace")
-            if derived:
+            if legacy or (text and raw):
                 try:
-                    raw = raw_from_frame(frame, data_start)
+                    data = raw_from_frame(frame, data_start)
                 except (ValueError, KeyError, TypeError, AttributeError, UnicodeEncodeError):
                     return Scan(events, position, True)  # a good CRC over a frame we never wrote
+                if text and len(data) != raw_len:
+                    return Scan(events, position, True)
+                raw_len = len(data)
+                if not raw:
+                    data = b""
+            elif raw and not text:
+                data = body[kind_len + frame_len :]
             else:
-                raw = body[kind_len + frame_len :]
-            events.append(StoredEvent(event_id, kind, frame, data_start, raw))
+                data = b""
+            events.append(StoredEvent(event_id, body[:kind_len].decode(errors="replace"), frame, data_start, data,
+                                      raw_len))
             size += body_len
         position += HEADER.size + body_len
     return Scan(events, position, False)
 
 
-def iter_records(fh, offset: int = 0) -> Iterator[StoredEvent]:
+def iter_records(fh, offset: int = 0, *, raw: bool = True) -> Iterator[StoredEvent]:
     """Every good record from ``offset`` on (bounded memory: a batch at a time)."""
     while True:
-        scan = read_records(fh, offset, limit=256)
+        scan = read_records(fh, offset, limit=256, raw=raw)
         yield from scan.events
         if not scan.events:
             return
@@ -175,7 +194,7 @@ def last_good(path: str, index: tuple[list[int], list[int]]) -> tuple[StoredEven
     with open(path, "rb") as fh:
         offset = start
         while True:
-            scan = read_records(fh, offset, limit=256)
+            scan = read_records(fh, offset, limit=256, raw=False)
             if scan.events:
                 last = scan.events[-1]
             offset = scan.end

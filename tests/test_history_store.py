@@ -140,6 +140,23 @@ def test_when_the_queue_is_full_history_falls_behind_and_counts_the_lost_bytes(t
         store.close(5)
 
 
+def test_the_queue_counts_what_the_disk_will_get_and_holds_no_raw_copy_of_ascii_output(tmp_path):
+    from app.store.history.writer import HistoryWriter
+    from app.streaming.sse import OutputJSON, encode_json_frame
+
+    def event(event_id: int, raw: bytes) -> LogEvent:
+        return LogEvent(event_id, "stdout", *encode_json_frame(OutputJSON("stdout", raw), "stdout", event_id), raw)
+
+    ascii_event, other = event(1000, b"a" * 1000), event(2000, b"\xc3\xa9" * 500)
+    # Room for the ASCII event's frame, not for its frame and its bytes: it is kept (its record stores the frame).
+    writer = HistoryWriter(str(tmp_path / "db"), str(tmp_path), len(ascii_event.frame) + 64, (1, "x"))
+    writer.put_event("j", ascii_event)
+    assert writer.lost_bytes == 0 and writer.queued_bytes == len(ascii_event.frame) + 64
+    assert writer._queue[-1][2][4] == b""  # the queue keeps the frame, not the raw bytes it can rebuild
+    writer.put_event("j", other)  # not ASCII: frame and bytes are written, and counted; no room
+    assert writer.lost_bytes == 1000
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
 def test_a_torn_or_garbled_file_marks_the_job_damaged_and_keeps_what_could_be_read(tmp_path, damage):
     store, _ = _store(tmp_path / "data")

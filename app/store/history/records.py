@@ -56,16 +56,27 @@ class StoredEvent(NamedTuple):
     size: int  # how many output bytes it carries (len(raw) when read with raw=True)
 
 
-def record_parts(event_id: int, kind: str, frame: bytes, data_start: int, raw: bytes) -> tuple[bytes, ...]:
-    """One record as the parts to write one after the other (header and kind, frame, raw if stored): no copies."""
-    kind_bytes = kind.encode()
+def is_text(kind: str, frame: bytes, raw: bytes) -> bool:
+    """Whether an event's output is its frame's text exactly, so its record needs no raw bytes."""
     # ASCII output in an ASCII frame is its "out" text exactly. (ASCII bytes can follow a torn multi-byte
     # character the decoder still holds: their text starts with U+FFFD, the frame is not ASCII, raw is kept.)
-    derived = bool(raw) and kind in OUTPUT_KINDS and raw.isascii() and frame.isascii()
-    rest = HEADER.pack(0, event_id, len(frame), len(raw), data_start, len(kind_bytes) | (TEXT if derived else 0))[4:]
+    return bool(raw) and kind in OUTPUT_KINDS and raw.isascii() and frame.isascii()
+
+
+def record_head(event_id: int, kind: str, frame: bytes, data_start: int, raw: bytes, raw_len: int, text: bool
+                ) -> bytes:
+    """A record's header and kind, to be followed by its frame and (unless ``text``) ``raw``; the CRC covers them."""
+    kind_bytes = kind.encode()
+    rest = HEADER.pack(0, event_id, len(frame), raw_len, data_start, len(kind_bytes) | (TEXT if text else 0))[4:]
     crc = zlib.crc32(frame, zlib.crc32(kind_bytes, zlib.crc32(rest)))
-    head = _CRC.pack(crc if derived else zlib.crc32(raw, crc)) + rest + kind_bytes
-    return (head, frame) if derived or not raw else (head, frame, raw)
+    return _CRC.pack(crc if text or not raw else zlib.crc32(raw, crc)) + rest + kind_bytes
+
+
+def record_parts(event_id: int, kind: str, frame: bytes, data_start: int, raw: bytes) -> tuple[bytes, ...]:
+    """One record as the parts to write one after the other (header and kind, frame, raw if stored): no copies."""
+    text = is_text(kind, frame, raw)
+    head = record_head(event_id, kind, frame, data_start, raw, len(raw), text)
+    return (head, frame) if text or not raw else (head, frame, raw)
 
 
 def encode_record(event_id: int, kind: str, frame: bytes, data_start: int, raw: bytes) -> bytes:

@@ -25,13 +25,14 @@ from .tools import OUT, REPO, BenchError, build_helpers, raise_nofile
 MB = 1e6
 
 
-def one_side(repo: Path, bin_dir: Path | None, job_bytes: int, short_jobs: int, clients: int) -> dict:
+def one_side(repo: Path, bin_dir: Path | None, env: dict[str, str], job_bytes: int, short_jobs: int, clients: int
+             ) -> dict:
     """The history rows against one checkout's server."""
     found: dict = {}
-    with Server(1, "hab-off", dict(history.HISTORY_OFF), repo=repo, venv_bin=bin_dir) as off:
+    with Server(1, "hab-off", {**env, **history.HISTORY_OFF}, repo=repo, venv_bin=bin_dir) as off:
         found["large_off"] = history.large_job(off, job_bytes, throughput_server)["mb_s"]
         found["short_off"] = spawn(off, short_jobs, clients)["jobs_s"]
-    on_dir = {"SSECMD_DATA_DIR": str(OUT / "history" / f"hab-{repo.name}-{time.time_ns()}"),
+    on_dir = {**env, "SSECMD_DATA_DIR": str(OUT / "history" / f"hab-{repo.name}-{time.time_ns()}"),
               "SSECMD_MAX_FINISHED_JOBS": "100000"}
     with Server(1, "hab-on", on_dir, repo=repo, venv_bin=bin_dir) as on:
         large = history.large_job(on, job_bytes, throughput_server)
@@ -59,30 +60,38 @@ def main() -> int:
     parser.add_argument("--job-bytes", type=int, default=200_000_000)
     parser.add_argument("--short-jobs", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for this checkout's servers only (repeatable)")
+    parser.add_argument("--other-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the other checkout's servers only (repeatable)")
     args = parser.parse_args()
     other = args.other.resolve()
     OUT.mkdir(parents=True, exist_ok=True)
     raise_nofile()
     build_helpers()
-    sides = {"this": (REPO, None), "other": (other, other / ".venv" / "bin")}
+    sides = {"this": (REPO, None, dict(item.split("=", 1) for item in args.env)),
+             "other": (other, other / ".venv" / "bin", dict(item.split("=", 1) for item in args.other_env))}
     results: dict[str, list[dict]] = {"this": [], "other": []}
+    failed: list[int] = []
     for round_number in range(args.rounds):
         order = ["this", "other"] if round_number % 2 == 0 else ["other", "this"]
         for side in order:
-            for attempt in (1, 2, 3):
-                try:
-                    found = one_side(*sides[side], args.job_bytes, args.short_jobs, args.clients)
-                    break
-                except BenchError as exc:  # e.g. a viewer that fell behind the memory buffer: said, then again
-                    print(f"round {round_number + 1} {side:5} attempt {attempt} failed: {exc}", flush=True)
-            else:
-                return 1
+            try:
+                found = one_side(*sides[side], args.job_bytes, args.short_jobs, args.clients)
+            except BenchError as exc:  # e.g. a viewer that fell behind the memory buffer on a busy machine
+                print(f"round {round_number + 1} {side:5} failed: {exc}", flush=True)
+                failed.append(round_number)
+                continue
+            found["round"] = round_number
             results[side].append(found)
             print(f"round {round_number + 1} {side:5} large off/on {found['large_off']:4.0f}/{found['large_on']:4.0f} "
                   f"MB/s = {found['large_share']:4.0%}, lost {found['lost']}/{found['lost_record']}; "
                   f"short off/on {found['short_off']:4.0f}/{found['short_on']:4.0f} jobs/s "
                   f"= {found['short_share']:4.0%}, "
                   f"{found['listed']} listed for {found['short_done']}; replay {found['replay']:4.0f} MB/s", flush=True)
+    # Only rounds where both sides ran are paired.
+    for side in ("this", "other"):
+        results[side] = [found for found in results[side] if found["round"] not in failed]
     for side in ("this", "other"):
         runs = results[side]
         print(f"median {side:5} large share {statistics.median(r['large_share'] for r in runs):.0%}, short share "

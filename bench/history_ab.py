@@ -25,18 +25,27 @@ from .tools import OUT, REPO, BenchError, build_helpers, raise_nofile
 MB = 1e6
 
 
+def _large(server: Server, job_bytes: int) -> dict:
+    """history.large_job, except that a viewer that fell behind the memory buffer (on a busy machine) is counted,
+    not fatal: its MB/s still compares."""
+    found = throughput_server(server, job_bytes, "events")
+    job = history._wait_finished(server, found["job_id"])
+    return {"mb_s": found["mb_s"], "missed": found["missed_bytes"], "job": job}
+
+
 def one_side(repo: Path, bin_dir: Path | None, env: dict[str, str], job_bytes: int, short_jobs: int, clients: int
              ) -> dict:
     """The history rows against one checkout's server."""
     found: dict = {}
     with Server(1, "hab-off", {**env, **history.HISTORY_OFF}, repo=repo, venv_bin=bin_dir) as off:
-        found["large_off"] = history.large_job(off, job_bytes, throughput_server)["mb_s"]
+        large = _large(off, job_bytes)
+        found["large_off"], found["missed_off"] = large["mb_s"], large["missed"]
         found["short_off"] = spawn(off, short_jobs, clients)["jobs_s"]
     on_dir = {**env, "SSECMD_DATA_DIR": str(OUT / "history" / f"hab-{repo.name}-{time.time_ns()}"),
               "SSECMD_MAX_FINISHED_JOBS": "100000"}
     with Server(1, "hab-on", on_dir, repo=repo, venv_bin=bin_dir) as on:
-        large = history.large_job(on, job_bytes, throughput_server)
-        found["large_on"] = large["mb_s"]
+        large = _large(on, job_bytes)
+        found["large_on"], found["missed_on"] = large["mb_s"], large["missed"]
         short = spawn(on, short_jobs, clients)
         found["short_on"] = short["jobs_s"]
         found["short_done"] = short["jobs"]
@@ -88,7 +97,8 @@ def main() -> int:
                   f"MB/s = {found['large_share']:4.0%}, lost {found['lost']}/{found['lost_record']}; "
                   f"short off/on {found['short_off']:4.0f}/{found['short_on']:4.0f} jobs/s "
                   f"= {found['short_share']:4.0%}, "
-                  f"{found['listed']} listed for {found['short_done']}; replay {found['replay']:4.0f} MB/s", flush=True)
+                  f"{found['listed']} listed for {found['short_done']}; replay {found['replay']:4.0f} MB/s; "
+                  f"viewer missed off/on {found['missed_off']}/{found['missed_on']}", flush=True)
     # Only rounds where both sides ran are paired.
     for side in ("this", "other"):
         results[side] = [found for found in results[side] if found["round"] not in failed]

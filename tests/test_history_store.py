@@ -304,3 +304,40 @@ def test_retention_by_bytes_forgets_the_oldest_finished_jobs_and_never_a_running
         assert store.get_job(running.id).state is JobState.RUNNING
     finally:
         store.close(5)
+
+
+def test_the_listing_counts_a_job_committed_while_it_reads_exactly_once(tmp_path):
+    """GET /jobs's counts, its page and the stored states of the jobs in memory come from one snapshot: a job
+    whose record the writer commits between two of those reads is neither dropped nor counted twice."""
+    from app.store.history.store import _find_rows
+    from app.store.query import JobQuery
+
+    store, _ = _store(tmp_path / "data")
+    try:
+        job = store.create_job(["echo", "hi"], 60, "run", owner="alice")  # in memory; its row not yet written
+        db_path = store.db_path
+        store.writer.stop(5)  # nothing else writes meanwhile
+        writer = database.connect(db_path)
+        with database.write(writer):
+            writer.execute("DELETE FROM jobs WHERE id = ?", (job.id,))  # as if its record were still queued
+        reader = database.connect(db_path)
+
+        class CommitsAfterTheCounts:
+            """The reader's connection; the writer commits the job's row right after the counts are read."""
+
+            def execute(self, sql, *args):
+                cursor = reader.execute(sql, *args)
+                if "GROUP BY state" in sql:
+                    with database.write(writer):
+                        database.upsert_job(writer, database.job_record(job), (1, "x"), 0, 0)
+                return cursor
+
+        rows, counts, states, _ = _find_rows(CommitsAfterTheCounts(), JobQuery(), 0.0, 1000, [job.id])
+        # As find_jobs merges them: a job in memory is counted once, whether or not its row was seen.
+        total = sum(counts.values()) - (1 if job.id in states else 0) + 1
+        assert total == 1
+        assert [row.id for row in rows] == ([job.id] if job.id in states else [])
+        writer.close()
+        reader.close()
+    finally:
+        store.close(5)

@@ -396,7 +396,20 @@ def _mark_damaged(conn: sqlite3.Connection, job_id: str) -> None:
 def _find_rows(conn: sqlite3.Connection, query: JobQuery, oldest: float, max_finished: int, live_ids: list[str]
                ) -> tuple[list[Job], dict[str, int], dict[str, str], float | None]:
     """(the page's rows, one more than asked for, counts by state for the filter, the stored states of
-    ``live_ids``, the end time at or before which finished jobs are beyond ``max_finished``)."""
+    ``live_ids``, the end time at or before which finished jobs are beyond ``max_finished``).
+
+    All from one read transaction: a job the writer commits between two of these reads would otherwise be
+    missing from the counts yet found among the stored states, and so not counted at all.
+    """
+    conn.execute("BEGIN")
+    try:
+        return _find_rows_in_snapshot(conn, query, oldest, max_finished, live_ids)
+    finally:
+        conn.execute("COMMIT")  # a read transaction: ends the snapshot
+
+
+def _find_rows_in_snapshot(conn: sqlite3.Connection, query: JobQuery, oldest: float, max_finished: int,
+                           live_ids: list[str]) -> tuple[list[Job], dict[str, int], dict[str, str], float | None]:
     final = tuple(FINAL_STATE_NAMES)
     beyond = conn.execute(
         f"SELECT ended_at FROM jobs WHERE state IN ({','.join('?' * len(final))}) ORDER BY ended_at DESC"

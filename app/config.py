@@ -114,7 +114,8 @@ class Settings:
     history: bool = True  # false: memory only, as before
     data_dir: str = ""  # "": $XDG_STATE_HOME/sse-commander, else ~/.local/state/sse-commander
     history_max_bytes: int = 1024**3  # job output kept on disk; the oldest finished jobs go first beyond it
-    history_queue_bytes: int = 64 * 1024 * 1024  # output waiting for the disk per worker; beyond it, bytes are lost
+    # Bytes waiting for the disk per worker (frames, and raw bytes only where stored); beyond it, output is lost.
+    history_queue_bytes: int = 128 * 1024 * 1024
 
     # Who may do what. Tables in the TOML file: [[tokens]], [[users]], [roles.NAME], [actions.NAME].
     credentials: tuple[Credential, ...] = ()

@@ -69,10 +69,11 @@ def _on_disk(store: HistoryStore, job_id: str) -> None:
     assert job_id not in store._logs
 
 
-def _replay(store: HistoryStore, job_id: str, after: int = 0, limit: int = 7) -> tuple[list[bytes], bytes, int]:
+def _replay(store: HistoryStore, job_id: str, after: int = 0, limit: int = 7, *, with_raw: bool = True
+            ) -> tuple[list[bytes], bytes, int]:
     frames, raw, missed = [], b"", 0
     while True:
-        read = store.read(job_key(job_id), after, limit=limit)
+        read = store.read(job_key(job_id), after, limit=limit, raw=with_raw)
         missed += read.missed
         frames += [event.frame for event in read.events]
         raw += b"".join(event.raw for event in read.events)
@@ -105,6 +106,7 @@ def test_a_replay_from_disk_is_the_live_stream_byte_for_byte(shared, chunks):
     assert frames == live and missed == 0
     assert raw == recorder.raw[job_key(job_id)]
     assert sorted(raw) == sorted(b"".join(data for _, data in chunks))  # every byte (pipes interleave)
+    assert _replay(store, job_id, with_raw=False) == (live, b"", 0)  # what SSE replays read: frames only
     # A resume from any id gives the rest of the same stream.
     ids = [read.id for read in store.read(job_key(job_id), 0, limit=10_000).events]
     middle = ids[len(ids) // 2]
@@ -132,9 +134,27 @@ def test_when_the_queue_is_full_history_falls_behind_and_counts_the_lost_bytes(t
         assert store.get_job(job_id).dropped_bytes == 1500
         frames, raw, missed = _replay(store, job_id)
         assert (raw, missed) == (b"", 1500)
+        assert _replay(store, job_id, with_raw=False) == (frames, b"", 1500)
         assert frames[-1].startswith(b"id: 1502\nevent: exit")  # the final event is never dropped
     finally:
         store.close(5)
+
+
+def test_the_queue_counts_what_the_disk_will_get_and_holds_no_raw_copy_of_ascii_output(tmp_path):
+    from app.store.history.writer import HistoryWriter
+    from app.streaming.sse import OutputJSON, encode_json_frame
+
+    def event(event_id: int, raw: bytes) -> LogEvent:
+        return LogEvent(event_id, "stdout", *encode_json_frame(OutputJSON("stdout", raw), "stdout", event_id), raw)
+
+    ascii_event, other = event(1000, b"a" * 1000), event(2000, b"\xc3\xa9" * 500)
+    # Room for the ASCII event's frame, not for its frame and its bytes: it is kept (its record stores the frame).
+    writer = HistoryWriter(str(tmp_path / "db"), str(tmp_path), len(ascii_event.frame) + 64, (1, "x"))
+    writer.put_event("j", ascii_event)
+    assert writer.lost_bytes == 0 and writer.queued_bytes == len(ascii_event.frame) + 64
+    assert writer._queue[-1][2][4] == b""  # the queue keeps the frame, not the raw bytes it can rebuild
+    writer.put_event("j", other)  # not ASCII: frame and bytes are written, and counted; no room
+    assert writer.lost_bytes == 1000
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
@@ -269,8 +289,8 @@ def test_channels_come_back_with_their_epoch_and_newest_messages(tmp_path):
 def test_retention_by_bytes_forgets_the_oldest_finished_jobs_and_never_a_running_one(tmp_path):
     store, _ = _store(tmp_path / "data", history_max_bytes=5000)
     try:
-        # Each job takes about 2.1 KB on disk (its frames and its raw bytes).
-        ids = [_run(store, [("stdout", bytes([65 + n]) * 1000)]) for n in range(4)]
+        # Each job takes about 2.1 KB on disk (its frames; ASCII output is not stored a second time as raw bytes).
+        ids = [_run(store, [("stdout", bytes([65 + n]) * 2000)]) for n in range(4)]
         for job_id in ids:
             _on_disk(store, job_id)
         forgotten, freed = store.prune_history()
@@ -282,5 +302,42 @@ def test_retention_by_bytes_forgets_the_oldest_finished_jobs_and_never_a_running
         gevent.sleep(0.2)
         assert store.prune_history()[0] == 2  # over the limit by itself: every finished job goes, it stays
         assert store.get_job(running.id).state is JobState.RUNNING
+    finally:
+        store.close(5)
+
+
+def test_the_listing_counts_a_job_committed_while_it_reads_exactly_once(tmp_path):
+    """GET /jobs's counts, its page and the stored states of the jobs in memory come from one snapshot: a job
+    whose record the writer commits between two of those reads is neither dropped nor counted twice."""
+    from app.store.history.store import _find_rows
+    from app.store.query import JobQuery
+
+    store, _ = _store(tmp_path / "data")
+    try:
+        job = store.create_job(["echo", "hi"], 60, "run", owner="alice")  # in memory; its row not yet written
+        db_path = store.db_path
+        store.writer.stop(5)  # nothing else writes meanwhile
+        writer = database.connect(db_path)
+        with database.write(writer):
+            writer.execute("DELETE FROM jobs WHERE id = ?", (job.id,))  # as if its record were still queued
+        reader = database.connect(db_path)
+
+        class CommitsAfterTheCounts:
+            """The reader's connection; the writer commits the job's row right after the counts are read."""
+
+            def execute(self, sql, *args):
+                cursor = reader.execute(sql, *args)
+                if "GROUP BY state" in sql:
+                    with database.write(writer):
+                        database.upsert_job(writer, database.job_record(job), (1, "x"), 0, 0)
+                return cursor
+
+        rows, counts, states, _ = _find_rows(CommitsAfterTheCounts(), JobQuery(), 0.0, 1000, [job.id])
+        # As find_jobs merges them: a job in memory is counted once, whether or not its row was seen.
+        total = sum(counts.values()) - (1 if job.id in states else 0) + 1
+        assert total == 1
+        assert [row.id for row in rows] == ([job.id] if job.id in states else [])
+        writer.close()
+        reader.close()
     finally:
         store.close(5)

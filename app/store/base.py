@@ -334,8 +334,12 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def read(self, key: str, after: Position | int, limit: int = 512) -> LogRead:
-        """Up to ``limit`` events after ``after`` (an int: a position without an epoch); UnknownLog if not kept."""
+    def read(self, key: str, after: Position | int, limit: int = 512, *, raw: bool = True) -> LogRead:
+        """Up to ``limit`` events after ``after`` (an int: a position without an epoch); UnknownLog if not kept.
+
+        ``raw=False``: the caller reads frames only, so a store may leave the events' ``raw`` empty (the history
+        on disk then neither decodes nor copies output bytes).
+        """
 
     @abc.abstractmethod
     def wait(self, key: str, after: Position | int, timeout: float, wake: Iterable[Event] = ()) -> bool:

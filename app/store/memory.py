@@ -268,7 +268,7 @@ class MemoryStore(Store):
             return self.hub.append(key[len(CHANNEL_PREFIX):], kind, payload, audience)
         return self._known_log(key).append(kind, payload, raw, audience)
 
-    def read(self, key: str, after: Position | int, limit: int = 512) -> LogRead:
+    def read(self, key: str, after: Position | int, limit: int = 512, *, raw: bool = True) -> LogRead:
         """Up to ``limit`` events after ``after``; from the retained start, with ``reset``, for another epoch."""
         log = self._known_log(key)
         if after.__class__ is int:

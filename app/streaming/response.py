@@ -182,7 +182,7 @@ class EventStreams:
             if source.finished:
                 continue
             try:
-                read = self.store.read(source.key, source.cursor)
+                read = self.store.read(source.key, source.cursor, raw=False)  # frames only
             except UnknownLog:
                 source.finished = True  # a job forgotten while read: nothing more will come
                 continue

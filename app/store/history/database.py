@@ -214,8 +214,8 @@ def _seal(jobs_dir: str, job_id: str) -> tuple[int, int, bool, int]:
         os.truncate(path, end)
     output = 0
     with open(path, "rb") as fh:
-        for event in records.iter_records(fh):
-            output += len(event.raw)
+        for event in records.iter_records(fh, raw=False):
+            output += event.size
     return (last.id if last else 0), end, torn, output
 
 

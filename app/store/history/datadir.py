@@ -14,7 +14,8 @@ from collections.abc import Mapping
 
 FORMAT_FILE = "FORMAT"
 FORMAT_NAME = "sse-commander-history"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: records of ASCII output store no raw copy (records.SAME_AS_TEXT)
+READABLE_VERSIONS = (1, 2)  # a version 1 directory reads as is, and is marked 2 before anything new is written
 DATABASE = "history.sqlite3"
 JOBS_DIR = "jobs"
 
@@ -71,20 +72,29 @@ def _check_format(path: str) -> None:
         if os.path.exists(os.path.join(path, DATABASE)):
             raise DataDirError(f"data_dir {path}: holds a database but no {FORMAT_FILE} file; "
                                "not written by this server (move it away)") from None
-        try:
-            with open(marker + ".tmp", "w") as fh:
-                fh.write(f"{FORMAT_NAME} {FORMAT_VERSION}\n")
-            os.replace(marker + ".tmp", marker)
-        except OSError as exc:
-            raise DataDirError(f"data_dir {path}: cannot write {FORMAT_FILE}: {exc.strerror}") from None
+        _write_format(marker, path)
         return
     except OSError as exc:
         raise DataDirError(f"data_dir {path}: cannot read {FORMAT_FILE}: {exc.strerror}") from None
     name, _, version = text.partition(" ")
     if name != FORMAT_NAME or not version.isdigit():
         raise DataDirError(f"data_dir {path}: {FORMAT_FILE} says {text[:60]!r}: not an SSE Commander history")
-    if int(version) != FORMAT_VERSION:
+    if int(version) not in READABLE_VERSIONS:
         raise DataDirError(
-            f"data_dir {path}: history format version {version} is not supported (this server reads version "
-            f"{FORMAT_VERSION}); use the matching server version, or move the directory away to start afresh"
+            f"data_dir {path}: history format version {version} is not supported (this server reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}); use the matching server version, or move the directory "
+            "away to start afresh"
         )
+    if int(version) < FORMAT_VERSION:
+        # Older files read as they are; new ones will be written in this version, which an older server
+        # would misread: say so in the marker, so that server refuses the directory at start-up instead.
+        _write_format(marker, path)
+
+
+def _write_format(marker: str, path: str) -> None:
+    try:
+        with open(marker + ".tmp", "w") as fh:
+            fh.write(f"{FORMAT_NAME} {FORMAT_VERSION}\n")
+        os.replace(marker + ".tmp", marker)
+    except OSError as exc:
+        raise DataDirError(f"data_dir {path}: cannot write {FORMAT_FILE}: {exc.strerror}") from None

@@ -214,12 +214,12 @@ class HistoryStore(MemoryStore):
 
     # Reading logs: a job's from memory while it is there, else from disk.
 
-    def read(self, key: str, after: Position | int, limit: int = 512) -> LogRead:
-        """Up to ``limit`` events after ``after``."""
+    def read(self, key: str, after: Position | int, limit: int = 512, *, raw: bool = True) -> LogRead:
+        """Up to ``limit`` events after ``after`` (from disk without their output bytes if not ``raw``)."""
         if not key.startswith(JOB_PREFIX) or key[len(JOB_PREFIX):] in self._logs:
             return super().read(key, after, limit)
         offset = after if after.__class__ is int else after[1]
-        return self._in_pool(self._read_stored, key, key[len(JOB_PREFIX):], offset, limit)
+        return self._in_pool(self._read_stored, key, key[len(JOB_PREFIX):], offset, limit, raw)
 
     def wait(self, key: str, after: Position | int, timeout: float, wake: Iterable[Event] = ()) -> bool:
         """Wait for something after ``after``; a job on disk only is polled (another worker may run it)."""
@@ -242,7 +242,8 @@ class HistoryStore(MemoryStore):
         gevent.wait(list(wake), timeout=min(timeout, FOLLOW_POLL), count=1)
         return True
 
-    def _read_stored(self, conn: sqlite3.Connection, key: str, job_id: str, after: int, limit: int) -> LogRead:
+    def _read_stored(self, conn: sqlite3.Connection, key: str, job_id: str, after: int, limit: int, raw: bool
+                     ) -> LogRead:
         """In the pool's thread: events after ``after`` from the job's file."""
         found = database.fetch_job(conn, job_id)
         if found is None:
@@ -258,12 +259,12 @@ class HistoryStore(MemoryStore):
             size = os.fstat(fh.fileno()).st_size
             offset = records.seek_offset(index, after)
             scan = records.read_records(fh, offset if offset < size else 0, after=after, limit=limit,
-                                        max_bytes=MAX_READ_BYTES)
+                                        max_bytes=MAX_READ_BYTES, raw=raw)
         if scan.damaged and job.finished and not job.damaged:
             # A finished job's file is complete: a torn or garbled record is damage (a crash, a hand edit).
             _mark_damaged(conn, job_id)
-        events = [LogEvent(e.id, e.kind, e.frame, e.data_start, e.raw) for e in scan.events]
-        missed, events = _first_gap(after, events)
+        missed, stored = _first_gap(after, scan.events)
+        events = [LogEvent(e.id, e.kind, e.frame, e.data_start, e.raw) for e in stored]
         at_end = len(events) == len(scan.events) and (scan.end >= size or scan.damaged)
         ended = bool(events) and events[-1].kind in TERMINAL_EVENTS
         return LogRead(
@@ -395,7 +396,20 @@ def _mark_damaged(conn: sqlite3.Connection, job_id: str) -> None:
 def _find_rows(conn: sqlite3.Connection, query: JobQuery, oldest: float, max_finished: int, live_ids: list[str]
                ) -> tuple[list[Job], dict[str, int], dict[str, str], float | None]:
     """(the page's rows, one more than asked for, counts by state for the filter, the stored states of
-    ``live_ids``, the end time at or before which finished jobs are beyond ``max_finished``)."""
+    ``live_ids``, the end time at or before which finished jobs are beyond ``max_finished``).
+
+    All from one read transaction: a job the writer commits between two of these reads would otherwise be
+    missing from the counts yet found among the stored states, and so not counted at all.
+    """
+    conn.execute("BEGIN")
+    try:
+        return _find_rows_in_snapshot(conn, query, oldest, max_finished, live_ids)
+    finally:
+        conn.execute("COMMIT")  # a read transaction: ends the snapshot
+
+
+def _find_rows_in_snapshot(conn: sqlite3.Connection, query: JobQuery, oldest: float, max_finished: int,
+                           live_ids: list[str]) -> tuple[list[Job], dict[str, int], dict[str, str], float | None]:
     final = tuple(FINAL_STATE_NAMES)
     beyond = conn.execute(
         f"SELECT ended_at FROM jobs WHERE state IN ({','.join('?' * len(final))}) ORDER BY ended_at DESC"
@@ -448,12 +462,12 @@ def _select_jobs(conn: sqlite3.Connection, state: str | None, owner: str | None)
     return [database.job_from_record(text, bool(damaged)) for text, damaged in rows]
 
 
-def _first_gap(after: int, events: list[LogEvent]) -> tuple[int, list[LogEvent]]:
+def _first_gap(after: int, events: list[records.StoredEvent]) -> tuple[int, list[records.StoredEvent]]:
     """(output bytes missing before the first event, the events up to the next gap): one gap per read."""
     missed = 0
     previous = after
     for at, event in enumerate(events):
-        units = len(event.raw) if event.raw else 1
+        units = event.size or 1
         hole = event.id - units - previous
         if hole > 0:
             if at:

@@ -6,10 +6,13 @@ every stream. So the writer is a native thread (``gevent.monkey.get_original``),
 fed through a deque (appends are atomic under the GIL) and woken through a
 native lock. Greenlets never wait for it:
 
-- output events are bounded by ``max_queue_bytes``: when the disk falls that
-  far behind, further output is not queued and its bytes are counted as lost
-  (``lost_bytes``); streaming never slows down. A job's start and final events
-  are always queued;
+- output events are bounded by ``max_queue_bytes``, counted as the bytes the
+  disk will get (the frame, and the raw bytes only when they are not the
+  frame's text): the queue holds those and nothing else of the event, so the
+  bound is also the memory it keeps once the job's log has let the event go.
+  When the disk falls that far behind, further output is not queued and its
+  bytes are counted as lost (``lost_bytes``); streaming never slows down. A
+  job's start and final events are always queued;
 - job records are small and never dropped: the newest record of each job
   replaces an older one still waiting (``pending``), and a record that cannot
   be written (a full disk) is tried again.
@@ -41,6 +44,7 @@ ROUND = 0.02  # seconds the writer gathers events before writing them
 MAX_ROUND = 0.32  # the longest it sleeps while idle
 WAKE_BYTES = 1 << 20  # queued beyond this, the writer is woken at once
 BATCH_ITEMS = 4096
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16  # parts per os.writev
 
 
 class _JobFile:
@@ -113,16 +117,19 @@ class HistoryWriter:
 
     def put_event(self, job_id: str, event) -> None:
         """Queue one event of a job, or count its output as lost if the queue is full."""
-        size = len(event.frame) + len(event.raw) + 64
+        raw = event.raw
+        text = records.is_text(event.kind, event.frame, raw)
+        size = len(event.frame) + (0 if text else len(raw)) + 64
         # Only output is ever dropped: the start and final events are small, and a history needs them.
-        if event.raw and self.queued_bytes - self.written_bytes + size > self.max_queue_bytes:
-            lost = len(event.raw)
-            self.lost_by_job[job_id] = self.lost_by_job.get(job_id, 0) + lost
-            self.lost_bytes += lost
+        if raw and self.queued_bytes - self.written_bytes + size > self.max_queue_bytes:
+            self.lost_by_job[job_id] = self.lost_by_job.get(job_id, 0) + len(raw)
+            self.lost_bytes += len(raw)
             self._fail("the disk is slower than the output: history falls behind (bytes lost)")
             return
         self.queued_bytes += size
-        self._put(("event", job_id, event, size))
+        # What the record needs, not the event: a text record's raw bytes may go as soon as the log drops them.
+        self._put(("event", job_id, (event.id, event.kind, event.frame, event.data_start,
+                                     b"" if text else raw, len(raw), text), size))
 
     def put_channel_event(self, name: str, epoch: str, event) -> None:
         """Queue one channel message, or count it lost if the queue is full."""
@@ -243,32 +250,35 @@ class HistoryWriter:
             job_file = self._files[job_id] = _JobFile(fd, -1, os.fstat(fd).st_size)
         return job_file
 
-    def _append(self, job_id: str, event, chunks: dict[str, _Chunk]) -> None:
+    def _append(self, job_id: str, event: tuple, chunks: dict[str, _Chunk]) -> None:
         """Add one record to the job's chunk for this batch, indexing it if it starts a new stretch."""
+        event_id, kind, frame, data_start, raw, raw_len, text = event
         job_file = self._file(job_id)
         if job_file is None or job_file.fd < 0:
-            self._count_failed(job_id, len(event.raw))
+            self._count_failed(job_id, raw_len)
             return
         chunk = chunks.get(job_id)
         if chunk is None:
             chunk = chunks[job_id] = _Chunk(job_file.size, job_file.next_mark)
-        record = records.encode_record(event.id, event.kind, event.frame, event.data_start, event.raw)
+        head = records.record_head(event_id, kind, frame, data_start, raw, raw_len, text)
         if chunk.position >= chunk.next_mark:
-            chunk.marks.append(records.INDEX_ENTRY.pack(event.id, chunk.position))
+            chunk.marks.append(records.INDEX_ENTRY.pack(event_id, chunk.position))
             chunk.next_mark = chunk.position + records.INDEX_EVERY
-        chunk.parts.append(record)
-        chunk.position += len(record)
-        chunk.raw += len(event.raw)
-        chunk.last_id = event.id
-        chunk.ended = event.kind in ("exit", "err")
+        parts = chunk.parts
+        parts.append(head)
+        parts.append(frame)
+        chunk.position += len(head) + len(frame)
+        if raw:
+            parts.append(raw)
+            chunk.position += len(raw)
+        chunk.raw += raw_len
+        chunk.last_id = event_id
+        chunk.ended = kind in ("exit", "err")
 
     def _flush(self, job_id: str, chunk: _Chunk) -> None:
         job_file = self._files[job_id]
-        data = b"".join(chunk.parts)
         try:
-            written = os.write(job_file.fd, data)
-            while written < len(data):
-                written += os.write(job_file.fd, data[written:])
+            _write_all(job_file.fd, chunk.parts)
         except OSError as exc:
             # Cut off what got half written, so the file holds whole records only; count what was lost.
             with contextlib.suppress(OSError):
@@ -282,7 +292,7 @@ class HistoryWriter:
                     job_file.index_fd = os.open(records.index_path(self.jobs_dir, job_id),
                                                 os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 os.write(job_file.index_fd, b"".join(chunk.marks))
-        job_file.size += len(data)
+        job_file.size = chunk.position
         job_file.next_mark = chunk.next_mark
         job_file.last_id = chunk.last_id
 
@@ -350,16 +360,18 @@ def _close_fd(fd: int) -> int:
     return -1
 
 
-def _raw_bytes(data: bytes) -> int:
-    """The output bytes in a run of whole records."""
-    total = 0
-    offset = 0
-    header = records.HEADER
-    while offset + header.size <= len(data):
-        _, _, frame_len, raw_len, _, kind_len = header.unpack_from(data, offset)
-        total += raw_len
-        offset += header.size + kind_len + frame_len + raw_len
-    return total
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    """Write the parts one after the other, gathered (os.writev: no joined copy), to the end even if cut short."""
+    start = 0
+    while start < len(parts):
+        batch = parts[start : start + _IOV_MAX]
+        written = os.writev(fd, batch)
+        start += len(batch)
+        wanted = sum(map(len, batch))
+        if written < wanted:  # a short write: finish this batch's tail with plain writes
+            rest = b"".join(batch)[written:]
+            while rest:
+                rest = rest[os.write(fd, rest):]
 
 
 def _disk_problem(exc: OSError, where: str) -> str:

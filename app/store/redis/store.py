@@ -402,7 +402,7 @@ class RedisStore(Store):
         return None
 
     @_shared
-    def read(self, key: str, after: Position | int, limit: int = 512) -> LogRead:
+    def read(self, key: str, after: Position | int, limit: int = 512, *, raw: bool = True) -> LogRead:
         """Up to ``limit`` events after ``after``: from a local log where one covers it, else from Redis."""
         epoch, offset = ("", after) if after.__class__ is int else after
         local = self._local(key, epoch, offset)

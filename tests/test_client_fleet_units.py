@@ -207,6 +207,20 @@ def test_run_watch_reds_stderr_on_a_terminal_and_explains_abnormal_endings():
     assert out.getvalue() == b""
 
 
+def test_run_watch_tells_of_a_gap_and_with_verbose_of_starts_and_host_states():
+    terminal, out, err = _terminal(verbose=True)
+    watch = RunWatch(["web-1"], terminal)
+    watch.handle(Event("host_state", {"host": "web-1", "state": "running", "job": "j"}, "R.r0"))
+    watch.handle(Event("start", {"host": "web-1", "job": "j", "id": 1, "data": {"pid": 42, "argv": ["x"]}}, "R.r1"))
+    watch.handle(Event("gap", {"host": "web-1", "job": "j", "missed_bytes": 4096}, None))
+    assert err.getvalue().decode().splitlines() == [
+        "sse-commander: web-1: running, job j",
+        "sse-commander: web-1: job j started (pid 42)",
+        "sse-commander: web-1: gap: 4096 bytes of output are missing here (the server's buffer had dropped them)",
+    ]
+    assert out.getvalue() == b""
+
+
 # follow_run over a scripted server: what the client sends and prints across a cut and a 204.
 
 

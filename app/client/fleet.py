@@ -231,8 +231,11 @@ class RunWatch:
                 self.terminal.note(describe_host_state(data))
             else:
                 self.terminal.status(describe_host_state(data))
+        elif event.type == "start":
+            self.terminal.status(f"{host}: job {data.get('job')} started (pid {inner.get('pid')})")
         elif event.type == "gap":
-            self.terminal.note(f"{host}: gap: {inner.get('missed_bytes')} bytes of output are missing here "
+            missed = data.get("missed_bytes", inner.get("missed_bytes"))
+            self.terminal.note(f"{host}: gap: {missed} bytes of output are missing here "
                                "(the server's buffer had dropped them)")
         elif event.type == "run_exit":
             self.flush_all()

@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from .http import admission, authn
     from .http.errors import register_error_handlers
-    from .http.views import actions, auth, channels, events, health, jobs, metrics, pages, run
+    from .http.views import actions, auth, channels, events, health, hosts, jobs, metrics, pages, run, runs
     from .http.views import openapi as openapi_view
     from .http.web import AUTHENTICATOR_KEY, EXTENSION_KEY
     from .server.bodies import BodyDeadline
@@ -54,6 +54,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in (run.bp, jobs.bp, actions.bp, channels.bp, events.bp, auth.bp, health.bp, pages.bp, metrics.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(openapi_view.bp)  # issue 19: GET /openapi.json
+    app.register_blueprint(hosts.bp)  # issue 20: fleets
+    app.register_blueprint(runs.bp)
     app.wsgi_app = BodyDeadline(app.wsgi_app, settings.body_timeout)  # type: ignore[method-assign]
     log.info(
         "SSE Commander ready: %d allowed commands, %d max running jobs, %d max streams",

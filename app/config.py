@@ -159,6 +159,7 @@ class Settings:
     # Scaling out (issue 16): where jobs, logs and channels are kept, and this host's name in it.
     store_url: str = ""  # "" = this worker's memory; redis://, rediss:// or unix:// = a shared Redis (Streams)
     host_name: str = field(default_factory=socket.gethostname)  # names this host's jobs in a shared store
+    host_tags: tuple[str, ...] = ()  # issue 20 (fleets): tags a run may target this host by (POST /runs "tags")
 
     @property
     def user_job_limit(self) -> int:
@@ -286,6 +287,11 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(f"store_url: must start with {', '.join(s + '://' for s in STORE_SCHEMES)} (or be empty)")
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", settings.host_name):
         raise ConfigError("host_name: 1-64 of letters, digits, '.', '_' and '-'")
+    for tag in settings.host_tags:
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", tag):
+            raise ConfigError(f"host_tags: {tag!r} is not a tag: 1-64 of letters, digits, '.', '_' and '-'")
+    if len(set(settings.host_tags)) != len(settings.host_tags):
+        raise ConfigError("host_tags: a tag is given twice")
     if settings.cgroup not in CGROUP_SETTINGS:
         raise ConfigError(f"cgroup: must be one of {', '.join(CGROUP_SETTINGS)}")
     if not re.fullmatch(r"0?[0-7]{1,3}", settings.child_umask):

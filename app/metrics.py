@@ -29,7 +29,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Every name here is a classic one, so the text is the 0.0.4 format that every Prometheus 2.x reads (Debian 12's
 # included); prometheus_client's own default, 1.0.0, is only announced differently.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
-STREAM_KINDS = ("run", "job", "channel", "events")
+STREAM_KINDS = ("run", "job", "channel", "events", "fleet")  # fleet: GET /runs/<id>/events
 
 # Instruments are registered here (not in the default registry): in multiprocess mode a scrape builds its own
 # registry over the files instead.
@@ -74,6 +74,12 @@ AUTH_FAILURES = Counter("auth_failures_total", "Requests refused with 401 or 403
                         ["status", "reason"], namespace=_NS, registry=REGISTRY)
 REFUSALS = Counter("requests_refused_total", "Requests refused with 429 or 503, by status and error code",
                    ["status", "reason"], namespace=_NS, registry=REGISTRY)
+RUNS = Counter("runs_total", "Runs started (POST /runs: one command on many hosts)", namespace=_NS, registry=REGISTRY)
+RUN_HOSTS = Counter("run_hosts_total", "Hosts' parts of runs that ended, by outcome", ["outcome"],
+                    namespace=_NS, registry=REGISTRY)
+RUN_OUTCOMES = ("succeeded", "failed", "refused", "unreachable", "lost", "cancelled", "skipped")
+for _outcome in RUN_OUTCOMES:  # every outcome is in the scrape from the start, at 0
+    RUN_HOSTS.labels(_outcome)
 STORE_WRITE = Histogram(
     "store_write_seconds", "How long a write to the job store (history on disk, Redis) took",
     namespace=_NS, registry=REGISTRY,
@@ -161,6 +167,19 @@ def request_refused(status: int, reason: str) -> None:
         AUTH_FAILURES.labels(str(status), reason).inc()
     elif status in (429, 503):
         REFUSALS.labels(str(status), reason).inc()
+
+
+# Runs (issue 20; the coordinator calls these, once per run and once per host of it).
+
+
+def run_started() -> None:
+    """A run was accepted."""
+    RUNS.inc()
+
+
+def run_host_finished(outcome: str) -> None:
+    """One host's part of a run ended with ``outcome`` (one of RUN_OUTCOMES)."""
+    RUN_HOSTS.labels(outcome).inc()
 
 
 # Stores.

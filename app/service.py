@@ -30,6 +30,7 @@ import gevent
 from . import logs, metrics
 from .config import Settings
 from .errors import ApiError
+from .fleet.service import Fleet
 from .policy.access import Credential, Policy, Principal
 from .policy.allowlist import Allowlist, CommandNotAllowed
 from .policy.audit import AuditLog, RepeatCollapser, capped
@@ -138,6 +139,7 @@ class Service:
             lambda: stats.stats_snapshot(self.store.running_count(), self.tracker.open_streams),
         )
         lifecycle.on_shutdown(lambda: self.runner.stop_all("shutdown"), self.runner.wait_all)
+        self.fleet = Fleet(self)  # issue 20: GET /hosts and the runs API
         lifecycle.on_shutdown(lambda: None, self.store.close)  # after the jobs' last events: write them out
 
     @property

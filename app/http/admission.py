@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 # Every view that answers with a long-lived body.
 STREAM_ENDPOINTS = frozenset(
-    {"run.run_command", "jobs.job_events", "jobs.job_output", "channels.subscribe", "events.multiplexed"}
+    {"run.run_command", "jobs.job_events", "jobs.job_output", "channels.subscribe", "events.multiplexed",
+     "runs.run_events"}
 )
 _LOG_INTERVAL = 60.0
 

@@ -18,6 +18,7 @@ from typing import Any
 
 ALL = "*"
 _TOKEN_HASH = re.compile(r"sha256:[0-9a-f]{64}")
+_HOST_ENTRY = re.compile(r"(?:tag:)?[A-Za-z0-9._-]{1,64}")  # a role's ``hosts`` entry (besides "*")
 SYSTEM_CHANNELS = frozenset({"jobs", "stats"})  # written by the server only
 
 
@@ -39,6 +40,7 @@ class Role:
     run_as_user: str = ""  # who this role's commands run as (when the server is root); "" = the global setting
     run_as_group: str = ""  # with run_as_user: its group; "" = that user's primary group
     read_metrics: bool = False  # may read GET /metrics from any address (issue 19)
+    hosts: frozenset[str] = frozenset({ALL})  # hosts a run may target (issue 20): names, "tag:<t>", or "*"
 
     @property
     def free_text(self) -> bool:
@@ -140,6 +142,14 @@ class Policy:
         """May this principal read GET /metrics from anywhere (the ``metrics`` role)?"""
         return principal.ticket_job is None and any(role.read_metrics for role in self._roles_of(principal))
 
+    def may_target(self, principal: Principal, host: str, tags: Iterable[str]) -> bool:
+        """May this principal start a run's job on ``host`` (with ``tags``)? A role's ``hosts`` entry names it,
+        names one of its tags (``tag:<t>``), or is ``*``."""
+        if principal.ticket_job is not None:
+            return False
+        wanted = {ALL, host, *(f"tag:{tag}" for tag in tags)}
+        return any(role.hosts & wanted for role in self._roles_of(principal))
+
     def sees_all_jobs(self, principal: Principal) -> bool:
         """Whether job lists should include other users' jobs."""
         return principal.ticket_job is None and any(role.see_all_jobs for role in self._roles_of(principal))
@@ -154,7 +164,7 @@ def parse_roles(document: Any) -> dict[str, Role]:
         raise AccessConfigError("roles: expected a table of role tables")
     allowed_keys = {
         "commands", "actions", "see_all_jobs", "cancel_all_jobs", "subscribe", "publish", "run_as_user", "run_as_group",
-        "read_metrics",
+        "read_metrics", "hosts",
     }
     for name, spec in document.items():
         if not isinstance(spec, Mapping):
@@ -172,6 +182,13 @@ def parse_roles(document: Any) -> dict[str, Role]:
         for key in ("run_as_user", "run_as_group"):
             if not isinstance(spec.get(key, ""), str):
                 raise AccessConfigError(f"roles.{name}.{key}: expected a user or group name")
+        hosts = spec.get("hosts", [ALL])
+        if not isinstance(hosts, list) or not all(isinstance(v, str) for v in hosts):
+            raise AccessConfigError(f"roles.{name}.hosts: expected a list of host names, 'tag:<tag>' or '*'")
+        for entry in hosts:
+            if entry != ALL and not _HOST_ENTRY.fullmatch(entry):
+                raise AccessConfigError(
+                    f"roles.{name}.hosts: {entry!r} is not a host name, 'tag:<tag>' or '*'")
         if spec.get("run_as_group") and not spec.get("run_as_user"):
             raise AccessConfigError(f"roles.{name}.run_as_group: needs run_as_user too")
         roles[name] = Role(
@@ -185,6 +202,7 @@ def parse_roles(document: Any) -> dict[str, Role]:
             run_as_user=spec.get("run_as_user", ""),
             run_as_group=spec.get("run_as_group", ""),
             read_metrics=spec.get("read_metrics", False),
+            hosts=frozenset(hosts),
         )
     return roles
 

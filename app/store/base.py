@@ -416,3 +416,42 @@ class Store(abc.ABC):
         return True
 
 
+
+    # Fleets (issue 20). Concrete defaults for a store that no other host shares: only this host, and runs kept
+    # in this worker's memory (the newest MAX_LOCAL_RUNS). A shared store (Redis) overrides them all.
+
+    MAX_LOCAL_RUNS = 1000
+
+    def list_hosts(self) -> list[dict[str, Any]] | None:
+        """Every registered host (``name``, ``tags``, ``version``, ``running_jobs``, ``load``, ``last_heartbeat``),
+        or None when the store is this host's alone (the caller describes this host itself)."""
+        return None
+
+    def save_run(self, run_id: str, record: dict[str, Any], ttl: float) -> None:
+        """Keep a run's record (``ttl``: seconds a shared store keeps it after the last save)."""
+        runs = self.__dict__.setdefault("_runs", {})
+        runs.pop(run_id, None)
+        runs[run_id] = record
+        while len(runs) > self.MAX_LOCAL_RUNS:
+            runs.pop(next(iter(runs)))
+
+    def load_run(self, run_id: str) -> dict[str, Any] | None:
+        """A run's record, or None if unknown (or forgotten)."""
+        return self.__dict__.get("_runs", {}).get(run_id)
+
+    def request_run_cancel(self, run_id: str) -> None:
+        """Ask a run's coordinator to start no more hosts (it sees it on its next turn)."""
+        self.__dict__.setdefault("_run_cancels", set()).add(run_id)
+
+    def run_cancel_requested(self, run_id: str) -> bool:
+        """Whether ``request_run_cancel`` was called for the run."""
+        return run_id in self.__dict__.get("_run_cancels", ())
+
+    def start_on_host(self, host: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Ask ``host`` to start a run's job (it decides by its own config): ``{"job": id}``, ``{"refused": why}``
+        or ``{"unreachable": why}`` when no worker of it took the request within ``timeout``."""
+        return {"unreachable": f"host {host} shares no store with this one"}
+
+    def set_run_start_handler(self, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """What a request to start a run's job on this host calls (``start_on_host`` of another host)."""
+        self.__dict__["_run_start_handler"] = handler  # no other host can ask: kept for symmetry only

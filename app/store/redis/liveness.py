@@ -20,7 +20,9 @@ Plain redis-py calls: under gevent in a worker, blocking in the helper process.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
 import sys
 import time
 
@@ -31,6 +33,7 @@ PREFIX = "ssec:"
 HEARTBEAT_TTL = 6.0  # seconds
 BEAT_INTERVAL = 1.0
 SWEEP_INTERVAL = 2.0
+HOST_FORGOTTEN = 24 * 3600  # seconds: a host that has not beaten this long leaves GET /hosts
 
 
 def heartbeat_key(host: str, worker: int | str) -> str:
@@ -44,6 +47,42 @@ def beat(client, host: str, worker: int) -> None:
     pipe.set(heartbeat_key(host, worker), "1", px=int(HEARTBEAT_TTL * 1000))
     pipe.sadd(f"{PREFIX}hosts", host)
     pipe.execute()
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("sse-commander")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+VERSION = _version()
+
+
+def register_host(client, host: str, tags: tuple[str, ...]) -> None:
+    """This host's entry in the registry (issue 20, GET /hosts): tags, version, load and when it last beat.
+    Every worker of the host writes it; a host gone for a day is forgotten."""
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = [0.0, 0.0, 0.0]
+    info = {"name": host, "tags": list(tags), "version": VERSION, "load": load, "last_heartbeat": time.time()}
+    client.set(f"{PREFIX}hostinfo:{host}", json.dumps(info), ex=HOST_FORGOTTEN)
+
+
+def list_hosts(client) -> list[dict]:
+    """Every registered host, by name, with ``running_jobs`` counted now."""
+    names = sorted(h.decode() for h in client.smembers(f"{PREFIX}hosts"))
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.get(f"{PREFIX}hostinfo:{name}")
+        pipe.scard(f"{PREFIX}running:{name}")
+    replies = pipe.execute()
+    hosts = []
+    for info, running in zip(replies[::2], replies[1::2], strict=True):
+        if info is not None:
+            hosts.append({**json.loads(info), "running_jobs": running})
+    return hosts
 
 
 def mark_lost(client, job_id: str, host: str, worker: str, started_at: float | None, finished_ttl: float) -> bool:

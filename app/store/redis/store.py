@@ -166,6 +166,7 @@ class RedisStore(Store):
         )
         self._stop_handler: Callable[[str, str], object] | None = None
         self._input_handler: Callable[[str, bytes | None], InputReply] | None = None
+        self._run_start_handler: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self.reader = StreamReader(
             self.reader_client, self._wake_stream,
             {f"{PREFIX}resets": self._epochs_changed, _control_stream(self.host): self._control},
@@ -183,6 +184,7 @@ class RedisStore(Store):
         while True:
             try:
                 liveness.beat(self.client, self.host, self.worker)
+                liveness.register_host(self.client, self.host, self.settings.host_tags)
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + liveness.SWEEP_INTERVAL
                     for job_id in liveness.sweep(self.client, self.settings.finished_job_ttl):
@@ -570,6 +572,8 @@ class RedisStore(Store):
             job_id = fields.get(b"input", b"").decode()
             if job_id in self._running:
                 self._input_here(job_id, fields)
+            if b"run_start" in fields:
+                self._run_start_here(fields)
 
     def _stop_here(self, job_id: str, reason: str) -> None:
         if self._stop_handler is not None and job_id in self._running:
@@ -645,6 +649,85 @@ class RedisStore(Store):
             pipe.execute()
         except redis.RedisError as exc:  # the asking worker answers 503: written, but unconfirmed
             log.warning("could not answer an input request: %s", exc)
+
+    # Fleets (issue 20): hosts, runs, and a run's jobs started on their hosts.
+
+    @_shared
+    def list_hosts(self) -> list[dict[str, Any]] | None:
+        """Every host that registered (liveness.register_host), with its running jobs counted now."""
+        return liveness.list_hosts(self.client)
+
+    @_shared
+    def save_run(self, run_id: str, record: dict[str, Any], ttl: float) -> None:
+        """The run's record, for every host's workers (kept ``ttl`` s after the last save)."""
+        self.client.set(f"{PREFIX}run:{run_id}", json.dumps(record), ex=max(int(ttl), 1))
+
+    @_shared
+    def load_run(self, run_id: str) -> dict[str, Any] | None:
+        """A run's record, from whichever host coordinates it."""
+        text = self.client.get(f"{PREFIX}run:{run_id}")
+        return None if text is None else json.loads(text)
+
+    @_shared
+    def request_run_cancel(self, run_id: str) -> None:
+        """A flag the run's coordinator, wherever it is, reads on its next turn."""
+        self.client.set(f"{PREFIX}run-cancel:{run_id}", "1", ex=max(int(self.settings.finished_job_ttl), 1))
+
+    @_shared
+    def run_cancel_requested(self, run_id: str) -> bool:
+        """Whether the run was cancelled through any host."""
+        return bool(self.client.exists(f"{PREFIX}run-cancel:{run_id}"))
+
+    @_shared
+    def start_on_host(self, host: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Ask ``host``'s workers, on its control stream, to start a run's job; the first to take the claim does
+        (its own config decides) and answers on a reply list of this request's own, as routed input is.
+
+        Nobody taking the claim within ``timeout``: the claim is taken back (so nothing starts late) and the
+        host is unreachable. Taken but not answered within another ``timeout``: unreachable too, with a note
+        that the job may have started."""
+        reply_key = f"{PREFIX}run-reply:{secrets.token_hex(12)}"
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(_input_claim(reply_key), "1", ex=INPUT_REPLY_TTL)
+        pipe.xadd(_control_stream(host), {"run_start": json.dumps(request), "reply": reply_key},
+                  maxlen=1000, approximate=True)
+        pipe.execute()
+        answer = self.client.blpop([reply_key], timeout=timeout)
+        if answer is None:
+            if self.client.delete(_input_claim(reply_key)):
+                return {"unreachable": f"no worker of host {host} took the request within {timeout:g} s"}
+            answer = self.client.blpop([reply_key], timeout=timeout)
+            if answer is None:
+                return {"unreachable": f"host {host} took the request but did not answer within {2 * timeout:g} s"}
+        return json.loads(answer[1])
+
+    def set_run_start_handler(self, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """The service's start of a run's job here, by this host's own config."""
+        self._run_start_handler = handler
+
+    def _run_start_here(self, fields: dict) -> None:
+        """Every worker of this host reads the request; the one that takes its claim starts the job, in a greenlet
+        of its own (the reader must not wait for a spawn)."""
+        reply_key = fields.get(b"reply", b"").decode()
+        if self._run_start_handler is None or not reply_key:
+            return
+        try:
+            if not self.client.delete(_input_claim(reply_key)):  # another worker took it, or the asker gave up
+                return
+            request = json.loads(fields[b"run_start"])
+        except (redis.RedisError, ValueError) as exc:
+            log.warning("could not take a run's start request: %s", exc)
+            return
+        gevent.spawn(self._start_and_answer, self._run_start_handler, request, reply_key)
+
+    def _start_and_answer(self, handler: Callable[[dict[str, Any]], dict[str, Any]], request: dict[str, Any],
+                          reply_key: str) -> None:
+        try:
+            answer = handler(request)
+        except Exception as exc:  # never leave the coordinator waiting: a refusal says what went wrong
+            log.exception("starting a run's job failed")
+            answer = {"refused": f"the host could not start it: {exc}"}
+        self._answer_input(reply_key, json.dumps(answer))
 
     def _drop_idle_mirrors(self) -> None:
         idle = MIRROR_IDLE + 2 * self.settings.heartbeat_interval

@@ -1,0 +1,153 @@
+"""A run's coordinator: the greenlet, in the worker that accepted ``POST /runs``, that starts each target host's
+job (within the ``parallel`` window), follows the jobs to their ends, and keeps the run's record in the store.
+
+Each job is started ON its host: this host's own through the service, another's through the store (Redis:
+that host's control stream, as cancel and input are routed), so the target's own allowlist, actions and
+run-as decide, and it may refuse. A host ``down`` at the start is ``unreachable`` without being asked; a job
+whose host dies is marked ``lost`` by the store's liveness sweep (within 10 s), which the coordinator sees as
+any other end. Nothing waits without a bound, so a run always ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+
+from ..store.base import Store, StoreUnavailable
+from ..store.jobs import Job
+from .runstate import LOST, REFUSED, RUNNING, UNREACHABLE, HostRun, Run, outcome_of_job
+
+log = logging.getLogger(__name__)
+
+POLL = 0.25  # seconds between looks at the running jobs and the cancel flag
+START_TIMEOUT = 3.0  # seconds for a target host's worker to take a start request (and again to answer it)
+
+
+class Coordinator:
+    """Runs one run to its end (``run_to_end``, in a greenlet of its own)."""
+
+    def __init__(
+        self,
+        run: Run,
+        store: Store,
+        *,
+        local_host: str,
+        start_local: Callable[[dict[str, Any]], dict[str, Any]],
+        host_states: Callable[[], dict[str, str]],
+        stop_job: Callable[[str], None],
+        principal: dict[str, Any],
+        record_ttl: float,
+        on_change: Callable[[Run], None] = lambda run: None,
+    ) -> None:
+        self.run = run
+        self.store = store
+        self.local_host = local_host
+        self.start_local = start_local
+        self.host_states = host_states
+        self.stop_job = stop_job
+        self.principal = principal  # user, roles, via: who the target hosts start the jobs for
+        self.record_ttl = record_ttl
+        self.on_change = on_change
+        self._saved: dict[str, Any] | None = None
+
+    def request_for(self, host: str) -> dict[str, Any]:
+        """What a target host is asked: the job part of POST /runs, for whom, and for which run."""
+        return {"run": self.run.id, "host": host, "coordinator": self.local_host, **self.principal,
+                "request": self.run.request}
+
+    def save(self) -> None:
+        """The record to the store when it changed (a store outage is retried on the next turn)."""
+        record = self.run.to_record()
+        if record == self._saved:
+            return
+        try:
+            self.store.save_run(self.run.id, record, self.record_ttl)
+        except StoreUnavailable as exc:
+            log.warning("run %s: could not save its record: %s", self.run.id, exc)
+            return
+        self._saved = record
+        self.on_change(self.run)
+
+    def run_to_end(self) -> Run:
+        """Start, follow and record every host until the run has ended; the ended run."""
+        starting: dict[str, gevent.Greenlet] = {}
+        while True:
+            for name in [name for name, greenlet in starting.items() if greenlet.dead]:
+                del starting[name]
+            self._check_cancel()
+            self._follow_jobs()
+            self.run.skip_rest(set(starting))
+            for host in self.run.to_start(set(starting)):
+                starting[host.host] = gevent.spawn(self._start, host)
+            if self.run.state != "running" and not starting:
+                break
+            self.save()
+            gevent.sleep(POLL)
+        self.run.ended_at = time.time()
+        self.save()
+        return self.run
+
+    def _start(self, host: HostRun) -> None:
+        """Ask one host to start its job, and note the answer."""
+        try:
+            if host.host == self.local_host:
+                answer = self.start_local(self.request_for(host.host))
+            elif self.host_states().get(host.host, "down") == "down":
+                answer = {"unreachable": f"host {host.host} is down: no heartbeat for a while"}
+            else:
+                answer = self.store.start_on_host(host.host, self.request_for(host.host), START_TIMEOUT)
+        except Exception as exc:  # the store unreachable, or a bug: the host can't take part, the run goes on
+            log.warning("run %s: starting on %s failed: %s", self.run.id, host.host, exc)
+            answer = {"unreachable": f"could not ask host {host.host}: {exc}"}
+        if "job" in answer:
+            host.job, host.state, host.started_at = answer["job"], RUNNING, time.time()
+            if self.run.cancelled:  # cancelled while it was being started
+                self._stop(host.job)
+        elif "refused" in answer:
+            host.end(REFUSED, reason=str(answer["refused"]))
+        else:
+            host.end(UNREACHABLE, reason=str(answer.get("unreachable", "no answer")))
+
+    def _check_cancel(self) -> None:
+        if self.run.cancelled:
+            return
+        try:
+            cancelled = self.store.run_cancel_requested(self.run.id)
+        except StoreUnavailable:
+            return
+        if cancelled:
+            self.run.cancelled = True
+            for host in self.run.hosts:
+                if host.state == RUNNING and host.job:
+                    self._stop(host.job)
+
+    def _stop(self, job_id: str) -> None:
+        try:
+            self.stop_job(job_id)
+        except Exception as exc:  # its host is gone: the liveness sweep ends it as lost
+            log.warning("run %s: could not stop job %s: %s", self.run.id, job_id, exc)
+
+    def _follow_jobs(self) -> None:
+        """Note the end of every running host's job that has ended."""
+        for host in self.run.hosts:
+            if host.state != RUNNING or host.job is None:
+                continue
+            try:
+                job = self.store.get_job(host.job)
+            except StoreUnavailable:
+                return
+            if job is None:
+                host.end(LOST, reason=f"job {host.job} is no longer kept")
+            else:
+                self._note(host, job)
+
+    @staticmethod
+    def _note(host: HostRun, job: Job) -> None:
+        host.started_at = job.started_at or job.created_at
+        if job.finished:
+            host.end(outcome_of_job(job.state.value, job.exit_code), reason=job.reason or job.error,
+                     exit_code=job.exit_code, ended_at=job.ended_at)

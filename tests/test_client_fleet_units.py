@@ -138,6 +138,13 @@ def test_the_summary_table_names_each_host_state_and_exit():
         "db      refused          command not allowed: uptime",
     ]
     assert format_run_table(_HOSTS[:2]) == ["HOST    STATE      EXIT", "web-1   succeeded  0", "web-10  failed     3"]
+    # The job's own reason shows when it says more than the state and the code: not for a plain exit.
+    ended = [{**_HOSTS[0], "reason": "exited"}, {**_HOSTS[1], "state": "failed", "exit_code": None,
+                                                 "reason": "timeout"}]
+    assert format_run_table(ended) == [
+        "HOST    STATE      EXIT  REASON", "web-1   succeeded  0", "web-10  failed           timeout",
+    ]
+    assert format_run_table(ended[:1]) == ["HOST   STATE      EXIT", "web-1  succeeded  0"]
 
 
 def test_exit_status_is_0_only_when_every_host_succeeded():

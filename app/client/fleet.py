@@ -130,16 +130,22 @@ def exit_column(host: Mapping[str, Any]) -> str:
     return "" if code is None else str(code)
 
 
+def host_reason(host: Mapping[str, Any]) -> str:
+    """Why a host ended as it did, when that says more than its state and exit code (``exited`` does not)."""
+    reason = host.get("reason")
+    return "" if not reason or reason == "exited" else str(reason)
+
+
 RUN_COLUMNS = ("HOST", "STATE", "EXIT")
 
 
 def format_run_table(hosts: Sequence[Mapping[str, Any]]) -> list[str]:
     """The summary table of a run's hosts, in the run's order; a REASON column when any host has one."""
-    with_reason = any(host.get("reason") for host in hosts)
+    with_reason = any(host_reason(host) for host in hosts)
     header = RUN_COLUMNS + (("REASON",) if with_reason else ())
     rows = [header] + [
         (str(host.get("host", "")), str(host.get("state", "")), exit_column(host))
-        + ((str(host.get("reason") or ""),) if with_reason else ())
+        + ((host_reason(host),) if with_reason else ())
         for host in hosts
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -174,8 +180,8 @@ def describe_host_state(host: Mapping[str, Any]) -> str:
         text += f" (exit code {host['exit_code']})"
     if host.get("job"):
         text += f", job {host['job']}"
-    if host.get("reason"):
-        text += f": {host['reason']}"
+    if host_reason(host):
+        text += f": {host_reason(host)}"
     return text
 
 

@@ -140,3 +140,17 @@ def test_stderr_is_red_on_a_terminal(server):
     no_traceback(shown)
     assert f"{HOST} | plain\r\n".encode() in shown
     assert f"{HOST} | \x1b[31malarm\x1b[0m\r\n".encode() in shown
+
+
+def test_a_closed_stdout_cancels_the_run_it_started(server):
+    proc = subprocess.Popen([CLIENT, "run", "-v", "--hosts", HOST, "--", "yes"], env=client_env(server),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = _prefixed(b"y\n")
+    assert proc.stdout.read(len(first)) == first
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(15) == 128 + signal.SIGPIPE
+    no_traceback(err)
+    run_id = err.decode().split("sse-commander: run ", 1)[1].split()[0]
+    assert wait_until(lambda: _run(server, run_id)["state"] != "running", 15)
+    assert _run(server, run_id)["state"] == "cancelled"

@@ -360,6 +360,40 @@ def test_ctrl_c_cancels_the_run_on_every_host_and_follows_it_to_its_end():
     ]
 
 
+def test_a_second_ctrl_c_while_the_run_is_cancelled_detaches_and_says_how_to_follow_it_again():
+    final = {"id": "r", "state": "cancelled", "hosts": [{"host": "a", "state": "cancelled"}]}
+    events = [("stdout", {"host": "a", "job": "j", "id": 2, "data": {"out": "working\n"}}), ("run_exit", final)]
+    script = _ScriptedRun(events, cut_after=None, final=final)
+    body, answer = script._body, script.__call__
+
+    def interrupted(frames: list[bytes], cut: int | None) -> Iterator[bytes]:
+        for n, chunk in enumerate(body(frames, cut)):
+            if n == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield chunk
+
+    def slow_delete(request: httpx.Request) -> httpx.Response:
+        if request.method == "DELETE":  # the server waits for the jobs' ends: Ctrl-C again meanwhile
+            os.kill(os.getpid(), signal.SIGINT)
+        return answer(request)
+
+    script._body = interrupted
+    terminal, out, err = _terminal()
+    session = _session(script, terminal)
+    session.api.http = httpx.Client(base_url="http://fleet.test", transport=httpx.MockTransport(slow_delete))
+    previous = signal.getsignal(signal.SIGINT)
+    session.ctrl_c.install()
+    try:
+        code = follow_run(session, "r", ["a"], reconnect_for=10, owned=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == 130 and out.getvalue() == b"a | working\n"
+    assert err.getvalue().decode().splitlines() == [
+        "sse-commander: cancelling run r on every host (Ctrl-C again to detach)",
+        "sse-commander: detached from run r, which keeps running; reattach with: sse-commander runs --follow r",
+    ]
+
+
 # The command line.
 
 

@@ -100,7 +100,7 @@ def test_job_states_come_from_the_states_table():
 
 def concrete(path: str, job_id: str) -> str:
     """A documented path with its placeholders filled: a real job, a channel, a static file."""
-    return path.format(job_id=job_id, name="ops", filename="app.css")
+    return path.format(job_id=job_id, name="ops", filename="app.css", run_id="0123456789abcdef")
 
 
 @pytest.mark.parametrize(

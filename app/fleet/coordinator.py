@@ -104,7 +104,8 @@ class Coordinator:
             log.warning("run %s: starting on %s failed: %s", self.run.id, host.host, exc)
             answer = {"unreachable": f"could not ask host {host.host}: {exc}"}
         if "job" in answer:
-            host.job, host.state, host.started_at = answer["job"], RUNNING, time.time()
+            # The job's own start time, from its host: every reader of the record sees the same one.
+            host.job, host.state, host.started_at = answer["job"], RUNNING, answer.get("started_at") or time.time()
             if self.run.cancelled:  # cancelled while it was being started
                 self._stop(host.job)
         elif "refused" in answer:
@@ -147,7 +148,6 @@ class Coordinator:
 
     @staticmethod
     def _note(host: HostRun, job: Job) -> None:
-        host.started_at = job.started_at or job.created_at
         if job.finished:
             host.end(outcome_of_job(job.state.value, job.exit_code), reason=job.reason or job.error,
                      exit_code=job.exit_code, ended_at=job.ended_at)

@@ -53,7 +53,8 @@ def step(run: Run, cursor: RunCursor, read_log: ReadLog) -> tuple[list[bytes], b
         if host.job is not None and at.state != RUNNING:
             # Said once, even when the stream first sees the host already ended: its job's events follow it.
             frames.append(_host_state(cursor, index, HostRun(**{**host.to_json(), "state": RUNNING,
-                                                                 "exit_code": None, "ended_at": None})))
+                                                                 "exit_code": None, "reason": None,
+                                                                 "ended_at": None})))
         log_done = True
         if host.job is not None:
             read = read_log(host.job, at.offset)

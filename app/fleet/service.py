@@ -181,7 +181,7 @@ class Fleet:
             return {"refused": f"host {settings.host_name}: {exc.message}"}
         if job.state.value == "failed_to_start":
             return {"refused": f"host {settings.host_name}: {job.error or 'the command failed to start'}"}
-        return {"job": job.id}
+        return {"job": job.id, "started_at": job.started_at or job.created_at}
 
     def _load(self, run_id: str) -> Run | None:
         record = self.store.load_run(run_id)

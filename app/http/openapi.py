@@ -28,6 +28,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from ..fleet.runstate import HOST_STATES, RUN_STATES
+from ..fleet.targets import MAX_PARALLEL, MAX_TARGETS
 from ..policy.messages import RESERVED_EVENTS
 from ..states import ExitReason, JobState, StartFailure
 
@@ -271,6 +273,105 @@ MULTIPLEXED_GAP = {
 MULTIPLEXED_RESET = _object({"source": {"type": "string"}, "missed": {"const": "unknown"}})
 
 
+# Fleets (issue 20): hosts and runs.
+HOST_NAME = {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}
+RUN_ID = {"type": "string", "pattern": "^[0-9a-f]{16}$", "description": "A run id (16 hex digits)."}
+UNIX_TIME = _nullable("number", description="Unix seconds.")
+HOST = _object(
+    {
+        "name": HOST_NAME,
+        "tags": {"type": "array", "items": HOST_NAME},
+        "version": {"type": "string"},
+        "running_jobs": {"type": "integer", "minimum": 0},
+        "load": {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3,
+                 "description": "Load averages over 1, 5 and 15 minutes."},
+        "last_heartbeat": {"type": "number", "description": "Unix seconds."},
+        "state": {"type": "string", "enum": ["up", "stale", "down"],
+                  "description": "From the last heartbeat (every second): up within 3 s, stale within 6 s, "
+                                 "then down."},
+    },
+    description="A host that shares the store (with the memory or history store: this host alone, `up`).",
+)
+HOST_RUN = _object(
+    {
+        "host": HOST_NAME,
+        "job": _nullable("string", pattern="^[0-9a-f]{16}$", description="Its job on that host, once started."),
+        "state": {"type": "string", "enum": list(HOST_STATES),
+                  "description": "`refused`: the host's own config refused it (see `reason`); `unreachable`: down "
+                                 "at the start, or no answer; `lost`: it went away during the run; `skipped`: never "
+                                 "started (stop_on_failure, or a DELETE)."},
+        "exit_code": _nullable("integer"),
+        "reason": _nullable("string", description="Why it ended (the job's end reason, or the refusal's message)."),
+        "started_at": UNIX_TIME,
+        "ended_at": UNIX_TIME,
+    },
+    description="One target host's part of a run; also the data of a run stream's `host_state` events.",
+)
+RUN = _object(
+    {
+        "id": RUN_ID,
+        "state": {"type": "string", "enum": list(RUN_STATES),
+                  "description": "`running` while any host is pending or running; then `succeeded` (every "
+                                 "host), `failed` (none), `partial`, or `cancelled` (DELETE)."},
+        "failed_hosts": {"type": "array", "items": HOST_NAME,
+                         "description": "Hosts whose final state is not `succeeded`."},
+        "user": {"type": "string"},
+        "command": {"type": "string", "description": "For display."},
+        "created_at": {"type": "number", "description": "Unix seconds."},
+        "ended_at": UNIX_TIME,
+        "parallel": _nullable("integer"),
+        "stop_on_failure": {"type": "boolean"},
+        "hosts": {"type": "array", "items": _schema("HostRun")},
+    },
+    description="A run (GET /runs/{run_id}); also the data of a run stream's `run_exit` event.",
+)
+RUN_TARGETS: dict[str, Schema] = {
+    "hosts": {"type": "array", "items": HOST_NAME, "minItems": 1, "maxItems": MAX_TARGETS,
+              "description": "Target hosts by name (GET /hosts)."},
+    "tags": {"type": "array", "items": HOST_NAME, "minItems": 1, "maxItems": MAX_TARGETS,
+             "description": "Every host with any of these tags."},
+    "parallel": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_PARALLEL,
+                 "description": "At most this many hosts at a time, the next starting as one ends; absent or "
+                                "null: all at once."},
+    "stop_on_failure": {"type": "boolean", "description": "Start no more hosts once one has failed (running ones "
+                                                          "are never killed)."},
+}
+RUN_REQUEST = {
+    "description": "What to run, as in POST /jobs (less `stdin`), and where: exactly one of `hosts` or `tags`. "
+                   "Each target host decides by its own allowlist, actions and roles (a refusal is its `refused` "
+                   "state); the caller's roles must let it target every host (`hosts` of a role), else 403.",
+    "examples": [{"argv": ["uptime"], "tags": ["web"]},
+                 {"command": "echo hello", "hosts": ["web-1", "web-2"], "parallel": 1, "stop_on_failure": True}],
+    "allOf": [
+        {"oneOf": [
+            _object({**{k: v for k, v in branch["properties"].items() if k != "stdin"}, **RUN_TARGETS},
+                    branch["required"], closed=True)
+            for branch in JOB_REQUEST["oneOf"]
+        ]},
+        {"oneOf": [{"required": ["hosts"]}, {"required": ["tags"]}]},
+    ],
+}
+RUN_CREATED = _object({"id": RUN_ID, "url": {"type": "string"}, "events": {"type": "string"},
+                       "hosts": {"type": "array", "items": HOST_NAME}})
+RUN_JOB_EVENT = _object(
+    {"host": HOST_NAME, "job": JOB_ID, "id": {"type": "integer", "description": "The event's id in its job."},
+     "data": {"description": "The job event's own data (see the job stream)."}},
+)
+RUN_GAP_EVENT = _object({"host": HOST_NAME, "job": JOB_ID, "missed_bytes": {"type": "integer", "minimum": 1}})
+RUN_STREAM_TEXT = """Every target host's job events, and each host's state, on one stream; it ends with `run_exit`.
+Not bound by `max_stream_sources`. Resume with `Last-Event-ID` (an opaque string): nothing is lost or sent twice.
+
+| event | data |
+|---|---|
+| `start`, `stdout`, `stderr`, `exit`, `err` | `{"host", "job", "id": <its id in its job>, "data": <its data>}` |
+| `gap` | `{"host", "job", "missed_bytes"}`: output the job's bounded buffer dropped |
+| `host_state` | a host's entry of GET /runs/{run_id} `hosts`, when it changes (running, then its final state) |
+| `run_exit` | GET /runs/{run_id}'s body: the last event |
+| `busy` | as on job streams |
+
+The `schema` below describes one event."""
+
+
 def _event_stream(by_kind: dict[str, Schema], other: Schema | None = None) -> Schema:
     """One server-sent event: its type (``event``) decides the JSON shape inside ``data``."""
     kinds = list(by_kind)
@@ -408,6 +509,11 @@ JOB_LINKS = {
                             ("JobInput", "jobInput"))
 }
 
+RUN_LINKS = {
+    name: {"operationId": operation, "parameters": {"run_id": "$response.body#/id"}}
+    for name, operation in (("GetRun", "getRun"), ("RunEvents", "runEvents"), ("CancelRun", "cancelRun"))
+}
+
 # A start refused for the program: the allowlist comes with a command_not_allowed.
 START_REFUSED = {"403": _error(
     "Not allowed: a program off the allowlist (`command_not_allowed`, with `allowed`), or one the caller's "
@@ -435,6 +541,7 @@ def _resume(form: Schema, what: str) -> list[Schema]:
 JOB_CURSOR = {"type": "string", "pattern": "^[0-9]{0,19}$", "description": "A job's event id; empty or 0: the start."}
 CHANNEL_CURSOR = {"type": "string", "pattern": "^(([0-9a-z]{1,32}-)?[0-9]{1,19})?$",
                   "description": "`<epoch>-<n>`; a bare number (an older server's id) gets a `reset`."}
+RUN_CURSOR = {"type": "string", "description": "A run stream's event id (opaque)."}
 COMPOSITE_CURSOR = {"type": "string", "description": "`job:<id>=<n>,channel:<name>=<epoch>-<n>,...`"}
 PUBLIC: list[Schema] = [{}]  # no credentials needed (they are still read when sent)
 TICKET_PARAM = _param("ticket", "query", {"type": "string"}, "A stream ticket (POST /jobs/{job_id}/tickets).")
@@ -444,6 +551,7 @@ TICKET_OR_LOGIN: list[Schema] = [{"bearerToken": []}, {"sessionCookie": []}, {"p
 
 def _paths() -> dict[str, Any]:
     job_id = _param("job_id", "path", JOB_ID, "The job's id.")
+    run_id = _param("run_id", "path", RUN_ID, "The run's id.")
     channel = _param("name", "path", CHANNEL_NAME, "The channel's name.")
     job_stream = _sse_response(JOB_STREAM_TEXT, _schema("JobStreamEvent"))
     return {
@@ -674,6 +782,52 @@ def _paths() -> dict[str, Any]:
                 "400", "404", "429", "503",
             ),
         }},
+        "/hosts": {"get": {
+            "tags": ["fleets"], "operationId": "listHosts",
+            "summary": "The hosts that share this store, with their tags and liveness",
+            "responses": _responses({"200": _json_response("The hosts, by name.", _object({
+                "hosts": {"type": "array", "items": _schema("Host")}}))}, "503"),
+        }},
+        "/runs": {"post": {
+            "tags": ["fleets"], "operationId": "createRun",
+            "summary": "Run one command on many hosts (one job per host)",
+            "description": "The host that accepts it coordinates it; each job is started on its own host.",
+            "requestBody": _json_body(_schema("RunRequest"), "What to run, and where."),
+            "responses": _responses(
+                {"201": {**_json_response("Accepted: the run, its stream, and its target hosts.",
+                                          _schema("RunCreated"), {"Location": _header("The run's URL.")}),
+                         "links": RUN_LINKS},
+                 "403": _error("`forbidden`: the caller may not run this at all, or may not target `host`.",
+                               _schema("RunForbiddenError"))},
+                "400", "408", "413", "415", "503",
+            ),
+        }},
+        "/runs/{run_id}": {
+            "parameters": [run_id],
+            "get": {
+                "tags": ["fleets"], "operationId": "getRun", "summary": "A run: each host's state, and the aggregate",
+                "responses": _responses({"200": _json_response("The run.", _schema("Run"))}, "404", "503"),
+            },
+            "delete": {
+                "tags": ["fleets"], "operationId": "cancelRun",
+                "summary": "Cancel a run: running hosts' jobs are cancelled, pending hosts skipped",
+                "description": "Answers within `kill_grace` + 1 s with the run (an ended run as it is).",
+                "responses": _responses({"200": _json_response("The run.", _schema("Run"))}, "404", "503"),
+            },
+        },
+        "/runs/{run_id}/events": {
+            "parameters": [run_id],
+            "get": {
+                "tags": ["fleets"], "operationId": "runEvents",
+                "summary": "SSE: every host's events of a run, then run_exit",
+                "parameters": _resume(RUN_CURSOR, "run stream id"),
+                "responses": _responses(
+                    {"200": _sse_response(RUN_STREAM_TEXT, _schema("RunStreamEvent")),
+                     "204": {"description": "Resumed after `run_exit`: stop reconnecting."}},
+                    "400", "404", "503",
+                ),
+            },
+        },
         "/login": {"post": {
             "tags": ["auth"], "operationId": "login", "security": PUBLIC,
             "summary": "Exchange a token, or a user and password, for a session cookie",
@@ -811,6 +965,20 @@ def _components() -> dict[str, Any]:
             ),
             "MultiplexedEvent": MULTIPLEXED_EVENT,
             "BusyStreamEvent": _event_stream({"busy": _schema("BusyEvent")}),
+            "Host": HOST,
+            "HostRun": HOST_RUN,
+            "Run": RUN,
+            "RunRequest": RUN_REQUEST,
+            "RunCreated": RUN_CREATED,
+            "RunForbiddenError": {"allOf": [_schema("Error"), _object({
+                "host": {"type": "string", "description": "The first target host the caller may not target."}},
+                [])]},
+            "RunJobEvent": RUN_JOB_EVENT,
+            "RunGapEvent": RUN_GAP_EVENT,
+            "RunStreamEvent": _event_stream({
+                **{kind: _schema("RunJobEvent") for kind in ("start", "stdout", "stderr", "exit", "err")},
+                "gap": _schema("RunGapEvent"), "host_state": _schema("HostRun"), "run_exit": _schema("Run"),
+                "busy": _schema("BusyEvent")}),
         },
     }
 
@@ -843,6 +1011,7 @@ def document() -> dict[str, Any]:
         "tags": [
             {"name": "jobs", "description": "Commands as jobs, their events and output"},
             {"name": "channels", "description": "Broadcast channels"},
+            {"name": "fleets", "description": "Hosts sharing a store, and runs of one command on many of them"},
             {"name": "auth", "description": "Browser login"},
             {"name": "operations", "description": "Health and this contract"},
             {"name": "pages", "description": "The browser console and chat"},

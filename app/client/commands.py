@@ -339,7 +339,8 @@ def start_run(
         session.ctrl_c.raise_pending()
         return 0
     targets = [str(name) for name in created.get("hosts") or ()]
-    session.terminal.status(f"run {run_id} started on {len(targets)} hosts: {' '.join(targets)}")
+    session.terminal.status(f"run {run_id} started on {len(targets)} host{'' if len(targets) == 1 else 's'}: "
+                            f"{' '.join(targets)}")
     return follow_run(session, run_id, targets, reconnect_for=reconnect_for, owned=True)
 
 

@@ -6,6 +6,7 @@ tested over scripted events in test_client_fleet_units.py.
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import signal
@@ -26,6 +27,7 @@ def server(tmp_path_factory):
     srv = GunicornServer(tmp_path_factory.mktemp("fleet"), {
         "SSECMD_HOST_NAME": HOST, "SSECMD_HOST_TAGS": "web,eu", "SSECMD_RETRY_MS": "200",
         "SSECMD_READ_CHUNK_BYTES": "4096", "SSECMD_COALESCE_BYTES": "4096", "SSECMD_HEARTBEAT_INTERVAL": "1",
+        "SSECMD_ACTIONS": json.dumps({"wipe": {"argv": ["echo", "wiped"], "confirm": True}}),
     }).start()
     yield srv
     srv.stop()
@@ -76,6 +78,18 @@ def test_a_failure_exits_1_with_the_table_and_runs_shows_it(server):
     assert shown.stdout.decode().splitlines() == [
         f"run {run_id} failed: {_run(server, run_id)['command']}", "HOST          STATE   EXIT", f"{HOST}  failed  2",
     ]
+
+
+def test_merge_stderr_and_a_confirmed_action_as_for_one_job(server):
+    script = "import os; [os.write(n % 2 + 1, b'%d\\n' % n) for n in range(4)]"  # 0 out, 1 err, 2 out, 3 err
+    merged = client(server, "run", "--merge-stderr", "--hosts", HOST, "--", PYTHON, "-c", script)
+    assert (merged.returncode, merged.stderr) == (0, b"")
+    assert merged.stdout == _prefixed(b"0\n", b"1\n", b"2\n", b"3\n")
+    unconfirmed = client(server, "run", "--hosts", HOST, "--action", "wipe")
+    assert (unconfirmed.returncode, unconfirmed.stdout) == (255, b"")
+    assert unconfirmed.stderr == b"sse-commander: action 'wipe' must be confirmed: run it again with --yes\n"
+    confirmed = client(server, "run", "--yes", "--hosts", HOST, "--action", "wipe")
+    assert (confirmed.returncode, confirmed.stdout) == (0, _prefixed(b"wiped\n"))
 
 
 def test_tags_select_hosts_and_a_bad_target_is_refused_in_one_line(server):

@@ -401,9 +401,8 @@ def test_a_second_ctrl_c_while_the_run_is_cancelled_detaches_and_says_how_to_fol
     (["--hosts", "a", "--tags", "web"], "give the targets with --hosts or with --tags, not both"),
     (["--parallel", "2"], "--parallel is for fleet runs"),
     (["--stop-on-failure"], "--stop-on-failure is for fleet runs"),
-    (["--hosts", "a", "--merge-stderr"], "--merge-stderr is not available for fleet runs"),
     (["--tags", "web", "--stdin"], "--stdin is not available for fleet runs"),
-    (["--hosts", "a", "--yes", "--action", "wipe"], "--yes is not available for fleet runs"),
+    (["--hosts", "a", "--yes"], "--yes confirms a named action"),
     (["--hosts", ","], "--hosts and --tags need at least one name"),
     (["--hosts", "a", "--parallel", "0"], "'--parallel': 0 is not in the range"),
 ])

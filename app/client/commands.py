@@ -29,7 +29,7 @@ from .exitcodes import (
     outcome_of_job,
     outcome_of_start_failure,
 )
-from .fleet import RunWatch, describe_run_end, format_hosts, format_run_table, parse_names, run_request, run_succeeded
+from .fleet import RunWatch, describe_run_end, format_hosts, format_run_table, parse_names, run_exit_status, run_request
 from .interrupts import CtrlC
 from .output import PROG, Terminal, format_actions, format_jobs, format_message
 from .stdin import InputForwarder
@@ -280,25 +280,19 @@ def run(session: Session, words: tuple[str, ...], action: str | None, timeout: f
       sse-commander run --yes --action wipe target=cdn    # an action marked confirm = true
       sse-commander run --tags web --parallel 2 -- uptime
     """
-    host_names, tag_names = parse_names(hosts), parse_names(tags)
-    if host_names or tag_names or hosts or tags:
-        return start_run(session, words, action, timeout, host_names, tag_names, parallel=parallel,
-                         stop_on_failure=stop_on_failure, detach=detach, wait=wait,
-                         reconnect_for=reconnect_timeout,
-                         refused_options={"--merge-stderr": merge_stderr, "--stdin": forward_stdin, "--yes": confirm})
+    if hosts or tags:
+        if forward_stdin:
+            raise click.UsageError("--stdin is not available for fleet runs (--hosts, --tags): their jobs take "
+                                   "no input")
+        body = job_request(words, action, timeout, merge_stderr=merge_stderr, confirm=confirm)
+        return start_run(session, body, action, parse_names(hosts), parse_names(tags), parallel=parallel,
+                         stop_on_failure=stop_on_failure, detach=detach, wait=wait, reconnect_for=reconnect_timeout)
     for name, given in (("--parallel", parallel is not None), ("--stop-on-failure", stop_on_failure)):
         if given:
             raise click.UsageError(f"{name} is for fleet runs: give the hosts with --hosts or --tags")
     body = job_request(words, action, timeout, merge_stderr=merge_stderr, stdin=forward_stdin, confirm=confirm)
     session.api.wait = wait
-    # A Ctrl-C while the job starts waits until its id is known, so that it can be cancelled (or shown).
-    try:
-        job = session.api.json("POST", "/jobs", json=body, can_wait=True, held=session.ctrl_c.deferred)
-    except Refused as exc:
-        if exc.status == 400 and "must be confirmed" in str(exc.body.get("message", "")):
-            raise ClientError(f"action {action!r} must be confirmed: run it again with --yes") from None
-        raise
-    job_id = str(job["id"])
+    job_id = str(_start(session, "/jobs", body, action)["id"])
     if detach:
         session.terminal.line(job_id)
         session.ctrl_c.raise_pending()
@@ -306,6 +300,16 @@ def run(session: Session, words: tuple[str, ...], action: str | None, timeout: f
     if forward_stdin:
         forward_input(session, job_id)
     return follow_job(session, job_id, after=None, reconnect_for=reconnect_timeout, owned=True)
+
+
+def _start(session: Session, path: str, body: dict[str, Any], action: str | None) -> dict[str, Any]:
+    """POST a job (or a run); a Ctrl-C meanwhile waits until its id is known, so that it can be cancelled."""
+    try:
+        return session.api.json("POST", path, json=body, can_wait=True, held=session.ctrl_c.deferred)
+    except Refused as exc:
+        if exc.status == 400 and "must be confirmed" in str(exc.body.get("message", "")):
+            raise ClientError(f"action {action!r} must be confirmed: run it again with --yes") from None
+        raise
 
 
 # Fleets (issue 20): one command on many hosts.
@@ -316,23 +320,17 @@ def run_path(run_id: str, rest: str = "") -> str:
 
 
 def start_run(
-    session: Session, words: Sequence[str], action: str | None, timeout: float | None, hosts: list[str],
-    tags: list[str], *, parallel: int | None, stop_on_failure: bool, detach: bool, wait: bool,
-    reconnect_for: float, refused_options: dict[str, bool],
+    session: Session, job_body: dict[str, Any], action: str | None, hosts: list[str], tags: list[str], *,
+    parallel: int | None, stop_on_failure: bool, detach: bool, wait: bool, reconnect_for: float,
 ) -> int:
     """``run --hosts/--tags``: POST /runs, then follow the run to its end (or print its id with --detach)."""
-    for name, given in refused_options.items():
-        if given:
-            raise click.UsageError(f"{name} is not available for fleet runs (--hosts, --tags)")
     if hosts and tags:
         raise click.UsageError("give the targets with --hosts or with --tags, not both")
     if not hosts and not tags:
         raise click.UsageError("--hosts and --tags need at least one name")
-    body = run_request(job_request(words, action, timeout), hosts=hosts, tags=tags, parallel=parallel,
-                       stop_on_failure=stop_on_failure)
+    body = run_request(job_body, hosts=hosts, tags=tags, parallel=parallel, stop_on_failure=stop_on_failure)
     session.api.wait = wait
-    # As for a job: a Ctrl-C while the run starts waits until its id is known, so that it can be cancelled.
-    created = session.api.json("POST", "/runs", json=body, can_wait=True, held=session.ctrl_c.deferred)
+    created = _start(session, "/runs", body, action)
     run_id = str(created["id"])
     if detach:
         session.terminal.line(run_id)
@@ -387,13 +385,14 @@ def follow_run(session: Session, run_id: str, hosts: Sequence[str], *, reconnect
         final = session.api.json("GET", run_path(run_id))
         if final.get("state") == "running":
             raise ClientError(f"run {run_id} has no final event yet, but its stream ended")
-    if run_succeeded(final):
+    code = run_exit_status(final)
+    if code == 0:
         terminal.status(describe_run_end(final))
-        return 0
+        return code
     terminal.note(describe_run_end(final))
     for line in format_run_table(final.get("hosts") or []):
         terminal.report(line)
-    return 1
+    return code
 
 
 @client_command()

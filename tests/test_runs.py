@@ -4,6 +4,7 @@ through a real gunicorn server (the multi-host behaviour is tests/test_fleet.py'
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 
 from .server import PYTHON, helper, wait_until
 from .sse_client import collect, iter_events, open_stream, payload
+from .test_metrics import PROMTOOL, promtool
 
 HTTP = httpx.Client(timeout=30)
 
@@ -147,6 +149,9 @@ def test_the_jobs_channel_announces_runs_and_metrics_count_them(local):
     assert value(after, "ssecmd_runs_total") == value(before, "ssecmd_runs_total") + 1
     succeeded = 'ssecmd_run_hosts_total{outcome="succeeded"}'
     assert value(after, succeeded) == value(before, succeeded) + 1
+    if os.access(PROMTOOL, os.X_OK):  # tests/test_metrics.py says where it comes from
+        checked = promtool("check", "metrics", stdin=after.encode())
+        assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_output_is_the_jobs_own_bytes(local):

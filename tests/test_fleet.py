@@ -180,11 +180,10 @@ def test_delete_cancels_every_hosts_job_from_any_host(fleet):
 
 
 def test_a_host_killed_mid_run_is_lost_within_10_s_and_the_run_completes(fleet):
-    """Last: it kills db-1 for good."""
-    web = fleet["web-1"]
-    created = start_run(web, argv=emit_lines(40, 0.25), tags=["web", "db"])
+    """Last: it kills db-1 for good. db-1 also coordinates the run, so another host must take the run over."""
+    web, doomed = fleet["web-1"], fleet["db-1"]
+    created = start_run(doomed, argv=emit_lines(40, 0.25), tags=["web", "db"])
     assert wait_until(lambda: set(states(HTTP.get(web.url(created["url"])).json()).values()) == {"running"}, 10)
-    doomed = fleet["db-1"]
     job = next(h["job"] for h in HTTP.get(web.url(created["url"])).json()["hosts"] if h["host"] == "db-1")
     pid = HTTP.get(web.url(f"/jobs/{job}")).json()["pid"]
     try:
@@ -197,11 +196,15 @@ def test_a_host_killed_mid_run_is_lost_within_10_s_and_the_run_completes(fleet):
         doomed.proc.wait(5)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-    events = collect(web.url(created["events"]), headers=AUTH, until="run_exit")
+    events = collect(fleet["proxy"].url(created["events"]), headers=AUTH, until="run_exit")
     run = payload(events[-1])
     assert states(run) == {"web-1": "succeeded", "web-2": "succeeded", "db-1": "lost"}
     assert (run["state"], run["failed_hosts"]) == ("partial", ["db-1"])
-    later = start_run(web, argv=["true"], tags=["db"])  # a down host is unreachable at the start, not waited for
+    for name in ("web-1", "web-2"):  # every line of the hosts that lived, once
+        out = "".join(payload(e)["data"]["out"] for e in events if e.type == "stdout" and payload(e)["host"] == name)
+        assert out == "".join(f"line {n}\n" for n in range(40)), name
+    # A host down at the start is unreachable at once, not waited for.
     assert wait_until(lambda: HTTP.get(web.url("/hosts")).json()["hosts"][0]["state"] == "down", 15, 0.2)
-    later = wait_run(web, start_run(web, argv=["true"], tags=["db"])["id"])
-    assert states(later) == {"db-1": "unreachable"}
+    later = wait_run(web, start_run(web, argv=["true"], tags=["db", "web"])["id"])
+    assert states(later) == {"db-1": "unreachable", "web-1": "succeeded", "web-2": "succeeded"}
+    assert "down" in later["hosts"][0]["reason"]

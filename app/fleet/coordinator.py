@@ -39,7 +39,6 @@ class Coordinator:
         start_local: Callable[[dict[str, Any]], dict[str, Any]],
         host_states: Callable[[], dict[str, str]],
         stop_job: Callable[[str], None],
-        principal: dict[str, Any],
         record_ttl: float,
         on_change: Callable[[Run], None] = lambda run: None,
     ) -> None:
@@ -49,14 +48,13 @@ class Coordinator:
         self.start_local = start_local
         self.host_states = host_states
         self.stop_job = stop_job
-        self.principal = principal  # user, roles, via: who the target hosts start the jobs for
         self.record_ttl = record_ttl
         self.on_change = on_change
         self._saved: dict[str, Any] | None = None
 
     def request_for(self, host: str) -> dict[str, Any]:
         """What a target host is asked: the job part of POST /runs, for whom, and for which run."""
-        return {"run": self.run.id, "host": host, "coordinator": self.local_host, **self.principal,
+        return {"run": self.run.id, "host": host, "coordinator": self.local_host, **self.run.principal,
                 "request": self.run.request}
 
     def save(self) -> None:

@@ -71,6 +71,8 @@ class Run:
     stop_on_failure: bool = False
     request: dict[str, Any] = field(default_factory=dict)  # the job part of POST /runs, for each target host
     coordinator: str = ""  # the host whose worker runs the run
+    coordinator_worker: int = 0  # that worker's pid: a run whose worker went away is adopted by another
+    principal: dict[str, Any] = field(default_factory=dict)  # user, roles, via: whom the hosts start the jobs for
     created_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     cancelled: bool = False
@@ -138,6 +140,7 @@ class Run:
     def to_record(self) -> dict[str, Any]:
         """What the store keeps: the public body plus what the coordinator needs."""
         return {**self.to_json(), "request": self.request, "coordinator": self.coordinator,
+                "coordinator_worker": self.coordinator_worker, "principal": self.principal,
                 "cancelled": self.cancelled}
 
     @classmethod
@@ -147,6 +150,7 @@ class Run:
             id=record["id"], user=record["user"], command=record["command"],
             hosts=[HostRun(**h) for h in record["hosts"]], parallel=record["parallel"],
             stop_on_failure=record["stop_on_failure"], request=record.get("request", {}),
-            coordinator=record.get("coordinator", ""), created_at=record["created_at"],
+            coordinator=record.get("coordinator", ""), coordinator_worker=record.get("coordinator_worker", 0),
+            principal=record.get("principal", {}), created_at=record["created_at"],
             ended_at=record["ended_at"], cancelled=record.get("cancelled", False),
         )

@@ -22,6 +22,7 @@ from ..server import lifecycle
 from ..store.base import StoreUnavailable, channel_key
 from ..streaming.tracker import TrackedStream
 from ..streaming.wire import Wire, watch_for_disconnect
+from ..version import VERSION
 from .coordinator import Coordinator
 from .cursor import InvalidCursor, RunCursor, parse_cursor
 from .runstate import RUNNING, HostRun, Run
@@ -49,6 +50,7 @@ class Fleet:
         self.store = service.store
         self.policy = service.policy
         self.store.set_run_start_handler(self.start_here)
+        self.store.set_run_adopter(self.adopt)
 
     # Hosts.
 
@@ -57,8 +59,6 @@ class Fleet:
             load = [round(x, 2) for x in os.getloadavg()]
         except OSError:
             load = [0.0, 0.0, 0.0]
-        from ..store.redis.liveness import VERSION
-
         return {"name": self.settings.host_name, "tags": list(self.settings.host_tags), "version": VERSION,
                 "running_jobs": self.store.running_count(), "load": load, "last_heartbeat": time.time()}
 
@@ -115,7 +115,8 @@ class Fleet:
         run = Run(
             id=secrets.token_hex(8), user=principal.user, command=command, hosts=[HostRun(n) for n in targets],
             parallel=parallel, stop_on_failure=stop_on_failure, request=job_fields,
-            coordinator=self.settings.host_name,
+            coordinator=self.settings.host_name, coordinator_worker=os.getpid(),
+            principal={"user": principal.user, "roles": list(principal.roles), "via": principal.via},
         )
         try:
             self.store.save_run(run.id, run.to_record(), self.settings.finished_job_ttl)
@@ -126,16 +127,23 @@ class Fleet:
                                   hosts=targets, command=command)
         metrics.run_started()
         self._announce(run)
+        gevent.spawn(self._coordinate, run)
+        return run
+
+    def adopt(self, record: dict[str, Any]) -> None:
+        """Coordinate, from where it is, a run whose coordinating worker went away (the store found it)."""
+        run = Run.from_record(record)
+        log.warning("run %s: its coordinator (pid %s on host %s) went away; coordinating it here", run.id,
+                    run.coordinator_worker, run.coordinator)
+        run.coordinator, run.coordinator_worker = self.settings.host_name, os.getpid()
+        gevent.spawn(self._coordinate, run)
+
+    def _coordinate(self, run: Run) -> None:
         coordinator = Coordinator(
             run, self.store, local_host=self.settings.host_name, start_local=self.start_here,
             host_states=lambda: {h["name"]: h["state"] for h in self.hosts()}, stop_job=self._stop_job,
-            principal={"user": principal.user, "roles": list(principal.roles), "via": principal.via},
             record_ttl=self.settings.finished_job_ttl,
         )
-        gevent.spawn(self._coordinate, coordinator)
-        return run
-
-    def _coordinate(self, coordinator: Coordinator) -> None:
         run = coordinator.run_to_end()
         for host in run.hosts:
             metrics.run_host_finished(host.state)

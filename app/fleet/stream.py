@@ -39,9 +39,14 @@ def run_events(
 
     yield encode_retry(settings.retry_ms) + encode_comment("connected")
     quiet_since = time.monotonic()
+    run: Run | None = None
+    loaded_at = 0.0
+    stale = True  # whether to look at the record again before the next read
     while True:
         try:
-            run = load()
+            if stale or time.monotonic() - loaded_at >= POLL:
+                # Not on every read: while output pours in, the record is looked at every POLL seconds only.
+                run, loaded_at, stale = load(), time.monotonic(), False
             if run is None:
                 return "finished"  # forgotten meanwhile
             frames, more, waiting = step(run, cursor, read_log)
@@ -63,11 +68,13 @@ def run_events(
         afters = {job_key(job): Position("", offset) for job, offset in waiting.items()}
         try:
             if afters:
-                store.wait_any(afters, POLL, (shutdown, gone))
+                stale = not store.wait_any(afters, POLL, (shutdown, gone))  # quiet: the state may have changed
             else:
                 gevent.wait([shutdown, gone], timeout=POLL, count=1)
+                stale = True
         except (UnknownLog, StoreUnavailable):
             gevent.sleep(POLL)
+            stale = True
         if time.monotonic() - quiet_since >= settings.heartbeat_interval:
             yield HEARTBEAT
             quiet_since = time.monotonic()

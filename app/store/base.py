@@ -455,3 +455,8 @@ class Store(abc.ABC):
     def set_run_start_handler(self, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         """What a request to start a run's job on this host calls (``start_on_host`` of another host)."""
         self.__dict__["_run_start_handler"] = handler  # no other host can ask: kept for symmetry only
+
+    def set_run_adopter(self, adopter: Callable[[dict[str, Any]], None]) -> None:
+        """What a shared store calls with the record of a running run whose coordinating worker went away, once
+        per such run, in one worker (a store of this worker alone has nobody to hand a run over to)."""
+        self.__dict__["_run_adopter"] = adopter

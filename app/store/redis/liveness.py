@@ -20,13 +20,13 @@ Plain redis-py calls: under gevent in a worker, blocking in the helper process.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import sys
 import time
 
 from ...streaming.sse import encode_json_frame
+from ...version import VERSION
 from .scripts import JOB_LOST
 
 PREFIX = "ssec:"
@@ -47,16 +47,6 @@ def beat(client, host: str, worker: int) -> None:
     pipe.set(heartbeat_key(host, worker), "1", px=int(HEARTBEAT_TTL * 1000))
     pipe.sadd(f"{PREFIX}hosts", host)
     pipe.execute()
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("sse-commander")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-VERSION = _version()
 
 
 def register_host(client, host: str, tags: tuple[str, ...]) -> None:

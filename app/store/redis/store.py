@@ -167,6 +167,7 @@ class RedisStore(Store):
         self._stop_handler: Callable[[str, str], object] | None = None
         self._input_handler: Callable[[str, bytes | None], InputReply] | None = None
         self._run_start_handler: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+        self._run_adopter: Callable[[dict[str, Any]], None] | None = None
         self.reader = StreamReader(
             self.reader_client, self._wake_stream,
             {f"{PREFIX}resets": self._epochs_changed, _control_stream(self.host): self._control},
@@ -189,6 +190,7 @@ class RedisStore(Store):
                     next_sweep = time.monotonic() + liveness.SWEEP_INTERVAL
                     for job_id in liveness.sweep(self.client, self.settings.finished_job_ttl):
                         log.warning("job %s is lost: the worker running it went away", job_id)
+                    self._adopt_orphaned_runs()
             except Exception as exc:  # Redis unreachable: the reader and /healthz tell; beat again when it is back
                 log.debug("heartbeat failed: %s", exc)
             gevent.sleep(liveness.BEAT_INTERVAL)
@@ -659,8 +661,38 @@ class RedisStore(Store):
 
     @_shared
     def save_run(self, run_id: str, record: dict[str, Any], ttl: float) -> None:
-        """The run's record, for every host's workers (kept ``ttl`` s after the last save)."""
-        self.client.set(f"{PREFIX}run:{run_id}", json.dumps(record), ex=max(int(ttl), 1))
+        """The run's record, for every host's workers (kept ``ttl`` s after the last save); a running run is also
+        listed for the sweep that hands over runs whose coordinator went away."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(f"{PREFIX}run:{run_id}", json.dumps(record), ex=max(int(ttl), 1))
+        if record.get("state") == "running":
+            pipe.sadd(f"{PREFIX}runs:live", run_id)
+        else:
+            pipe.srem(f"{PREFIX}runs:live", run_id)
+        pipe.execute()
+
+    def set_run_adopter(self, adopter: Callable[[dict[str, Any]], None]) -> None:
+        """The service's adoption of a run whose coordinating worker went away."""
+        self._run_adopter = adopter
+
+    def _adopt_orphaned_runs(self) -> None:
+        """Every running run whose coordinating worker has no heartbeat is taken over by one worker (the first to
+        set its adoption key), which coordinates it from where its record is."""
+        if self._run_adopter is None:
+            return
+        for run_id in [r.decode() for r in self.client.smembers(f"{PREFIX}runs:live")]:
+            text = self.client.get(f"{PREFIX}run:{run_id}")
+            record = json.loads(text) if text is not None else None
+            if record is None or record.get("state") != "running":
+                self.client.srem(f"{PREFIX}runs:live", run_id)
+                continue
+            host, worker = record.get("coordinator", ""), record.get("coordinator_worker", 0)
+            if self.client.exists(liveness.heartbeat_key(host, worker)):
+                continue
+            # One adopter per coordinator that went away: a later adopter's own death hands it on again.
+            if self.client.set(f"{PREFIX}run-adopt:{run_id}:{host}:{worker}", f"{self.host}:{self.worker}",
+                               nx=True, ex=max(int(self.settings.finished_job_ttl), 1)):
+                self._run_adopter(record)
 
     @_shared
     def load_run(self, run_id: str) -> dict[str, Any] | None:

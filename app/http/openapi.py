@@ -420,8 +420,9 @@ CHANNEL_EVENTS = {"gap": _schema("ChannelGapEvent"), "reset": _schema("ResetEven
 CHANNEL_STREAM_TEXT = """\
 The channel's retained messages (after `Last-Event-ID`), then live; the stream does not end by itself.
 Each message's event type is the publisher's name (`message` by default; `job` on the `jobs` channel,
-`stats` on `stats`), its data `{"data": <what was published>, "user": <publisher or null>, "time"}`,
-its id `<epoch>-<n>`. Besides messages:
+and `run` there for a run's start and end, `{"id", "state", "hosts", "user", "command"}`; `stats` on
+`stats`), its data `{"data": <what was published>, "user": <publisher or null>, "time"}`, its id
+`<epoch>-<n>`. Besides messages:
 
 | event | data |
 |---|---|

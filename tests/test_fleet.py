@@ -179,6 +179,22 @@ def test_delete_cancels_every_hosts_job_from_any_host(fleet):
     assert run["state"] == "cancelled" and set(states(run).values()) == {"cancelled"}
 
 
+def test_a_repeated_start_of_a_hosts_job_gets_the_first_answer_and_runs_nothing_again(fleet, redis_server):
+    """What a coordinator that took a run over sends for a host whose start was under way when the first went."""
+    run = wait_run(fleet["web-1"], start_run(fleet["web-1"], argv=["true"], hosts=["web-2"])["id"])
+    first = run["hosts"][0]["job"]
+    jobs_before = HTTP.get(fleet["web-2"].url("/jobs")).json()["jobs"]
+    client = redis_server.client()
+    reply = "ssec:run-reply:test-repeat"
+    client.set(f"{reply}:claim", "1", ex=30)
+    request = {"run": run["id"], "host": "web-2", "coordinator": "web-1", "user": "root", "roles": ["admin"],
+               "via": "token", "request": {"argv": ["true"]}}
+    client.xadd("ssec:ctl:web-2", {"run_start": json.dumps(request), "reply": reply})
+    answer = client.blpop([reply], timeout=10)
+    assert answer is not None and json.loads(answer[1])["job"] == first
+    assert HTTP.get(fleet["web-2"].url("/jobs")).json()["jobs"] == jobs_before
+
+
 def test_a_host_killed_mid_run_is_lost_within_10_s_and_the_run_completes(fleet):
     """Last: it kills db-1 for good. db-1 also coordinates the run, so another host must take the run over."""
     web, doomed = fleet["web-1"], fleet["db-1"]

@@ -236,3 +236,14 @@ def test_a_roles_hosts_limit_what_it_may_target():
     for bad in ("web", ["tag:"], ["a b"], [1]):
         with pytest.raises(AccessConfigError, match="hosts"):
             parse_roles({"r": {"hosts": bad}})
+
+
+def test_a_runs_job_starts_once_per_host_in_a_store_of_one_worker():
+    from app.store.memory import MemoryStore
+
+    store = MemoryStore(max_running=1, buffer_bytes=65536, max_finished=10, finished_ttl=60)
+    assert store.claim_run_start("r1", "web-1") is None
+    assert store.claim_run_start("r1", "web-1") == {"refused": "its start is under way already"}
+    store.record_run_start("r1", "web-1", {"job": "j1"})
+    assert store.claim_run_start("r1", "web-1") == {"job": "j1"}
+    assert store.claim_run_start("r1", "web-2") is None

@@ -172,7 +172,18 @@ class Fleet:
     def start_here(self, message: dict[str, Any]) -> dict[str, Any]:
         """Start a run's job on this host, as this host's own config allows: ``{"job": id}`` or ``{"refused": why}``.
 
-        Called for this host by its coordinator, and for another host's coordinator through the store."""
+        Called for this host by its coordinator, and for another host's coordinator through the store. Once per
+        run and host: a coordinator that took over a run (its first went away while asking) gets the first
+        answer again, and the command never runs twice."""
+        run_id, host = str(message.get("run", "")), self.settings.host_name
+        earlier = self.store.claim_run_start(run_id, host)
+        if earlier is not None:
+            return earlier
+        answer = self._start_once(message)
+        self.store.record_run_start(run_id, host, answer)
+        return answer
+
+    def _start_once(self, message: dict[str, Any]) -> dict[str, Any]:
         settings = self.settings
         principal = Principal(str(message.get("user", "")), tuple(message.get("roles", ())),
                               str(message.get("via", "run")))

@@ -456,6 +456,21 @@ class Store(abc.ABC):
         """What a request to start a run's job on this host calls (``start_on_host`` of another host)."""
         self.__dict__["_run_start_handler"] = handler  # no other host can ask: kept for symmetry only
 
+    def claim_run_start(self, run_id: str, host: str) -> dict[str, Any] | None:
+        """None: the caller starts ``host``'s job of the run (and records the answer); else the answer of the one
+        start there was (``{"job": id}`` or ``{"refused": why}``)."""
+        starts = self.__dict__.setdefault("_run_starts", {})
+        if (run_id, host) in starts:
+            return starts[(run_id, host)] or {"refused": "its start is under way already"}
+        while len(starts) >= self.MAX_LOCAL_RUNS * 4:
+            starts.pop(next(iter(starts)))
+        starts[(run_id, host)] = None
+        return None
+
+    def record_run_start(self, run_id: str, host: str, answer: dict[str, Any]) -> None:
+        """The answer of the start that ``claim_run_start`` let the caller make."""
+        self.__dict__.setdefault("_run_starts", {})[(run_id, host)] = answer
+
     def set_run_adopter(self, adopter: Callable[[dict[str, Any]], None]) -> None:
         """What a shared store calls with the record of a running run whose coordinating worker went away, once
         per such run, in one worker (a store of this worker alone has nobody to hand a run over to)."""

@@ -94,6 +94,7 @@ PREFIX = "ssec:"
 INPUT_REPLY_TTL = 30  # seconds an answer to routed input is kept for an asking worker that gave up on it
 POOL_SIZE = 16  # connections per worker for commands (the reader has its own): requests wait for one, never fail
 CHANNEL_TTL = 7 * 24 * 3600  # seconds: a channel nobody publishes to or subscribes to this long is forgotten
+RUN_START_WAIT = 5.0  # seconds a repeated start of a run's job waits for the first one's answer
 MIRROR_IDLE = 30.0  # seconds: a mirror nobody has read or waited on this long is dropped (plus 2 heartbeats)
 
 
@@ -670,6 +671,28 @@ class RedisStore(Store):
         else:
             pipe.srem(f"{PREFIX}runs:live", run_id)
         pipe.execute()
+
+    @_shared
+    def claim_run_start(self, run_id: str, host: str) -> dict[str, Any] | None:
+        """The first start of a run's job on a host claims it (SET NX); a later one (from a coordinator that took
+        the run over) gets the first one's answer, waiting briefly while that start is under way."""
+        key = f"{PREFIX}run-start:{run_id}:{host}"
+        if self.client.set(key, "", nx=True, ex=max(int(self.settings.finished_job_ttl), 1)):
+            return None
+        deadline = time.monotonic() + RUN_START_WAIT
+        while True:
+            answer = self.client.get(key)
+            if answer:
+                return json.loads(answer)
+            if answer is None or time.monotonic() > deadline:  # expired, or the first start never answered
+                return {"refused": "an earlier start of it on this host did not finish; it was not started again"}
+            gevent.sleep(0.1)
+
+    @_shared
+    def record_run_start(self, run_id: str, host: str, answer: dict[str, Any]) -> None:
+        """What the claimed start answered, for a later one to get."""
+        self.client.set(f"{PREFIX}run-start:{run_id}:{host}", json.dumps(answer),
+                        ex=max(int(self.settings.finished_job_ttl), 1))
 
     def set_run_adopter(self, adopter: Callable[[dict[str, Any]], None]) -> None:
         """The service's adoption of a run whose coordinating worker went away."""

@@ -20,7 +20,7 @@ from app.policy.access import hash_token
 from .server import PYTHON, TEST_ALLOWED, GunicornServer, helper, wait_until
 from .sse_client import collect, iter_events, open_stream, payload
 
-ADMIN, DBOPS = "ssecmd_fleet-admin-token", "ssecmd_fleet-dbops-token"
+ADMIN, DBOPS, OPS = "ssecmd_fleet-admin-token", "ssecmd_fleet-dbops-token", "ssecmd_fleet-ops-token"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 HTTP = httpx.Client(timeout=30, headers=AUTH)
 # web-1 and web-2 fail the check below; db-1 allows no `date` (its own allowlist refuses it).
@@ -42,7 +42,8 @@ def fleet(redis_server, tmp_path_factory):
 
     redis_server.client().flushall()
     tokens = [{"hash": hash_token(ADMIN), "user": "root", "roles": ["admin"]},
-              {"hash": hash_token(DBOPS), "user": "dba", "roles": ["dbops"]}]
+              {"hash": hash_token(DBOPS), "user": "dba", "roles": ["dbops"]},
+              {"hash": hash_token(OPS), "user": "ops", "roles": ["operator"]}]
     roles = {"dbops": {"commands": ["*"], "hosts": ["tag:db"]}}
     started: dict = {}
     try:
@@ -167,6 +168,12 @@ def test_a_role_limited_to_tag_db_cannot_target_web(fleet):
     assert allowed.status_code == 201, allowed.text
     run = wait_run(fleet["proxy"], allowed.json()["id"])
     assert states(run) == {"db-1": "succeeded"} and run["user"] == "dba"
+    # Seen by its user and by roles that see every job; another user gets 404, as for a job.
+    assert httpx.get(fleet["proxy"].url(f"/runs/{run['id']}"), headers=dba).status_code == 200
+    ops = {"Authorization": f"Bearer {OPS}"}
+    for method in ("GET", "DELETE"):
+        assert httpx.request(method, fleet["proxy"].url(f"/runs/{run['id']}"), headers=ops).status_code == 404
+    assert httpx.get(fleet["proxy"].url(f"/runs/{run['id']}/events"), headers=ops).status_code == 404
 
 
 def test_delete_cancels_every_hosts_job_from_any_host(fleet):

@@ -41,7 +41,7 @@ from .sse_client import collect, iter_events, open_stream, output_of, payload
 SHIPPED = REPO / "deploy" / "nginx.conf"
 NGINX = shutil.which("nginx", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
 READ_TIMEOUT = 2  # seconds: nginx's proxy_read_timeout in the tests; the server's heartbeat is 1 s
-SSE_LOCATIONS = ("= /run", r"~ ^/jobs/[^/]+/(events|output)$", "/events", "/channels/")
+SSE_LOCATIONS = ("= /run", r"~ ^/jobs/[^/]+/(events|output)$", r"~ ^/runs/[^/]+/events$", "/events", "/channels/")
 
 pytestmark = [
     pytest.mark.nginx,

@@ -41,6 +41,7 @@ class Coordinator:
         stop_job: Callable[[str], None],
         record_ttl: float,
         on_change: Callable[[Run], None] = lambda run: None,
+        taken_over: Callable[[], bool] = lambda: False,
     ) -> None:
         self.run = run
         self.store = store
@@ -50,6 +51,7 @@ class Coordinator:
         self.stop_job = stop_job
         self.record_ttl = record_ttl
         self.on_change = on_change
+        self.taken_over = taken_over  # whether another worker took the run over (it thought this one gone)
         self._saved: dict[str, Any] | None = None
 
     def request_for(self, host: str) -> dict[str, Any]:
@@ -70,12 +72,16 @@ class Coordinator:
         self._saved = record
         self.on_change(self.run)
 
-    def run_to_end(self) -> Run:
-        """Start, follow and record every host until the run has ended; the ended run."""
+    def run_to_end(self) -> Run | None:
+        """Start, follow and record every host until the run has ended; the ended run, or None if another worker
+        took the run over meanwhile (then it ends it)."""
         starting: dict[str, gevent.Greenlet] = {}
         while True:
             for name in [name for name, greenlet in starting.items() if greenlet.dead]:
                 del starting[name]
+            if self._taken_over():
+                log.warning("run %s: another worker took it over; leaving it to that one", self.run.id)
+                return None
             self._check_cancel()
             self._follow_jobs()
             self.run.skip_rest(set(starting))
@@ -110,6 +116,12 @@ class Coordinator:
             host.end(REFUSED, reason=str(answer["refused"]))
         else:
             host.end(UNREACHABLE, reason=str(answer.get("unreachable", "no answer")))
+
+    def _taken_over(self) -> bool:
+        try:
+            return self.taken_over()
+        except StoreUnavailable:
+            return False
 
     def _check_cancel(self) -> None:
         if self.run.cancelled:

@@ -8,6 +8,7 @@ import os
 import secrets
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -143,8 +144,12 @@ class Fleet:
             run, self.store, local_host=self.settings.host_name, start_local=self.start_here,
             host_states=lambda: {h["name"]: h["state"] for h in self.hosts()}, stop_job=self._stop_job,
             record_ttl=self.settings.finished_job_ttl,
+            taken_over=partial(self.store.run_taken_over, run.id, run.coordinator, run.coordinator_worker),
         )
-        run = coordinator.run_to_end()
+        ended = coordinator.run_to_end()
+        if ended is None:
+            return  # another worker took it over, and ends it
+        run = ended
         for host in run.hosts:
             metrics.run_host_finished(host.state)
         self._announce(run)

@@ -471,6 +471,10 @@ class Store(abc.ABC):
         """The answer of the start that ``claim_run_start`` let the caller make."""
         self.__dict__.setdefault("_run_starts", {})[(run_id, host)] = answer
 
+    def run_taken_over(self, run_id: str, host: str, worker: int) -> bool:
+        """Whether the run coordinated by ``host``'s ``worker`` was taken over by another (it seemed gone)."""
+        return False
+
     def set_run_adopter(self, adopter: Callable[[dict[str, Any]], None]) -> None:
         """What a shared store calls with the record of a running run whose coordinating worker went away, once
         per such run, in one worker (a store of this worker alone has nobody to hand a run over to)."""

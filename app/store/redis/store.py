@@ -694,6 +694,12 @@ class RedisStore(Store):
         self.client.set(f"{PREFIX}run-start:{run_id}:{host}", json.dumps(answer),
                         ex=max(int(self.settings.finished_job_ttl), 1))
 
+    @_shared
+    def run_taken_over(self, run_id: str, host: str, worker: int) -> bool:
+        """Whether another worker adopted the run from ``host``'s ``worker`` (after a Redis outage long enough
+        for that worker's heartbeat to lapse, say): that worker then stops coordinating it."""
+        return bool(self.client.exists(f"{PREFIX}run-adopt:{run_id}:{host}:{worker}"))
+
     def set_run_adopter(self, adopter: Callable[[dict[str, Any]], None]) -> None:
         """The service's adoption of a run whose coordinating worker went away."""
         self._run_adopter = adopter

@@ -176,3 +176,28 @@ def test_a_coordinator_whose_run_was_taken_over_leaves_it_alone():
     store.end(0, run)
     assert greenlet.get(timeout=5) is None
     assert store.started == ["here"] and store.saved[-1]["state"] == "running"  # the other worker goes on
+
+
+def test_a_busy_host_is_asked_again_when_one_of_the_runs_hosts_ends_and_refused_when_none_is_left():
+    # "b" is busy (the caller's share of running jobs there is taken) until "here" has ended.
+    store = FakeStore({"here": "job", "b": {"busy": "b: alice runs too many jobs"}, "c": "job"})
+    run, greenlet = coordinate(store, ["here", "b", "c"], states={"b": "up", "c": "up"})
+    settle()
+    assert [h.state for h in run.hosts] == ["running", "pending", "running"]
+    store.answers["b"] = "job"
+    store.end(0, run)
+    settle()
+    assert [h.state for h in run.hosts] == ["succeeded", "running", "running"]
+    store.end(1, run)
+    store.end(2, run)
+    assert greenlet.get(timeout=5).state == "succeeded"
+
+
+def test_a_host_still_busy_when_nothing_of_the_run_runs_is_refused_with_its_answer():
+    store = FakeStore({"here": "job", "b": {"busy": "b: alice runs too many jobs"}})
+    run, greenlet = coordinate(store, ["here", "b"], parallel=1, states={"b": "up"})
+    settle()
+    store.end(0, run)
+    final = greenlet.get(timeout=5)
+    assert [h.state for h in final.hosts] == ["succeeded", "refused"]
+    assert final.hosts[1].reason == "b: alice runs too many jobs"

@@ -106,6 +106,12 @@ def test_bad_targets_name_the_parameter(run, parameter, words):
     assert caught.value.parameter == parameter and words in str(caught.value)
 
 
+def test_a_long_list_of_unknown_names_is_named_in_part():
+    with pytest.raises(InvalidRun) as caught:
+        select_targets({"hosts": [f"h{n}" for n in range(1000)]}, KNOWN)
+    assert str(caught.value).startswith("unknown host(s): h0, h1,") and "and 990 more" in str(caught.value)
+
+
 def test_options_and_the_split_of_a_run_request():
     assert parse_options({}) == (None, False)
     assert parse_options({"parallel": 3, "stop_on_failure": True}) == (3, True)
@@ -243,7 +249,19 @@ def test_a_runs_job_starts_once_per_host_in_a_store_of_one_worker():
 
     store = MemoryStore(max_running=1, buffer_bytes=65536, max_finished=10, finished_ttl=60)
     assert store.claim_run_start("r1", "web-1") is None
-    assert store.claim_run_start("r1", "web-1") == {"refused": "its start is under way already"}
+    assert store.claim_run_start("r1", "web-1") == {"refused": "its start is under way already"}  # not again
     store.record_run_start("r1", "web-1", {"job": "j1"})
     assert store.claim_run_start("r1", "web-1") == {"job": "j1"}
     assert store.claim_run_start("r1", "web-2") is None
+
+
+def test_a_worker_keeps_its_newest_runs_only():
+    from app.store.runs import LocalRuns
+
+    runs = LocalRuns(max_runs=2)
+    for n in range(3):
+        runs.save(f"r{n}", {"id": f"r{n}"})
+    runs.cancels.add("r0")
+    runs.save("r1", {"id": "r1", "again": True})  # saved again: the newest now
+    runs.save("r3", {"id": "r3"})
+    assert list(runs.records) == ["r1", "r3"] and runs.records["r1"]["again"]

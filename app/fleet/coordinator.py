@@ -19,7 +19,7 @@ import gevent
 
 from ..store.base import Store, StoreUnavailable
 from ..store.jobs import Job
-from .runstate import LOST, REFUSED, RUNNING, UNREACHABLE, HostRun, Run, outcome_of_job
+from .runstate import LOST, PENDING, REFUSED, RUNNING, UNREACHABLE, HostRun, Run, outcome_of_job
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,10 @@ class Coordinator:
         self.on_change = on_change
         self.taken_over = taken_over  # whether another worker took the run over (it thought this one gone)
         self._saved: dict[str, Any] | None = None
+        # Hosts that answered busy (the caller's share of running jobs, or their rate, is taken there): asked again
+        # once one of this run's hosts has ended, refused if none is left running to free a slot.
+        self.busy: dict[str, str] = {}
+        self._ended = 0
 
     def request_for(self, host: str) -> dict[str, Any]:
         """What a target host is asked: the job part of POST /runs, for whom, and for which run."""
@@ -84,8 +88,9 @@ class Coordinator:
                 return None
             self._check_cancel()
             self._follow_jobs()
+            self._retry_busy(set(starting))
             self.run.skip_rest(set(starting))
-            for host in self.run.to_start(set(starting)):
+            for host in self.run.to_start(set(starting), set(self.busy)):
                 starting[host.host] = gevent.spawn(self._start, host)
             if self.run.state != "running" and not starting:
                 break
@@ -94,6 +99,19 @@ class Coordinator:
         self.run.ended_at = time.time()
         self.save()
         return self.run
+
+    def _retry_busy(self, starting: set[str]) -> None:
+        """Busy hosts are asked again when a host of this run has ended (a slot may be free); with none of this
+        run's jobs running or starting, nothing will free one: they are refused, with their host's answer."""
+        self.busy = {name: why for name, why in self.busy.items() if self.run.host(name).state == PENDING}
+        ended = sum(h.final for h in self.run.hosts)
+        if ended > self._ended:
+            self._ended = ended
+            self.busy.clear()
+        elif self.busy and not starting and not any(h.state == RUNNING for h in self.run.hosts):
+            for name, why in self.busy.items():
+                self.run.host(name).end(REFUSED, reason=why)
+            self.busy.clear()
 
     def _start(self, host: HostRun) -> None:
         """Ask one host to start its job, and note the answer."""
@@ -112,6 +130,8 @@ class Coordinator:
             host.job, host.state, host.started_at = answer["job"], RUNNING, answer.get("started_at") or time.time()
             if self.run.cancelled:  # cancelled while it was being started
                 self._stop(host.job)
+        elif "busy" in answer:
+            self.busy[host.host] = str(answer["busy"])
         elif "refused" in answer:
             host.end(REFUSED, reason=str(answer["refused"]))
         else:

@@ -105,12 +105,13 @@ class Run:
             return True
         return self.stop_on_failure and any(h.final and h.state != SUCCEEDED for h in self.hosts)
 
-    def to_start(self, starting: set[str]) -> list[HostRun]:
+    def to_start(self, starting: set[str], held: frozenset[str] | set[str] = frozenset()) -> list[HostRun]:
         """The pending hosts to start now, ``starting`` naming those whose start is under way: within the rolling
-        window of ``parallel`` (running plus starting), in the order given; nothing once stopping."""
+        window of ``parallel`` (running plus starting), in the order given; nothing once stopping. ``held``:
+        pending hosts not to start now, outside the window (their host was busy; coordinator.py)."""
         if self.stopping():
             return []
-        pending = [h for h in self.hosts if h.state == PENDING and h.host not in starting]
+        pending = [h for h in self.hosts if h.state == PENDING and h.host not in starting and h.host not in held]
         if self.parallel is None:
             return pending
         room = self.parallel - len(starting) - sum(h.state == RUNNING for h in self.hosts)

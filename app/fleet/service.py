@@ -175,7 +175,8 @@ class Fleet:
             self.store.request_stop(job_id, "cancelled")
 
     def start_here(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Start a run's job on this host, as this host's own config allows: ``{"job": id}`` or ``{"refused": why}``.
+        """Start a run's job on this host, as this host's own config allows: ``{"job": id}``, ``{"refused": why}``,
+        or ``{"busy": why}`` when the caller's share of running jobs (or rate) is taken here for now.
 
         Called for this host by its coordinator, and for another host's coordinator through the store. Once per
         run and host: a coordinator that took over a run (its first went away while asking) gets the first
@@ -185,7 +186,8 @@ class Fleet:
         if earlier is not None:
             return earlier
         answer = self._start_once(message)
-        self.store.record_run_start(run_id, host, answer)
+        # A busy answer is not the one start: it is asked again later (and may start then).
+        self.store.record_run_start(run_id, host, None if "busy" in answer else answer)
         return answer
 
     def _start_once(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -202,6 +204,8 @@ class Fleet:
         try:
             job = self.service.start_job(spec, principal, addr, origin="runs")
         except ApiError as exc:
+            if exc.status == 429:  # the caller's share or rate here: the coordinator asks again as its hosts end
+                return {"busy": f"host {settings.host_name}: {exc.message}"}
             return {"refused": f"host {settings.host_name}: {exc.message}"}
         if job.state.value == "failed_to_start":
             return {"refused": f"host {settings.host_name}: {job.error or 'the command failed to start'}"}

@@ -61,12 +61,14 @@ def select_targets(run: Mapping[str, Any], known: Mapping[str, Sequence[str]]) -
         names = _names(run["hosts"], "hosts")
         unknown = [name for name in names if name not in known]
         if unknown:
-            raise InvalidRun("hosts", f"unknown host(s): {', '.join(unknown)} (GET /hosts lists them)")
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            raise InvalidRun("hosts", f"unknown host(s): {', '.join(unknown[:10])}{more} (GET /hosts lists them)")
         return names
     tags = set(_names(run["tags"], "tags"))
     chosen = sorted(name for name, host_tags in known.items() if tags & set(host_tags))
     if not chosen:
-        raise InvalidRun("tags", f"no host has any of the tags {', '.join(sorted(tags))} (GET /hosts lists them)")
+        named = ", ".join(sorted(tags)[:10]) + (f" and {len(tags) - 10} more" if len(tags) > 10 else "")
+        raise InvalidRun("tags", f"no host has any of the tags {named} (GET /hosts lists them)")
     return chosen
 
 

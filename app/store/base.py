@@ -417,65 +417,54 @@ class Store(abc.ABC):
 
 
 
-    # Fleets (issue 20). Concrete defaults for a store that no other host shares: only this host, and runs kept
-    # in this worker's memory (the newest MAX_LOCAL_RUNS). A shared store (Redis) overrides them all.
+    # Fleets (issue 20): hosts, runs' records, and a run's jobs started on their hosts. A store that no other
+    # host shares knows this host only and keeps runs in this worker (memory.py); Redis shares them all.
 
-    MAX_LOCAL_RUNS = 1000
-
+    @abc.abstractmethod
     def list_hosts(self) -> list[dict[str, Any]] | None:
         """Every registered host (``name``, ``tags``, ``version``, ``running_jobs``, ``load``, ``last_heartbeat``),
         or None when the store is this host's alone (the caller describes this host itself)."""
-        return None
 
+    @abc.abstractmethod
     def save_run(self, run_id: str, record: dict[str, Any], ttl: float) -> None:
         """Keep a run's record (``ttl``: seconds a shared store keeps it after the last save)."""
-        runs = self.__dict__.setdefault("_runs", {})
-        runs.pop(run_id, None)
-        runs[run_id] = record
-        while len(runs) > self.MAX_LOCAL_RUNS:
-            runs.pop(next(iter(runs)))
 
+    @abc.abstractmethod
     def load_run(self, run_id: str) -> dict[str, Any] | None:
         """A run's record, or None if unknown (or forgotten)."""
-        return self.__dict__.get("_runs", {}).get(run_id)
 
+    @abc.abstractmethod
     def request_run_cancel(self, run_id: str) -> None:
-        """Ask a run's coordinator to start no more hosts (it sees it on its next turn)."""
-        self.__dict__.setdefault("_run_cancels", set()).add(run_id)
+        """Ask a run's coordinator to start no more hosts and to cancel its jobs (seen on its next turn)."""
 
+    @abc.abstractmethod
     def run_cancel_requested(self, run_id: str) -> bool:
         """Whether ``request_run_cancel`` was called for the run."""
-        return run_id in self.__dict__.get("_run_cancels", ())
 
+    @abc.abstractmethod
     def start_on_host(self, host: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Ask ``host`` to start a run's job (it decides by its own config): ``{"job": id}``, ``{"refused": why}``
         or ``{"unreachable": why}`` when no worker of it took the request within ``timeout``."""
-        return {"unreachable": f"host {host} shares no store with this one"}
 
+    @abc.abstractmethod
     def set_run_start_handler(self, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         """What a request to start a run's job on this host calls (``start_on_host`` of another host)."""
-        self.__dict__["_run_start_handler"] = handler  # no other host can ask: kept for symmetry only
 
+    @abc.abstractmethod
     def claim_run_start(self, run_id: str, host: str) -> dict[str, Any] | None:
         """None: the caller starts ``host``'s job of the run (and records the answer); else the answer of the one
-        start there was (``{"job": id}`` or ``{"refused": why}``)."""
-        starts = self.__dict__.setdefault("_run_starts", {})
-        if (run_id, host) in starts:
-            return starts[(run_id, host)] or {"refused": "its start is under way already"}
-        while len(starts) >= self.MAX_LOCAL_RUNS * 4:
-            starts.pop(next(iter(starts)))
-        starts[(run_id, host)] = None
-        return None
+        start there was (``{"job": id}`` or ``{"refused": why}``): a run's job starts at most once per host."""
 
-    def record_run_start(self, run_id: str, host: str, answer: dict[str, Any]) -> None:
-        """The answer of the start that ``claim_run_start`` let the caller make."""
-        self.__dict__.setdefault("_run_starts", {})[(run_id, host)] = answer
+    @abc.abstractmethod
+    def record_run_start(self, run_id: str, host: str, answer: dict[str, Any] | None) -> None:
+        """The answer of the start that ``claim_run_start`` let the caller make; None releases the claim (nothing
+        started: a later request may start it)."""
 
+    @abc.abstractmethod
     def run_taken_over(self, run_id: str, host: str, worker: int) -> bool:
         """Whether the run coordinated by ``host``'s ``worker`` was taken over by another (it seemed gone)."""
-        return False
 
+    @abc.abstractmethod
     def set_run_adopter(self, adopter: Callable[[dict[str, Any]], None]) -> None:
         """What a shared store calls with the record of a running run whose coordinating worker went away, once
-        per such run, in one worker (a store of this worker alone has nobody to hand a run over to)."""
-        self.__dict__["_run_adopter"] = adopter
+        per such run, in one worker."""

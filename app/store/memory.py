@@ -40,6 +40,7 @@ from .budget import MemoryBudget
 from .channels import ChannelHub
 from .eventlog import EventLog
 from .jobs import Job
+from .runs import LocalRuns
 
 
 class MemoryStore(Store):
@@ -72,6 +73,7 @@ class MemoryStore(Store):
         self._running: set[str] = set()
         self._finished: OrderedDict[str, Job] = OrderedDict()
         self._running_by_owner: dict[str, int] = {}
+        self.runs = LocalRuns()  # issue 20: this worker's runs (no other host shares this store)
         self.hub = ChannelHub(
             max_channels=max_channels, history=channel_history, history_bytes=channel_history_bytes,
             budget=self.budget,
@@ -345,6 +347,51 @@ class MemoryStore(Store):
     def buffered_bytes(self) -> tuple[int, int]:
         """(bytes the budget counts now, its limit)."""
         return self.budget.used, self.budget.limit
+
+
+    # Fleets (issue 20): this host alone, runs in this worker.
+
+    def list_hosts(self) -> list[dict[str, Any]] | None:
+        """None: no registry, the caller describes this host."""
+        return None
+
+    def save_run(self, run_id: str, record: dict[str, Any], ttl: float) -> None:
+        """Keep the record in this worker (the newest runs only)."""
+        self.runs.save(run_id, record)
+
+    def load_run(self, run_id: str) -> dict[str, Any] | None:
+        """A run this worker keeps."""
+        return self.runs.records.get(run_id)
+
+    def request_run_cancel(self, run_id: str) -> None:
+        """Flag it for its coordinator, which runs in this worker."""
+        self.runs.cancels.add(run_id)
+
+    def run_cancel_requested(self, run_id: str) -> bool:
+        """Whether the run was cancelled."""
+        return run_id in self.runs.cancels
+
+    def start_on_host(self, host: str, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """No other host shares this store: it cannot be asked."""
+        return {"unreachable": f"host {host} shares no store with this one"}
+
+    def set_run_start_handler(self, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Nothing to route: the coordinator starts this host's jobs itself."""
+
+    def claim_run_start(self, run_id: str, host: str) -> dict[str, Any] | None:
+        """Once per run and host, in this worker."""
+        return self.runs.claim_start(run_id, host)
+
+    def record_run_start(self, run_id: str, host: str, answer: dict[str, Any] | None) -> None:
+        """The answer of the one start (None: none was made)."""
+        self.runs.record_start(run_id, host, answer)
+
+    def run_taken_over(self, run_id: str, host: str, worker: int) -> bool:
+        """Never: nobody else could take it."""
+        return False
+
+    def set_run_adopter(self, adopter: Callable[[dict[str, Any]], None]) -> None:
+        """Nothing to adopt: a run dies with the worker that keeps it."""
 
 
 def _same_epoch(log: EventLog, after: Position | int) -> bool:

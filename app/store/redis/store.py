@@ -689,10 +689,13 @@ class RedisStore(Store):
             gevent.sleep(0.1)
 
     @_shared
-    def record_run_start(self, run_id: str, host: str, answer: dict[str, Any]) -> None:
-        """What the claimed start answered, for a later one to get."""
-        self.client.set(f"{PREFIX}run-start:{run_id}:{host}", json.dumps(answer),
-                        ex=max(int(self.settings.finished_job_ttl), 1))
+    def record_run_start(self, run_id: str, host: str, answer: dict[str, Any] | None) -> None:
+        """What the claimed start answered, for a later one to get; None releases the claim (nothing started)."""
+        key = f"{PREFIX}run-start:{run_id}:{host}"
+        if answer is None:
+            self.client.delete(key)
+        else:
+            self.client.set(key, json.dumps(answer), ex=max(int(self.settings.finished_job_ttl), 1))
 
     @_shared
     def run_taken_over(self, run_id: str, host: str, worker: int) -> bool:

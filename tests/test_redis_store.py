@@ -366,10 +366,17 @@ def test_behind_one_nginx_upstream_a_job_is_started_on_one_host_and_viewed_resum
         # A DELETE can't be retried like the GETs above (the owner would cancel the job itself), so
         # steer round-robin first: once the owner has served a GET, the next request goes to the other.
         owner_host = a if other is b else b
+        line = f"GET /jobs/{job} "
+
+        def served() -> tuple[int, int]:
+            return owner_host.log().count(line), other.log().count(line)
+
         for _ in range(4):
-            before = owner_host.log().count(f"GET /jobs/{job} ")
+            before = served()
             HTTP.get(proxy.url(f"/jobs/{job}"))
-            if owner_host.log().count(f"GET /jobs/{job} ") > before:
+            # gunicorn writes the access line just after the answer: wait for it, from whichever host served it.
+            assert wait_until(lambda: sum(served()) > sum(before), 5)  # noqa: B023 - called within this iteration
+            if served()[0] > before[0]:
                 break
         before = other.log().count(f"DELETE /jobs/{job}")
         cancelled = HTTP.delete(proxy.url(f"/jobs/{job}"))

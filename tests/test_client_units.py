@@ -411,7 +411,7 @@ def test_every_command_has_help(name):
 
 def test_client_commands_and_server_commands():
     client_names = {name for name, command in cli.commands.items() if isinstance(command, ClientCommand)}
-    assert client_names == {"run", "attach", "jobs", "logs", "cancel", "tail", "publish", "actions"}
+    assert client_names == {"run", "attach", "jobs", "logs", "cancel", "tail", "publish", "actions", "hosts", "runs"}
     assert set(cli.commands) - client_names == {"serve", "settings", "token", "password", "history"}
 
 

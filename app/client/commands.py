@@ -1,4 +1,4 @@
-"""The client commands: run, attach, jobs, logs, cancel, tail, publish, actions (click)."""
+"""The client commands: run, attach, jobs, logs, cancel, tail, publish, actions, hosts, runs (click)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from .exitcodes import (
     outcome_of_job,
     outcome_of_start_failure,
 )
+from .fleet import RunWatch, describe_run_end, format_hosts, format_run_table, parse_names, run_exit_status, run_request
 from .interrupts import CtrlC
 from .output import PROG, Terminal, format_actions, format_jobs, format_message
 from .stdin import InputForwarder
@@ -247,33 +249,50 @@ def follow_job(session: Session, job_id: str, *, after: int | None, reconnect_fo
 @stdin_option
 @click.option("--yes", "confirm", is_flag=True,
               help='Confirm an action marked confirm = true (sends "confirm": true); without it, it is refused.')
-@click.option("--detach", is_flag=True, help="Print the job's id and return at once.")
+@click.option("--detach", is_flag=True, help="Print the job's id (a fleet run's id) and return at once.")
 @click.option("--wait", is_flag=True, help="When the server is at its limit (429), wait as it says and retry.")
 @reconnect_option
+@click.option("--hosts", "hosts", multiple=True, metavar="NAME[,NAME]...",
+              help="Run it on these hosts (a fleet run, POST /runs); each line is prefixed with its host.")
+@click.option("--tags", "tags", multiple=True, metavar="TAG[,TAG]...",
+              help="Run it on every host with any of these tags (a fleet run).")
+@click.option("--parallel", type=click.IntRange(min=1), metavar="N",
+              help="Fleet runs: at most N hosts at a time, the next starting as one ends (default: all at once).")
+@click.option("--stop-on-failure", is_flag=True,
+              help="Fleet runs: start no more hosts after one fails (those running go on).")
 @click.argument("words", nargs=-1, type=click.UNPROCESSED, metavar="-- CMD [ARGS]... | KEY=VALUE...")
 def run(session: Session, words: tuple[str, ...], action: str | None, timeout: float | None, merge_stderr: bool,
-        forward_stdin: bool, confirm: bool, detach: bool, wait: bool, reconnect_timeout: float) -> int:
+        forward_stdin: bool, confirm: bool, detach: bool, wait: bool, reconnect_timeout: float,
+        hosts: tuple[str, ...], tags: tuple[str, ...], parallel: int | None, stop_on_failure: bool) -> int:
     """Run a command (or a named action) on the server and stream it like a local one.
 
     The remote stdout goes to stdout and the remote stderr to stderr, and the exit status is the remote
     one (128+N for signal N; 127/126 if it could not start). Ctrl-C cancels the job and waits for its end;
     a second Ctrl-C detaches and prints how to reattach.
 
+    With --hosts or --tags it runs on many hosts at once: each line is prefixed with its host
+    (`web-1 | ...`), and it exits 0 only if every host succeeded; otherwise it prints a table of
+    the hosts, their states and exit codes on stderr and exits 1.
+
     \b
       sse-commander run -- ls -la /tmp
       sse-commander run --action deploy env=staging replicas=2
       sse-commander run --yes --action wipe target=cdn    # an action marked confirm = true
+      sse-commander run --tags web --parallel 2 -- uptime
     """
+    if hosts or tags:
+        if forward_stdin:
+            raise click.UsageError("--stdin is not available for fleet runs (--hosts, --tags): their jobs take "
+                                   "no input")
+        body = job_request(words, action, timeout, merge_stderr=merge_stderr, confirm=confirm)
+        return start_run(session, body, action, parse_names(hosts), parse_names(tags), parallel=parallel,
+                         stop_on_failure=stop_on_failure, detach=detach, wait=wait, reconnect_for=reconnect_timeout)
+    for name, given in (("--parallel", parallel is not None), ("--stop-on-failure", stop_on_failure)):
+        if given:
+            raise click.UsageError(f"{name} is for fleet runs: give the hosts with --hosts or --tags")
     body = job_request(words, action, timeout, merge_stderr=merge_stderr, stdin=forward_stdin, confirm=confirm)
     session.api.wait = wait
-    # A Ctrl-C while the job starts waits until its id is known, so that it can be cancelled (or shown).
-    try:
-        job = session.api.json("POST", "/jobs", json=body, can_wait=True, held=session.ctrl_c.deferred)
-    except Refused as exc:
-        if exc.status == 400 and "must be confirmed" in str(exc.body.get("message", "")):
-            raise ClientError(f"action {action!r} must be confirmed: run it again with --yes") from None
-        raise
-    job_id = str(job["id"])
+    job_id = str(_start(session, "/jobs", body, action)["id"])
     if detach:
         session.terminal.line(job_id)
         session.ctrl_c.raise_pending()
@@ -281,6 +300,125 @@ def run(session: Session, words: tuple[str, ...], action: str | None, timeout: f
     if forward_stdin:
         forward_input(session, job_id)
     return follow_job(session, job_id, after=None, reconnect_for=reconnect_timeout, owned=True)
+
+
+def _start(session: Session, path: str, body: dict[str, Any], action: str | None) -> dict[str, Any]:
+    """POST a job (or a run); a Ctrl-C meanwhile waits until its id is known, so that it can be cancelled."""
+    try:
+        return session.api.json("POST", path, json=body, can_wait=True, held=session.ctrl_c.deferred)
+    except Refused as exc:
+        if exc.status == 400 and "must be confirmed" in str(exc.body.get("message", "")):
+            raise ClientError(f"action {action!r} must be confirmed: run it again with --yes") from None
+        raise
+
+
+# Fleets (issue 20): one command on many hosts.
+
+def run_path(run_id: str, rest: str = "") -> str:
+    """The path of a run's resource (ids come from people: quoted)."""
+    return f"/runs/{quote(run_id, safe='')}{rest}"
+
+
+def start_run(
+    session: Session, job_body: dict[str, Any], action: str | None, hosts: list[str], tags: list[str], *,
+    parallel: int | None, stop_on_failure: bool, detach: bool, wait: bool, reconnect_for: float,
+) -> int:
+    """``run --hosts/--tags``: POST /runs, then follow the run to its end (or print its id with --detach)."""
+    if hosts and tags:
+        raise click.UsageError("give the targets with --hosts or with --tags, not both")
+    if not hosts and not tags:
+        raise click.UsageError("--hosts and --tags need at least one name")
+    body = run_request(job_body, hosts=hosts, tags=tags, parallel=parallel, stop_on_failure=stop_on_failure)
+    session.api.wait = wait
+    created = _start(session, "/runs", body, action)
+    run_id = str(created["id"])
+    if detach:
+        session.terminal.line(run_id)
+        session.ctrl_c.raise_pending()
+        return 0
+    targets = [str(name) for name in created.get("hosts") or ()]
+    session.terminal.status(f"run {run_id} started on {len(targets)} host{'' if len(targets) == 1 else 's'}: "
+                            f"{' '.join(targets)}")
+    return follow_run(session, run_id, targets, reconnect_for=reconnect_for, owned=True)
+
+
+def _cancel_run(session: Session, run_id: str) -> None:
+    """DELETE the run; one that has ended meanwhile (409) is fine: its run_exit event follows."""
+    session.api.request("DELETE", run_path(run_id), ok=(200, 202, 409))
+
+
+def _reattach_run_hint(run_id: str) -> str:
+    return f"detached from run {run_id}, which keeps running; reattach with: {PROG} runs --follow {run_id}"
+
+
+def follow_run(session: Session, run_id: str, hosts: Sequence[str], *, reconnect_for: float, owned: bool) -> int:
+    """Stream a run to its end: 0 if every host succeeded, else 1 after the hosts' table on stderr. ``owned``:
+    Ctrl-C and a closed stdout cancel the run on every host (a second Ctrl-C detaches); otherwise it detaches."""
+    terminal = session.terminal
+    watch = RunWatch(hosts, terminal)
+    follower = Follower(
+        session.api, run_path(run_id, "/events"), reconnect_for=reconnect_for, on_status=terminal.status,
+        held=session.ctrl_c.held, patient=owned,
+    )
+    try:
+        session.ctrl_c.raise_pending()  # a Ctrl-C while ``run`` started the run: cancel it now
+        ended = follower.run(watch.handle)
+    except BrokenPipeError:
+        if owned:
+            _quiet_stdout()
+            _cancel_run(session, run_id)
+        raise
+    except KeyboardInterrupt:
+        if not owned:
+            terminal.note(_reattach_run_hint(run_id))
+            return EXIT_DETACHED
+        try:
+            terminal.note(f"cancelling run {run_id} on every host (Ctrl-C again to detach)")
+            _cancel_run(session, run_id)
+            ended = follower.run(watch.handle)
+        except KeyboardInterrupt:
+            terminal.note(_reattach_run_hint(run_id))
+            return EXIT_DETACHED
+    final = watch.final if ended == Follower.FINISHED else None
+    if final is None:  # 204: resumed after run_exit, which this client has not seen
+        watch.flush_all()
+        final = session.api.json("GET", run_path(run_id))
+        if final.get("state") == "running":
+            raise ClientError(f"run {run_id} has no final event yet, but its stream ended")
+    code = run_exit_status(final)
+    if code == 0:
+        terminal.status(describe_run_end(final))
+        return code
+    terminal.note(describe_run_end(final))
+    for line in format_run_table(final.get("hosts") or []):
+        terminal.report(line)
+    return code
+
+
+@client_command()
+def hosts(session: Session) -> int:
+    """List the hosts sharing this server's store: state, running jobs, load, last heartbeat and tags."""
+    body = session.api.json("GET", "/hosts")
+    for line in format_hosts(body.get("hosts") or [], now=time.time()):
+        session.terminal.line(line)
+    return 0
+
+
+@client_command()
+@click.argument("run_id", metavar="ID")
+@click.option("--follow", is_flag=True,
+              help="Stream the run from its start to its end, and exit as `run --hosts` does (Ctrl-C detaches).")
+@reconnect_option
+def runs(session: Session, run_id: str, follow: bool, reconnect_timeout: float) -> int:
+    """Show a fleet run: its state, and each host's state and exit code (or follow it with --follow)."""
+    run_body = session.api.json("GET", run_path(run_id))
+    targets = [str(host.get("host")) for host in run_body.get("hosts") or ()]
+    if follow:
+        return follow_run(session, run_id, targets, reconnect_for=reconnect_timeout, owned=False)
+    session.terminal.line(f"run {run_body.get('id')} {run_body.get('state')}: {run_body.get('command')}")
+    for line in format_run_table(run_body.get("hosts") or []):
+        session.terminal.line(line)
+    return 0
 
 
 @client_command()
@@ -421,4 +559,4 @@ def actions(session: Session) -> int:
     return 0
 
 
-COMMANDS = (run, attach, jobs, logs, cancel, tail, publish, actions)
+COMMANDS = (run, attach, jobs, logs, cancel, tail, publish, actions, hosts, runs)

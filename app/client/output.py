@@ -58,6 +58,20 @@ class Terminal:
         target.flush()
         self._mid_line[stream if stream == "stderr" else "stdout"] = not data.endswith((b"\n", b"\r"))
 
+    def lines(self, stream: str, data: bytes) -> None:
+        """Write whole lines (already formatted, each ending in a newline) to stdout or stderr, at once."""
+        if not data:
+            return
+        target = self.stderr if stream == "stderr" else self.stdout
+        target.write(data)
+        target.flush()
+        self._mid_line[stream if stream == "stderr" else "stdout"] = False
+
+    def report(self, text: str) -> None:
+        """A line of the client's own on stderr without the program's name: a summary table beside the output."""
+        self.stderr.write(encode_text(text + "\n"))
+        self.stderr.flush()
+
     def raw(self, data: bytes) -> None:
         """Write bytes to stdout untouched (``logs``)."""
         self.stdout.write(data)

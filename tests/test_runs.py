@@ -12,6 +12,7 @@ import pytest
 
 from .server import PYTHON, helper, wait_until
 from .sse_client import collect, iter_events, open_stream, payload
+from .sse_parser import EventStreamParser
 from .test_metrics import PROMTOOL, promtool
 
 HTTP = httpx.Client(timeout=30)
@@ -178,3 +179,23 @@ def test_a_runs_first_output_reaches_its_stream_without_waiting_for_a_timer(loca
         best = min(best, time.monotonic() - started)
         assert payload(first)["data"]["out"] == "hi\n"
     assert best < 0.2, f"the first output took {best:.3f} s at best"
+
+
+def test_a_large_output_reaches_the_run_stream_whole(local):
+    # 22.9 MB, more than job_buffer_bytes (16 MiB), written in a fraction of a second: the stream follows the
+    # job from its first event (it learns of the job as soon as it has started), and reads as fast as `seq`
+    # writes, so nothing is trimmed before it was sent. The client only keeps the bytes while they arrive.
+    count = 3_000_000
+    created = start_run(local, argv=["seq", str(count)], hosts=["solo"])
+    body = bytearray()
+    with open_stream(local.url(created["events"]), timeout=60) as response:
+        for chunk in response.iter_raw():
+            body += chunk
+            if b"event: run_exit" in body[-65536:]:
+                break
+    events = EventStreamParser().feed(bytes(body))
+    assert [e.type for e in events if e.type == "gap"] == []
+    out = "".join(payload(e)["data"]["out"] for e in events if e.type == "stdout")
+    assert len(out) > 16 * 1024 * 1024
+    assert out == "".join(f"{n}\n" for n in range(1, count + 1))
+    assert payload(events[-1])["state"] == "succeeded"

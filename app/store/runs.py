@@ -1,4 +1,5 @@
-"""Runs kept by a store no other host shares (the memory and history stores): bounded, in this worker. Pure."""
+"""Runs kept by a store no other host shares (the memory and history stores): bounded, in this worker; and the
+events every store sets when a run's record is saved (RunChanges). No I/O."""
 
 from __future__ import annotations
 

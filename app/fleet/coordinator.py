@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
+from gevent.lock import BoundedSemaphore
 
 from ..store.base import Store, StoreUnavailable
 from ..store.jobs import Job
@@ -53,6 +54,8 @@ class Coordinator:
         self.on_change = on_change
         self.taken_over = taken_over  # whether another worker took the run over (it thought this one gone)
         self._saved: dict[str, Any] | None = None
+        # The loop and every start greenlet save; one at a time, so an older record never lands after a newer one.
+        self._saving = BoundedSemaphore()
         # Hosts that answered busy (the caller's share of running jobs, or their rate, is taken there): asked again
         # once one of this run's hosts has ended, refused if none is left running to free a slot.
         self.busy: dict[str, str] = {}
@@ -65,15 +68,16 @@ class Coordinator:
 
     def save(self) -> None:
         """The record to the store when it changed (a store outage is retried on the next turn)."""
-        record = self.run.to_record()
-        if record == self._saved:
-            return
-        try:
-            self.store.save_run(self.run.id, record, self.record_ttl)
-        except StoreUnavailable as exc:
-            log.warning("run %s: could not save its record: %s", self.run.id, exc)
-            return
-        self._saved = record
+        with self._saving:
+            record = self.run.to_record()  # taken inside the lock: the newest state when this save goes out
+            if record == self._saved:
+                return
+            try:
+                self.store.save_run(self.run.id, record, self.record_ttl)
+            except StoreUnavailable as exc:
+                log.warning("run %s: could not save its record: %s", self.run.id, exc)
+                return
+            self._saved = record
         self.on_change(self.run)
 
     def run_to_end(self) -> Run | None:
@@ -136,6 +140,9 @@ class Coordinator:
             host.end(REFUSED, reason=str(answer["refused"]))
         else:
             host.end(UNREACHABLE, reason=str(answer.get("unreachable", "no answer")))
+        # Saved now, not on the loop's next turn: the run's streams learn the job id (and follow its output from
+        # its first event) as soon as it exists, not up to POLL later.
+        self.save()
 
     def _taken_over(self) -> bool:
         try:

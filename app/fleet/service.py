@@ -265,6 +265,6 @@ class Fleet:
             if watcher is not None:
                 watcher.kill(block=False)
 
-        frames = run_events(self.store, lambda: self._load(run.id), cursor, self.settings,
+        frames = run_events(self.store, run.id, lambda: self._load(run.id), cursor, self.settings,
                             lifecycle.shutdown_event, gone)
         return self.service.tracker.guard(frames, label, [closed], kind="fleet")

@@ -2,8 +2,10 @@
 response, ending with ``run_exit``. The frames are frames.py's; this is the loop that reads and waits.
 
 It follows as many jobs as the run has hosts, whatever ``max_stream_sources`` says: it reads each job's log
-through the store and waits on all of them at once (``Store.wait_any``), and looks at the run's record every
-``POLL`` seconds for host states. A heartbeat comment keeps proxies open; a client hanging up ends it.
+through the store and waits on all of them at once (``Store.wait_any``), together with the store's event for the
+run's record (``Store.run_changed``): a host's job is followed from its first event as soon as the coordinator
+has saved its id, and host states are sent as they change. The record is also looked at every ``RECHECK``
+seconds, in case a notification was lost. A heartbeat comment keeps proxies open; a client hanging up ends it.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from .cursor import RunCursor
 from .frames import step
 from .runstate import Run
 
-POLL = 0.25  # seconds: how often the run's record is looked at while its jobs are quiet
+RECHECK = 1.0  # seconds: the record is looked at this often even unnotified (a store outage may lose one)
+RETRY = 0.25  # seconds to wait after the store failed a wait, before reading again
 
 
 def run_events(
-    store: Store, load: Callable[[], Run | None], cursor: RunCursor, settings: Settings, shutdown: Event,
-    gone: Event,
+    store: Store, run_id: str, load: Callable[[], Run | None], cursor: RunCursor, settings: Settings,
+    shutdown: Event, gone: Event,
 ) -> Generator[bytes, None, str]:
     """The stream's frames, from ``cursor`` on; returns why it ended (finished, client_left, shutdown)."""
 
@@ -41,11 +44,13 @@ def run_events(
     quiet_since = time.monotonic()
     run: Run | None = None
     loaded_at = 0.0
-    stale = True  # whether to look at the record again before the next read
+    changed = Event()  # the store's, shared with the run's other streams here: only the store sets it
+    stale = True  # whether to look at the record whatever ``changed`` says (nothing loaded yet, or a failed wait)
     while True:
         try:
-            if stale or time.monotonic() - loaded_at >= POLL:
-                # Not on every read: while output pours in, the record is looked at every POLL seconds only.
+            if stale or changed.is_set() or time.monotonic() - loaded_at >= RECHECK:
+                # The event first, then the record: a save after this load sets the new event.
+                changed = store.run_changed(run_id)
                 run, loaded_at, stale = load(), time.monotonic(), False
             if run is None:
                 return "finished"  # forgotten meanwhile
@@ -66,14 +71,15 @@ def run_events(
         if gone.is_set():
             return "client_left"
         afters = {job_key(job): Position("", offset) for job, offset in waiting.items()}
+        # Woken by output, the record's next save, or in time for the next recheck or heartbeat.
+        timeout = max(0.0, min(loaded_at + RECHECK, quiet_since + settings.heartbeat_interval) - time.monotonic())
         try:
             if afters:
-                stale = not store.wait_any(afters, POLL, (shutdown, gone))  # quiet: the state may have changed
+                store.wait_any(afters, timeout, (changed, shutdown, gone))
             else:
-                gevent.wait([shutdown, gone], timeout=POLL, count=1)
-                stale = True
+                gevent.wait([changed, shutdown, gone], timeout=timeout, count=1)
         except (UnknownLog, StoreUnavailable):
-            gevent.sleep(POLL)
+            gevent.sleep(RETRY)
             stale = True
         if time.monotonic() - quiet_since >= settings.heartbeat_interval:
             yield HEARTBEAT

@@ -438,6 +438,12 @@ class Store(abc.ABC):
         """A run's record, or None if unknown (or forgotten)."""
 
     @abc.abstractmethod
+    def run_changed(self, run_id: str) -> Event:
+        """An event set when the run's record is next saved, by any worker or host sharing the store (take it
+        before ``load_run``: a save after that sets it). It may be set without a change, never left unset
+        after one (bar a store outage: a follower still looks again now and then)."""
+
+    @abc.abstractmethod
     def request_run_cancel(self, run_id: str) -> None:
         """Ask a run's coordinator to start no more hosts and to cancel its jobs (seen on its next turn)."""
 

@@ -363,6 +363,10 @@ class MemoryStore(Store):
         """A run this worker keeps."""
         return self.runs.records.get(run_id)
 
+    def run_changed(self, run_id: str) -> Event:
+        """Set by the run's next save_run (its coordinator runs in this worker)."""
+        return self.runs.changes.event(run_id)
+
     def request_run_cancel(self, run_id: str) -> None:
         """Flag it for its coordinator, which runs in this worker."""
         self.runs.cancels.add(run_id)

@@ -1,12 +1,42 @@
-"""Runs kept by a store no other host shares (the memory and history stores): bounded, in this worker. Pure."""
+"""Runs kept by a store no other host shares (the memory and history stores): bounded, in this worker; and the
+events every store sets when a run's record is saved (RunChanges). No I/O."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from typing import Any
+from weakref import WeakValueDictionary
+
+from gevent.event import Event
 
 MAX_RUNS = 1000  # the newest runs kept; older ones are forgotten (GET /runs/<id> answers 404)
 UNDER_WAY = {"refused": "its start is under way already"}
+
+
+class RunChanges:
+    """The events a store sets when a run's record is saved, for this worker's streams of that run."""
+
+    def __init__(self) -> None:
+        # Weak: an event lives as long as a stream waits on it, so runs nobody follows cost nothing here.
+        self._events: WeakValueDictionary[str, Event] = WeakValueDictionary()
+
+    def event(self, run_id: str) -> Event:
+        """Set at the run's next save (shared by every stream of the run in this worker)."""
+        event = self._events.get(run_id)
+        if event is None:
+            event = self._events[run_id] = Event()
+        return event
+
+    def changed(self, run_id: str) -> None:
+        """The run's record was saved: its waiters wake, and the next ``event`` is a fresh one."""
+        event = self._events.pop(run_id, None)
+        if event is not None:
+            event.set()
+
+    def changed_all(self) -> None:
+        """Any record may have changed unseen (the store's notifications were lost): every waiter wakes."""
+        for run_id in list(self._events):
+            self.changed(run_id)
 
 
 class LocalRuns:
@@ -17,6 +47,7 @@ class LocalRuns:
         self.records: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.cancels: set[str] = set()
         self.starts: OrderedDict[tuple[str, str], dict[str, Any] | None] = OrderedDict()
+        self.changes = RunChanges()
 
     def save(self, run_id: str, record: dict[str, Any]) -> None:
         """Keep a run's record, as the newest; the oldest beyond ``max_runs`` go (with their cancels)."""
@@ -25,6 +56,7 @@ class LocalRuns:
         while len(self.records) > self.max_runs:
             forgotten, _ = self.records.popitem(last=False)
             self.cancels.discard(forgotten)
+        self.changes.changed(run_id)
 
     def claim_start(self, run_id: str, host: str) -> dict[str, Any] | None:
         """None: the caller starts it; else the answer of the start there was (or that one is under way)."""

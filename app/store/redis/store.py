@@ -18,6 +18,9 @@ Keys (all under ``ssec:``):
   and input for their stdin, answered on ``input-reply:<token>``, a list the
   asking worker waits on, with ``input-reply:<token>:claim`` that the writer
   takes first; both expire soon after).
+- ``run:<id>`` (a run's record), and ``runs:changed``: one entry per save of
+  any run's record (its id), which every worker's reader follows, so a run's
+  streams on any host look at its record again at once, not on a timer.
 
 The worker that starts a job spawns and pumps it, as with the memory store:
 its runner appends to a local ``EventLog`` (flow control, and this worker's
@@ -82,6 +85,7 @@ from ..base import (
 from ..budget import MemoryBudget
 from ..eventlog import EVENT_OVERHEAD_BYTES, EventLog
 from ..jobs import Job
+from ..runs import RunChanges
 from . import liveness
 from .codec import encode_fields, event_from_entry, event_from_tail, job_fields, job_from_fields
 from .reader import BLOCK_MS, StreamReader
@@ -95,6 +99,7 @@ INPUT_REPLY_TTL = 30  # seconds an answer to routed input is kept for an asking 
 POOL_SIZE = 16  # connections per worker for commands (the reader has its own): requests wait for one, never fail
 CHANNEL_TTL = 7 * 24 * 3600  # seconds: a channel nobody publishes to or subscribes to this long is forgotten
 RUN_START_WAIT = 5.0  # seconds a repeated start of a run's job waits for the first one's answer
+RUN_CHANGES_KEPT = 1000  # entries of runs:changed kept (approximately): the reader needs only the newest
 MIRROR_IDLE = 30.0  # seconds: a mirror nobody has read or waited on this long is dropped (plus 2 heartbeats)
 
 
@@ -169,9 +174,11 @@ class RedisStore(Store):
         self._input_handler: Callable[[str, bytes | None], InputReply] | None = None
         self._run_start_handler: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self._run_adopter: Callable[[dict[str, Any]], None] | None = None
+        self._run_changes = RunChanges()
         self.reader = StreamReader(
             self.reader_client, self._wake_stream,
-            {f"{PREFIX}resets": self._epochs_changed, _control_stream(self.host): self._control},
+            {f"{PREFIX}resets": self._epochs_changed, _control_stream(self.host): self._control,
+             f"{PREFIX}runs:changed": self._runs_changed},
             self._entries, self._reconnected, self._drop_mirrors,
             lambda: self.client.xadd(self._wake_stream, {"w": "1"}, maxlen=16, approximate=True),
         )
@@ -525,8 +532,9 @@ class RedisStore(Store):
 
     def _reconnected(self) -> None:
         """Back after an outage: mirrors go (see _drop_mirrors); stop requests for this worker's jobs made
-        meanwhile are found in the jobs' records."""
+        meanwhile are found in the jobs' records; runs' records saved meanwhile are looked at again."""
         self._drop_mirrors()
+        self._run_changes.changed_all()
         running = sorted(self._running)
         if running:
             pipe = self.client.pipeline(transaction=False)
@@ -658,7 +666,18 @@ class RedisStore(Store):
             pipe.sadd(f"{PREFIX}runs:live", run_id)
         else:
             pipe.srem(f"{PREFIX}runs:live", run_id)
+        # In the same MULTI as the record: a reader told of this entry then reads this record (or a newer one).
+        pipe.xadd(f"{PREFIX}runs:changed", {"run": run_id}, maxlen=RUN_CHANGES_KEPT, approximate=True)
         pipe.execute()
+
+    def run_changed(self, run_id: str) -> Event:
+        """Set when this worker's reader sees the run's next save (from any host), or after a reader outage."""
+        return self._run_changes.event(run_id)
+
+    def _runs_changed(self, entries: list) -> None:
+        """The reader read saves of runs' records: their streams in this worker look again."""
+        for _, fields in entries:
+            self._run_changes.changed(fields[b"run"].decode())
 
     @_shared
     def claim_run_start(self, run_id: str, host: str) -> dict[str, Any] | None:

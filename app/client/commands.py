@@ -200,6 +200,35 @@ def _cancel(session: Session, job_id: str) -> None:
     session.api.request("DELETE", job_path(job_id), ok=(200, 202, 409))
 
 
+def _follow_until_detached(
+    session: Session, follower: Follower, handle: Callable[[Event], bool], *, owned: bool,
+    cancel: Callable[[], None], cancelling: str, detached: str,
+) -> str | None:
+    """Follow a stream with ``run``'s Ctrl-C rules: how it ended (``Follower.run``), or None once detached.
+
+    ``owned`` (this client started it): a closed stdout cancels, and the first Ctrl-C cancels and waits
+    for the end, a second one detaches. Otherwise Ctrl-C detaches at once."""
+    try:
+        session.ctrl_c.raise_pending()  # a Ctrl-C while ``run`` was starting it: handled as any other
+        return follower.run(handle)
+    except BrokenPipeError:
+        if owned:
+            _quiet_stdout()
+            cancel()
+        raise
+    except KeyboardInterrupt:
+        if not owned:
+            session.terminal.note(detached)
+            return None
+        try:
+            session.terminal.note(cancelling)
+            cancel()
+            return follower.run(handle)
+        except KeyboardInterrupt:
+            session.terminal.note(detached)
+            return None
+
+
 def follow_job(session: Session, job_id: str, *, after: int | None, reconnect_for: float, owned: bool) -> int:
     """Stream a job to its end and return its exit status. ``owned``: this client started it, so Ctrl-C and
     a closed stdout cancel it (a second Ctrl-C detaches); otherwise Ctrl-C only detaches."""
@@ -209,25 +238,12 @@ def follow_job(session: Session, job_id: str, *, after: int | None, reconnect_fo
         session.api, job_path(job_id, "/events"), after=None if after is None else str(after),
         reconnect_for=reconnect_for, on_status=terminal.status, held=session.ctrl_c.held, patient=owned,
     )
-    try:
-        session.ctrl_c.raise_pending()  # a Ctrl-C while ``run`` started the job: cancel it now
-        ended = follower.run(watch.handle)
-    except BrokenPipeError:
-        if owned:
-            _quiet_stdout()
-            _cancel(session, job_id)
-        raise
-    except KeyboardInterrupt:
-        if not owned:
-            terminal.note(_reattach_hint(job_id))
-            return EXIT_DETACHED
-        try:
-            terminal.note(f"cancelling job {job_id} (Ctrl-C again to detach)")
-            _cancel(session, job_id)
-            ended = follower.run(watch.handle)
-        except KeyboardInterrupt:
-            terminal.note(_reattach_hint(job_id))
-            return EXIT_DETACHED
+    ended = _follow_until_detached(
+        session, follower, watch.handle, owned=owned, cancel=lambda: _cancel(session, job_id),
+        cancelling=f"cancelling job {job_id} (Ctrl-C again to detach)", detached=_reattach_hint(job_id),
+    )
+    if ended is None:
+        return EXIT_DETACHED
     outcome = watch.outcome if ended == Follower.FINISHED else None
     if outcome is None:  # 204: resumed after the final event, which this client has not seen
         outcome = outcome_of_job(session.api.json("GET", job_path(job_id)))
@@ -360,25 +376,13 @@ def follow_run(session: Session, run_id: str, hosts: Sequence[str], *, reconnect
         session.api, run_path(run_id, "/events"), reconnect_for=reconnect_for, on_status=terminal.status,
         held=session.ctrl_c.held, patient=owned,
     )
-    try:
-        session.ctrl_c.raise_pending()  # a Ctrl-C while ``run`` started the run: cancel it now
-        ended = follower.run(watch.handle)
-    except BrokenPipeError:
-        if owned:
-            _quiet_stdout()
-            _cancel_run(session, run_id)
-        raise
-    except KeyboardInterrupt:
-        if not owned:
-            terminal.note(_reattach_run_hint(run_id))
-            return EXIT_DETACHED
-        try:
-            terminal.note(f"cancelling run {run_id} on every host (Ctrl-C again to detach)")
-            _cancel_run(session, run_id)
-            ended = follower.run(watch.handle)
-        except KeyboardInterrupt:
-            terminal.note(_reattach_run_hint(run_id))
-            return EXIT_DETACHED
+    ended = _follow_until_detached(
+        session, follower, watch.handle, owned=owned, cancel=lambda: _cancel_run(session, run_id),
+        cancelling=f"cancelling run {run_id} on every host (Ctrl-C again to detach)",
+        detached=_reattach_run_hint(run_id),
+    )
+    if ended is None:
+        return EXIT_DETACHED
     final = watch.final if ended == Follower.FINISHED else None
     if final is None:  # 204: resumed after run_exit, which this client has not seen
         watch.flush_all()

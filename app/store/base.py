@@ -444,6 +444,12 @@ class Store(abc.ABC):
         after one (bar a store outage: a follower still looks again now and then)."""
 
     @abc.abstractmethod
+    def job_ended(self, job_id: str) -> Event:
+        """An event set when a run's job (origin ``runs``) ends, wherever it ran, for its coordinator (take it
+        before ``get_job``: an end after that sets it). It may be set without an end, and for other jobs too. A
+        job a liveness sweep marks ``lost`` may not set it: a waiter still looks again now and then."""
+
+    @abc.abstractmethod
     def request_run_cancel(self, run_id: str) -> None:
         """Ask a run's coordinator to start no more hosts and to cancel its jobs (seen on its next turn)."""
 

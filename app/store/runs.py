@@ -1,5 +1,5 @@
 """Runs kept by a store no other host shares (the memory and history stores): bounded, in this worker; and the
-events every store sets when a run's record is saved (RunChanges). No I/O."""
+events every store sets when a run's record is saved, or a run's job ends (RunChanges). No I/O."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ UNDER_WAY = {"refused": "its start is under way already"}
 
 
 class RunChanges:
-    """The events a store sets when a run's record is saved, for this worker's streams of that run."""
+    """The events a store sets when a run's record is saved, for this worker's streams of that run (keyed by run
+    id); or when a run's job ends, for its coordinator (``Store.job_ended``, keyed by job id)."""
 
     def __init__(self) -> None:
         # Weak: an event lives as long as a stream waits on it, so runs nobody follows cost nothing here.

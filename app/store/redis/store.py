@@ -19,8 +19,10 @@ Keys (all under ``ssec:``):
   asking worker waits on, with ``input-reply:<token>:claim`` that the writer
   takes first; both expire soon after).
 - ``run:<id>`` (a run's record), and ``runs:changed``: one entry per save of
-  any run's record (its id), which every worker's reader follows, so a run's
-  streams on any host look at its record again at once, not on a timer.
+  any run's record (``run``: its id), which every worker's reader follows, so a
+  run's streams on any host look at its record again at once, not on a timer;
+  and one per end of a run's job (``job``: its id, in the MULTI that records
+  the end), so the run's coordinator goes on at once.
 
 The worker that starts a job spawns and pumps it, as with the memory store:
 its runner appends to a local ``EventLog`` (flow control, and this worker's
@@ -175,6 +177,7 @@ class RedisStore(Store):
         self._run_start_handler: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self._run_adopter: Callable[[dict[str, Any]], None] | None = None
         self._run_changes = RunChanges()
+        self._job_ends = RunChanges()  # by job id: Store.job_ended
         self.reader = StreamReader(
             self.reader_client, self._wake_stream,
             {f"{PREFIX}resets": self._epochs_changed, _control_stream(self.host): self._control,
@@ -316,6 +319,8 @@ class RedisStore(Store):
         if ended:
             self._running.discard(job_id)
         self._eventually(lambda: self._record_finish(job, record, ended))
+        if ended:  # a coordinator in this worker reads this record (_owned) at once; others hear of it from Redis
+            self._job_ends.changed(job_id)
         return job
 
     def _record_finish(self, job: Job, record: list[str], ended: bool) -> None:
@@ -324,6 +329,10 @@ class RedisStore(Store):
             commands.append(("EVALSHA", self._ended_script.sha, 5, _job_hash(job.id), f"{PREFIX}running:{self.host}",
                              f"{PREFIX}user:{job.owner}", f"{PREFIX}finished", f"{PREFIX}jobs", job.id, job.ended_at,
                              int(self.settings.finished_job_ttl) or 1, self.settings.max_finished_jobs, PREFIX))
+            if job.origin == "runs":
+                # In the same MULTI as the record: the run's coordinator, on any host, looks at it at once.
+                commands.append(("XADD", f"{PREFIX}runs:changed", "MAXLEN", "~", RUN_CHANGES_KEPT, "*",
+                                 "job", job.id))
         execute_multi(self.client, commands, [self._finish_script, self._ended_script])
 
     def _eventually(self, write: Callable[[], object]) -> None:
@@ -535,6 +544,7 @@ class RedisStore(Store):
         meanwhile are found in the jobs' records; runs' records saved meanwhile are looked at again."""
         self._drop_mirrors()
         self._run_changes.changed_all()
+        self._job_ends.changed_all()
         running = sorted(self._running)
         if running:
             pipe = self.client.pipeline(transaction=False)
@@ -674,10 +684,19 @@ class RedisStore(Store):
         """Set when this worker's reader sees the run's next save (from any host), or after a reader outage."""
         return self._run_changes.event(run_id)
 
+    def job_ended(self, job_id: str) -> Event:
+        """Set when this worker's reader sees the end of the run's job (from any host; at once for a job run
+        here), or after a reader outage."""
+        return self._job_ends.event(job_id)
+
     def _runs_changed(self, entries: list) -> None:
-        """The reader read saves of runs' records: their streams in this worker look again."""
+        """The reader read saves of runs' records, or ends of runs' jobs: their streams and coordinators in this
+        worker look again."""
         for _, fields in entries:
-            self._run_changes.changed(fields[b"run"].decode())
+            if b"run" in fields:
+                self._run_changes.changed(fields[b"run"].decode())
+            elif b"job" in fields:
+                self._job_ends.changed(fields[b"job"].decode())
 
     @_shared
     def claim_run_start(self, run_id: str, host: str) -> dict[str, Any] | None:

@@ -225,6 +225,23 @@ def test_a_role_limited_to_tag_db_cannot_target_web(fleet):
     assert httpx.get(fleet["proxy"].url(f"/runs/{run['id']}/events"), headers=ops).status_code == 404
 
 
+def test_get_runs_lists_every_hosts_runs_to_roles_that_see_all_and_their_own_to_others(fleet):
+    dba = {"Authorization": f"Bearer {DBOPS}"}
+    mine = httpx.post(fleet["db-1"].url("/runs"), json={"argv": ["true"], "tags": ["db"]}, headers=dba)
+    assert mine.status_code == 201, mine.text
+    wait_run(fleet["db-1"], mine.json()["id"])
+    root = wait_run(fleet["web-1"], start_run(fleet["web-1"], argv=["true"], hosts=["web-2"])["id"])
+    # Any host lists them (one store), newest first.
+    listed = HTTP.get(fleet["web-2"].url("/runs?limit=2")).json()["runs"]
+    assert [run["id"] for run in listed] == [root["id"], mine.json()["id"]]
+    assert listed[0] == root
+    # A role that sees only its own jobs sees only its own runs.
+    own = httpx.get(fleet["web-1"].url("/runs"), headers=dba).json()["runs"]
+    assert own and {run["user"] for run in own} == {"dba"} and own[0]["id"] == mine.json()["id"]
+    others = httpx.get(fleet["web-1"].url("/runs"), headers={"Authorization": f"Bearer {OPS}"}).json()["runs"]
+    assert all(run["user"] == "ops" for run in others)
+
+
 def test_a_users_share_of_running_jobs_holds_hosts_back_until_one_of_the_run_ends(fleet):
     """ops may run one job at a time in the whole fleet: the run holds its hosts back instead of refusing them.
     (Not strictly one at a time: hosts that check the shared count at the same moment may both start.)"""

@@ -130,6 +130,18 @@ def test_unknown_runs_and_bad_cursors_are_4xx_json(local):
     wait_run(local, created["id"])  # ended before the next test counts runs
 
 
+def test_get_runs_lists_the_newest_runs_first_as_get_run_shows_each(local):
+    first = wait_run(local, start_run(local, argv=["echo", "one"], hosts=["solo"])["id"])
+    second = wait_run(local, start_run(local, argv=["echo", "two"], hosts=["solo"])["id"])
+    listed = HTTP.get(local.url("/runs")).json()["runs"]
+    assert [run["id"] for run in listed[:2]] == [second["id"], first["id"]]
+    assert listed[0] == HTTP.get(local.url(f"/runs/{second['id']}")).json()
+    assert [run["id"] for run in HTTP.get(local.url("/runs?limit=1")).json()["runs"]] == [second["id"]]
+    for bad in ("0", "201", "x", "-1"):
+        response = HTTP.get(local.url(f"/runs?limit={bad}"))
+        assert response.status_code == 400 and response.json()["parameter"] == "limit", bad
+
+
 def test_the_jobs_channel_announces_runs_and_metrics_count_them(local):
     before = HTTP.get(local.url("/metrics")).text
     created = start_run(local, argv=["true"], hosts=["solo"])

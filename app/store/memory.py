@@ -367,6 +367,10 @@ class MemoryStore(Store):
         """A run this worker keeps."""
         return self.runs.records.get(run_id)
 
+    def list_runs(self, limit: int, user: str | None = None) -> list[dict[str, Any]]:
+        """The newest runs this worker keeps."""
+        return self.runs.newest(limit, user)
+
     def run_changed(self, run_id: str) -> Event:
         """Set by the run's next save_run (its coordinator runs in this worker)."""
         return self.runs.changes.event(run_id)

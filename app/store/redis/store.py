@@ -18,7 +18,8 @@ Keys (all under ``ssec:``):
   and input for their stdin, answered on ``input-reply:<token>``, a list the
   asking worker waits on, with ``input-reply:<token>:claim`` that the writer
   takes first; both expire soon after).
-- ``run:<id>`` (a run's record), and ``runs:changed``: one entry per save of
+- ``run:<id>`` (a run's record), ``runs`` (the newest runs' ids by creation
+  time, for GET /runs), and ``runs:changed``: one entry per save of
   any run's record (``run``: its id), which every worker's reader follows, so a
   run's streams on any host look at its record again at once, not on a timer;
   and one per end of a run's job (``job``: its id, in the MULTI that records
@@ -87,7 +88,7 @@ from ..base import (
 from ..budget import MemoryBudget
 from ..eventlog import EVENT_OVERHEAD_BYTES, EventLog
 from ..jobs import Job
-from ..runs import RunChanges
+from ..runs import MAX_RUNS, RunChanges
 from . import liveness
 from .codec import encode_fields, event_from_entry, event_from_tail, job_fields, job_from_fields
 from .reader import BLOCK_MS, StreamReader
@@ -676,9 +677,34 @@ class RedisStore(Store):
             pipe.sadd(f"{PREFIX}runs:live", run_id)
         else:
             pipe.srem(f"{PREFIX}runs:live", run_id)
+        # Listed by creation time (GET /runs), the newest MAX_RUNS only; an expired record is dropped when listed.
+        pipe.zadd(f"{PREFIX}runs", {run_id: record.get("created_at", 0)})
+        pipe.zremrangebyrank(f"{PREFIX}runs", 0, -MAX_RUNS - 1)
         # In the same MULTI as the record: a reader told of this entry then reads this record (or a newer one).
         pipe.xadd(f"{PREFIX}runs:changed", {"run": run_id}, maxlen=RUN_CHANGES_KEPT, approximate=True)
         pipe.execute()
+
+    @_shared
+    def list_runs(self, limit: int, user: str | None = None) -> list[dict[str, Any]]:
+        """Every host's newest runs, read newest first a page at a time until ``limit`` are found."""
+        ids = [run_id.decode() for run_id in self.client.zrevrange(f"{PREFIX}runs", 0, -1)]
+        found: list[dict[str, Any]] = []
+        gone: list[str] = []
+        page = max(limit, 50)
+        for start in range(0, len(ids), page):
+            chunk = ids[start:start + page]
+            for run_id, text in zip(chunk, self.client.mget([f"{PREFIX}run:{i}" for i in chunk]), strict=True):
+                if text is None:
+                    gone.append(run_id)  # expired (finished_job_ttl)
+                    continue
+                record = json.loads(text)
+                if user is None or record.get("user") == user:
+                    found.append(record)
+            if len(found) >= limit:
+                break
+        if gone:
+            self.client.zrem(f"{PREFIX}runs", *gone)
+        return found[:limit]
 
     def run_changed(self, run_id: str) -> Event:
         """Set when this worker's reader sees the run's next save (from any host), or after a reader outage."""

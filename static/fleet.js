@@ -21,6 +21,7 @@ import {
   Follower,
   formatBytes,
   formatDuration,
+  formatTime,
   frameScheduler,
   LiveStream,
   pageSession,
@@ -53,11 +54,13 @@ const HOST_LOOK = {
 const RUN_LOOK = { running: "running", succeeded: "ok", failed: "bad", partial: "warn", cancelled: "warn" };
 const LIVE = new Set(["pending", "running"]);
 const HOST_STATE_LOOK = { up: "ok", stale: "warn", down: "bad" }; // GET /hosts' states
+const RUNS_LISTED = 20; // recent runs shown (GET /runs?limit=)
 
 const state = {
   principal: null,
   hosts: [], // GET /hosts
   picked: new Set(), // host names
+  runs: [], // GET /runs: the recent runs this caller may see, newest first
   actions: [], // GET /actions' actions: what the "What to run" choice offers besides a command
   action: null, // the chosen one, or null: a command
   fields: new Map(), // the chosen action's parameter fields (actionparams.js)
@@ -397,6 +400,7 @@ function runExit(run) {
   applyRun(run);
   for (const pane of state.panes.values()) if (!LIVE.has(pane.info.state)) endNote(pane);
   announce(`Run ${run.command || run.id}: ${run.state}${failedText(run)}`);
+  loadRuns();
 }
 
 function failedText(run) {
@@ -413,6 +417,52 @@ function applyRun(run) {
     (state.panes.get(info.host) || addPane(info.host)).setInfo(info);
   }
   renderHead();
+  const listed = state.runs.find((item) => item.id === run.id);
+  if (listed && run.state && listed.state !== run.state) {
+    listed.state = run.state;
+    renderRuns();
+  }
+}
+
+// The recent runs (GET /runs): the caller's own, or every user's for a role that sees every job. Loaded when the
+// page starts, when a run starts and when the open one ends; each opens its run.
+async function loadRuns() {
+  try {
+    const { runs } = await api("GET", `/runs?limit=${RUNS_LISTED}`);
+    state.runs = runs;
+  } catch {
+    return; // the list stays as it was; the next start or end loads it again
+  }
+  renderRuns();
+}
+
+function renderRuns() {
+  $("runs-empty").hidden = state.runs.length > 0;
+  $("run-list").replaceChildren(
+    ...state.runs.map((run) => {
+      const hosts = (run.hosts || []).length;
+      const meta = [`${hosts} host${hosts === 1 ? "" : "s"}`, formatTime(new Date(run.created_at * 1000).toISOString())];
+      if (run.user && run.user !== state.principal?.user) meta.push(run.user);
+      return el(
+        "li",
+        {},
+        el(
+          "button",
+          {
+            type: "button",
+            class: "run-item",
+            dataset: { run: run.id },
+            "aria-current": run.id === state.runId ? "true" : undefined,
+            title: `Open run ${run.id}`,
+            onclick: () => openRun(run.id),
+          },
+          el("span", { class: `badge ${RUN_LOOK[run.state] || "muted"}`, text: run.state }),
+          el("code", { class: "run-item-command", text: run.command || run.id }),
+          el("span", { class: "run-item-meta", text: meta.join(" · ") }),
+        ),
+      );
+    }),
+  );
 }
 
 // Before each reconnect: still signed in, is the server up, does the run still exist (and how is it now)?
@@ -465,6 +515,7 @@ async function openRun(id, { hosts = [], command = "" } = {}) {
   for (const host of hosts) addPane(host);
   history.replaceState(null, "", `#run=${encodeURIComponent(id)}`);
   renderHead();
+  renderRuns();
   try {
     const run = await api("GET", `/runs/${encodeURIComponent(id)}`);
     if (state.runId !== id) return;
@@ -761,6 +812,7 @@ function setupForm() {
     submit.disabled = true;
     try {
       const created = await api("POST", "/runs", body);
+      loadRuns();
       await openRun(created.id, { hosts: created.hosts || hosts, command: action ? `action ${action.name}` : text });
       if (!action) command.select();
     } catch (err) {
@@ -857,6 +909,8 @@ function reset() {
   state.principal = null;
   state.hosts = [];
   state.picked.clear();
+  state.runs = [];
+  renderRuns();
   renderActionChoice([]);
   renderPicker();
   renderHead();
@@ -872,6 +926,7 @@ async function start(principal) {
   );
   await loadHosts();
   renderActionChoice(await actions);
+  loadRuns();
   const wanted = /^#run=([A-Za-z0-9_.-]+)$/.exec(location.hash);
   if (wanted) await openRun(decodeURIComponent(wanted[1]));
   else renderHead();

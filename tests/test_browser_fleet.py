@@ -3,10 +3,11 @@
 On the memory store the fleet is this host alone: the picker lists it (up, picked), a run starts with POST /runs
 and shows a pane with the host's output, its state badge and exit code, the run's aggregate state; a named action
 with its parameters (errors at the field, a confirmation when it asks for one), a timeout, parallel and
-stop_on_failure travel with the run; the failed filter and the interleaved view; the run reopens from its URL after
-a reload with nothing shown twice; Cancel ends a running one. axe-core finds no serious or critical violation on
-the page with a run open, and on a phone every control is 44 px at least. Over tests/test_fleet.py's three hosts on
-one Redis: the picker's tags pick them, and a run shows three panes, one of them failed.
+stop_on_failure travel with the run; the recent runs (GET /runs) list them newest first and open each; the failed
+filter and the interleaved view; the run reopens from its URL after a reload with nothing shown twice; Cancel ends
+a running one. axe-core finds no serious or critical violation on the page with a run open, and on a phone every
+control is 44 px at least. Over tests/test_fleet.py's three hosts on one Redis: the picker's tags pick them, and a
+run shows three panes, one of them failed.
 """
 
 from __future__ import annotations
@@ -305,6 +306,37 @@ def test_an_action_with_its_params_and_a_timeout_run_on_the_hosts(fleet_page):
     badge = fleet_page.pane().locator(".badge")
     assert badge.text_content() == "failed" and "timeout" in badge.get_attribute("title")
     page.fill("#fleet-timeout", "")
+
+
+def test_recent_runs_are_listed_newest_first_and_each_opens_its_run(fleet_page):
+    page = fleet_page.page
+    first = fleet_page.run("echo one")
+    fleet_page.wait_run_state("succeeded")
+    second = fleet_page.run("echo two")
+    fleet_page.wait_run_state("succeeded")
+    items = page.locator("#run-list .run-item")
+    # Loaded as a run starts, and again as it ends: its state is the final one.
+    page.wait_for_function(
+        "id => { const b = document.querySelector('#run-list .run-item');"
+        " return b && b.dataset.run === id && b.querySelector('.badge').textContent === 'succeeded'; }",
+        arg=second)
+    assert items.nth(1).get_attribute("data-run") == first
+    assert [items.nth(n).locator(".run-item-command").text_content() for n in (0, 1)] == ["echo two", "echo one"]
+    assert items.nth(0).locator(".run-item-meta").text_content().startswith("1 host · ")
+    assert items.nth(0).get_attribute("aria-current") == "true" and items.nth(1).get_attribute("aria-current") is None
+    assert page.is_hidden("#runs-empty")
+    shot(page, "fleet-recent-runs")
+    # An earlier run opens from the list, with its own output.
+    items.nth(1).click()
+    fleet_page.wait_run_state("succeeded")
+    page.wait_for_function("() => document.querySelector('.pane .term-lines .ln')")
+    assert fleet_page.pane_lines() == ["one"]
+    assert page.url.endswith(f"/fleet#run={first}") and page.text_content("#run-command") == "echo one"
+    assert items.nth(1).get_attribute("aria-current") == "true" and items.nth(0).get_attribute("aria-current") is None
+    # After a reload, the list is there again (and the open run marked).
+    page.reload()
+    page.wait_for_selector(f"#run-list .run-item[data-run='{first}'][aria-current='true']")
+    assert page.locator("#run-list .run-item").first.get_attribute("data-run") == second
 
 
 def test_connection_lost_banner_and_resume(fleet_page):

@@ -235,3 +235,25 @@ def test_a_refusal_starts_the_next_host_of_the_window_at_once_not_on_the_next_po
     assert store.started == ["here"] and run.hosts[0].state == "refused"
     store.end(1, run)
     assert greenlet.get(timeout=5).state == "partial"
+
+
+def test_no_record_says_the_run_ended_before_it_has_its_end_time():
+    # Jobs that end before their starts' answers are saved (a save takes a while, as over the network): the loop
+    # may see every host ended while a start's greenlet is still saving. No record may say the run ended (a
+    # stream then sends run_exit) without its ended_at: only the last save, which sets it, says so.
+    class SlowSaves(FakeStore):
+        def start(self, host):
+            answer = super().start(host)
+            self.jobs[answer["job"]].state, self.jobs[answer["job"]].exit_code = JobState.EXITED, 0
+            return answer
+
+        def save_run(self, run_id, record, ttl):
+            gevent.sleep(0.02)
+            super().save_run(run_id, record, ttl)
+
+    for _ in range(5):
+        store = SlowSaves({"here": "job", "b": "job", "c": "job"})
+        _, greenlet = coordinate(store, ["here", "b", "c"], states={"b": "up", "c": "up"})
+        assert greenlet.get(timeout=5).state == "succeeded"
+        ended = [record for record in store.saved if record["state"] != "running"]
+        assert ended and all(record["ended_at"] is not None for record in ended), ended

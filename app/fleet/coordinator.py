@@ -76,6 +76,10 @@ class Coordinator:
     def save(self) -> None:
         """The record to the store when it changed (a store outage is retried on the next turn)."""
         with self._saving:
+            if self.run.state != "running" and self.run.ended_at is None:
+                # Every host has ended (seen while a start's answer was still being saved), but the run not yet:
+                # its last save says both at once, so no record (nor a stream's run_exit) lacks its ended_at.
+                return
             record = self.run.to_record()  # taken inside the lock: the newest state when this save goes out
             if record == self._saved:
                 return

@@ -59,6 +59,8 @@ def follow(fleet: Fleet, index: int, body: dict) -> tuple[dict, float | None, fl
     _, record = entry.request("GET", created["url"])
     if record["state"] != "succeeded":
         raise BenchError(f"run {created['id']}: {record['state']}")
+    if record["ended_at"] is None:
+        raise BenchError(f"run {created['id']}: run_exit came, but the record has no ended_at")
     return record, last_exit, ended
 
 

@@ -28,6 +28,7 @@ import { Terminal } from "./terminal.js";
 import { WorkerEventSource } from "./workersource.js";
 import { commandExample, CommandHistory, shellCharacters } from "./command.js";
 import { JobFilter, jobCategory } from "./joblist.js";
+import { confirmAction, paramFields, paramValues, showParamError, unchosen } from "./actionparams.js";
 
 const JOBS = "channel:jobs";
 const MAX_JOBS = 200;
@@ -867,53 +868,9 @@ function renderActions(actions) {
 }
 
 function actionForm(action) {
-  const fields = new Map();
+  const fields = paramFields(action.params, `action-${action.name}`, () => updateSubmit());
   const form = el("form", { class: "action-form", novalidate: true, dataset: { action: action.name } });
-  for (const param of action.params) {
-    const id = `action-${action.name}-${param.name}`;
-    const errorId = `${id}-error`;
-    let input;
-    if (param.type === "choice") {
-      input = el("select", { id, name: param.name, required: param.default === undefined });
-      // No default: nothing is chosen for the user; Run waits until something is.
-      if (param.default === undefined) input.append(el("option", { value: "", text: "Choose…", disabled: true, selected: true }));
-      for (const choice of param.choices) {
-        input.append(el("option", { value: choice, text: choice, selected: choice === param.default }));
-      }
-      input.addEventListener("change", () => updateSubmit());
-    } else {
-      // A number box or a text box: the same but for these attributes.
-      const kind =
-        param.type === "integer"
-          ? { type: "number", inputmode: "numeric", step: "1", min: param.min ?? undefined, max: param.max ?? undefined }
-          : { type: "text", spellcheck: "false", autocapitalize: "off", maxlength: param.max_length ?? undefined };
-      input = el("input", {
-        id,
-        name: param.name,
-        ...kind,
-        value: param.default ?? undefined,
-        required: param.required,
-      });
-    }
-    input.setAttribute("aria-describedby", `${id}-hint ${errorId}`);
-    const hint = paramHint(param);
-    const error = el("span", { class: "field-error", id: errorId, role: "alert", hidden: true });
-    input.addEventListener("input", () => {
-      error.hidden = true;
-      input.removeAttribute("aria-invalid");
-    });
-    fields.set(param.name, { input, error, param });
-    form.append(
-      el(
-        "div",
-        { class: "field" },
-        el("label", { for: id }, param.name, param.required ? el("span", { class: "req", text: " *" }) : null),
-        input,
-        el("span", { class: "hint", id: `${id}-hint`, text: hint }),
-        error,
-      ),
-    );
-  }
+  for (const { root } of fields.values()) form.append(root);
   const formError = el("p", { class: "field-error", role: "alert", hidden: true });
   const waiting = el("span", { class: "hint", id: `action-${action.name}-waiting` });
   const submit = el("button", {
@@ -926,9 +883,9 @@ function actionForm(action) {
 
   // Choices without a default keep Run disabled until each has a value.
   function updateSubmit() {
-    const unchosen = [...fields.values()].filter(({ input, param }) => param.type === "choice" && !input.value);
-    submit.disabled = unchosen.length > 0;
-    waiting.textContent = unchosen.length ? `Choose ${unchosen.map(({ param }) => param.name).join(" and ")} first` : "";
+    const waitingFor = unchosen(fields);
+    submit.disabled = waitingFor.length > 0;
+    waiting.textContent = waitingFor.length ? `Choose ${waitingFor.map(({ param }) => param.name).join(" and ")} first` : "";
   }
   updateSubmit();
 
@@ -936,14 +893,7 @@ function actionForm(action) {
     event.preventDefault();
     formError.hidden = true;
     if (submit.disabled) return;
-    const params = {};
-    for (const [name, { input, error, param }] of fields) {
-      error.hidden = true;
-      input.removeAttribute("aria-invalid");
-      const value = input.value;
-      if (value === "") continue; // the server applies the default, or says it is required
-      params[name] = param.type === "integer" && /^-?\d+$/.test(value.trim()) ? Number(value) : value;
-    }
+    const params = paramValues(fields);
     const body = { action: action.name, params };
     if (action.confirm) {
       if (!(await confirmAction(action, params))) return;
@@ -954,14 +904,7 @@ function actionForm(action) {
       await runJob(body);
     } catch (err) {
       const message = errorText(err);
-      const named = /parameter (['"])(.+?)\1: (.*)$/s.exec(message);
-      const field = named && fields.get(named[2]);
-      if (field) {
-        field.error.textContent = named[3];
-        field.error.hidden = false;
-        field.input.setAttribute("aria-invalid", "true");
-        field.input.focus();
-      } else {
+      if (!showParamError(fields, message)) {
         formError.textContent = message;
         formError.hidden = false;
       }
@@ -982,39 +925,6 @@ function actionForm(action) {
     ),
     form,
   );
-}
-
-// The action's confirmation: a modal dialog naming it and every parameter it will run with (defaults included).
-function confirmAction(action, params) {
-  const dialog = $("confirm-dialog");
-  $("confirm-title").textContent = `Run ${action.name}?`;
-  $("confirm-run").textContent = `Run ${action.name}`;
-  const rows = action.params.map((param) => {
-    const given = param.name in params;
-    const value = given ? String(params[param.name]) : String(param.default ?? "");
-    return [
-      el("dt", { text: param.name }),
-      el("dd", {}, el("code", { text: value }), given ? null : el("span", { class: "muted", text: " (default)" })),
-    ];
-  });
-  $("confirm-params").replaceChildren(...rows.flat());
-  if (!rows.length) $("confirm-params").append(el("dd", { class: "muted", text: "no parameters" }));
-  dialog.returnValue = "";
-  dialog.showModal();
-  return new Promise((resolve) => {
-    dialog.addEventListener("close", () => resolve(dialog.returnValue === "run"), { once: true });
-  });
-}
-
-function paramHint(param) {
-  if (param.type === "integer") {
-    const range = [param.min, param.max].map((v) => (v === null || v === undefined ? "" : String(v)));
-    const text = range[0] || range[1] ? `integer ${range[0] || "…"}–${range[1] || "…"}` : "integer";
-    return param.description ? `${param.description} (${text})` : text;
-  }
-  if (param.type === "choice") return param.description || "";
-  const text = param.pattern ? `matches ${param.pattern}` : "text";
-  return param.description ? `${param.description} (${text})` : text;
 }
 
 // Small things.

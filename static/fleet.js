@@ -1,4 +1,6 @@
-// Fleet runs (issue 20): pick hosts by name or tag, start one command on all of them (POST /runs), and follow
+// Fleet runs (issue 20): pick hosts by name or tag, start one command or named action (GET /actions, its parameters
+// as the console shows them: actionparams.js) on all of them (POST /runs, with a timeout, parallel and
+// stop_on_failure), and follow
 // the run (GET /runs/<id>/events): one pane per host, or every host's lines interleaved with a coloured host
 // name. Each pane has the host's state and exit code; a filter shows only the hosts that did not succeed.
 //
@@ -19,6 +21,7 @@ import {
   Follower,
   formatBytes,
   formatDuration,
+  formatTime,
   frameScheduler,
   LiveStream,
   pageSession,
@@ -26,6 +29,7 @@ import {
   showConnState,
 } from "./common.js";
 import { Terminal } from "./terminal.js";
+import { confirmAction, paramFields, paramValues, showParamError, unchosen } from "./actionparams.js";
 
 const PANE_LINES = Number(document.body.dataset.paneLines) || 200;
 const IL_LINES = Number(document.body.dataset.interleavedLines) || 2000;
@@ -50,11 +54,16 @@ const HOST_LOOK = {
 const RUN_LOOK = { running: "running", succeeded: "ok", failed: "bad", partial: "warn", cancelled: "warn" };
 const LIVE = new Set(["pending", "running"]);
 const HOST_STATE_LOOK = { up: "ok", stale: "warn", down: "bad" }; // GET /hosts' states
+const RUNS_LISTED = 20; // recent runs shown (GET /runs?limit=)
 
 const state = {
   principal: null,
   hosts: [], // GET /hosts
   picked: new Set(), // host names
+  runs: [], // GET /runs: the recent runs this caller may see, newest first
+  actions: [], // GET /actions' actions: what the "What to run" choice offers besides a command
+  action: null, // the chosen one, or null: a command
+  fields: new Map(), // the chosen action's parameter fields (actionparams.js)
   runId: null,
   run: null, // GET /runs/<id> (hosts as a list), kept current from the events
   done: false, // run_exit was heard: nothing more to follow
@@ -391,6 +400,7 @@ function runExit(run) {
   applyRun(run);
   for (const pane of state.panes.values()) if (!LIVE.has(pane.info.state)) endNote(pane);
   announce(`Run ${run.command || run.id}: ${run.state}${failedText(run)}`);
+  loadRuns();
 }
 
 function failedText(run) {
@@ -407,6 +417,52 @@ function applyRun(run) {
     (state.panes.get(info.host) || addPane(info.host)).setInfo(info);
   }
   renderHead();
+  const listed = state.runs.find((item) => item.id === run.id);
+  if (listed && run.state && listed.state !== run.state) {
+    listed.state = run.state;
+    renderRuns();
+  }
+}
+
+// The recent runs (GET /runs): the caller's own, or every user's for a role that sees every job. Loaded when the
+// page starts, when a run starts and when the open one ends; each opens its run.
+async function loadRuns() {
+  try {
+    const { runs } = await api("GET", `/runs?limit=${RUNS_LISTED}`);
+    state.runs = runs;
+  } catch {
+    return; // the list stays as it was; the next start or end loads it again
+  }
+  renderRuns();
+}
+
+function renderRuns() {
+  $("runs-empty").hidden = state.runs.length > 0;
+  $("run-list").replaceChildren(
+    ...state.runs.map((run) => {
+      const hosts = (run.hosts || []).length;
+      const meta = [`${hosts} host${hosts === 1 ? "" : "s"}`, formatTime(new Date(run.created_at * 1000).toISOString())];
+      if (run.user && run.user !== state.principal?.user) meta.push(run.user);
+      return el(
+        "li",
+        {},
+        el(
+          "button",
+          {
+            type: "button",
+            class: "run-item",
+            dataset: { run: run.id },
+            "aria-current": run.id === state.runId ? "true" : undefined,
+            title: `Open run ${run.id}`,
+            onclick: () => openRun(run.id),
+          },
+          el("span", { class: `badge ${RUN_LOOK[run.state] || "muted"}`, text: run.state }),
+          el("code", { class: "run-item-command", text: run.command || run.id }),
+          el("span", { class: "run-item-meta", text: meta.join(" · ") }),
+        ),
+      );
+    }),
+  );
 }
 
 // Before each reconnect: still signed in, is the server up, does the run still exist (and how is it now)?
@@ -459,6 +515,7 @@ async function openRun(id, { hosts = [], command = "" } = {}) {
   for (const host of hosts) addPane(host);
   history.replaceState(null, "", `#run=${encodeURIComponent(id)}`);
   renderHead();
+  renderRuns();
   try {
     const run = await api("GET", `/runs/${encodeURIComponent(id)}`);
     if (state.runId !== id) return;
@@ -673,11 +730,42 @@ function renderTargets() {
   }
 }
 
+// "What to run": a command (the command box), or one of GET /actions' actions (its parameters' fields instead).
+function renderActionChoice(actions) {
+  state.actions = actions;
+  const select = $("fleet-action");
+  select.replaceChildren(
+    el("option", { value: "", text: "A command" }),
+    ...actions.map((action) => el("option", { value: action.name, text: `Action: ${action.name}` })),
+  );
+  $("fleet-what").hidden = actions.length === 0;
+  chooseAction("");
+}
+
+function chooseAction(name) {
+  const action = state.actions.find((candidate) => candidate.name === name) || null;
+  state.action = action;
+  $("fleet-action").value = action ? action.name : "";
+  state.fields = action ? paramFields(action.params, "fleet-param") : new Map();
+  const box = $("fleet-params");
+  box.replaceChildren(...[...state.fields.values()].map(({ root }) => root));
+  box.hidden = state.fields.size === 0;
+  $("fleet-command-field").hidden = action !== null;
+  let hint = "";
+  if (action) {
+    hint = action.description || "";
+    if (action.confirm) hint += `${hint ? " " : ""}(asks to confirm)`;
+  }
+  setText($("fleet-action-hint"), hint);
+  $("fleet-error").hidden = true;
+}
+
 function setupForm() {
   const form = $("fleet-form");
   const error = $("fleet-error");
   const command = $("fleet-command");
   const parallel = $("fleet-parallel");
+  const timeout = $("fleet-timeout");
   const fail = (message, field) => {
     error.textContent = message;
     error.hidden = false;
@@ -686,36 +774,56 @@ function setupForm() {
       field.focus();
     }
   };
-  for (const field of [command, parallel]) {
+  for (const field of [command, parallel, timeout]) {
     field.addEventListener("input", () => {
       error.hidden = true;
       field.removeAttribute("aria-invalid");
     });
   }
+  $("fleet-action").addEventListener("change", (event) => chooseAction(event.target.value));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     error.hidden = true;
+    const action = state.action;
+    const fields = state.fields;
     const text = command.value.trim();
-    if (!text) return fail("Type a command to run.", command);
+    if (!action && !text) return fail("Type a command to run.", command);
+    const waitingFor = action ? unchosen(fields) : [];
+    if (waitingFor.length) return fail(`Choose ${waitingFor.map(({ param }) => param.name).join(" and ")} first.`, waitingFor[0].input);
     const hosts = pickedHosts();
     if (!hosts.length) return fail("Pick at least one host.", $("host-list").querySelector("input") || null);
-    const body = { command: text, hosts, stop_on_failure: $("fleet-stop").checked };
+    const body = action ? { action: action.name, params: paramValues(fields) } : { command: text };
+    Object.assign(body, { hosts, stop_on_failure: $("fleet-stop").checked });
     const n = parallel.value.trim();
     if (n) {
       if (!/^\d+$/.test(n) || Number(n) < 1) return fail("Parallel must be a whole number, 1 or more.", parallel);
       body.parallel = Number(n);
     }
+    const seconds = timeout.value.trim();
+    if (seconds) {
+      if (!(Number(seconds) > 0)) return fail("The timeout must be a number of seconds, more than 0.", timeout);
+      body.timeout = Number(seconds);
+    }
+    if (action && action.confirm) {
+      if (!(await confirmAction(action, body.params, `on ${hosts.length} host${hosts.length === 1 ? "" : "s"}`))) return;
+      body.confirm = true;
+    }
     const submit = $("fleet-start");
     submit.disabled = true;
     try {
       const created = await api("POST", "/runs", body);
-      await openRun(created.id, { hosts: created.hosts || hosts, command: text });
-      command.select();
+      loadRuns();
+      await openRun(created.id, { hosts: created.hosts || hosts, command: action ? `action ${action.name}` : text });
+      if (!action) command.select();
     } catch (err) {
       let message = errorText(err);
       if (err instanceof ApiError && err.body.host && !message.includes(err.body.host)) message += ` (${err.body.host})`;
-      const field = { command, parallel }[err instanceof ApiError ? err.body.parameter : ""];
-      fail(message, field || null);
+      if (!(action && showParamError(fields, message))) {
+        const field = { command: action ? null : command, action: $("fleet-action"), parallel, timeout }[
+          err instanceof ApiError ? err.body.parameter : ""
+        ];
+        fail(message, field || null);
+      }
     } finally {
       submit.disabled = false;
     }
@@ -756,13 +864,22 @@ function setupRunTools() {
     const typing = target instanceof HTMLElement && target.matches("input, textarea, select");
     if (event.key === "/" && !typing) {
       event.preventDefault();
-      $("fleet-command").focus();
-      $("fleet-command").select();
+      focusWhat();
     }
   });
 }
 
 // Small things.
+
+// The command box, or with an action chosen the choice of what to run.
+function focusWhat() {
+  if (state.action) {
+    $("fleet-action").focus();
+    return;
+  }
+  $("fleet-command").focus();
+  $("fleet-command").select();
+}
 
 function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
@@ -792,6 +909,9 @@ function reset() {
   state.principal = null;
   state.hosts = [];
   state.picked.clear();
+  state.runs = [];
+  renderRuns();
+  renderActionChoice([]);
   renderPicker();
   renderHead();
 }
@@ -799,7 +919,14 @@ function reset() {
 async function start(principal) {
   state.principal = principal;
   showConnState(conn, "idle");
+  // The actions this caller may run (as the console lists them); none: the page runs commands only.
+  const actions = api("GET", "/actions").then(
+    (found) => found.actions || [],
+    () => [],
+  );
   await loadHosts();
+  renderActionChoice(await actions);
+  loadRuns();
   const wanted = /^#run=([A-Za-z0-9_.-]+)$/.exec(location.hash);
   if (wanted) await openRun(decodeURIComponent(wanted[1]));
   else renderHead();

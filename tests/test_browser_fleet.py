@@ -1,11 +1,13 @@
 """The fleet page (issue 20) in a real headless Chromium against the real gunicorn server.
 
 On the memory store the fleet is this host alone: the picker lists it (up, picked), a run starts with POST /runs
-and shows a pane with the host's output, its state badge and exit code, the run's aggregate state; the failed
-filter and the interleaved view; the run reopens from its URL after a reload with nothing shown twice; Cancel
-ends a running one. axe-core finds no serious or critical violation on the page with a run open, and on a
-phone every control is 44 px at least. Over tests/test_fleet.py's three hosts on one Redis: the picker's tags
-pick them, and a run shows three panes, one of them failed.
+and shows a pane with the host's output, its state badge and exit code, the run's aggregate state; a named action
+with its parameters (errors at the field, a confirmation when it asks for one), a timeout, parallel and
+stop_on_failure travel with the run; the recent runs (GET /runs) list them newest first and open each; the failed
+filter and the interleaved view; the run reopens from its URL after a reload with nothing shown twice; Cancel ends
+a running one. axe-core finds no serious or critical violation on the page with a run open, and on a phone every
+control is 44 px at least. Over tests/test_fleet.py's three hosts on one Redis: the picker's tags pick them, and a
+run shows three panes, one of them failed.
 """
 
 from __future__ import annotations
@@ -35,10 +37,25 @@ HOST = "fleet-local"
 WIDE = {"width": 1400, "height": 900}
 
 
+# Named actions the page offers beside a command (GET /actions), as the console does.
+ACTIONS = {
+    "greet": {
+        "description": "Say hello to someone",
+        "argv": ["echo", "hello", "{name}"],
+        "params": {"name": {"type": "string", "pattern": "[a-z]{1,10}", "description": "lower-case name"}},
+    },
+    "deploy": {
+        "argv": ["echo", "deploying", "{env}"], "confirm": True,
+        "params": {"env": {"type": "choice", "choices": ["staging", "prod"]}},
+    },
+}
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     srv = GunicornServer(
-        tmp_path_factory.mktemp("fleet"), {"SSECMD_HOST_NAME": HOST, "SSECMD_HEARTBEAT_INTERVAL": "5"}
+        tmp_path_factory.mktemp("fleet"),
+        {"SSECMD_HOST_NAME": HOST, "SSECMD_HEARTBEAT_INTERVAL": "5", "SSECMD_ACTIONS": json.dumps(ACTIONS)},
     ).start()
     yield srv
     srv.stop()
@@ -196,6 +213,130 @@ def test_failed_filter_and_cancel(fleet_page):
     fleet_page.wait_run_state("cancelled")
     assert pane.locator(".badge").text_content() == "cancelled"
     assert page.is_disabled("#run-cancel")
+
+
+def posted_run(page, submit) -> tuple[dict, str]:
+    """Do ``submit`` (which posts the form); the body sent and the new run's id."""
+    with page.expect_response(lambda r: r.url.endswith("/runs") and r.request.method == "POST") as info:
+        submit()
+    assert info.value.status == 201, info.value.text()
+    return info.value.request.post_data_json, info.value.json()["id"]
+
+
+def test_an_action_with_its_params_and_a_timeout_run_on_the_hosts(fleet_page):
+    page = fleet_page.page
+    # The actions this caller may run, beside a command.
+    page.wait_for_selector("#fleet-what:not([hidden])")
+    options = page.eval_on_selector_all("#fleet-action option", "els => els.map(e => [e.value, e.textContent])")
+    assert options[0] == ["", "A command"]
+    assert sorted(options[1:]) == [["deploy", "Action: deploy"], ["greet", "Action: greet"]]
+    assert page.is_hidden("#fleet-params")
+
+    # An action: its parameters take the command box's place; a bad one is said at its field.
+    page.select_option("#fleet-action", "greet")
+    assert page.is_hidden("#fleet-command") and page.is_visible("#fleet-param-name")
+    assert page.text_content("#fleet-action-hint") == "Say hello to someone"
+    assert "lower-case name" in page.text_content("#fleet-param-name-hint")
+    page.fill("#fleet-param-name", "NOT-lower")
+    with page.expect_response(lambda r: r.url.endswith("/runs") and r.request.method == "POST") as info:
+        page.press("#fleet-param-name", "Enter")
+    assert info.value.status == 400
+    page.wait_for_selector("#fleet-param-name-error:not([hidden])")
+    assert "must match" in page.text_content("#fleet-param-name-error")
+    assert page.get_attribute("#fleet-param-name", "aria-invalid") == "true"
+    assert page.evaluate("document.activeElement.id") == "fleet-param-name"
+
+    # Fixed, with a timeout and the run's options: all of it travels with the run.
+    page.fill("#fleet-param-name", "bob")
+    page.fill("#fleet-timeout", "20")
+    page.fill("#fleet-parallel", "1")
+    page.check("#fleet-stop")
+    body, _ = posted_run(page, lambda: page.press("#fleet-param-name", "Enter"))
+    assert body == {"action": "greet", "params": {"name": "bob"}, "hosts": [HOST], "stop_on_failure": True,
+                    "parallel": 1, "timeout": 20}
+    fleet_page.wait_run_state("succeeded")
+    shot(page, "fleet-action")
+    assert fleet_page.pane_lines() == ["hello bob"]
+    assert page.text_content("#run-command") == "action greet"
+    assert page.is_hidden("#fleet-param-name-error")
+    page.fill("#fleet-parallel", "")
+    page.fill("#fleet-timeout", "")
+    page.uncheck("#fleet-stop")
+
+    # An action that asks to be confirmed: a choice without a default must be made first; then a dialog names
+    # what will run where, and Cancel sends nothing.
+    page.select_option("#fleet-action", "deploy")
+    assert page.is_hidden("#fleet-param-name") and page.is_visible("#fleet-param-env")
+    assert page.text_content("#fleet-action-hint") == "(asks to confirm)"
+    page.click("#fleet-start")
+    page.wait_for_selector("#fleet-error:not([hidden])")
+    assert page.text_content("#fleet-error") == "Choose env first."
+    page.select_option("#fleet-param-env", "prod")
+    page.click("#fleet-start")
+    page.wait_for_selector("#confirm-dialog[open]")
+    assert page.text_content("#confirm-title") == "Run deploy on 1 host?"
+    assert page.text_content("#confirm-params") == "envprod"
+    posted = []
+    page.on("request", lambda r: posted.append(r) if r.url.endswith("/runs") and r.method == "POST" else None)
+    page.click("#confirm-dialog button[value=cancel]")
+    page.wait_for_selector("#confirm-dialog:not([open])", state="attached")
+    assert posted == []
+    page.click("#fleet-start")
+    page.wait_for_selector("#confirm-dialog[open]")
+    body, _ = posted_run(page, lambda: page.click("#confirm-run"))
+    assert body == {"action": "deploy", "params": {"env": "prod"}, "hosts": [HOST], "stop_on_failure": False,
+                    "confirm": True}
+    fleet_page.wait_run_state("succeeded")
+    assert fleet_page.pane_lines() == ["deploying prod"]
+
+    # Back to a command: a timeout the page refuses is said at its field; a short one stops the host's job.
+    page.select_option("#fleet-action", "")
+    assert page.is_visible("#fleet-command") and page.is_hidden("#fleet-params")
+    posted.clear()
+    page.fill("#fleet-command", "sleep 30")
+    page.fill("#fleet-timeout", "-1")
+    page.press("#fleet-command", "Enter")
+    page.wait_for_selector("#fleet-error:not([hidden])")
+    assert "timeout" in page.text_content("#fleet-error")
+    assert page.get_attribute("#fleet-timeout", "aria-invalid") == "true" and posted == []
+    page.fill("#fleet-timeout", "1")
+    body, _ = posted_run(page, lambda: page.press("#fleet-command", "Enter"))
+    assert body == {"command": "sleep 30", "hosts": [HOST], "stop_on_failure": False, "timeout": 1}
+    fleet_page.wait_run_state("failed", timeout=10_000)
+    badge = fleet_page.pane().locator(".badge")
+    assert badge.text_content() == "failed" and "timeout" in badge.get_attribute("title")
+    page.fill("#fleet-timeout", "")
+
+
+def test_recent_runs_are_listed_newest_first_and_each_opens_its_run(fleet_page):
+    page = fleet_page.page
+    first = fleet_page.run("echo one")
+    fleet_page.wait_run_state("succeeded")
+    second = fleet_page.run("echo two")
+    fleet_page.wait_run_state("succeeded")
+    items = page.locator("#run-list .run-item")
+    # Loaded as a run starts, and again as it ends: its state is the final one.
+    page.wait_for_function(
+        "id => { const b = document.querySelector('#run-list .run-item');"
+        " return b && b.dataset.run === id && b.querySelector('.badge').textContent === 'succeeded'; }",
+        arg=second)
+    assert items.nth(1).get_attribute("data-run") == first
+    assert [items.nth(n).locator(".run-item-command").text_content() for n in (0, 1)] == ["echo two", "echo one"]
+    assert items.nth(0).locator(".run-item-meta").text_content().startswith("1 host · ")
+    assert items.nth(0).get_attribute("aria-current") == "true" and items.nth(1).get_attribute("aria-current") is None
+    assert page.is_hidden("#runs-empty")
+    shot(page, "fleet-recent-runs")
+    # An earlier run opens from the list, with its own output.
+    items.nth(1).click()
+    fleet_page.wait_run_state("succeeded")
+    page.wait_for_function("() => document.querySelector('.pane .term-lines .ln')")
+    assert fleet_page.pane_lines() == ["one"]
+    assert page.url.endswith(f"/fleet#run={first}") and page.text_content("#run-command") == "echo one"
+    assert items.nth(1).get_attribute("aria-current") == "true" and items.nth(0).get_attribute("aria-current") is None
+    # After a reload, the list is there again (and the open run marked).
+    page.reload()
+    page.wait_for_selector(f"#run-list .run-item[data-run='{first}'][aria-current='true']")
+    assert page.locator("#run-list .run-item").first.get_attribute("data-run") == second
 
 
 def test_connection_lost_banner_and_resume(fleet_page):

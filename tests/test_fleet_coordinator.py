@@ -1,9 +1,11 @@
 """The run coordinator (app/fleet/coordinator.py) against a fake store: the window, stop_on_failure, refusals,
-unreachable and lost hosts, a cancel while a start is under way. Greenlets, no servers."""
+unreachable and lost hosts, a cancel while a start is under way, waking at a job's end rather than on its poll.
+Greenlets, no servers."""
 
 from __future__ import annotations
 
 import itertools
+import time
 
 import gevent
 import pytest
@@ -13,6 +15,7 @@ from app.fleet.coordinator import Coordinator
 from app.fleet.runstate import HostRun, Run
 from app.states import JobState
 from app.store.jobs import Job
+from app.store.runs import RunChanges
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +34,7 @@ class FakeStore:
         self.stopped: list[str] = []
         self.ids = (f"{n:016x}" for n in itertools.count(1))
         self.started: list[str] = []
+        self.ends = RunChanges()  # Store.job_ended's events, as the real stores keep them
 
     def start(self, host: str) -> dict:
         answer = self.answers[host]
@@ -47,6 +51,10 @@ class FakeStore:
     def end(self, host_index: int, run: Run, state: JobState = JobState.EXITED, code: int | None = 0) -> None:
         job = self.jobs[run.hosts[host_index].job]
         job.state, job.exit_code = state, code
+        self.ends.changed(job.id)
+
+    def job_ended(self, job_id: str):
+        return self.ends.event(job_id)
 
     def save_run(self, run_id: str, record: dict, ttl: float) -> None:
         self.saved.append(record)
@@ -201,3 +209,51 @@ def test_a_host_still_busy_when_nothing_of_the_run_runs_is_refused_with_its_answ
     final = greenlet.get(timeout=5)
     assert [h.state for h in final.hosts] == ["succeeded", "refused"]
     assert final.hosts[1].reason == "b: alice runs too many jobs"
+
+
+def test_a_jobs_end_starts_the_next_host_of_the_window_and_ends_the_run_at_once_not_on_the_next_poll(monkeypatch):
+    monkeypatch.setattr(coordinator_module, "POLL", 30.0)  # the poll is only a fallback now
+    store = FakeStore({"here": "job", "b": "job"})
+    run, greenlet = coordinate(store, ["here", "b"], parallel=1, states={"b": "up"})
+    gevent.sleep(0.05)
+    assert store.started == ["here"]
+    ended = time.monotonic()
+    store.end(0, run)
+    while store.started == ["here"] and time.monotonic() - ended < 5:
+        gevent.sleep(0.005)
+    assert store.started == ["here", "b"] and time.monotonic() - ended < 0.5
+    ended = time.monotonic()
+    store.end(1, run)
+    assert greenlet.get(timeout=5).state == "succeeded" and time.monotonic() - ended < 0.5
+
+
+def test_a_refusal_starts_the_next_host_of_the_window_at_once_not_on_the_next_poll(monkeypatch):
+    monkeypatch.setattr(coordinator_module, "POLL", 30.0)
+    store = FakeStore({"b": {"refused": "b: not allowed"}, "here": "job"})
+    run, greenlet = coordinate(store, ["b", "here"], parallel=1, states={"b": "up"})
+    gevent.sleep(0.2)
+    assert store.started == ["here"] and run.hosts[0].state == "refused"
+    store.end(1, run)
+    assert greenlet.get(timeout=5).state == "partial"
+
+
+def test_no_record_says_the_run_ended_before_it_has_its_end_time():
+    # Jobs that end before their starts' answers are saved (a save takes a while, as over the network): the loop
+    # may see every host ended while a start's greenlet is still saving. No record may say the run ended (a
+    # stream then sends run_exit) without its ended_at: only the last save, which sets it, says so.
+    class SlowSaves(FakeStore):
+        def start(self, host):
+            answer = super().start(host)
+            self.jobs[answer["job"]].state, self.jobs[answer["job"]].exit_code = JobState.EXITED, 0
+            return answer
+
+        def save_run(self, run_id, record, ttl):
+            gevent.sleep(0.02)
+            super().save_run(run_id, record, ttl)
+
+    for _ in range(5):
+        store = SlowSaves({"here": "job", "b": "job", "c": "job"})
+        _, greenlet = coordinate(store, ["here", "b", "c"], states={"b": "up", "c": "up"})
+        assert greenlet.get(timeout=5).state == "succeeded"
+        ended = [record for record in store.saved if record["state"] != "running"]
+        assert ended and all(record["ended_at"] is not None for record in ended), ended

@@ -6,6 +6,11 @@ that host's control stream, as cancel and input are routed), so the target's own
 run-as decide, and it may refuse. A host ``down`` at the start is ``unreachable`` without being asked; a job
 whose host dies is marked ``lost`` by the store's liveness sweep (within 10 s), which the coordinator sees as
 any other end. Nothing waits without a bound, so a run always ends.
+
+The coordinator goes on as soon as something happens: a job's end (``Store.job_ended``, which every store sets
+as a run's job ends, on whichever host) or a start's answer wakes it, so the next host of a ``parallel`` window
+starts, and the run ends, at once. It also looks every ``POLL`` seconds whatever happened: for a cancel
+requested through another worker, a job marked ``lost``, a notification lost in a store outage.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
+from gevent.event import Event
 from gevent.lock import BoundedSemaphore
 
 from ..store.base import Store, StoreUnavailable
@@ -24,7 +30,7 @@ from .runstate import LOST, PENDING, REFUSED, RUNNING, UNREACHABLE, HostRun, Run
 
 log = logging.getLogger(__name__)
 
-POLL = 0.25  # seconds between looks at the running jobs and the cancel flag
+POLL = 0.25  # seconds between looks at the running jobs and the cancel flag when nothing woke the coordinator
 START_TIMEOUT = 3.0  # seconds for a target host's worker to take a start request (and again to answer it)
 
 
@@ -60,6 +66,7 @@ class Coordinator:
         # once one of this run's hosts has ended, refused if none is left running to free a slot.
         self.busy: dict[str, str] = {}
         self._ended = 0
+        self._woken = Event()  # set when a start has been answered: the loop takes another turn at once
 
     def request_for(self, host: str) -> dict[str, Any]:
         """What a target host is asked: the job part of POST /runs, for whom, and for which run."""
@@ -69,6 +76,10 @@ class Coordinator:
     def save(self) -> None:
         """The record to the store when it changed (a store outage is retried on the next turn)."""
         with self._saving:
+            if self.run.state != "running" and self.run.ended_at is None:
+                # Every host has ended (seen while a start's answer was still being saved), but the run not yet:
+                # its last save says both at once, so no record (nor a stream's run_exit) lacks its ended_at.
+                return
             record = self.run.to_record()  # taken inside the lock: the newest state when this save goes out
             if record == self._saved:
                 return
@@ -85,13 +96,14 @@ class Coordinator:
         took the run over meanwhile (then it ends it)."""
         starting: dict[str, gevent.Greenlet] = {}
         while True:
+            self._woken.clear()  # before looking: an answer from now on wakes the wait below
             for name in [name for name, greenlet in starting.items() if greenlet.dead]:
                 del starting[name]
             if self._taken_over():
                 log.warning("run %s: another worker took it over; leaving it to that one", self.run.id)
                 return None
             self._check_cancel()
-            self._follow_jobs()
+            ends = self._follow_jobs()
             self._retry_busy(set(starting))
             self.run.skip_rest(set(starting))
             for host in self.run.to_start(set(starting), set(self.busy)):
@@ -99,7 +111,7 @@ class Coordinator:
             if self.run.state != "running" and not starting:
                 break
             self.save()
-            gevent.sleep(POLL)
+            gevent.wait([*ends, self._woken], timeout=POLL, count=1)
         self.run.ended_at = time.time()
         self.save()
         return self.run
@@ -118,7 +130,13 @@ class Coordinator:
             self.busy.clear()
 
     def _start(self, host: HostRun) -> None:
-        """Ask one host to start its job, and note the answer."""
+        """Ask one host to start its job, and note the answer; the loop takes its next turn at once."""
+        try:
+            self._ask(host)
+        finally:
+            self._woken.set()
+
+    def _ask(self, host: HostRun) -> None:
         try:
             if host.host == self.local_host:
                 answer = self.start_local(self.request_for(host.host))
@@ -169,19 +187,25 @@ class Coordinator:
         except Exception as exc:  # its host is gone: the liveness sweep ends it as lost
             log.warning("run %s: could not stop job %s: %s", self.run.id, job_id, exc)
 
-    def _follow_jobs(self) -> None:
-        """Note the end of every running host's job that has ended."""
+    def _follow_jobs(self) -> list[Event]:
+        """Note the end of every running host's job that has ended; the events set when those still running end
+        (taken before their jobs are looked at: an end after the look sets its event)."""
+        ends = []
         for host in self.run.hosts:
             if host.state != RUNNING or host.job is None:
                 continue
             try:
+                ended = self.store.job_ended(host.job)
                 job = self.store.get_job(host.job)
             except StoreUnavailable:
-                return
+                return ends
             if job is None:
                 host.end(LOST, reason=f"job {host.job} is no longer kept")
             else:
                 self._note(host, job)
+            if not host.final:
+                ends.append(ended)
+        return ends
 
     @staticmethod
     def _note(host: HostRun, job: Job) -> None:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOB_FIELDS = ("command", "argv", "action", "params", "timeout", "confirm", "stderr")
+DEFAULT_RUNS_LISTED, MAX_RUNS_LISTED = 50, 200  # GET /runs' limit
 
 
 def _bad(parameter: str, message: str) -> ApiError:
@@ -225,6 +226,25 @@ class Fleet:
         if run is None or not self.policy.may_see_job(principal, run.user, ""):
             raise ApiError(404, "run_not_found", f"no run with id {run_id!r}")
         return run
+
+    def list_runs(self, principal: Principal, limit: str | None) -> list[Run]:
+        """GET /runs: the newest runs the caller may see (their own; every user's for a role that sees all
+        jobs), newest first, at most ``limit`` (1-200, default 50)."""
+        if principal.ticket_job is not None:
+            raise ApiError(403, "forbidden", "a stream ticket reads its job only")
+        if limit is None:
+            count = DEFAULT_RUNS_LISTED
+        elif limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_RUNS_LISTED:
+            count = int(limit)
+        else:
+            raise _bad("limit", f"limit must be a whole number from 1 to {MAX_RUNS_LISTED}")
+        user = None if self.policy.sees_all_jobs(principal) else principal.user
+        try:
+            records = self.store.list_runs(count, user)
+        except StoreUnavailable as exc:
+            raise ApiError(503, "store_unavailable", f"the store cannot be reached: {exc}",
+                           headers={"Retry-After": "2"}) from None
+        return [Run.from_record(record) for record in records]
 
     def cancel_run(self, run_id: str, principal: Principal, addr: str) -> Run:
         """DELETE /runs/<id>: no more hosts start, running jobs are cancelled; the run after up to kill_grace + 1 s."""

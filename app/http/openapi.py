@@ -802,6 +802,17 @@ def _paths() -> dict[str, Any]:
                                _schema("RunForbiddenError"))},
                 "400", "408", "413", "415", "503",
             ),
+        }, "get": {
+            "tags": ["fleets"], "operationId": "listRuns",
+            "summary": "The newest runs the caller may see, newest first",
+            "description": "A user's own runs; every user's for a role that sees every job (`see_all_jobs`: "
+                           "admin, viewer). The newest 1000 kept runs are listed at most.",
+            "parameters": [
+                _param("limit", "query", {"type": "string", "pattern": "^[0-9]{1,3}$"},
+                       "At most this many runs (1-200); 50 without it."),
+            ],
+            "responses": _responses({"200": _json_response("The runs, as GET /runs/{run_id} gives each.", _object({
+                "runs": {"type": "array", "items": _schema("Run")}}))}, "400", "503"),
         }},
         "/runs/{run_id}": {
             "parameters": [run_id],

@@ -438,10 +438,21 @@ class Store(abc.ABC):
         """A run's record, or None if unknown (or forgotten)."""
 
     @abc.abstractmethod
+    def list_runs(self, limit: int, user: str | None = None) -> list[dict[str, Any]]:
+        """The newest kept runs' records (by ``created_at``), at most ``limit``, newest first; only ``user``'s if
+        given. A store lists its newest ``MAX_RUNS`` (store/runs.py) at most."""
+
+    @abc.abstractmethod
     def run_changed(self, run_id: str) -> Event:
         """An event set when the run's record is next saved, by any worker or host sharing the store (take it
         before ``load_run``: a save after that sets it). It may be set without a change, never left unset
         after one (bar a store outage: a follower still looks again now and then)."""
+
+    @abc.abstractmethod
+    def job_ended(self, job_id: str) -> Event:
+        """An event set when a run's job (origin ``runs``) ends, wherever it ran, for its coordinator (take it
+        before ``get_job``: an end after that sets it). It may be set without an end, and for other jobs too. A
+        job a liveness sweep marks ``lost`` may not set it: a waiter still looks again now and then."""
 
     @abc.abstractmethod
     def request_run_cancel(self, run_id: str) -> None:

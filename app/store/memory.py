@@ -40,7 +40,7 @@ from .budget import MemoryBudget
 from .channels import ChannelHub
 from .eventlog import EventLog
 from .jobs import Job
-from .runs import LocalRuns
+from .runs import LocalRuns, RunChanges
 
 
 class MemoryStore(Store):
@@ -74,6 +74,7 @@ class MemoryStore(Store):
         self._finished: OrderedDict[str, Job] = OrderedDict()
         self._running_by_owner: dict[str, int] = {}
         self.runs = LocalRuns()  # issue 20: this worker's runs (no other host shares this store)
+        self.job_ends = RunChanges()  # by job id: set as a job ends (Store.job_ended)
         self.hub = ChannelHub(
             max_channels=max_channels, history=channel_history, history_bytes=channel_history_bytes,
             budget=self.budget,
@@ -201,11 +202,14 @@ class MemoryStore(Store):
             setattr(job, name, value)
         if job.ended_at is None:
             job.ended_at = time.time()
+        ended = job.finished and job_id in self._running
         if job.finished:
             self._not_running(job)
             if job_id not in self._finished:  # a second finish keeps the job's place
                 self._finished[job_id] = job
         self._sync_counters(job)
+        if ended:
+            self.job_ends.changed(job_id)  # its run's coordinator, waiting in this worker, looks at once
         return job
 
     def local_log(self, job_id: str) -> EventLog:
@@ -363,9 +367,17 @@ class MemoryStore(Store):
         """A run this worker keeps."""
         return self.runs.records.get(run_id)
 
+    def list_runs(self, limit: int, user: str | None = None) -> list[dict[str, Any]]:
+        """The newest runs this worker keeps."""
+        return self.runs.newest(limit, user)
+
     def run_changed(self, run_id: str) -> Event:
         """Set by the run's next save_run (its coordinator runs in this worker)."""
         return self.runs.changes.event(run_id)
+
+    def job_ended(self, job_id: str) -> Event:
+        """Set by the job's finish_job (every job runs in this worker)."""
+        return self.job_ends.event(job_id)
 
     def request_run_cancel(self, run_id: str) -> None:
         """Flag it for its coordinator, which runs in this worker."""

@@ -1,5 +1,5 @@
 """Runs kept by a store no other host shares (the memory and history stores): bounded, in this worker; and the
-events every store sets when a run's record is saved (RunChanges). No I/O."""
+events every store sets when a run's record is saved, or a run's job ends (RunChanges). No I/O."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from weakref import WeakValueDictionary
 
 from gevent.event import Event
 
-MAX_RUNS = 1000  # the newest runs kept; older ones are forgotten (GET /runs/<id> answers 404)
+MAX_RUNS = 1000  # the newest runs kept (and listed, GET /runs); older ones are forgotten (GET /runs/<id>: 404)
 UNDER_WAY = {"refused": "its start is under way already"}
 
 
 class RunChanges:
-    """The events a store sets when a run's record is saved, for this worker's streams of that run."""
+    """The events a store sets when a run's record is saved, for this worker's streams of that run (keyed by run
+    id); or when a run's job ends, for its coordinator (``Store.job_ended``, keyed by job id)."""
 
     def __init__(self) -> None:
         # Weak: an event lives as long as a stream waits on it, so runs nobody follows cost nothing here.
@@ -57,6 +58,11 @@ class LocalRuns:
             forgotten, _ = self.records.popitem(last=False)
             self.cancels.discard(forgotten)
         self.changes.changed(run_id)
+
+    def newest(self, limit: int, user: str | None = None) -> list[dict[str, Any]]:
+        """At most ``limit`` records, newest created first (``user``'s only, if given)."""
+        records = (r for r in self.records.values() if user is None or r.get("user") == user)
+        return sorted(records, key=lambda r: r.get("created_at", 0), reverse=True)[:limit]
 
     def claim_start(self, run_id: str, host: str) -> dict[str, Any] | None:
         """None: the caller starts it; else the answer of the start there was (or that one is under way)."""

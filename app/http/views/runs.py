@@ -30,6 +30,13 @@ def create_run() -> Response:
     return response
 
 
+@bp.get("")
+def list_runs() -> Response:
+    """The newest runs the caller may see, newest first: ?limit= (1-200, default 50)."""
+    runs = current_service().fleet.list_runs(current_principal(), query_text("limit"))
+    return jsonify({"runs": [run.to_json() for run in runs]})
+
+
 @bp.get("/<run_id>")
 def get_run(run_id: str) -> Response:
     """A run's per-host states and its aggregate."""

@@ -18,9 +18,12 @@ Keys (all under ``ssec:``):
   and input for their stdin, answered on ``input-reply:<token>``, a list the
   asking worker waits on, with ``input-reply:<token>:claim`` that the writer
   takes first; both expire soon after).
-- ``run:<id>`` (a run's record), and ``runs:changed``: one entry per save of
-  any run's record (its id), which every worker's reader follows, so a run's
-  streams on any host look at its record again at once, not on a timer.
+- ``run:<id>`` (a run's record), ``runs`` (the newest runs' ids by creation
+  time, for GET /runs), and ``runs:changed``: one entry per save of
+  any run's record (``run``: its id), which every worker's reader follows, so a
+  run's streams on any host look at its record again at once, not on a timer;
+  and one per end of a run's job (``job``: its id, in the MULTI that records
+  the end), so the run's coordinator goes on at once.
 
 The worker that starts a job spawns and pumps it, as with the memory store:
 its runner appends to a local ``EventLog`` (flow control, and this worker's
@@ -85,7 +88,7 @@ from ..base import (
 from ..budget import MemoryBudget
 from ..eventlog import EVENT_OVERHEAD_BYTES, EventLog
 from ..jobs import Job
-from ..runs import RunChanges
+from ..runs import MAX_RUNS, RunChanges
 from . import liveness
 from .codec import encode_fields, event_from_entry, event_from_tail, job_fields, job_from_fields
 from .reader import BLOCK_MS, StreamReader
@@ -175,6 +178,7 @@ class RedisStore(Store):
         self._run_start_handler: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self._run_adopter: Callable[[dict[str, Any]], None] | None = None
         self._run_changes = RunChanges()
+        self._job_ends = RunChanges()  # by job id: Store.job_ended
         self.reader = StreamReader(
             self.reader_client, self._wake_stream,
             {f"{PREFIX}resets": self._epochs_changed, _control_stream(self.host): self._control,
@@ -316,6 +320,8 @@ class RedisStore(Store):
         if ended:
             self._running.discard(job_id)
         self._eventually(lambda: self._record_finish(job, record, ended))
+        if ended:  # a coordinator in this worker reads this record (_owned) at once; others hear of it from Redis
+            self._job_ends.changed(job_id)
         return job
 
     def _record_finish(self, job: Job, record: list[str], ended: bool) -> None:
@@ -324,6 +330,10 @@ class RedisStore(Store):
             commands.append(("EVALSHA", self._ended_script.sha, 5, _job_hash(job.id), f"{PREFIX}running:{self.host}",
                              f"{PREFIX}user:{job.owner}", f"{PREFIX}finished", f"{PREFIX}jobs", job.id, job.ended_at,
                              int(self.settings.finished_job_ttl) or 1, self.settings.max_finished_jobs, PREFIX))
+            if job.origin == "runs":
+                # In the same MULTI as the record: the run's coordinator, on any host, looks at it at once.
+                commands.append(("XADD", f"{PREFIX}runs:changed", "MAXLEN", "~", RUN_CHANGES_KEPT, "*",
+                                 "job", job.id))
         execute_multi(self.client, commands, [self._finish_script, self._ended_script])
 
     def _eventually(self, write: Callable[[], object]) -> None:
@@ -535,6 +545,7 @@ class RedisStore(Store):
         meanwhile are found in the jobs' records; runs' records saved meanwhile are looked at again."""
         self._drop_mirrors()
         self._run_changes.changed_all()
+        self._job_ends.changed_all()
         running = sorted(self._running)
         if running:
             pipe = self.client.pipeline(transaction=False)
@@ -666,18 +677,52 @@ class RedisStore(Store):
             pipe.sadd(f"{PREFIX}runs:live", run_id)
         else:
             pipe.srem(f"{PREFIX}runs:live", run_id)
+        # Listed by creation time (GET /runs), the newest MAX_RUNS only; an expired record is dropped when listed.
+        pipe.zadd(f"{PREFIX}runs", {run_id: record.get("created_at", 0)})
+        pipe.zremrangebyrank(f"{PREFIX}runs", 0, -MAX_RUNS - 1)
         # In the same MULTI as the record: a reader told of this entry then reads this record (or a newer one).
         pipe.xadd(f"{PREFIX}runs:changed", {"run": run_id}, maxlen=RUN_CHANGES_KEPT, approximate=True)
         pipe.execute()
+
+    @_shared
+    def list_runs(self, limit: int, user: str | None = None) -> list[dict[str, Any]]:
+        """Every host's newest runs, read newest first a page at a time until ``limit`` are found."""
+        ids = [run_id.decode() for run_id in self.client.zrevrange(f"{PREFIX}runs", 0, -1)]
+        found: list[dict[str, Any]] = []
+        gone: list[str] = []
+        page = max(limit, 50)
+        for start in range(0, len(ids), page):
+            chunk = ids[start:start + page]
+            for run_id, text in zip(chunk, self.client.mget([f"{PREFIX}run:{i}" for i in chunk]), strict=True):
+                if text is None:
+                    gone.append(run_id)  # expired (finished_job_ttl)
+                    continue
+                record = json.loads(text)
+                if user is None or record.get("user") == user:
+                    found.append(record)
+            if len(found) >= limit:
+                break
+        if gone:
+            self.client.zrem(f"{PREFIX}runs", *gone)
+        return found[:limit]
 
     def run_changed(self, run_id: str) -> Event:
         """Set when this worker's reader sees the run's next save (from any host), or after a reader outage."""
         return self._run_changes.event(run_id)
 
+    def job_ended(self, job_id: str) -> Event:
+        """Set when this worker's reader sees the end of the run's job (from any host; at once for a job run
+        here), or after a reader outage."""
+        return self._job_ends.event(job_id)
+
     def _runs_changed(self, entries: list) -> None:
-        """The reader read saves of runs' records: their streams in this worker look again."""
+        """The reader read saves of runs' records, or ends of runs' jobs: their streams and coordinators in this
+        worker look again."""
         for _, fields in entries:
-            self._run_changes.changed(fields[b"run"].decode())
+            if b"run" in fields:
+                self._run_changes.changed(fields[b"run"].decode())
+            elif b"job" in fields:
+                self._job_ends.changed(fields[b"job"].decode())
 
     @_shared
     def claim_run_start(self, run_id: str, host: str) -> dict[str, Any] | None:

@@ -150,7 +150,8 @@ class Service:
     # Starting and stopping jobs.
 
     def start_job(self, spec: JobSpec, principal: Principal, addr: str, *, origin: str = "jobs") -> Job:
-        """Check who may run what, the allowlist and the limits, then start the command (detached)."""
+        """Check who may run what, the allowlist and the limits, then start the command (detached; a run's job,
+        origin ``runs``, waits for its run's stream from the start: JobLog.expect_viewer)."""
         return self._start(spec, principal, addr, origin, owned=False)
 
     def run_command(
@@ -210,7 +211,7 @@ class Service:
             run_as_uid=self._uid_for(role),
         )
         metrics.job_started(origin)
-        self.runner.start(job, executable, role, owned=owned)
+        self.runner.start(job, executable, role, owned=owned, paced=origin == "runs")
         if not job.finished:  # a job that failed to start was announced as it finished
             self._announce(job)
         return job

@@ -19,6 +19,7 @@ from app.policy.access import hash_token
 
 from .server import PYTHON, TEST_ALLOWED, GunicornServer, helper, wait_until
 from .sse_client import collect, iter_events, open_stream, payload
+from .sse_parser import EventStreamParser
 
 ADMIN, DBOPS, OPS = "ssecmd_fleet-admin-token", "ssecmd_fleet-dbops-token", "ssecmd_fleet-ops-token"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -140,6 +141,31 @@ def test_a_jobs_end_on_another_host_starts_the_next_host_and_ends_the_run_at_onc
         exits.append(run["ended_at"] - web["ended_at"])
     assert sorted(handovers)[2] < 0.1, f"web-1 started {sorted(handovers)} s after db-1's job ended"
     assert sorted(exits)[2] < 0.1, f"the run ended {sorted(exits)} s after its last job"
+
+
+def test_floods_from_two_hosts_reach_a_slow_stream_on_a_third_whole(fleet):
+    # 17.1 MB from each of web-1 and db-1 at `seq`'s full speed, more than job_buffer_bytes (16 MiB), followed
+    # on web-2 at about 30 MB/s: each job waits for the stream through Redis (its position, published by web-2),
+    # from its start. Unpaced, most of it was trimmed before the stream had it.
+    count = 2_400_000
+    created = start_run(fleet["web-1"], argv=["seq", str(count)], hosts=["web-1", "db-1"])
+    body, unread = bytearray(), 0
+    with open_stream(fleet["web-2"].url(created["events"]), headers=AUTH, timeout=60) as response:
+        for chunk in response.iter_raw():
+            body += chunk
+            unread += len(chunk)
+            if unread > 1 << 20:
+                time.sleep(0.03)
+                unread = 0
+            if b"event: run_exit" in body[-65536:]:
+                break
+    events = EventStreamParser().feed(bytes(body))
+    assert [e.type for e in events if e.type == "gap"] == []
+    expected = "".join(f"{n}\n" for n in range(1, count + 1))
+    for host in ("web-1", "db-1"):
+        out = "".join(payload(e)["data"]["out"] for e in events if e.type == "stdout" and payload(e)["host"] == host)
+        assert out == expected, host
+    assert payload(events[-1])["state"] == "succeeded"
 
 
 def test_output_of_all_three_interleaves_and_a_cut_stream_resumes_with_nothing_lost_or_doubled(fleet):

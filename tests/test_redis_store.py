@@ -21,6 +21,7 @@ import pytest
 from .channel_support import HTTP, Subscriber, epoch, fresh, id_number, publish, publish_raw
 from .server import PYTHON, GunicornServer, helper, wait_until
 from .sse_client import collect, iter_events, open_stream, payload
+from .sse_parser import EventStreamParser
 
 BUFFER = 65536  # job_buffer_bytes: small, so that a job's stream is trimmed
 
@@ -106,6 +107,42 @@ def test_a_viewer_behind_the_trim_gets_the_same_gap_from_either_host(hosts):
     assert 0 < missed < 4096 * 41, missed
     kept = sum(len(payload(e)["out"]) for e in from_b if e.type == "stdout")
     assert kept + missed == 4096 * 41 + 10  # what was dropped, and what was kept: every byte accounted for
+
+
+def test_a_slow_viewer_on_the_other_host_paces_the_job_and_misses_nothing(hosts):
+    # A megabyte at once, sixteen times job_buffer_bytes: unpaced, the owner trims it long before a reader on
+    # another host has it. The job waits for its viewer there instead (a window of half the buffer).
+    a, b = hosts
+    job = start_job(a, emit("out:2e0a:0.5", "out:41*1000000", "out:0a"))
+    parser, events, unread = EventStreamParser(), [], 0
+    with open_stream(b.url(f"/jobs/{job}/events")) as response:
+        for chunk in response.iter_raw():
+            events += parser.feed(chunk)
+            unread += len(chunk)
+            if unread > 32768:  # a reader of a few MB/s
+                time.sleep(0.01)
+                unread = 0
+            if events and events[-1].type == "exit":
+                break
+    assert [e.type for e in events if e.type == "gap"] == []
+    assert "".join(payload(e)["out"] for e in events if e.type == "stdout") == ".\n" + "A" * 1_000_000 + "\n"
+
+
+def test_a_viewer_elsewhere_that_stops_reading_holds_the_job_for_a_few_seconds_only(hosts):
+    # Its socket fills and its position stops: after VIEWER_STALL (5 s) the job no longer waits for it (and no
+    # longer keeps what it has not read); send_timeout (30 s) would be far later. It gets a gap when it reads.
+    a, b = hosts
+    size = 8_000_000
+    job = start_job(a, emit("out:2e0a:0.5", f"out:42*{size}"))
+    with open_stream(b.url(f"/jobs/{job}/events")) as response:
+        began = time.monotonic()
+        assert wait_until(lambda: HTTP.get(a.url(f"/jobs/{job}")).json()["state"] == "exited", 25)
+        took = time.monotonic() - began
+        events = list(iter_events(response))
+    assert 2 < took < 20, took
+    gaps = [payload(e)["missed_bytes"] for e in events if e.type == "gap"]
+    kept = sum(len(payload(e)["out"]) for e in events if e.type == "stdout")
+    assert gaps and kept + sum(gaps) == size + 2
 
 
 def test_get_jobs_lists_every_hosts_jobs(hosts):
@@ -439,7 +476,8 @@ def test_an_owner_that_comes_back_after_its_job_was_lost_appends_nothing_and_a_b
     client.hset(record, mapping={"id": json.dumps(job), "owner": json.dumps("u"), "state": json.dumps("running"),
                                  "_host": "h", "_worker": "1", "_last": "0", "_dropped": "0"})
     client.sadd("ssec:running:h", job)
-    writer = JobWriter(client, client.register_script(JOB_APPEND), lambda _: [record, stream], 1 << 20, 60)
+    writer = JobWriter(client, client.register_script(JOB_APPEND), lambda _: [record, stream], 1 << 20, 60,
+                       lambda _: f"ssec:pace:{job}")
     log_ = EventLog(1 << 20)
 
     def flush(*events):

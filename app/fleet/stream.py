@@ -6,6 +6,9 @@ through the store and waits on all of them at once (``Store.wait_any``), togethe
 run's record (``Store.run_changed``): a host's job is followed from its first event as soon as the coordinator
 has saved its id, and host states are sent as they change. The record is also looked at every ``RECHECK``
 seconds, in case a notification was lost. A heartbeat comment keeps proxies open; a client hanging up ends it.
+
+Like ``GET /run``, it stands in for a terminal: each running job it follows waits for it (``Store.pace``), so a
+flood from many hosts merged into one viewer arrives whole, however slowly that viewer reads.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import gevent
 from gevent.event import Event
 
 from ..config import Settings
-from ..store.base import LogRead, Position, Store, StoreUnavailable, UnknownLog, job_key
+from ..store.base import LogRead, Pacing, Position, Store, StoreUnavailable, UnknownLog, job_key
 from ..streaming.response import shutdown_farewell
 from ..streaming.sse import HEARTBEAT, encode_comment, encode_retry
 from .cursor import RunCursor
@@ -33,6 +36,34 @@ def run_events(
     shutdown: Event, gone: Event,
 ) -> Generator[bytes, None, str]:
     """The stream's frames, from ``cursor`` on; returns why it ended (finished, client_left, shutdown)."""
+    paced: dict[str, Pacing | None] = {}  # job id -> its pacing (None: the store does not pace it)
+    try:
+        return (yield from _run_events(store, run_id, load, cursor, settings, shutdown, gone, paced))
+    finally:
+        for pacing in paced.values():
+            if pacing is not None:
+                pacing.close()
+
+
+def _sent(store: Store, run: Run, cursor: RunCursor, waiting: dict[str, int], paced: dict[str, Pacing | None]) -> None:
+    """Tell the jobs this stream follows how far it has sent them (and start pacing the ones new to it)."""
+    for index, host in enumerate(run.hosts):
+        if host.job is None:
+            continue
+        offset = cursor.hosts[index].offset
+        if host.job not in paced:
+            if host.job not in waiting:
+                continue
+            paced[host.job] = store.pace(job_key(host.job), offset, always=True)
+        pacing = paced[host.job]
+        if pacing is not None:
+            pacing.read_through(offset)
+
+
+def _run_events(
+    store: Store, run_id: str, load: Callable[[], Run | None], cursor: RunCursor, settings: Settings,
+    shutdown: Event, gone: Event, paced: dict[str, Pacing | None],
+) -> Generator[bytes, None, str]:
 
     def read_log(job_id: str, after: int) -> LogRead | None:
         try:
@@ -61,6 +92,7 @@ def run_events(
         if frames:
             yield b"".join(frames)
             quiet_since = time.monotonic()
+        _sent(store, run, cursor, waiting, paced)
         if cursor.ended:
             return "finished"
         if more:

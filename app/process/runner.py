@@ -303,11 +303,14 @@ class ProcessRunner:
 
     # Lifecycle of one job.
 
-    def start(self, job: Job, executable: str, role: str | None = None, *, owned: bool = False) -> JobRun:
+    def start(
+        self, job: Job, executable: str, role: str | None = None, *, owned: bool = False, paced: bool = False,
+    ) -> JobRun:
         """Spawn the job's command (as the user of ``role``, the role that allowed it) in its own greenlet.
 
         Waits (briefly) for the exec. ``owned``: the job has an owning viewer (GET /run) that it waits for
-        rather than drop output the viewer has not read (``owner_progress``, ``release_owner``).
+        rather than drop output the viewer has not read (``owner_progress``, ``release_owner``). ``paced``: a
+        run's job, which waits from its start for its run's stream (JobLog.expect_viewer).
 
         A command that cannot start is recorded (``err`` event, state
         failed_to_start) before this returns, so the caller sees it at once.
@@ -317,6 +320,8 @@ class ProcessRunner:
         run = JobRun(job)
         if owned:
             self.store.local_log(job.id).claim_owner()
+        elif paced:
+            self.store.local_log(job.id).expect_viewer()
         # Listed before the child exists, so that a stop meanwhile is not lost; the timeout runs from now.
         self.runs[job.id] = run
         run.timer = gevent.spawn_later(job.timeout, self.stop, job.id, "timeout")

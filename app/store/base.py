@@ -35,7 +35,9 @@ store calls them from ``append``, a Redis store from its per-worker reader.
 
 Flow control of ``GET /run``'s owning viewer is a property of a job running
 in this worker: ``local_log(job_id)`` gives the process layer a ``JobLog`` to
-append to and to wait on; views and streams never touch it.
+append to and to wait on; views and streams never touch it. Other viewers a
+job waits for (``pace``: a run's streams, and viewers on other workers) report
+their progress through a ``Pacing``, wherever the job runs.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ if TYPE_CHECKING:
 JOB_PREFIX = "job:"
 CHANNEL_PREFIX = "channel:"
 TERMINAL_EVENTS = frozenset({"exit", "err"})  # a job's log ends with one of these; a channel never ends
+# Seconds a paced viewer (Store.pace) may go without reading before its job stops waiting for it: no viewer can
+# hold a job for longer than that without reading.
+VIEWER_STALL = 5.0
 
 _EPOCH_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 _EPOCH_LENGTH = 6
@@ -231,6 +236,26 @@ class JobLog(abc.ABC):
     def wait_for_room(self, wake: Iterable[Event] = ()) -> None:
         """Block while the owner is far behind, or until one of ``wake`` is set."""
 
+    @abc.abstractmethod
+    def expect_viewer(self) -> None:
+        """A run's job: until its run's stream comes to pace it (``Store.pace``), wait for it as for one that
+        has read nothing, for at most VIEWER_STALL seconds (its stream learns of the job only once started)."""
+
+
+class Pacing(abc.ABC):
+    """A viewer a job's output waits for: the job's runner keeps no more than a window of output ahead of it.
+
+    What ``Store.pace`` gives a stream to report its progress to; closed when the stream ends.
+    """
+
+    @abc.abstractmethod
+    def read_through(self, offset: int) -> None:
+        """The viewer has sent everything through ``offset`` to its client."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """The viewer is gone: never hold the job back for it again."""
+
 
 class Store(abc.ABC):
     """Jobs, their event logs and channels: everything the service keeps."""
@@ -300,6 +325,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def local_log(self, job_id: str) -> JobLog:
         """The log of a job running in this worker, for its runner (UnknownLog if there is none)."""
+
+    def pace(self, key: str, after: int, *, always: bool) -> Pacing | None:
+        """Make the job ``key`` wait for a viewer that has sent through ``after``, or None where it does not.
+
+        A viewer reading a job run by another worker (through a shared store) always paces it: output that
+        crosses workers is never dropped while its viewers keep reading. One in this worker paces it only if
+        ``always`` (a run's stream, which, like GET /run, stands in for a terminal); otherwise it is fed as the
+        output is read, and falls behind only by being slow itself. Concrete: a store with neither, None.
+        """
+        return None
 
     # Jobs that run in other workers (a shared store; issue 16).
 

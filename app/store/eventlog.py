@@ -13,6 +13,7 @@ A channel's frames carry ``<epoch>-<id>``, a job's the bare id.
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ import gevent
 from gevent.event import Event
 
 from ..streaming.sse import encode_json_frame
-from .base import TERMINAL_EVENTS, JobLog, LogEvent, LogRead
+from .base import TERMINAL_EVENTS, VIEWER_STALL, JobLog, LogEvent, LogRead, Pacing
 
 if TYPE_CHECKING:
     from .budget import MemoryBudget
@@ -75,6 +76,8 @@ class EventLog(JobLog):
         # Flow control for an owning viewer (GET /run): the runner waits while
         # the owner is far behind instead of dropping output it has not seen.
         self._owner_cursor: int | None = None
+        self._holds: list[ViewerHold] = []  # paced viewers (Store.pace): waited for like the owner
+        self._expected: ViewerHold | None = None  # stands in for a run's stream until it comes (expect_viewer)
         self._room = Event()
         self._room.set()
         # Live delivery (the store's listener): told of every event as soon as it is appended.
@@ -165,9 +168,9 @@ class EventLog(JobLog):
     def _trim(self) -> int:
         """Drop the oldest events beyond the bounds; the bytes freed (the caller tells the budget)."""
         events = self._events
-        # Never drop what the owning viewer has not read: the runner's wait_for_room
+        # Never drop what the owning viewer (or a paced one) has not read: the runner's wait_for_room
         # bounds that backlog instead (JSON-escaped control bytes can make frames 6x the output).
-        keep_from = self._owner_cursor if self._owner_cursor is not None else None
+        keep_from = self._slowest()
         retained = self._retained_bytes
         while (
             retained > self.max_bytes
@@ -291,14 +294,82 @@ class EventLog(JobLog):
         """True while the owning viewer is so far behind that the runner must wait for it."""
         return self._owner_behind()
 
+    def hold(self, after: int) -> ViewerHold:
+        """A paced viewer that has sent through ``after``: the runner waits for it as for the owner (unless it
+        stops reading for VIEWER_STALL seconds)."""
+        if self._expected is not None:
+            self._expected, expected = None, self._expected
+            self._release(expected)
+        hold = ViewerHold(self, after)
+        self._holds.append(hold)
+        return hold
+
+    def expect_viewer(self) -> None:
+        """A run's job: wait for its stream from the start (see JobLog)."""
+        self._expected = ViewerHold(self, 0)
+        self._holds.append(self._expected)
+
+    def _release(self, hold: ViewerHold) -> None:
+        if hold in self._holds:
+            self._holds.remove(hold)
+            self._room.set()  # wait_for_room looks again
+
+    def _viewer_moved(self) -> None:
+        if not self._owner_behind():
+            self._room.set()
+
+    def _slowest(self) -> int | None:
+        """The position of the slowest viewer the runner waits for (the owner's, a paced one's), if any."""
+        cursor = self._owner_cursor
+        if self._holds:
+            reading_since = time.monotonic() - VIEWER_STALL
+            for hold in self._holds:
+                if hold.moved_at >= reading_since and (cursor is None or hold.offset < cursor):
+                    cursor = hold.offset
+        return cursor
+
+    def _next_stall(self) -> float | None:
+        """Seconds until a paced viewer still waited for would count as stalled (None: there is none)."""
+        if not self._holds:
+            return None
+        now = time.monotonic()
+        left = [hold.moved_at + VIEWER_STALL - now for hold in self._holds]
+        waiting = [seconds for seconds in left if seconds > 0]
+        return min(waiting) + 0.01 if waiting else None
+
     def _owner_behind(self) -> bool:
-        # The owning viewer's part alone (a subclass may add other reasons to wait to owner_far_behind).
-        return self._owner_cursor is not None and self._units - self._owner_cursor > self._owner_limit()
+        # This log's viewers alone (a subclass may add other reasons to wait to owner_far_behind).
+        if not self._holds:
+            return self._owner_cursor is not None and self._units - self._owner_cursor > self._owner_limit()
+        slowest = self._slowest()
+        return slowest is not None and self._units - slowest > self._owner_limit()
 
     def wait_for_room(self, wake: Iterable[Event] = ()) -> None:
-        """Block the runner while the owning viewer is too far behind."""
+        """Block the runner while the owning viewer (or a paced one still reading) is too far behind."""
         while self._owner_behind():
             self._room.clear()
-            gevent.wait([self._room, *wake], count=1)
+            gevent.wait([self._room, *wake], count=1, timeout=self._next_stall())
             if any(event.is_set() for event in wake):
                 return
+
+
+class ViewerHold(Pacing):
+    """A paced viewer of a log in this worker (EventLog.hold): its position, reported as it sends."""
+
+    __slots__ = ("log", "moved_at", "offset")
+
+    def __init__(self, log: EventLog, offset: int) -> None:
+        self.log = log
+        self.offset = offset
+        self.moved_at = time.monotonic()
+
+    def read_through(self, offset: int) -> None:
+        """The viewer has sent everything through ``offset``."""
+        if offset > self.offset:
+            self.offset = offset
+            self.moved_at = time.monotonic()
+            self.log._viewer_moved()
+
+    def close(self) -> None:
+        """The viewer is gone."""
+        self.log._release(self)

@@ -29,6 +29,7 @@ from .base import (
     LogEvent,
     LogListener,
     LogRead,
+    Pacing,
     Position,
     Store,
     Subscription,
@@ -218,6 +219,13 @@ class MemoryStore(Store):
             return self._logs[job_id]
         except KeyError:
             raise UnknownLog(job_key(job_id)) from None
+
+    def pace(self, key: str, after: int, *, always: bool) -> Pacing | None:
+        """A run's stream paces a running job (``always``); any other viewer here is fed as output is read."""
+        log = self._logs.get(key[len(JOB_PREFIX):]) if always and key.startswith(JOB_PREFIX) else None
+        if log is None or log.finished:
+            return None
+        return log.hold(after)
 
     def prune(self, now: float | None = None) -> None:
         """Forget finished jobs beyond the count limit or older than the age limit.

@@ -40,7 +40,7 @@ from gevent.event import Event
 
 from .. import metrics
 from ..config import Settings
-from ..store.base import LogEvent, Position, Store, StoreUnavailable, UnknownLog, is_job_key
+from ..store.base import LogEvent, Pacing, Position, Store, StoreUnavailable, UnknownLog, is_job_key
 from .delivery import DirectDelivery, Parked
 from .multiplex import format_composite, missed_field, retag, retag_gap, retag_reset, source_id_json
 from .sse import HEARTBEAT, encode_comment, encode_json_event, encode_retry
@@ -58,6 +58,18 @@ class Source:
     cursor: Position  # of the last event sent (or skipped as not visible)
     visible: Callable[[LogEvent], bool] | None = None  # which events this client may see; None: all
     finished: bool = False  # a job's terminal event was sent, or the log is no longer kept
+
+
+def _also(first: Callable[[int], None] | None, second: Callable[[int], None]) -> Callable[[int], None]:
+    """One progress callback that calls both."""
+    if first is None:
+        return second
+
+    def both(offset: int) -> None:
+        first(offset)
+        second(offset)
+
+    return both
 
 
 def shutdown_farewell(settings: Settings) -> bytes:
@@ -112,7 +124,11 @@ class EventStreams:
         drain_until: float | None = None
         gone: Event | None = None  # set when the client hangs up, for streams that cannot park
         watcher = None
+        paced: list[tuple[Source, Pacing]] = []
         try:
+            paced = self._paced(sources)
+            if paced and not multiplexed:
+                on_progress = _also(on_progress, paced[0][1].read_through)
             while True:
                 try:
                     progressed = self._read(sources, pending, multiplexed)
@@ -126,6 +142,9 @@ class EventStreams:
                     pending = []
                     if on_progress is not None:
                         on_progress(sources[0].cursor.offset)
+                    elif paced:
+                        for source, pacing in paced:
+                            pacing.read_through(source.cursor.offset)
                 if all(source.finished for source in sources):
                     break
                 if progressed:
@@ -174,6 +193,18 @@ class EventStreams:
         finally:
             if watcher is not None:
                 watcher.kill(block=False)
+            for _, pacing in paced:
+                pacing.close()
+
+    def _paced(self, sources: list[Source]) -> list[tuple[Source, Pacing]]:
+        """The job sources whose jobs wait for this stream (run by another worker: Store.pace)."""
+        found = []
+        for source in sources:
+            if is_job_key(source.key):
+                pacing = self.store.pace(source.key, source.cursor.offset, always=False)
+                if pacing is not None:
+                    found.append((source, pacing))
+        return found
 
     def _read(self, sources: list[Source], pending: list[bytes], multiplexed: bool) -> bool:
         """Read every unfinished source once, adding its frames to ``pending``; whether any had events."""

@@ -74,6 +74,7 @@ from ..base import (
     LogListener,
     LogRead,
     NoAnswer,
+    Pacing,
     Position,
     Store,
     StoreUnavailable,
@@ -89,7 +90,7 @@ from ..budget import MemoryBudget
 from ..eventlog import EVENT_OVERHEAD_BYTES, EventLog
 from ..jobs import Job
 from ..runs import MAX_RUNS, RunChanges
-from . import liveness
+from . import liveness, pacing
 from .codec import encode_fields, event_from_entry, event_from_tail, job_fields, job_from_fields
 from .reader import BLOCK_MS, StreamReader
 from .scripts import CHANNEL_APPEND, JOB_APPEND, JOB_ENDED, JOB_FINISH, TOKEN_BUCKET, execute_multi
@@ -171,8 +172,10 @@ class RedisStore(Store):
         self.writer = JobWriter(
             self.client, self.client.register_script(JOB_APPEND),
             lambda job_id: [_job_hash(job_id), _stream(job_key(job_id))], settings.job_buffer_bytes,
-            settings.finished_job_ttl,
+            settings.finished_job_ttl, lambda job_id: pacing.pace_key(PREFIX, job_id),
         )
+        self.viewers = pacing.ViewerPublisher(
+            self.client, f"{self.host}:{self.worker}", lambda key: pacing.pace_key(PREFIX, key[len(JOB_PREFIX):]))
         self._stop_handler: Callable[[str, str], object] | None = None
         self._input_handler: Callable[[str, bytes | None], InputReply] | None = None
         self._run_start_handler: Callable[[dict[str, Any]], dict[str, Any]] | None = None
@@ -858,6 +861,19 @@ class RedisStore(Store):
                     del self._owned[job_id]
                 self._drop_mirror(key)
 
+    def pace(self, key: str, after: int, *, always: bool) -> Pacing | None:
+        """A job run by another worker waits for every viewer here (pacing.py); one run here, for a run's."""
+        if not key.startswith(JOB_PREFIX):
+            return None
+        job_id = key[len(JOB_PREFIX):]
+        if job_id in self._owned:
+            log_ = self._logs.get(key)
+            if not always or log_ is None or log_.finished:
+                return None
+            self.writer.viewer_came(job_id)
+            return log_.hold(after)
+        return self.viewers.hold(key, after)
+
     def wait(self, key: str, after: Position | int, timeout: float, wake: Iterable[Event] = ()) -> bool:
         """Wait for an event after ``after`` in the key's local log (made by reading, if need be)."""
         epoch, offset = ("", after) if after.__class__ is int else after
@@ -1003,7 +1019,8 @@ class SharedRateLimiter(RateLimiter):
 
 class OwnedJobLog(EventLog):
     """The log of a job run here: its runner also waits for Redis when Redis takes its output more slowly than
-    the job writes it (JobWriter.behind), as for a slow owning viewer; never while Redis is away."""
+    the job writes it (JobWriter.behind), as for a slow owning viewer, never while Redis is away; and for its
+    viewers on other workers (pacing.py)."""
 
     def __init__(self, writer: JobWriter, job_id: str, max_bytes: int, **kwargs: Any) -> None:
         super().__init__(max_bytes, **kwargs)
@@ -1012,9 +1029,24 @@ class OwnedJobLog(EventLog):
 
     def owner_far_behind(self) -> bool:
         """The owning viewer, or Redis, is so far behind that the runner must wait before reading more."""
-        return super().owner_far_behind() or self._writer.behind(self._job_id)
+        return (super().owner_far_behind() or self._writer.behind(self._job_id)
+                or self._viewers_behind(self._writer.window))
+
+    def expect_viewer(self) -> None:
+        """A run's job: wait for its stream from the start, here or on another worker (pacing.py)."""
+        self._writer.expect_viewer(self._job_id)
+
+    def _viewers_behind(self, limit: int) -> bool:
+        slowest = self._writer.slowest_viewer(self._job_id)
+        return slowest is not None and self.last_id - slowest > limit
 
     def wait_for_room(self, wake: Iterable[Event] = ()) -> None:
-        """Block the runner while the owning viewer or Redis is too far behind."""
+        """Block the runner while the owning viewer, Redis, or a viewer elsewhere is too far behind."""
         super().wait_for_room(wake)  # the owning viewer's part
         self._writer.wait_until_caught_up(self._job_id, wake)
+        # Viewers elsewhere are looked at every POLL until the slowest is within half the window (or stalls).
+        while self._viewers_behind(self._writer.window // 2):
+            gevent.sleep(pacing.POLL)
+            if any(event.is_set() for event in wake):
+                return
+            self._writer.refresh_viewers(self._job_id)

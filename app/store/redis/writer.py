@@ -12,11 +12,15 @@ the same arithmetic as the memory store's log (frame + output + overhead per
 event, the start event pinned), so the stream is trimmed at the same points
 and a viewer behind the trim gets the same ``gap``.
 
+Viewers on other workers pace the job (pacing.py): each flush of a job with
+more than half a window of output also reads its viewers' positions, and the
+stream is never trimmed past a viewer that is still reading.
+
 If Redis cannot be reached, the batch stays queued and is sent again later,
 with the same ids: the script skips what was applied already. What waits is
-bounded by ``job_buffer_bytes`` per job (Redis away, or slower than the
-job); beyond it the oldest waiting events go as if trimmed, and readers get a
-``gap`` that says how much.
+bounded by ``job_buffer_bytes`` per job while Redis is away; beyond it the
+oldest waiting events go as if trimmed, and readers get a ``gap`` that says
+how much. While Redis is up but slower than the job, the job waits for it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from gevent.event import Event
 from ... import metrics
 from ..base import LogEvent
 from .codec import event_size, frame_tail
+from .pacing import ViewerPositions
 from .scripts import execute_multi
 
 log = logging.getLogger(__name__)
@@ -56,6 +61,8 @@ class _JobStream:
     output_bytes: int = 0
     trimmed: bool = False  # dropped more since the last flush
     waiting: int = 0  # bytes of events not yet in Redis (queued, or in a flush under way)
+    viewers: ViewerPositions = field(default_factory=ViewerPositions)  # on other workers (pacing.py)
+    keep_from: int | None = None  # the slowest of them: nothing after it is trimmed
 
     def add(self, event: LogEvent) -> None:
         self.output_bytes += len(event.raw)
@@ -65,7 +72,10 @@ class _JobStream:
         size = event_size(event)
         self.retained.append((event.id, size))
         self.retained_bytes += size
+        keep_from = self.keep_from
         while self.retained_bytes > self.max_bytes and len(self.retained) > 1:
+            if keep_from is not None and self.retained[0][0] > keep_from:
+                break  # a viewer elsewhere has not read it: the job waits for it instead (pacing.py)
             dropped, dropped_size = self.retained.popleft()
             self.retained_bytes -= dropped_size
             self.dropped_through = dropped
@@ -80,11 +90,15 @@ class JobWriter:
     """Batches this worker's job events into Redis (see the module docstring)."""
 
     def __init__(self, client, append_script, keys: Callable[[str], list[str]], max_bytes: int,
-                 finished_ttl: float) -> None:
+                 finished_ttl: float, pace_key: Callable[[str], str]) -> None:
         self.client = client
         self.append_script = append_script
         self.keys = keys  # job id -> [its hash, its stream]
+        self.pace_key = pace_key  # job id -> the hash of its viewers' positions (pacing.py)
         self.max_bytes = max_bytes
+        # Units (output bytes) a job may get ahead of its slowest viewer elsewhere. Twice GET /run's owner's
+        # window: positions arrive a few milliseconds late, and the stream is not trimmed past them anyway.
+        self.window = max(max_bytes // 2, 1)
         self.finished_ttl = int(finished_ttl) or 1
         self._pending: dict[str, list[LogEvent]] = {}
         self._pending_bytes = 0
@@ -104,13 +118,14 @@ class JobWriter:
         size = event_size(event)
         stream.waiting += size
         self._pending_bytes += size
-        if stream.waiting > self.max_bytes:
+        if stream.waiting > self.max_bytes and self.failing:
             self._bound(stream, pending)
         if self._flusher is None:
             self._flusher = gevent.spawn_later(FLUSH_DELAY, self._flush)
 
     def _bound(self, stream: _JobStream, pending: list[LogEvent]) -> None:
-        """While Redis is away (or slower than the job), keep at most ``max_bytes`` of a job's events waiting:
+        """While Redis is away, keep at most ``max_bytes`` of a job's events waiting (while it is up but slower than
+        the job, the job waits for it: ``behind``, which one event of up to coalesce_bytes may overshoot):
         the oldest go (not its start or its newest), and count as trimmed, so that readers get a ``gap``
         saying how much. The job itself never waits for Redis, and the worker's memory stays bounded."""
         while stream.waiting > self.max_bytes and len(pending) > 1:
@@ -137,6 +152,43 @@ class JobWriter:
             if any(event.is_set() for event in wake):
                 return
 
+    def slowest_viewer(self, job_id: str) -> int | None:
+        """The position of the job's slowest viewer on another worker that is still reading; None: none."""
+        stream = self._streams.get(job_id)
+        return None if stream is None else stream.keep_from
+
+    def refresh_viewers(self, job_id: str) -> None:
+        """Read the job's viewer positions now (while its runner waits for them)."""
+        stream = self._streams.get(job_id)
+        if stream is None:
+            return
+        try:
+            fields = self.client.hgetall(self.pace_key(job_id))
+        except Exception as exc:  # Redis away: nobody is waited for until it answers
+            log.debug("cannot read the viewer positions of %s: %s", job_id, exc)
+            fields = {}
+        self._take_viewers(stream, fields)
+
+    def expect_viewer(self, job_id: str) -> None:
+        """A run's job, not started yet: it waits for its run's stream from the start (pacing.py)."""
+        stream = self._streams.get(job_id)
+        if stream is None:
+            stream = self._streams[job_id] = _JobStream(self.max_bytes)
+        stream.viewers.expect()
+        stream.keep_from = stream.viewers.slowest()
+
+    def viewer_came(self, job_id: str) -> None:
+        """The run's stream has come, in this worker: the job waits for it there (EventLog.hold), not here."""
+        stream = self._streams.get(job_id)
+        if stream is not None:
+            stream.viewers.came()
+            stream.keep_from = stream.viewers.slowest()
+
+    @staticmethod
+    def _take_viewers(stream: _JobStream, fields: dict) -> None:
+        stream.viewers.update(fields)
+        stream.keep_from = stream.viewers.slowest()
+
     def _notify(self) -> None:
         flushed, self._flushed = self._flushed, Event()
         flushed.set()
@@ -151,9 +203,13 @@ class JobWriter:
         try:
             started = time.monotonic()
             commands = [command for job_id, events in batch.items() for command in self._commands(job_id, events)]
+            # Jobs with more than half a window of output learn their viewers' positions in the same round trip.
+            paced = [job_id for job_id in batch
+                     if (stream := self._streams.get(job_id)) is not None and stream.output_bytes > self.window // 2]
+            commands.extend(("HGETALL", self.pace_key(job_id)) for job_id in paced)
             # An XADD refused as "equal or smaller" was applied before (a batch sent again), or the job was declared
             # lost (JOB_APPEND then changes nothing).
-            execute_multi(self.client, commands, [self.append_script], refused=("equal or smaller",))
+            results = execute_multi(self.client, commands, [self.append_script], refused=("equal or smaller",))
             metrics.observe_store_write(time.monotonic() - started)
         except Exception as exc:  # Redis unreachable (or any error): keep the batch, in order, and try again
             if not self.failing:
@@ -167,6 +223,10 @@ class JobWriter:
             self._notify()
             return
         self.failing = False
+        for job_id, fields in zip(paced, results[len(results) - len(paced):], strict=True):
+            stream = self._streams.get(job_id)
+            if stream is not None:
+                self._take_viewers(stream, fields if isinstance(fields, dict) else _pairs(fields))
         for job_id, events in batch.items():
             stream = self._streams.get(job_id)
             if stream is not None:
@@ -205,3 +265,10 @@ class JobWriter:
                          stream.output_bytes, stream.dropped_bytes, stream.dropped_through, trim, self.finished_ttl,
                          start_id, start_tail, fin))
         return commands
+
+
+def _pairs(reply) -> dict:
+    """An HGETALL reply as a dict, whether redis-py parsed it (a dict) or not (a flat list)."""
+    if not isinstance(reply, list | tuple):
+        return {}
+    return dict(zip(reply[::2], reply[1::2], strict=False))

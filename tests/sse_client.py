@@ -45,6 +45,24 @@ def collect(
     return events
 
 
+def read_slowly(
+    url: str, *, every: int, pause: float, until: bytes, headers: dict[str, str] | None = None, timeout: float = 60,
+) -> list[MessageEvent]:
+    """The events a slow reader gets: it sleeps ``pause`` seconds after each ``every`` bytes, and stops after the
+    frame holding ``until`` (``b"event: run_exit"``, say) or at the end of the response."""
+    body, unread = bytearray(), 0
+    with open_stream(url, headers=headers, timeout=timeout) as response:
+        for chunk in response.iter_raw():
+            body += chunk
+            unread += len(chunk)
+            if unread > every:
+                time.sleep(pause)
+                unread = 0
+            if until in body[-65536:] and body.endswith(b"\n\n"):
+                break
+    return EventStreamParser().feed(bytes(body))
+
+
 def output_of(events: list[MessageEvent], stream: str | None = None) -> str:
     """Concatenated ``out`` text of the stdout/stderr events (or only one stream)."""
     kinds = (stream,) if stream else ("stdout", "stderr")

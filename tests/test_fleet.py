@@ -18,8 +18,7 @@ import pytest
 from app.policy.access import hash_token
 
 from .server import PYTHON, TEST_ALLOWED, GunicornServer, helper, wait_until
-from .sse_client import collect, iter_events, open_stream, payload
-from .sse_parser import EventStreamParser
+from .sse_client import collect, iter_events, open_stream, payload, read_slowly
 
 ADMIN, DBOPS, OPS = "ssecmd_fleet-admin-token", "ssecmd_fleet-dbops-token", "ssecmd_fleet-ops-token"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -149,17 +148,8 @@ def test_floods_from_two_hosts_reach_a_slow_stream_on_a_third_whole(fleet):
     # from its start. Unpaced, most of it was trimmed before the stream had it.
     count = 2_400_000
     created = start_run(fleet["web-1"], argv=["seq", str(count)], hosts=["web-1", "db-1"])
-    body, unread = bytearray(), 0
-    with open_stream(fleet["web-2"].url(created["events"]), headers=AUTH, timeout=60) as response:
-        for chunk in response.iter_raw():
-            body += chunk
-            unread += len(chunk)
-            if unread > 1 << 20:
-                time.sleep(0.03)
-                unread = 0
-            if b"event: run_exit" in body[-65536:]:
-                break
-    events = EventStreamParser().feed(bytes(body))
+    events = read_slowly(fleet["web-2"].url(created["events"]), every=1 << 20, pause=0.03, until=b"event: run_exit",
+                         headers=AUTH)
     assert [e.type for e in events if e.type == "gap"] == []
     expected = "".join(f"{n}\n" for n in range(1, count + 1))
     for host in ("web-1", "db-1"):

@@ -20,8 +20,7 @@ import pytest
 
 from .channel_support import HTTP, Subscriber, epoch, fresh, id_number, publish, publish_raw
 from .server import PYTHON, GunicornServer, helper, wait_until
-from .sse_client import collect, iter_events, open_stream, payload
-from .sse_parser import EventStreamParser
+from .sse_client import collect, iter_events, open_stream, payload, read_slowly
 
 BUFFER = 65536  # job_buffer_bytes: small, so that a job's stream is trimmed
 
@@ -114,16 +113,7 @@ def test_a_slow_viewer_on_the_other_host_paces_the_job_and_misses_nothing(hosts)
     # another host has it. The job waits for its viewer there instead (a window of half the buffer).
     a, b = hosts
     job = start_job(a, emit("out:2e0a:0.5", "out:41*1000000", "out:0a"))
-    parser, events, unread = EventStreamParser(), [], 0
-    with open_stream(b.url(f"/jobs/{job}/events")) as response:
-        for chunk in response.iter_raw():
-            events += parser.feed(chunk)
-            unread += len(chunk)
-            if unread > 32768:  # a reader of a few MB/s
-                time.sleep(0.01)
-                unread = 0
-            if events and events[-1].type == "exit":
-                break
+    events = read_slowly(b.url(f"/jobs/{job}/events"), every=32768, pause=0.01, until=b"event: exit")
     assert [e.type for e in events if e.type == "gap"] == []
     assert "".join(payload(e)["out"] for e in events if e.type == "stdout") == ".\n" + "A" * 1_000_000 + "\n"
 

@@ -11,8 +11,7 @@ import httpx
 import pytest
 
 from .server import PYTHON, helper, wait_until
-from .sse_client import collect, iter_events, open_stream, payload
-from .sse_parser import EventStreamParser
+from .sse_client import collect, iter_events, open_stream, payload, read_slowly
 from .test_metrics import PROMTOOL, promtool
 
 HTTP = httpx.Client(timeout=30)
@@ -209,18 +208,7 @@ def test_a_large_output_reaches_a_slow_run_stream_whole(local):
     # of the job only once it has started) to its end. Unpaced, the stream found megabytes trimmed.
     count = 3_000_000
     created = start_run(local, argv=["seq", str(count)], hosts=["solo"])
-    body = bytearray()
-    unread = 0
-    with open_stream(local.url(created["events"]), timeout=60) as response:
-        for chunk in response.iter_raw():
-            body += chunk
-            unread += len(chunk)
-            if unread > 1 << 20:
-                time.sleep(0.1)
-                unread = 0
-            if b"event: run_exit" in body[-65536:]:
-                break
-    events = EventStreamParser().feed(bytes(body))
+    events = read_slowly(local.url(created["events"]), every=1 << 20, pause=0.1, until=b"event: run_exit")
     assert [e.type for e in events if e.type == "gap"] == []
     out = "".join(payload(e)["data"]["out"] for e in events if e.type == "stdout")
     assert len(out) > 16 * 1024 * 1024

@@ -38,7 +38,8 @@ def _one_line(result: subprocess.CompletedProcess) -> str:
 
 def test_connection_refused_is_one_line(tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
-    for args in (["jobs"], ["run", "--", "true"], ["attach", "0123456789abcdef"], ["tail", "ops"], ["actions"]):
+    for args in (["jobs"], ["run", "--", "true"], ["attach", "0123456789abcdef"], ["tail", "ops"], ["actions"],
+                 ["runs"]):
         result = client(url, *args)
         assert result.returncode == 255
         assert _one_line(result) == (
@@ -103,6 +104,23 @@ def test_403_names_what_is_not_allowed(auth_server):
     assert _one_line(publish) == "sse-commander: forbidden: alice may not publish to 'jobs' (403)"
     not_allowed = client(auth_server, "run", "--", "rm", "-rf", "/tmp/x", env=alice)
     assert _one_line(not_allowed).startswith("sse-commander: forbidden: command 'rm' is not allowed (allowed: cat ")
+
+
+def test_runs_lists_a_users_own_runs_and_everyones_for_an_admin(auth_server):
+    rita = client_env(auth_server, SSECMD_TOKEN=auth_server.creds.tokens["rita"])
+    alice = client_env(auth_server, SSECMD_TOKEN=auth_server.creds.tokens["alice"])
+    host = client(auth_server, "hosts", env=alice).stdout.decode().splitlines()[1].split()[0]
+    started = client(auth_server, "run", "--detach", "--hosts", host, "--", "echo", "fleet", env=alice)
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.decode().strip()
+    listed = client(auth_server, "runs", env=alice).stdout.decode().splitlines()
+    cells = listed[1].split()  # ID STATE n/1 ok USER date time COMMAND...
+    assert (cells[0], cells[4], cells[-2:]) == (run_id, "alice", ["echo", "fleet"]), listed
+    theirs = client(auth_server, "runs", env=rita)  # a runner sees her own runs: none
+    assert theirs.returncode == 0 and theirs.stdout.decode().splitlines() == [
+        "ID  STATE  HOSTS  USER  CREATED  COMMAND"]
+    without = client(auth_server, "runs")
+    assert without.returncode == 255 and _one_line(without).startswith("sse-commander: not authenticated: ")
 
 
 def test_404_for_an_unknown_job(server):

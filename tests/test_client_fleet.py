@@ -1,4 +1,4 @@
-"""The fleet client (issue 20) as a subprocess against the real server: run --hosts/--tags, hosts, runs ID.
+"""The fleet client (issue 20) as a subprocess against the real server: run --hosts/--tags, hosts, runs [ID].
 
 One server on the memory store is a fleet of one host (its own); what several hosts look like is
 tested over scripted events in test_client_fleet_units.py.
@@ -168,3 +168,40 @@ def test_a_closed_stdout_cancels_the_run_it_started(server):
     run_id = err.decode().split("sse-commander: run ", 1)[1].split()[0]
     assert wait_until(lambda: _run(server, run_id)["state"] != "running", 15)
     assert _run(server, run_id)["state"] == "cancelled"
+
+
+def test_runs_without_an_id_lists_the_newest_runs_first(server):
+    ids = []
+    for word in ("first", "second"):
+        detached = client(server, "run", "--detach", "--hosts", HOST, "--", "echo", word)
+        assert detached.returncode == 0, detached.stderr
+        ids.append(detached.stdout.decode().strip())
+        assert wait_until(lambda: _run(server, ids[-1])["state"] != "running", 15)
+    listed = client(server, "runs")
+    assert (listed.returncode, listed.stderr) == (0, b""), listed.stderr
+    lines = listed.stdout.decode().splitlines()
+    assert lines[0].split() == ["ID", "STATE", "HOSTS", "USER", "CREATED", "COMMAND"]
+    # Newest first: the second run, then the first (the module's earlier runs after them).
+    assert [line.split()[0] for line in lines[1:3]] == [ids[1], ids[0]]
+    cells = lines[1].split()
+    assert cells[1:4] == ["succeeded", "1/1", "ok"] and cells[-2:] == ["echo", "second"]
+    assert lines[0].index("COMMAND") == lines[1].index("echo second")
+    one = client(server, "runs", "--limit", "1")
+    assert one.returncode == 0 and one.stdout.decode().splitlines() == [lines[0], lines[1]]
+    as_json = client(server, "runs", "--json", "--limit", "2")
+    assert (as_json.returncode, as_json.stderr) == (0, b"")
+    runs = [json.loads(line) for line in as_json.stdout.decode().splitlines()]
+    assert runs == [_run(server, ids[1]), _run(server, ids[0])]  # each as GET /runs/<id> gives it
+    assert runs[0]["command"] == "echo second" and runs[0]["hosts"][0]["state"] == "succeeded"
+    # runs ID is as it was.
+    shown = client(server, "runs", ids[0])
+    assert shown.returncode == 0 and shown.stdout.decode().splitlines()[0] == f"run {ids[0]} succeeded: echo first"
+
+
+def test_runs_follow_without_an_id_is_a_usage_error(server):
+    result = client(server, "runs", "--follow")
+    assert (result.returncode, result.stdout) == (255, b"")
+    assert b"Usage: sse-commander runs [OPTIONS] [ID]" in result.stderr
+    assert b"--follow needs the run's ID" in result.stderr
+    bad = client(server, "runs", "--limit", "0")
+    assert bad.returncode == 255 and b"0 is not in the range 1<=x<=200" in bad.stderr

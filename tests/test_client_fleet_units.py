@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from app.cli import main
 from app.client.api import Api
-from app.client.commands import Session, follow_run, job_request
+from app.client.commands import Session, follow_run, job_request, list_runs
 from app.client.connection import Connection
 from app.client.events import Event
 from app.client.exitcodes import EXIT_CLIENT_ERROR
@@ -29,14 +30,16 @@ from app.client.fleet import (
     format_hosts,
     format_lines,
     format_run_table,
+    format_runs,
     host_prefix,
+    hosts_column,
     parse_names,
     prefix_width,
     run_exit_status,
     run_request,
 )
 from app.client.interrupts import CtrlC
-from app.client.output import Terminal
+from app.client.output import Terminal, format_unix_time
 
 # Targets and the request.
 
@@ -175,6 +178,91 @@ def test_the_hosts_table():
         "db-1   stale  0                     100s ago",
         "web-2  up     2     0.50 0.25 1.00  10s ago    web,eu",
     ]
+
+
+# The list of runs.
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    """Local time is UTC while the test runs."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+_RUNS = [
+    {"id": "c" * 16, "state": "running", "failed_hosts": [], "user": "alice", "command": "sleep 60",
+     "created_at": 1767225600.75, "ended_at": None, "parallel": 1, "stop_on_failure": False,
+     "hosts": [{"host": "web-1", "state": "succeeded"}, {"host": "web-2", "state": "running"},
+               {"host": "db", "state": "pending"}]},
+    {"id": "b" * 16, "state": "partial", "failed_hosts": ["db"], "user": "bob", "command": "action deploy",
+     "created_at": 1767225000, "ended_at": 1767225010.5, "parallel": None, "stop_on_failure": False,
+     "hosts": [{"host": "web-1", "state": "succeeded"}, {"host": "db", "state": "failed"}]},
+    {"id": "a" * 16, "state": "succeeded", "failed_hosts": [], "user": "alice", "command": "uptime",
+     "created_at": 1767220000, "ended_at": 1767220001, "parallel": None, "stop_on_failure": False,
+     "hosts": [{"host": "web-1", "state": "succeeded"}]},
+]
+
+
+def test_the_hosts_column_counts_the_hosts_that_succeeded():
+    assert [hosts_column(run) for run in _RUNS] == ["1/3 ok", "1/2 ok", "1/1 ok"]
+    assert hosts_column({"hosts": []}) == "0/0 ok"
+    assert hosts_column({}) == "0/0 ok"
+
+
+def test_unix_times_in_local_time_to_the_second(utc):
+    assert format_unix_time(1767225600.75) == "2026-01-01 00:00:00"
+    assert format_unix_time(0) == "1970-01-01 00:00:00"
+    assert [format_unix_time(value) for value in (None, "2026-01-01", True)] == ["", "", ""]
+    assert format_unix_time(1e300) == "1e+300"  # out of range: shown as it came, never a traceback
+
+
+def test_the_runs_table_is_laid_out_as_the_jobs_table(utc):
+    assert format_runs(_RUNS) == [
+        "ID                STATE      HOSTS   USER   CREATED              COMMAND",
+        "cccccccccccccccc  running    1/3 ok  alice  2026-01-01 00:00:00  sleep 60",
+        "bbbbbbbbbbbbbbbb  partial    1/2 ok  bob    2025-12-31 23:50:00  action deploy",
+        "aaaaaaaaaaaaaaaa  succeeded  1/1 ok  alice  2025-12-31 22:26:40  uptime",
+    ]
+    assert format_runs([]) == ["ID  STATE  HOSTS  USER  CREATED  COMMAND"]  # nothing yet: the header alone
+    odd = format_runs([{"id": "r", "command": "echo 'a  b'"}])  # missing fields: empty cells
+    assert odd[1] == "r" + " " * 10 + "0/0 ok" + " " * 17 + "echo 'a  b'"
+    assert odd[0].index("COMMAND") == odd[1].index("echo")
+
+
+class _Listing:
+    """GET /runs answered with ``_RUNS`` (as many as ?limit= asks); what each request asked is kept."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.path != "/runs":
+            return httpx.Response(404, json={"error": "run_not_found", "message": "no such run"})
+        limit = request.url.params.get("limit")
+        return httpx.Response(200, json={"runs": _RUNS[: int(limit)] if limit else _RUNS})
+
+
+def _listing_session(listing: _Listing, terminal: Terminal) -> Session:
+    api = Api(Connection("http://fleet.test"))
+    api.http = httpx.Client(base_url="http://fleet.test", transport=httpx.MockTransport(listing))
+    return Session(api, terminal, CtrlC())
+
+
+def test_list_runs_asks_for_the_limit_given_and_prints_the_table_or_json_lines(utc):
+    listing = _Listing()
+    terminal, out, err = _terminal()
+    assert list_runs(_listing_session(listing, terminal), None, False) == 0
+    assert out.getvalue().decode().splitlines() == format_runs(_RUNS) and err.getvalue() == b""
+    assert "limit" not in listing.requests[-1].url.params  # the server's default
+    terminal, out, err = _terminal()
+    assert list_runs(_listing_session(listing, terminal), 2, True) == 0
+    assert listing.requests[-1].url.params["limit"] == "2"
+    assert [json.loads(line) for line in out.getvalue().decode().splitlines()] == _RUNS[:2]
 
 
 # RunWatch: events to the terminal.
@@ -410,3 +498,17 @@ def test_fleet_options_are_checked_before_anything_is_sent(capsys, args, why):
     # An address nothing listens on: a request would fail differently (cannot connect).
     assert main(["run", "--url", "http://127.0.0.1:9", *args, "--", "uptime"]) == EXIT_CLIENT_ERROR
     assert why in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "why"), [
+    (["--follow"], "--follow needs the run's ID: sse-commander runs --follow ID"),
+    (["--limit", "0"], "'--limit': 0 is not in the range 1<=x<=200"),
+    (["--limit", "201"], "'--limit': 201 is not in the range 1<=x<=200"),
+    (["r1", "--limit", "5"], "--limit is for listing runs: give no ID"),
+    (["r1", "--json"], "--json is for listing runs: give no ID"),
+    (["r1", "r2"], "unexpected extra argument (r2)"),
+])
+def test_runs_options_are_checked_before_anything_is_sent(capsys, args, why):
+    assert main(["runs", "--url", "http://127.0.0.1:9", *args]) == EXIT_CLIENT_ERROR
+    err = capsys.readouterr().err
+    assert why in err and "Usage: sse-commander runs [OPTIONS] [ID]" in err

@@ -29,7 +29,16 @@ from .exitcodes import (
     outcome_of_job,
     outcome_of_start_failure,
 )
-from .fleet import RunWatch, describe_run_end, format_hosts, format_run_table, parse_names, run_exit_status, run_request
+from .fleet import (
+    RunWatch,
+    describe_run_end,
+    format_hosts,
+    format_run_table,
+    format_runs,
+    parse_names,
+    run_exit_status,
+    run_request,
+)
 from .interrupts import CtrlC
 from .output import PROG, Terminal, format_actions, format_jobs, format_message
 from .stdin import InputForwarder
@@ -408,19 +417,57 @@ def hosts(session: Session) -> int:
     return 0
 
 
+MAX_RUNS_LISTED = 200  # GET /runs's ?limit= (1-200)
+
+
 @client_command()
-@click.argument("run_id", metavar="ID")
+@click.argument("run_id", metavar="[ID]", required=False)
 @click.option("--follow", is_flag=True,
               help="Stream the run from its start to its end, and exit as `run --hosts` does (Ctrl-C detaches).")
+@click.option("--limit", type=click.IntRange(min=1, max=MAX_RUNS_LISTED), metavar="N",
+              help=f"Without an ID: list at most N runs (1-{MAX_RUNS_LISTED}; default: the server's, 50).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Without an ID: one JSON object per run, as GET /runs/<id> gives it.")
 @reconnect_option
-def runs(session: Session, run_id: str, follow: bool, reconnect_timeout: float) -> int:
-    """Show a fleet run: its state, and each host's state and exit code (or follow it with --follow)."""
+def runs(session: Session, run_id: str | None, follow: bool, limit: int | None, as_json: bool,
+         reconnect_timeout: float) -> int:
+    """List recent fleet runs, newest first; or show one: its state, and each host's state and exit code
+    (or follow it with --follow).
+
+    Without an ID: your own runs (everyone's for an admin or a viewer), with how many hosts succeeded.
+
+    \b
+      sse-commander runs                        # ID, STATE, HOSTS (2/3 ok), USER, CREATED, COMMAND
+      sse-commander runs --limit 5 --json
+      sse-commander runs ID
+      sse-commander runs --follow ID
+    """
+    if run_id is None:
+        if follow:
+            raise click.UsageError("--follow needs the run's ID: sse-commander runs --follow ID")
+        return list_runs(session, limit, as_json)
+    for name, given in (("--limit", limit is not None), ("--json", as_json)):
+        if given:
+            raise click.UsageError(f"{name} is for listing runs: give no ID")
     run_body = session.api.json("GET", run_path(run_id))
     targets = [str(host.get("host")) for host in run_body.get("hosts") or ()]
     if follow:
         return follow_run(session, run_id, targets, reconnect_for=reconnect_timeout, owned=False)
     session.terminal.line(f"run {run_body.get('id')} {run_body.get('state')}: {run_body.get('command')}")
     for line in format_run_table(run_body.get("hosts") or []):
+        session.terminal.line(line)
+    return 0
+
+
+def list_runs(session: Session, limit: int | None, as_json: bool) -> int:
+    """``runs`` without an ID: GET /runs as a table (or JSON lines), newest first."""
+    body = session.api.json("GET", "/runs", params={} if limit is None else {"limit": limit})
+    listed = [run for run in body.get("runs") or () if isinstance(run, dict)]
+    if as_json:
+        for run_body in listed:
+            session.terminal.line(json.dumps(run_body, ensure_ascii=False))
+        return 0
+    for line in format_runs(listed):
         session.terminal.line(line)
     return 0
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from .events import Event
 from .exitcodes import outcome_of_exit, outcome_of_start_failure
-from .output import RED, RESET, Terminal, encode_text
+from .output import RED, RESET, Terminal, encode_text, format_unix_time
 
 # A host that writes without ever ending a line (a progress bar redrawn with \r) must not grow a buffer
 # without bound, nor stay silent: past this many characters its unfinished line is printed as it stands.
@@ -204,6 +204,35 @@ def format_hosts(hosts: Sequence[Mapping[str, Any]], now: float) -> list[str]:
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(HOST_COLUMNS))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def hosts_column(run: Mapping[str, Any]) -> str:
+    """How many of a run's hosts succeeded, of how many: ``2/3 ok``."""
+    hosts = run.get("hosts") or []
+    good = sum(1 for host in hosts if isinstance(host, Mapping) and host.get("state") == "succeeded")
+    return f"{good}/{len(hosts)} ok"
+
+
+RUNS_COLUMNS = ("ID", "STATE", "HOSTS", "USER", "CREATED", "COMMAND")
+
+
+def format_runs(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The ``runs`` table, one line per run in the order given (the server's: newest first), laid out as
+    ``jobs`` lays out its own: the command last, as long as it is."""
+    rows = [RUNS_COLUMNS] + [
+        (
+            str(run.get("id", "")),
+            str(run.get("state", "")),
+            hosts_column(run),
+            str(run.get("user") or ""),
+            format_unix_time(run.get("created_at")),
+            str(run.get("command") or ""),
+        )
+        for run in runs
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(RUNS_COLUMNS) - 1)]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1]
+            for row in rows]
 
 
 class RunWatch:

@@ -109,14 +109,27 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
 def format_time(iso: str | None) -> str:
     """An ISO timestamp from the server in local time, to the second."""
     if not iso:
         return ""
     try:
-        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.fromisoformat(iso).astimezone().strftime(TIME_FORMAT)
     except ValueError:
         return iso
+
+
+def format_unix_time(seconds: Any) -> str:
+    """Unix seconds from the server (a run's ``created_at``) in local time, to the second, as ``format_time``."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        return ""
+    try:
+        return datetime.fromtimestamp(seconds).astimezone().strftime(TIME_FORMAT)
+    except (OverflowError, OSError, ValueError):
+        return str(seconds)
 
 
 def _exit_column(job: Mapping[str, Any]) -> str:

@@ -493,3 +493,39 @@ def test_an_owner_that_comes_back_after_its_job_was_lost_appends_nothing_and_a_b
     assert json.loads(client.hget(record, "state")) == "lost"
     assert int(client.hget(record, "_last")) == int(entries[-1][0].split(b"-")[0])
     client.delete(record, stream)
+
+
+def test_a_jobs_record_updates_ride_with_its_events_and_wait_out_an_outage_in_order(redis_server):
+    # The runner's updates (started, ended) go in the MULTI of the job's next batch (writer.update_record): none
+    # is lost while Redis is away, and they land after the events queued before them.
+    import redis as redis_py
+
+    from app.store.eventlog import EventLog
+    from app.store.redis.scripts import JOB_APPEND
+    from app.store.redis.writer import JobWriter
+    from app.streaming.sse import output_json
+
+    from .server import free_port
+
+    client = redis_server.client()
+    job = f"ride{os.getpid()}"
+    record, stream = f"ssec:job:{job}", f"ssec:log:job:{job}"
+    client.hset(record, mapping={"id": json.dumps(job), "_last": "0", "_dropped": "0"})
+    away = redis_py.Redis(port=free_port(), socket_connect_timeout=0.5)
+    writer = JobWriter(away, client.register_script(JOB_APPEND), lambda _: [record, stream], 1 << 20, 60,
+                       lambda _: f"ssec:pace:{job}")
+    log_ = EventLog(1 << 20)
+    writer.update_record(job, [("HSET", record, "pid", "42")])
+    writer.add(job, log_.append("start", {"type": "start", "job": job}))
+    writer.add(job, log_.append("stdout", output_json("stdout", b"one\n"), b"one\n"))
+    writer.update_record(job, [("HSET", record, "state", json.dumps("exited"))])
+    writer._flusher.kill()
+    writer._flush()
+    assert writer.failing and not client.exists(stream)
+    writer.client = client  # Redis is back
+    writer._flusher.kill()
+    writer._flush()
+    assert not writer.failing
+    assert [fields[b"k"] for _, fields in client.xrange(stream)] == [b"start", b"stdout"]
+    assert client.hmget(record, "pid", "state") == [b"42", json.dumps("exited").encode()]
+    client.delete(record, stream)

@@ -93,7 +93,7 @@ from ..runs import MAX_RUNS, RunChanges
 from . import liveness, pacing
 from .codec import encode_fields, event_from_entry, event_from_tail, job_fields, job_from_fields
 from .reader import BLOCK_MS, StreamReader
-from .scripts import CHANNEL_APPEND, JOB_APPEND, JOB_ENDED, JOB_FINISH, TOKEN_BUCKET, execute_multi
+from .scripts import CHANNEL_APPEND, JOB_APPEND, JOB_ENDED, JOB_FINISH, TOKEN_BUCKET
 from .writer import JobWriter
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,11 @@ def _shared(method: Callable) -> Callable:
             raise StoreUnavailable(str(exc) or exc.__class__.__name__) from None
 
     return call
+
+
+def _flat(fields: Mapping[str, Any]) -> list[Any]:
+    """A mapping as the flat field, value list HSET and the scripts take."""
+    return [item for pair in fields.items() for item in pair]
 
 
 def _stream(key: str) -> str:
@@ -299,7 +304,7 @@ class RedisStore(Store):
         job.pid = pid
         job.started_at = time.time()
         fields = encode_fields({"pid": pid, "started_at": job.started_at})
-        self._eventually(lambda: self.client.hset(_job_hash(job_id), mapping=fields))
+        self.writer.update_record(job_id, [("HSET", _job_hash(job_id), *_flat(fields))])
 
     def mark_stopping(self, job_id: str) -> None:
         """A running job is being stopped."""
@@ -307,7 +312,7 @@ class RedisStore(Store):
         if job.state is JobState.RUNNING:
             job.state = JobState.STOPPING
             state = encode_fields({"state": job.state})["state"]
-            self._eventually(lambda: self.client.hset(_job_hash(job_id), "state", state))
+            self.writer.update_record(job_id, [("HSET", _job_hash(job_id), "state", state)])
 
     def finish_job(self, job_id: str, **fields: Any) -> Job:
         """Record how a job ended; a finished job is kept ``finished_job_ttl``, and among ``max_finished_jobs``."""
@@ -318,16 +323,18 @@ class RedisStore(Store):
             job.ended_at = time.time()
         self._sync_counters(job)
         changed = {**fields, "ended_at": job.ended_at, "state": job.state}
-        record = [item for pair in encode_fields(changed).items() for item in pair]
+        record = _flat(encode_fields(changed))
         ended = job.finished and job_id in self._running
         if ended:
             self._running.discard(job_id)
-        self._eventually(lambda: self._record_finish(job, record, ended))
+        # With the job's last events (its exit), in one MULTI: a reader elsewhere that has the exit has the record.
+        self.writer.update_record(job_id, self._finish_commands(job, record, ended),
+                                  [self._finish_script, self._ended_script])
         if ended:  # a coordinator in this worker reads this record (_owned) at once; others hear of it from Redis
             self._job_ends.changed(job_id)
         return job
 
-    def _record_finish(self, job: Job, record: list[str], ended: bool) -> None:
+    def _finish_commands(self, job: Job, record: list[str], ended: bool) -> list[tuple]:
         commands: list[tuple] = [("EVALSHA", self._finish_script.sha, 1, _job_hash(job.id), *record)]
         if ended:
             commands.append(("EVALSHA", self._ended_script.sha, 5, _job_hash(job.id), f"{PREFIX}running:{self.host}",
@@ -337,28 +344,7 @@ class RedisStore(Store):
                 # In the same MULTI as the record: the run's coordinator, on any host, looks at it at once.
                 commands.append(("XADD", f"{PREFIX}runs:changed", "MAXLEN", "~", RUN_CHANGES_KEPT, "*",
                                  "job", job.id))
-        execute_multi(self.client, commands, [self._finish_script, self._ended_script])
-
-    def _eventually(self, write: Callable[[], object]) -> None:
-        """A write of the runner's (a job run here started, is stopping, ended): now, or once Redis is back.
-
-        The runner never waits for Redis: its job keeps running, and its record catches up.
-        """
-        try:
-            write()
-        except redis.RedisError as exc:
-            log.warning("Redis did not take a job update (%s); retrying until it does", exc)
-            gevent.spawn(self._retry, write)
-
-    @staticmethod
-    def _retry(write: Callable[[], object]) -> None:
-        while True:
-            gevent.sleep(0.5)
-            try:
-                write()
-                return
-            except redis.RedisError:
-                continue
+        return commands
 
     def running_count(self) -> int:
         """How many jobs run in this worker now (``max_running_jobs`` is per worker)."""

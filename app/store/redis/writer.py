@@ -5,7 +5,10 @@ viewers, as with the memory store) and the same event comes here. The first
 event of a batch schedules a flush ``FLUSH_DELAY`` later; everything appended
 meanwhile goes in one ``MULTI``: a plain ``XADD`` per event (its bytes never
 go through Lua), then one ``JOB_APPEND`` script call per job for its record.
-So a flood of output costs one round trip per 5 ms, not one per event.
+So a flood of output costs one round trip per 5 ms, not one per event. The
+runner's updates of a job's record (started, stopping, ended) ride in the
+same ``MULTI`` after the job's events (``update_record``): a job's end lands
+with its ``exit`` event, and a short job costs two round trips fewer.
 
 The byte budget of a job's stream is kept here, where the events are made:
 the same arithmetic as the memory store's log (frame + output + overhead per
@@ -102,6 +105,8 @@ class JobWriter:
         self.finished_ttl = int(finished_ttl) or 1
         self._pending: dict[str, list[LogEvent]] = {}
         self._pending_bytes = 0
+        self._records: dict[str, list[tuple]] = {}  # job id -> commands updating its record, for the next batch
+        self._scripts = [append_script]  # what the batches' EVALSHAs run (loaded again if Redis lost them)
         self._streams: dict[str, _JobStream] = {}
         self._flusher: gevent.Greenlet | None = None
         self.failing = False  # the last flush failed: Redis is unreachable
@@ -120,6 +125,17 @@ class JobWriter:
         self._pending_bytes += size
         if stream.waiting > self.max_bytes and self.failing:
             self._bound(stream, pending)
+        if self._flusher is None:
+            self._flusher = gevent.spawn_later(FLUSH_DELAY, self._flush)
+
+    def update_record(self, job_id: str, commands: list[tuple], scripts: Iterable = ()) -> None:
+        """Commands that update a job's record, sent in the ``MULTI`` of its next batch, after its events queued
+        by then (within FLUSH_DELAY while Redis is up; kept, in order, while it is away). ``scripts``: the
+        scripts of their EVALSHAs."""
+        self._records.setdefault(job_id, []).extend(commands)
+        for script in scripts:
+            if script not in self._scripts:
+                self._scripts.append(script)
         if self._flusher is None:
             self._flusher = gevent.spawn_later(FLUSH_DELAY, self._flush)
 
@@ -200,16 +216,23 @@ class JobWriter:
     def _flush(self) -> None:
         batch, self._pending = self._pending, {}
         batch_bytes, self._pending_bytes = self._pending_bytes, 0
+        records, self._records = self._records, {}
         try:
             started = time.monotonic()
-            commands = [command for job_id, events in batch.items() for command in self._commands(job_id, events)]
+            commands = []
+            for job_id, events in batch.items():
+                commands.extend(self._commands(job_id, events))
+                commands.extend(records.get(job_id, ()))
+            for job_id, updates in records.items():
+                if job_id not in batch:
+                    commands.extend(updates)
             # Jobs with more than half a window of output learn their viewers' positions in the same round trip.
             paced = [job_id for job_id in batch
                      if (stream := self._streams.get(job_id)) is not None and stream.output_bytes > self.window // 2]
             commands.extend(("HGETALL", self.pace_key(job_id)) for job_id in paced)
             # An XADD refused as "equal or smaller" was applied before (a batch sent again), or the job was declared
             # lost (JOB_APPEND then changes nothing).
-            results = execute_multi(self.client, commands, [self.append_script], refused=("equal or smaller",))
+            results = execute_multi(self.client, commands, self._scripts, refused=("equal or smaller",))
             metrics.observe_store_write(time.monotonic() - started)
         except Exception as exc:  # Redis unreachable (or any error): keep the batch, in order, and try again
             if not self.failing:
@@ -219,6 +242,9 @@ class JobWriter:
                 batch.setdefault(job_id, []).extend(events)
             self._pending = batch
             self._pending_bytes += batch_bytes
+            for job_id, updates in self._records.items():
+                records.setdefault(job_id, []).extend(updates)
+            self._records = records
             self._flusher = gevent.spawn_later(RETRY_DELAY, self._flush)
             self._notify()
             return
@@ -233,7 +259,7 @@ class JobWriter:
                 stream.waiting -= sum(map(event_size, events))
             if events[-1].kind in ("exit", "err") and job_id not in self._pending:
                 self._streams.pop(job_id, None)
-        if not self._pending:
+        if not self._pending and not self._records:
             self._flusher = None
         else:
             delay = 0 if self._pending_bytes >= FLOOD_BYTES else FLUSH_DELAY

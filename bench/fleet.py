@@ -263,8 +263,16 @@ def measure(smoke: bool) -> dict:
     }
 
 
+MERGED_TARGET = "every byte, every run"
+
+
+def every_byte(found: dict) -> bool:
+    """Whether every merged run delivered every host's output whole (no gap)."""
+    return not any(sum(r["missed_bytes"].values()) for r in found["merged"])
+
+
 def describe(found: dict) -> list[tuple[str, str]]:
-    """The section's rows: (name, value)."""
+    """The section's rows: (name, value); the merged row's target is MERGED_TARGET (``every_byte``)."""
     runs, merged = found["runs"], found["merged"]
     median = sorted(merged, key=lambda r: r["mb_s"])[len(merged) // 2]
     spread = "/".join(f"{r['mb_s']:.0f}" for r in merged)

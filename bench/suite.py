@@ -664,7 +664,10 @@ def _history_rows(results: Results, rows: list[Row], sizes: Sizes) -> None:
 def _fleet_rows(results: Results, rows: list[Row]) -> None:
     """Issue 20's rows (bench/fleet.py): a run over three hosts on one Redis."""
     results.numbers["fleet"] = found = fleet.measure(results.smoke)
-    rows.extend(Row(name, value) for name, value in fleet.describe(found))
+    for name, value in fleet.describe(found):
+        merged = name.startswith("3 x ")
+        rows.append(Row(name, value, fleet.MERGED_TARGET if merged else "",
+                        results.judge(fleet.every_byte(found)) if merged else ""))
     if found["problems"]:
         results.notes.append(f"gunicorn (fleet hosts) logged errors: {found['problems'][:3]}")
 

@@ -62,10 +62,13 @@ def server(tmp_path_factory):
 
 
 def wait_run_state(page, state: str, timeout: float = 15_000) -> None:
-    """The aggregate badge says ``state``, and every event that came is handled and drawn."""
+    """The aggregate badge says ``state``, every event that came is handled and drawn, and for a run that has
+    ended, its stream has ended too (the badge can say so first: the page reads the run's record before it opens
+    the stream, and a short run may have ended by then)."""
     page.wait_for_function(
         "s => document.querySelector('#run-state').textContent === s"
-        " && !window.sseFleet.inbox.length && window.sseFleet.dirty.size === 0",
+        " && !window.sseFleet.inbox.length && window.sseFleet.dirty.size === 0"
+        " && (s === 'running' || window.sseFleet.state.done)",
         arg=state,
         timeout=timeout,
     )

@@ -21,6 +21,7 @@ import http.client
 import json
 import resource
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -101,6 +102,29 @@ class Fleet:
         return [f"{name}: {line}" for name, server in self.hosts.items() for line in server.problems()]
 
 
+def arrivals(entry: Server, path: str, clock: Callable[[], float]) -> Iterator[tuple[Event, float]]:
+    """The events of ``entry``'s SSE response at ``path`` as they arrive, each with ``clock()`` when its last
+    bytes came; the connection closes when the caller stops."""
+    conn = http.client.HTTPConnection(entry.host, entry.port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"Accept": "text/event-stream"})
+        response = conn.getresponse()
+        if response.status != 200:
+            raise BenchError(f"GET {path}: {response.status}")
+        pending = b""
+        while data := response.read1(65536):
+            arrived = clock()
+            pending += data
+            cut = pending.rfind(b"\n\n")
+            if cut < 0:
+                continue
+            events, pending = parse_events(pending[: cut + 2]), pending[cut + 2 :]
+            for event in events:
+                yield event, arrived
+    finally:
+        conn.close()
+
+
 def first_output(fleet: Fleet, index: int) -> dict:
     """One run of ``echo hi`` on every host, followed live: ms from just before the POST to each host's first
     stdout event, to the POST's answer and to run_exit."""
@@ -108,35 +132,17 @@ def first_output(fleet: Fleet, index: int) -> dict:
     started = time.perf_counter_ns()
     created = fleet.start(entry, ["echo", "hi"])
     answered = time.perf_counter_ns()
-    conn = http.client.HTTPConnection(entry.host, entry.port, timeout=30)
     first: dict[str, int] = {}
     out: dict[str, str] = {}
     ended = None
-    try:
-        conn.request("GET", created["events"], headers={"Accept": "text/event-stream"})
-        response = conn.getresponse()
-        if response.status != 200:
-            raise BenchError(f"GET {created['events']}: {response.status}")
-        pending = b""
-        while ended is None:
-            data = response.read1(65536)
-            arrived = time.perf_counter_ns()
-            if not data:
-                break
-            pending += data
-            cut = pending.rfind(b"\n\n")
-            if cut < 0:
-                continue
-            events, pending = parse_events(pending[: cut + 2]), pending[cut + 2 :]
-            for event in events:
-                payload = json.loads(event.data)
-                if event.kind == "stdout":
-                    first.setdefault(payload["host"], arrived)
-                    out[payload["host"]] = out.get(payload["host"], "") + payload["data"]["out"]
-                elif event.kind == "run_exit":
-                    ended = (arrived, payload)
-    finally:
-        conn.close()
+    for event, arrived in arrivals(entry, created["events"], time.perf_counter_ns):
+        payload = json.loads(event.data)
+        if event.kind == "stdout":
+            first.setdefault(payload["host"], arrived)
+            out[payload["host"]] = out.get(payload["host"], "") + payload["data"]["out"]
+        elif event.kind == "run_exit":
+            ended = (arrived, payload)
+            break
     if ended is None:
         raise BenchError(f"run {created['id']}: the stream ended without run_exit")
     if ended[1]["state"] != "succeeded" or out != dict.fromkeys(HOSTS, "hi\n"):

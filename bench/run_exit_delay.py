@@ -13,14 +13,12 @@ not part of ``make bench``.
 from __future__ import annotations
 
 import argparse
-import http.client
 import itertools
 import json
 import statistics
 import time
 
-from .fleet import TAG, Fleet
-from .sse import parse_events
+from .fleet import TAG, Fleet, arrivals
 from .tools import BenchError
 
 
@@ -31,29 +29,13 @@ def follow(fleet: Fleet, index: int, body: dict) -> tuple[dict, float | None, fl
     status, created = entry.request("POST", "/runs", body)
     if status != 201:
         raise BenchError(f"POST /runs: {status} {created}")
-    conn = http.client.HTTPConnection(entry.host, entry.port, timeout=30)
     last_exit, ended = None, None
-    try:
-        conn.request("GET", created["events"], headers={"Accept": "text/event-stream"})
-        response = conn.getresponse()
-        pending = b""
-        while ended is None:
-            data = response.read1(65536)
-            arrived = time.monotonic()
-            if not data:
-                break
-            pending += data
-            cut = pending.rfind(b"\n\n")
-            if cut < 0:
-                continue
-            events, pending = parse_events(pending[: cut + 2]), pending[cut + 2 :]
-            for event in events:
-                if event.kind == "exit":
-                    last_exit = arrived
-                elif event.kind == "run_exit":
-                    ended = arrived
-    finally:
-        conn.close()
+    for event, arrived in arrivals(entry, created["events"], time.monotonic):
+        if event.kind == "exit":
+            last_exit = arrived
+        elif event.kind == "run_exit":
+            ended = arrived
+            break
     if ended is None:
         raise BenchError(f"run {created['id']}: no run_exit")
     _, record = entry.request("GET", created["url"])

@@ -341,3 +341,27 @@ def test_the_listing_counts_a_job_committed_while_it_reads_exactly_once(tmp_path
         reader.close()
     finally:
         store.close(5)
+
+
+def test_the_writer_keeps_no_output_once_it_is_written(tmp_path):
+    """What the writer has written it lets go of before it waits: a finished job's last batch of frames must not
+    outlive the job's release from memory (the worker's RSS grew with each finished job)."""
+    import sys
+
+    from app.store.history.writer import HistoryWriter
+    from app.streaming.sse import OutputJSON, encode_json_frame
+
+    raw = b"x" * 300_000
+    frame, data_start = encode_json_frame(OutputJSON("stdout", raw), "stdout", 300_000)
+    alone = sys.getrefcount(frame)
+    writer = HistoryWriter(str(tmp_path / "db"), str(tmp_path), 1 << 30, (1, "x"))
+    writer.start()
+    try:
+        writer.put_event("j", LogEvent(300_000, "stdout", frame, data_start, raw))
+        deadline = time.monotonic() + 10
+        while not writer.idle and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writer.idle and writer.written_bytes > 0
+        assert sys.getrefcount(frame) == alone  # neither the queue nor the last batch holds it
+    finally:
+        assert writer.stop(5)

@@ -63,7 +63,14 @@ class PipeWatch:
             watcher.stop()
 
     def close(self) -> None:
-        """Stop and free every watcher."""
+        """Stop and free every watcher, and let go of the callback (a closed watch reports nothing)."""
         for fd in list(self._watchers):
             self.unregister(fd)
         self.active = False
+        # The callback is its owner's bound method: kept, the owner and this watch would be a reference
+        # cycle, and whatever the owner holds (a job's whole log) would wait for the cyclic collector.
+        self._on_readable = _closed
+
+
+def _closed(fd: int, name: str) -> None:
+    """What a closed watch would call."""

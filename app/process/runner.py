@@ -535,7 +535,13 @@ class ProcessRunner:
             pump.add(fd, name)
         if run.given_up:  # given up on while it started
             pump.abandon()
-        pump.run(wake=(run.stopping, run.settled))
+        try:
+            pump.run(wake=(run.stopping, run.settled))
+        finally:
+            # The pump holds the job's log: the run lives in reference cycles (its greenlets, the output
+            # limit's callback), and through it the log and all its output would outlive the job's release
+            # from memory until the cyclic collector's next full pass (RSS grew with each finished job).
+            run.pump = None
 
     # Stopping and reaping.
 

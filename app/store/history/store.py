@@ -15,6 +15,7 @@ database; their output is followed by polling the file.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import sqlite3
@@ -54,6 +55,21 @@ FOLLOW_POLL = 0.25  # seconds between looks at a job running in another worker
 WARN_EVERY = 60.0
 PRUNE_EVERY = 30.0  # seconds between retention passes when no job has finished
 MAX_READ_BYTES = 4 << 20  # one read from disk holds at most about this much output
+# Output released from memory (finished jobs now on disk) beyond which the C heap's free pages go back to the
+# system. The worker keeps glibc's blocks of up to 4 MiB on its heap and trims the heap's top only past 64 MiB
+# free (app/server/worker.py: a flood costs no page faults per event), so the freed output of finished jobs
+# stayed resident: RSS climbed with each finished job to the heap's high-water mark.
+TRIM_AFTER_BYTES = 4 << 20
+
+
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc; None elsewhere (musl frees its pages itself)
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
 
 
 class HistoryStore(MemoryStore):
@@ -83,6 +99,8 @@ class HistoryStore(MemoryStore):
         self._warned_at = 0.0
         self._retention = (settings.max_finished_jobs, settings.finished_job_ttl, settings.history_max_bytes)
         self._pruned_at = 0.0
+        self._released_bytes = 0  # output released from memory since the heap was last trimmed
+        self._untrimmed = False  # whether any was released since the last quiet round's trim
         self._housekeeper = gevent.spawn(self._housekeeping)
 
     def _restore_channels(self, keep: int) -> None:
@@ -302,13 +320,32 @@ class HistoryStore(MemoryStore):
     def _release_persisted(self) -> int:
         """Finished jobs wholly on disk leave memory (their readers carry on from disk); how many did."""
         persisted = self.writer.persisted
-        released = 0
+        released = released_bytes = 0
         while persisted:
             job = self._jobs.get(persisted.popleft())
             if job is not None and job.finished:
+                released_bytes += self._logs[job.id].retained_bytes
                 self._forget(job)
                 released += 1
+        # Trimmed after every few MiB released while finished jobs keep coming, and once they stop (the first
+        # quiet round: by then the writer has let go of its last batch too).
+        if released:
+            self._released_bytes += released_bytes
+            self._untrimmed = True
+            if self._released_bytes >= TRIM_AFTER_BYTES:
+                self._released_bytes = 0
+                self._trim_heap()
+        elif self._untrimmed:
+            self._released_bytes = 0
+            self._untrimmed = False
+            self._trim_heap()
         return released
+
+    def _trim_heap(self) -> None:
+        """Give the C heap's free pages back to the system (glibc's malloc_trim), in the pool's thread: ctypes
+        lets go of the GIL, so the hub streams on while the heap is walked."""
+        if _MALLOC_TRIM is not None:
+            self._pool.spawn(_MALLOC_TRIM, 0)
 
     def prune_history(self) -> tuple[int, int]:
         """Retention on disk (max_finished_jobs, finished_job_ttl, history_max_bytes): (jobs forgotten, bytes)."""

@@ -183,15 +183,19 @@ class HistoryWriter:
                         conn = self._connect()
                     if conn is not None:
                         self._commit(conn)
-                self.done_items += len(batch)
+                taken = len(batch)
+                # Let go of the batch's output before waiting: held through an idle wait, the last batch of a
+                # finished job (up to BATCH_BYTES) would outlive the job's release from memory.
+                batch = None
+                self.done_items += taken
                 if self._stopping and not self._queue:
                     if (self._pending or self._channel_events) and conn is not None:
                         self._commit(conn)
                     break
                 # Gather for a round (longer while idle, never beyond MAX_ROUND: a kill -9 loses at most that),
                 # unless woken for much output; a pending record (a full disk) is retried every round.
-                interval = ROUND if batch else min(interval * 2, MAX_ROUND)
-                if len(batch) < BATCH_ITEMS:
+                interval = ROUND if taken else min(interval * 2, MAX_ROUND)
+                if taken < BATCH_ITEMS:
                     self._wake.acquire(timeout=interval)
         finally:
             for job_id in list(self._files):

@@ -6,7 +6,6 @@ import {
   $,
   api,
   ApiError,
-  ConnectionBanner,
   el,
   errorText,
   eventIdAfter,
@@ -15,6 +14,7 @@ import {
   frameScheduler,
   LiveStream,
   pageSession,
+  pageStream,
   showConnState,
 } from "./common.js";
 
@@ -58,19 +58,10 @@ const render = frameScheduler(() => {
   if (state.lastShownId !== null) rememberSeen(channel, state.lastShownId);
 });
 
-const stream = new LiveStream({
+const stream = pageStream(conn, {
   url: () => (state.cursor ? `${path}/events?last_event_id=${state.cursor}` : `${path}/events`),
   events: { message: onMessage, gap: onGap },
-  onState: (s, detail) => {
-    showConnState(conn, s);
-    banner.update(s, detail);
-  },
   resync,
-});
-const banner = new ConnectionBanner(stream, {
-  banner: $("conn-banner"),
-  detail: $("conn-banner-detail"),
-  retry: $("conn-retry"),
 });
 
 // The other channels: only counted, never shown here.

@@ -245,6 +245,24 @@ export class ConnectionBanner {
   }
 }
 
+// A page's own stream, its state shown by the top bar's pill (`pill`) and by the banner across the main pane
+// (templates/conn_banner.html): LiveStream's options, less onState.
+export function pageStream(pill, options) {
+  const stream = new LiveStream({
+    ...options,
+    onState: (state, detail) => {
+      showConnState(pill, state);
+      banner.update(state, detail);
+    },
+  });
+  const banner = new ConnectionBanner(stream, {
+    banner: document.getElementById("conn-banner"),
+    detail: document.getElementById("conn-banner-detail"),
+    retry: document.getElementById("conn-retry"),
+  });
+  return stream;
+}
+
 function ago(ms) {
   const seconds = Math.max(0, Math.round(ms / 1000));
   if (seconds < 90) return `${seconds} s`;

@@ -8,7 +8,6 @@ import {
   $,
   api,
   ApiError,
-  ConnectionBanner,
   el,
   errorText,
   eventIdAfter,
@@ -18,9 +17,9 @@ import {
   formatDuration,
   formatTime,
   frameScheduler,
-  LiveStream,
   numberFormat,
   pageSession,
+  pageStream,
   parseComposite,
   showConnState,
 } from "./common.js";
@@ -88,21 +87,12 @@ function render() {
 const EVENTS = ["start", "stdout", "stderr", "exit", "err", "gap", "job", "skipped"];
 // The connection lives in a worker: a flood of output is read, parsed and counted off the page's thread, and
 // what would scroll away unseen arrives as `skipped` summaries (static/stream-worker.js).
-const stream = new LiveStream({
+const stream = pageStream(conn, {
   url: streamUrl,
   events: Object.fromEntries(EVENTS.map((name) => [name, onEvent])),
   source: (url) =>
     new WorkerEventSource(url, { events: EVENTS, output: ["stdout", "stderr"], keepLines: MAX_LINES }),
-  onState: (s, detail) => {
-    showConnState(conn, s);
-    banner.update(s, detail);
-  },
   resync,
-});
-const banner = new ConnectionBanner(stream, {
-  banner: $("conn-banner"),
-  detail: $("conn-banner-detail"),
-  retry: $("conn-retry"),
 });
 const filter = new JobFilter();
 // Paging through the server's history (GET /jobs): the cursor of the next page (null: no more), and how many jobs

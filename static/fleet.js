@@ -14,7 +14,6 @@ import {
   $,
   api,
   ApiError,
-  ConnectionBanner,
   el,
   errorText,
   eventIdAfter,
@@ -23,8 +22,8 @@ import {
   formatDuration,
   formatTime,
   frameScheduler,
-  LiveStream,
   pageSession,
+  pageStream,
   parseEventId,
   showConnState,
 } from "./common.js";
@@ -285,22 +284,13 @@ const ilFollower = new Follower($("interleaved"), null);
 // The run stream.
 
 const EVENTS = ["stdout", "stderr", "exit", "err", "gap", "host_state", "run_exit"];
-const stream = new LiveStream({
+const stream = pageStream(conn, {
   url: () => {
     const base = `/runs/${encodeURIComponent(state.runId)}/events`;
     return state.lastId ? `${base}?last_event_id=${encodeURIComponent(state.lastId)}` : base;
   },
   events: Object.fromEntries(EVENTS.map((name) => [name, onEvent])),
-  onState: (s, detail) => {
-    showConnState(conn, s);
-    banner.update(s, detail);
-  },
   resync,
-});
-const banner = new ConnectionBanner(stream, {
-  banner: $("conn-banner"),
-  detail: $("conn-banner-detail"),
-  retry: $("conn-retry"),
 });
 
 function parse(text) {

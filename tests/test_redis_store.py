@@ -343,6 +343,10 @@ def test_a_host_killed_whole_has_its_jobs_lost_within_10_s_and_viewers_elsewhere
         for job in jobs:
             assert HTTP.get(b.url(f"/jobs/{job}")).json()["state"] == "lost"
             assert _exit_entries(redis_server, job) == 1
+        # Announced as a job's end is, so a run's coordinator (on any host) looks at once.
+        announced = {fields[b"job"].decode() for _, fields in redis_server.client().xrange("ssec:runs:changed")
+                     if b"job" in fields}
+        assert set(jobs) <= announced
     finally:
         doomed.proc.wait(5)
         for pid in pids:
@@ -511,7 +515,7 @@ def test_a_jobs_record_updates_ride_with_its_events_and_wait_out_an_outage_in_or
     job = f"ride{os.getpid()}"
     record, stream = f"ssec:job:{job}", f"ssec:log:job:{job}"
     client.hset(record, mapping={"id": json.dumps(job), "_last": "0", "_dropped": "0"})
-    away = redis_py.Redis(port=free_port(), socket_connect_timeout=0.5)
+    away = redis_py.Redis(port=free_port(), socket_connect_timeout=0.5, retry=None)  # refused at once
     writer = JobWriter(away, client.register_script(JOB_APPEND), lambda _: [record, stream], 1 << 20, 60,
                        lambda _: f"ssec:pace:{job}")
     log_ = EventLog(1 << 20)

@@ -203,12 +203,12 @@ def test_a_run_ends_as_its_job_ends_not_on_the_coordinators_next_poll(local):
 
 
 def test_a_large_output_reaches_a_slow_run_stream_whole(local):
-    # 22.9 MB at `seq`'s full speed, more than job_buffer_bytes (16 MiB), read at about 10 MB/s: like GET
+    # 22.9 MB at `seq`'s full speed, more than job_buffer_bytes (16 MiB), read at about 20 MB/s: like GET
     # /run, a run's stream stands in for a terminal, so the job waits for it, from its start (the stream learns
     # of the job only once it has started) to its end. Unpaced, the stream found megabytes trimmed.
     count = 3_000_000
     created = start_run(local, argv=["seq", str(count)], hosts=["solo"])
-    events = read_slowly(local.url(created["events"]), every=1 << 20, pause=0.1, until=b"event: run_exit")
+    events = read_slowly(local.url(created["events"]), every=1 << 20, pause=0.05, until=b"event: run_exit")
     assert [e.type for e in events if e.type == "gap"] == []
     out = "".join(payload(e)["data"]["out"] for e in events if e.type == "stdout")
     assert len(out) > 16 * 1024 * 1024

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import platform
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
@@ -63,9 +64,12 @@ TRIM_AFTER_BYTES = 4 << 20
 
 
 def _malloc_trim() -> Any:
+    """glibc's malloc_trim; None with another C library (musl gives freed pages back itself)."""
+    if platform.libc_ver()[0] != "glibc":
+        return None
     try:
-        return ctypes.CDLL(None).malloc_trim  # glibc; None elsewhere (musl frees its pages itself)
-    except (OSError, AttributeError):
+        return ctypes.CDLL(None).malloc_trim
+    except OSError:
         return None
 
 

@@ -30,6 +30,10 @@ from ...version import VERSION
 from .scripts import JOB_LOST
 
 PREFIX = "ssec:"
+# Saves of runs' records and ends of runs' jobs, which every worker reads (store.py): a job marked lost here is
+# announced there too, so that its run's coordinator looks at once.
+RUN_CHANGES = f"{PREFIX}runs:changed"
+RUN_CHANGES_KEPT = 1000  # entries kept (approximately): readers need only the newest
 HEARTBEAT_TTL = 6.0  # seconds
 BEAT_INTERVAL = 1.0
 SWEEP_INTERVAL = 2.0
@@ -91,6 +95,9 @@ def mark_lost(client, job_id: str, host: str, worker: str, started_at: float | N
         f"{PREFIX}user:{owner_name}", f"{PREFIX}finished",
         host, worker, tail, json.dumps(ended), int(finished_ttl) or 1, job_id,
     )
+    if lost == 1:
+        # A run's coordinator (on any host) wakes on this, as on a job's end; it also looks every 0.25 s.
+        client.xadd(RUN_CHANGES, {"job": job_id}, maxlen=RUN_CHANGES_KEPT, approximate=True)
     return lost == 1
 
 

@@ -23,7 +23,8 @@ Keys (all under ``ssec:``):
   any run's record (``run``: its id), which every worker's reader follows, so a
   run's streams on any host look at its record again at once, not on a timer;
   and one per end of a run's job (``job``: its id, in the MULTI that records
-  the end), so the run's coordinator goes on at once.
+  the end; and for any job marked lost, liveness.py), so the run's coordinator
+  goes on at once.
 
 The worker that starts a job spawns and pumps it, as with the memory store:
 its runner appends to a local ``EventLog`` (flow control, and this worker's
@@ -103,7 +104,6 @@ INPUT_REPLY_TTL = 30  # seconds an answer to routed input is kept for an asking 
 POOL_SIZE = 16  # connections per worker for commands (the reader has its own): requests wait for one, never fail
 CHANNEL_TTL = 7 * 24 * 3600  # seconds: a channel nobody publishes to or subscribes to this long is forgotten
 RUN_START_WAIT = 5.0  # seconds a repeated start of a run's job waits for the first one's answer
-RUN_CHANGES_KEPT = 1000  # entries of runs:changed kept (approximately): the reader needs only the newest
 MIRROR_IDLE = 30.0  # seconds: a mirror nobody has read or waited on this long is dropped (plus 2 heartbeats)
 
 
@@ -190,7 +190,7 @@ class RedisStore(Store):
         self.reader = StreamReader(
             self.reader_client, self._wake_stream,
             {f"{PREFIX}resets": self._epochs_changed, _control_stream(self.host): self._control,
-             f"{PREFIX}runs:changed": self._runs_changed},
+             liveness.RUN_CHANGES: self._runs_changed},
             self._entries, self._reconnected, self._drop_mirrors,
             lambda: self.client.xadd(self._wake_stream, {"w": "1"}, maxlen=16, approximate=True),
         )
@@ -342,7 +342,7 @@ class RedisStore(Store):
                              int(self.settings.finished_job_ttl) or 1, self.settings.max_finished_jobs, PREFIX))
             if job.origin == "runs":
                 # In the same MULTI as the record: the run's coordinator, on any host, looks at it at once.
-                commands.append(("XADD", f"{PREFIX}runs:changed", "MAXLEN", "~", RUN_CHANGES_KEPT, "*",
+                commands.append(("XADD", liveness.RUN_CHANGES, "MAXLEN", "~", liveness.RUN_CHANGES_KEPT, "*",
                                  "job", job.id))
         return commands
 
@@ -670,7 +670,7 @@ class RedisStore(Store):
         pipe.zadd(f"{PREFIX}runs", {run_id: record.get("created_at", 0)})
         pipe.zremrangebyrank(f"{PREFIX}runs", 0, -MAX_RUNS - 1)
         # In the same MULTI as the record: a reader told of this entry then reads this record (or a newer one).
-        pipe.xadd(f"{PREFIX}runs:changed", {"run": run_id}, maxlen=RUN_CHANGES_KEPT, approximate=True)
+        pipe.xadd(liveness.RUN_CHANGES, {"run": run_id}, maxlen=liveness.RUN_CHANGES_KEPT, approximate=True)
         pipe.execute()
 
     @_shared

@@ -263,6 +263,23 @@ export function pageStream(pill, options) {
   return stream;
 }
 
+// Say `text` to screen readers, through the page's live region (#announce).
+export function announce(text) {
+  document.getElementById("announce").textContent = text;
+}
+
+// A message in the page's toast (#toast) for a few seconds.
+let toastTimer = null;
+export function toast(message) {
+  const node = document.getElementById("toast");
+  node.textContent = message;
+  node.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => {
+    node.hidden = true;
+  }, 6000);
+}
+
 function ago(ms) {
   const seconds = Math.max(0, Math.round(ms / 1000));
   if (seconds < 90) return `${seconds} s`;

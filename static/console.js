@@ -6,6 +6,7 @@
 
 import {
   $,
+  announce,
   api,
   ApiError,
   el,
@@ -22,6 +23,7 @@ import {
   pageStream,
   parseComposite,
   showConnState,
+  toast,
 } from "./common.js";
 import { Terminal } from "./terminal.js";
 import { WorkerEventSource } from "./workersource.js";
@@ -208,11 +210,6 @@ function showEnd() {
   }
   term.note(text, `end ${result.cls}`, "end");
   announce(`${job.command || job.action || job.id}: ${result.text}`);
-}
-
-function announce(text) {
-  const region = $("announce");
-  region.textContent = text;
 }
 
 // (Re)open the one connection for what is watched now; with nothing to watch (a role that may not read the
@@ -918,17 +915,6 @@ function actionForm(action) {
 }
 
 // Small things.
-
-let toastTimer = null;
-function toast(message) {
-  const node = $("toast");
-  node.textContent = message;
-  node.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => {
-    node.hidden = true;
-  }, 6000);
-}
 
 function setupKeys() {
   document.addEventListener("keydown", (event) => {

@@ -12,6 +12,7 @@
 
 import {
   $,
+  announce,
   api,
   ApiError,
   el,
@@ -26,6 +27,7 @@ import {
   pageStream,
   parseEventId,
   showConnState,
+  toast,
 } from "./common.js";
 import { Terminal } from "./terminal.js";
 import { confirmAction, paramFields, paramValues, showParamError, unchosen } from "./actionparams.js";
@@ -873,21 +875,6 @@ function focusWhat() {
 
 function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
-}
-
-function announce(text) {
-  $("announce").textContent = text;
-}
-
-let toastTimer = null;
-function toast(message) {
-  const node = $("toast");
-  node.textContent = message;
-  node.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => {
-    node.hidden = true;
-  }, 6000);
 }
 
 // Signing in and out.

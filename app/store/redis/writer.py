@@ -252,7 +252,7 @@ class JobWriter:
         for job_id, fields in zip(paced, results[len(results) - len(paced):], strict=True):
             stream = self._streams.get(job_id)
             if stream is not None:
-                self._take_viewers(stream, fields if isinstance(fields, dict) else _pairs(fields))
+                self._take_viewers(stream, fields)
         for job_id, events in batch.items():
             stream = self._streams.get(job_id)
             if stream is not None:
@@ -292,9 +292,3 @@ class JobWriter:
                          start_id, start_tail, fin))
         return commands
 
-
-def _pairs(reply) -> dict:
-    """An HGETALL reply as a dict, whether redis-py parsed it (a dict) or not (a flat list)."""
-    if not isinstance(reply, list | tuple):
-        return {}
-    return dict(zip(reply[::2], reply[1::2], strict=False))

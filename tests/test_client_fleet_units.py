@@ -413,6 +413,29 @@ def test_follow_run_after_the_final_event_asks_for_the_run_and_exits_0_when_all_
     assert follow_run(session, "r", ["a"], reconnect_for=10, owned=False) == 0
 
 
+def _ctrl_c_at_chunk(script: _ScriptedRun, at: int) -> None:
+    """A Ctrl-C (SIGINT to this process, as from the keyboard) as the ``at``-th chunk of the first follow is read."""
+    body = script._body
+
+    def interrupted(frames: list[bytes], cut: int | None) -> Iterator[bytes]:
+        for n, chunk in enumerate(body(frames, cut)):
+            if n == at and len(script.resumed_from) == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield chunk
+
+    script._body = interrupted
+
+
+def _follow_owned(session) -> int:
+    """follow_run of run ``r`` on host ``a``, as ``run`` does (owned), with the CLI's Ctrl-C handler installed."""
+    previous = signal.getsignal(signal.SIGINT)
+    session.ctrl_c.install()
+    try:
+        return follow_run(session, "r", ["a"], reconnect_for=10, owned=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_ctrl_c_cancels_the_run_on_every_host_and_follows_it_to_its_end():
     cancelled = {"id": "r", "state": "cancelled", "failed_hosts": ["a"], "hosts": [
         {"host": "a", "state": "cancelled", "exit_code": None, "reason": None}]}
@@ -420,23 +443,10 @@ def test_ctrl_c_cancels_the_run_on_every_host_and_follows_it_to_its_end():
               ("exit", {"host": "a", "job": "j", "data": {"reason": "cancelled", "signal": 15}}),
               ("run_exit", cancelled)]
     script = _ScriptedRun(events, cut_after=None, final=cancelled)
-    body = script._body
-
-    def interrupted(frames: list[bytes], cut: int | None) -> Iterator[bytes]:
-        for n, chunk in enumerate(body(frames, cut)):
-            if n == 2 and len(script.resumed_from) == 1:  # after the first output: Ctrl-C, as from the keyboard
-                os.kill(os.getpid(), signal.SIGINT)
-            yield chunk
-
-    script._body = interrupted
+    _ctrl_c_at_chunk(script, 2)  # after the first output, in the first follow only
     terminal, out, err = _terminal()
     session = _session(script, terminal)
-    previous = signal.getsignal(signal.SIGINT)
-    session.ctrl_c.install()
-    try:
-        code = follow_run(session, "r", ["a"], reconnect_for=10, owned=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    code = _follow_owned(session)
     assert code == 1 and script.deleted == 1
     assert script.resumed_from == [None, "r-1"]
     assert out.getvalue() == b"a | working\n"  # once, though it was followed twice
@@ -452,29 +462,18 @@ def test_a_second_ctrl_c_while_the_run_is_cancelled_detaches_and_says_how_to_fol
     final = {"id": "r", "state": "cancelled", "hosts": [{"host": "a", "state": "cancelled"}]}
     events = [("stdout", {"host": "a", "job": "j", "id": 2, "data": {"out": "working\n"}}), ("run_exit", final)]
     script = _ScriptedRun(events, cut_after=None, final=final)
-    body, answer = script._body, script.__call__
-
-    def interrupted(frames: list[bytes], cut: int | None) -> Iterator[bytes]:
-        for n, chunk in enumerate(body(frames, cut)):
-            if n == 2:
-                os.kill(os.getpid(), signal.SIGINT)
-            yield chunk
+    answer = script.__call__
+    _ctrl_c_at_chunk(script, 2)
 
     def slow_delete(request: httpx.Request) -> httpx.Response:
         if request.method == "DELETE":  # the server waits for the jobs' ends: Ctrl-C again meanwhile
             os.kill(os.getpid(), signal.SIGINT)
         return answer(request)
 
-    script._body = interrupted
     terminal, out, err = _terminal()
     session = _session(script, terminal)
     session.api.http = httpx.Client(base_url="http://fleet.test", transport=httpx.MockTransport(slow_delete))
-    previous = signal.getsignal(signal.SIGINT)
-    session.ctrl_c.install()
-    try:
-        code = follow_run(session, "r", ["a"], reconnect_for=10, owned=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    code = _follow_owned(session)
     assert code == 130 and out.getvalue() == b"a | working\n"
     assert err.getvalue().decode().splitlines() == [
         "sse-commander: cancelling run r on every host (Ctrl-C again to detach)",

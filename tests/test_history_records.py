@@ -23,17 +23,19 @@ class _Log:
 
     def __init__(self) -> None:
         self.events: list[tuple[int, str, bytes, int, bytes]] = []
+        self.said_ascii: list[bool] = []  # the pump's ascii_out, event by event
         self.units = 0
         self.output_bytes = 0
 
-    def append(self, kind, payload, raw=b"", audience=None):
+    def append(self, kind, payload, raw=b"", audience=None, *, ascii_out=False):
         self.units += len(raw) if raw else 1
         frame, data_start = encode_json_frame(payload, kind, self.units)
         self.events.append((self.units, kind, frame, data_start, raw))
+        self.said_ascii.append(ascii_out)
 
 
-def _pumped(chunks: list[bytes]) -> list[tuple[int, str, bytes, int, bytes]]:
-    log = _Log()
+def _pumped(chunks: list[bytes], log: _Log | None = None) -> list[tuple[int, str, bytes, int, bytes]]:
+    log = log or _Log()
     pump = OutputPump(log, Settings(), lambda: None)
     pump.decoders["stdout"] = codecs.getincrementaldecoder("utf-8")(errors="replace")
     pump.pending["stdout"] = b""
@@ -167,3 +169,20 @@ def test_a_text_record_whose_length_disagrees_with_its_frame_is_damage():
     good[:4] = struct.pack("<I", zlib.crc32(bytes(good[4:])))  # a good CRC over a length we never wrote
     scan = records.read_records(io.BytesIO(bytes(good)), 0)
     assert scan.damaged and not scan.events
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=12) | st.sampled_from([b"ok\n", b"\xe2\x82", b"\xac", b"\xff", b"\r\0"]),
+                max_size=8))
+def test_output_the_pump_says_is_ascii_is_stored_as_text(chunks):
+    """The history trusts the pump's ascii_out instead of looking at the bytes again: never wrongly."""
+    chunks = [chunk for chunk in chunks if chunk]  # the pump emits what a read returned: never nothing
+    log = _Log()
+    events = _pumped(chunks, log)
+    assert b"".join(event[4] for event in events) == b"".join(chunks)
+    for event, said in zip(events, log.said_ascii, strict=True):
+        if said:
+            assert records.is_text(event[1], event[2], event[4])
+            assert records.raw_from_frame(event[2], event[3]) == event[4]
+    if chunks and chunks[0].isascii():  # and it says so where it can
+        assert log.said_ascii[0]

@@ -262,16 +262,17 @@ class OutputPump:
 
     def _emit(self, name: str, data: bytes, final: bool = False) -> None:
         pending, decoder = self.pending, self.decoders[name]
+        if not final and data.isascii() and not pending[name] and not decoder.getstate()[0]:
+            # The common case, and the hot path: ASCII needs no decoding, its bytes are its UTF-8. Said with
+            # the event, so the history needs no second look at the bytes.
+            self.log.append(name, OutputJSON(name, data), data, ascii_out=True)
+            return
         raw = pending[name] + data
-        if not final and data.isascii() and not decoder.getstate()[0]:
-            # The common case, and the hot path: ASCII needs no decoding, its bytes are its UTF-8.
-            text = data
-        else:
-            text = decoder.decode(data, final=final).encode("utf-8")
-            if not text:
-                # Only part of a multi-byte character so far: carry its bytes to the next event.
-                pending[name] = raw
-                return
+        text = decoder.decode(data, final=final).encode("utf-8")
+        if not text:
+            # Only part of a multi-byte character so far: carry its bytes to the next event.
+            pending[name] = raw
+            return
         pending[name] = b""
         self.log.append(name, OutputJSON(name, text), raw)
 

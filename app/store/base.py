@@ -127,6 +127,7 @@ class LogEvent(NamedTuple):
     data_start: int  # where the JSON begins in ``frame``
     raw: bytes = b""  # the output bytes this event carries, exactly as the command wrote them
     audience: str | None = None  # whose event this is, for logs that not everyone may read in full
+    ascii_out: bool = False  # output known to be ASCII (so ``raw`` is exactly the frame's "out" text)
 
     @property
     def data(self) -> bytes:
@@ -213,8 +214,9 @@ class JobLog(abc.ABC):
     """
 
     @abc.abstractmethod
-    def append(self, kind: str, payload: Any, raw: bytes = b"") -> LogEvent:
-        """Append an event (``raw``: the output bytes it carries); it is delivered and readable at once."""
+    def append(self, kind: str, payload: Any, raw: bytes = b"", *, ascii_out: bool = False) -> LogEvent:
+        """Append an event (``raw``: the output bytes it carries; ``ascii_out``: they are ASCII, and exactly the
+        payload's text); it is delivered and readable at once."""
 
     @abc.abstractmethod
     def claim_owner(self) -> None:

@@ -124,7 +124,8 @@ class EventLog(JobLog):
         start_units = self._start.id if self._start else 0
         return max(0, self._dropped_through - start_units)
 
-    def append(self, kind: str, payload: Any, raw: bytes = b"", audience: str | None = None) -> LogEvent:
+    def append(self, kind: str, payload: Any, raw: bytes = b"", audience: str | None = None, *,
+               ascii_out: bool = False) -> LogEvent:
         """Append an event, encode its frame once, deliver it, and wake every waiting viewer."""
         if self.finished:
             raise RuntimeError("the log already holds its terminal event")
@@ -133,7 +134,7 @@ class EventLog(JobLog):
         prefix = self._id_prefix
         frame, data_start = encode_json_frame(payload, kind, f"{prefix}{event_id}" if prefix else event_id)
         self._units = event_id
-        return self.add_event(LogEvent(event_id, kind, frame, data_start, raw, audience))
+        return self.add_event(LogEvent(event_id, kind, frame, data_start, raw, audience, ascii_out))
 
     def add_event(self, event: LogEvent) -> LogEvent:
         """Keep an event already encoded, its id above every id kept (a mirror of a log kept elsewhere)."""

@@ -118,7 +118,7 @@ class HistoryWriter:
     def put_event(self, job_id: str, event) -> None:
         """Queue one event of a job, or count its output as lost if the queue is full."""
         raw = event.raw
-        text = records.is_text(event.kind, event.frame, raw)
+        text = event.ascii_out or records.is_text(event.kind, event.frame, raw)
         size = len(event.frame) + (0 if text else len(raw)) + 64
         # Only output is ever dropped: the start and final events are small, and a history needs them.
         if raw and self.queued_bytes - self.written_bytes + size > self.max_queue_bytes:

@@ -365,3 +365,46 @@ def test_the_writer_keeps_no_output_once_it_is_written(tmp_path):
         assert sys.getrefcount(frame) == alone  # neither the queue nor the last batch holds it
     finally:
         assert writer.stop(5)
+
+
+def test_a_large_jobs_file_leaves_the_page_cache_behind_its_end_and_a_short_ones_is_left_alone(tmp_path, monkeypatch):
+    """Every stretch of a flood's file is advised away twice (its writeback started, then dropped once clean)."""
+    from app.store.history import writer as writer_module
+    from app.streaming.sse import OutputJSON, encode_json_frame
+
+    calls: list[tuple[str, int, int]] = []
+
+    def fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+        assert advice == os.POSIX_FADV_DONTNEED
+        calls.append((os.readlink(f"/proc/self/fd/{fd}"), offset, length))
+        os.posix_fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(writer_module, "_fadvise", fadvise)
+    writer = writer_module.HistoryWriter(str(tmp_path / "db"), str(tmp_path), 1 << 30, (1, "x"))
+    writer.start()
+    try:
+        chunk, event_id = b"y" * (1 << 20), 0
+        for job_id, count in (("flood", 40), ("short", 1)):
+            for _ in range(count):
+                event_id += len(chunk)
+                frame, data_start = encode_json_frame(OutputJSON("stdout", chunk), "stdout", event_id)
+                writer.put_event(job_id, LogEvent(event_id, "stdout", frame, data_start, chunk, None, True))
+            frame, data_start = encode_json_frame({"type": "exit"}, "exit", event_id + 1)
+            writer.put_event(job_id, LogEvent(event_id + 1, "exit", frame, data_start))
+        deadline = time.monotonic() + 30
+        while not writer.idle and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert writer.idle
+    finally:
+        assert writer.stop(5)
+    flood = records.events_path(str(tmp_path), "flood")
+    size = os.path.getsize(flood)
+    assert size > 40 << 20 and {path for path, _, _ in calls} == {flood}  # the 1 MiB job's cache is its own
+    covered = [0] * (size // 4096 + 1)
+    for _, offset, length in calls:
+        assert offset >= 0 and offset + length <= size
+        for page in range(offset // 4096, (offset + length - 1) // 4096 + 1):
+            covered[page] += 1
+    assert all(covered)  # the whole file, its tail at the close
+    last_start = calls[-1][1]
+    assert min(covered[: last_start // 4096]) >= 2

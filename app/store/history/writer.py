@@ -44,18 +44,24 @@ ROUND = 0.02  # seconds the writer gathers events before writing them
 MAX_ROUND = 0.32  # the longest it sleeps while idle
 WAKE_BYTES = 1 << 20  # queued beyond this, the writer is woken at once
 BATCH_ITEMS = 4096
+# A running job's output kept in the page cache behind its file's end; older output is written back and dropped.
+DROP_BEHIND = 8 << 20
+_fadvise = getattr(os, "posix_fadvise", None)  # Linux and most Unixes; elsewhere the kernel decides alone
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16  # parts per os.writev
 
 
 class _JobFile:
     """A running job's open events file."""
 
-    __slots__ = ("fd", "index_fd", "last_id", "next_mark", "recorded_size", "size")
+    __slots__ = ("advised", "dropped", "fd", "index_fd", "last_id", "next_mark", "recorded_size", "size")
 
     def __init__(self, fd: int, index_fd: int, size: int) -> None:
         self.fd = fd
         self.index_fd = index_fd
         self.size = size
+        # The page cache behind the file's end: its writeback started before ``advised``, let go of before
+        # ``dropped``. (What the file held before it was opened is left alone.)
+        self.advised = self.dropped = size
         self.next_mark = size + records.INDEX_EVERY  # reading from the start needs no index entry
         self.last_id = 0
         self.recorded_size = size  # the size its row says (updated each round while it grows)
@@ -299,11 +305,15 @@ class HistoryWriter:
         job_file.size = chunk.position
         job_file.next_mark = chunk.next_mark
         job_file.last_id = chunk.last_id
+        if job_file.size - job_file.advised >= 2 * DROP_BEHIND:
+            _drop_behind(job_file, job_file.size - DROP_BEHIND)
 
     def _close(self, job_id: str) -> None:
         job_file = self._files.get(job_id)
         if job_file is None:
             return
+        if job_file.fd >= 0 and job_file.size - job_file.dropped >= DROP_BEHIND:
+            _drop_behind(job_file, job_file.size)
         job_file.fd = _close_fd(job_file.fd)
         job_file.index_fd = _close_fd(job_file.index_fd)
 
@@ -355,6 +365,24 @@ class HistoryWriter:
                 self.lost_by_job.pop(job_id, None)
                 self.failed_by_job.pop(job_id, None)
                 self.persisted.append(job_id)
+
+
+def _drop_behind(job_file: _JobFile, end: int) -> None:
+    """Start writing back a job file's output before ``end`` and let go of what is already on disk.
+
+    A job's history is written once and rarely read, so it should not fill the page cache: a flood would
+    otherwise take a new page for every 4 KiB it writes (a page the kernel must find, on a busy host by
+    reclaiming other files' cache; bench/OPTIMISATIONS.md measures what that costs the writer) and build up
+    dirty pages that throttle the writer all at once. Written back behind the writer, the same few pages
+    are reused. The advice starts the writeback of
+    dirty pages and drops clean ones, so each stretch gets it twice: the stretch advised last time (written
+    back since) is dropped now, and the new one's writeback starts.
+    """
+    if _fadvise is None:
+        return
+    with contextlib.suppress(OSError):  # advice only: a filesystem that does not take it keeps its cache
+        _fadvise(job_file.fd, job_file.dropped, end - job_file.dropped, os.POSIX_FADV_DONTNEED)
+    job_file.dropped, job_file.advised = job_file.advised, end
 
 
 def _close_fd(fd: int) -> int:

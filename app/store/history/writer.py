@@ -42,6 +42,9 @@ _thread_sleep = monkey.get_original("time", "sleep")
 BATCH_BYTES = 4 << 20
 ROUND = 0.02  # seconds the writer gathers events before writing them
 MAX_ROUND = 0.32  # the longest it sleeps while idle
+# A running job's row follows its file's growth (for retention by bytes) at most this often in a commit of its
+# own: a flood would otherwise cost a transaction per round. Readers read the file itself, not up to the row.
+GROWN_EVERY = 0.5
 WAKE_BYTES = 1 << 20  # queued beyond this, the writer is woken at once
 BATCH_ITEMS = 4096
 # A running job's output kept in the page cache behind its file's end; older output is written back and dropped.
@@ -179,16 +182,18 @@ class HistoryWriter:
     def _run(self) -> None:
         conn = None
         interval = ROUND
+        grown_due = 0.0
         try:
             while True:
                 batch = self._take()
                 if batch:
                     self._write_events(batch)
-                if self._pending or self._channel_events or self._grown():
+                if self._pending or self._channel_events or (time.monotonic() >= grown_due and self._grown()):
                     if conn is None:
                         conn = self._connect()
                     if conn is not None:
                         self._commit(conn)
+                    grown_due = time.monotonic() + GROWN_EVERY
                 taken = len(batch)
                 # Let go of the batch's output before waiting: held through an idle wait, the last batch of a
                 # finished job (up to BATCH_BYTES) would outlive the job's release from memory.

@@ -293,14 +293,15 @@ def test_retention_by_bytes_forgets_the_oldest_finished_jobs_and_never_a_running
         ids = [_run(store, [("stdout", bytes([65 + n]) * 2000)]) for n in range(4)]
         for job_id in ids:
             _on_disk(store, job_id)
-        forgotten, freed = store.prune_history()
+        assert store.prune_history() == (0, 0)  # each ended a moment ago: still read, kept KEEP_RECENT seconds
+        forgotten, freed = store.prune_history(keep_recent=0)
         assert forgotten == 2 and freed > 4000
         assert [store.get_job(job_id) is not None for job_id in ids] == [False, False, True, True]
         running = store.create_job(["sleep", "60"], 60, "jobs", owner="alice")
         assert store.flush(10)  # its row first; its output in a later round (the row's size follows it)
         store.local_log(running.id).append("stdout", {"type": "stdout", "out": "r" * 6000}, b"r" * 6000)
         for _ in range(100):  # the row follows its file's growth within GROWN_EVERY
-            forgotten, _ = store.prune_history()
+            forgotten, _ = store.prune_history(keep_recent=0)
             if forgotten:
                 break
             gevent.sleep(0.05)
@@ -412,3 +413,27 @@ def test_a_large_jobs_file_leaves_the_page_cache_behind_its_end_and_a_short_ones
     assert all(covered)  # the whole file, its tail at the close
     last_start = calls[-1][1]
     assert min(covered[: last_start // 4096]) >= 2
+
+
+def test_a_job_over_the_byte_limit_by_itself_is_kept_for_a_minute_after_it_ends(tmp_path):
+    """A flood bigger than history_max_bytes is not forgotten under its viewers' feet the moment it ends."""
+    store, _ = _store(tmp_path / "data", history_max_bytes=5000)
+    try:
+        job_id = _run(store, [("stdout", b"f" * 8000)])
+        _on_disk(store, job_id)
+        ended = store.get_job(job_id).ended_at
+        db_path, jobs_dir = store.db_path, store.jobs_dir
+    finally:
+        store.close(5)
+    conn = database.connect(db_path)
+    try:
+        def prune(seconds_after_end: float) -> int:
+            return database.prune(conn, jobs_dir, max_finished=200, ttl=3600, max_bytes=5000,
+                                  now=ended + seconds_after_end)[0]
+
+        assert prune(database.KEEP_RECENT - 1) == 0
+        assert os.path.exists(records.events_path(jobs_dir, job_id))
+        assert prune(database.KEEP_RECENT + 1) == 1
+        assert not os.path.exists(records.events_path(jobs_dir, job_id))
+    finally:
+        conn.close()

@@ -275,12 +275,18 @@ def claim_channels(conn: sqlite3.Connection, worker: tuple[int, str], keep: int)
     return claimed
 
 
+# A job just ended may be over history_max_bytes by itself (a flood) and still be read: by viewers draining
+# what was in flight, by whoever ran it. Retention by bytes leaves it this long, as it leaves running jobs.
+KEEP_RECENT = 60.0
+
+
 def prune(conn: sqlite3.Connection, jobs_dir: str, *, max_finished: int, ttl: float, max_bytes: int,
-          now: float | None = None) -> tuple[int, int]:
+          now: float | None = None, keep_recent: float = KEEP_RECENT) -> tuple[int, int]:
     """Forget finished jobs, oldest first: beyond ``max_finished``, ended more than ``ttl`` seconds ago, and while
     every job's output together takes more than ``max_bytes`` on disk. (jobs forgotten, bytes freed).
 
-    Rows go first, in one transaction; then their files. Running jobs are never touched.
+    Rows go first, in one transaction; then their files. Running jobs are never touched, nor, for bytes, a job
+    that ended less than ``keep_recent`` seconds ago.
     """
     now = time.time() if now is None else now
     final = tuple(_FINAL)
@@ -295,8 +301,9 @@ def prune(conn: sqlite3.Connection, jobs_dir: str, *, max_finished: int, ttl: fl
             f"SELECT id, ended_at, disk_bytes FROM jobs WHERE state IN ({marks}) ORDER BY ended_at, id", final
         )
         for job_id, ended_at, disk_bytes in rows:
-            if excess <= 0 and total <= max_bytes and (ended_at or now) >= now - ttl:
-                break
+            ended_at = ended_at or now
+            if excess <= 0 and ended_at >= now - ttl and (total <= max_bytes or ended_at > now - keep_recent):
+                break  # (in order of their end: every job after this one is as recent)
             doomed.append((job_id, disk_bytes))
             excess -= 1
             total -= disk_bytes

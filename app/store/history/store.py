@@ -351,11 +351,11 @@ class HistoryStore(MemoryStore):
         if _MALLOC_TRIM is not None:
             self._pool.spawn(_MALLOC_TRIM, 0)
 
-    def prune_history(self) -> tuple[int, int]:
+    def prune_history(self, keep_recent: float = database.KEEP_RECENT) -> tuple[int, int]:
         """Retention on disk (max_finished_jobs, finished_job_ttl, history_max_bytes): (jobs forgotten, bytes)."""
         max_finished, ttl, max_bytes = self._retention
         return self._in_pool(lambda conn: database.prune(conn, self.jobs_dir, max_finished=max_finished, ttl=ttl,
-                                                         max_bytes=max_bytes))
+                                                         max_bytes=max_bytes, keep_recent=keep_recent))
 
     def _warn_if_degraded(self) -> None:
         problem = self.health_problem()

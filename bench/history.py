@@ -30,11 +30,12 @@ class HistorySizes:
     job_bytes: int
     short_jobs: int
     finished_jobs: int
+    rounds: int  # off and on, side by side: the rows are the medians (one round's ratio swings by half)
     finished_job_bytes: int = 1_000_000
 
 
-FULL = HistorySizes(200_000_000, 2000, 1000)
-SMOKE = HistorySizes(5_000_000, 50, 20)
+FULL = HistorySizes(200_000_000, 2000, 1000, 3)
+SMOKE = HistorySizes(5_000_000, 50, 20, 1)
 
 
 def history_server(name: str, on: bool) -> Server:

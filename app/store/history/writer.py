@@ -379,9 +379,9 @@ def _drop_behind(job_file: _JobFile, end: int) -> None:
     otherwise take a new page for every 4 KiB it writes (a page the kernel must find, on a busy host by
     reclaiming other files' cache; bench/OPTIMISATIONS.md measures what that costs the writer) and build up
     dirty pages that throttle the writer all at once. Written back behind the writer, the same few pages
-    are reused. The advice starts the writeback of
-    dirty pages and drops clean ones, so each stretch gets it twice: the stretch advised last time (written
-    back since) is dropped now, and the new one's writeback starts.
+    are reused. The advice starts the writeback of dirty pages and drops clean ones, so each stretch gets it
+    twice: the stretch advised last time (written back since) is dropped now, and the new one's writeback
+    starts.
     """
     if _fadvise is None:
         return

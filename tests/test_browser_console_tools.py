@@ -182,8 +182,8 @@ def test_job_list_filter_chips_and_keyboard(console, server):
     console.wait_for_badge("exit 0")
     failed = console.run("ls /nonexistent-findme")
     console.wait_for_badge("exit 2")
-    cancelled = httpx.post(server.url("/jobs"), json={"command": "sleep 60"}, timeout=5).json()["id"]
-    running = httpx.post(server.url("/jobs"), json={"command": "sleep 61"}, timeout=5).json()["id"]
+    cancelled = httpx.post(server.url("/jobs"), json={"command": "sleep 60s"}, timeout=5).json()["id"]
+    running = httpx.post(server.url("/jobs"), json={"command": "sleep 61s"}, timeout=5).json()["id"]
     console.wait_job_state(running, "running")
     httpx.delete(server.url(f"/jobs/{cancelled}"), timeout=5)
     console.wait_job_state(cancelled, "cancelled")
@@ -200,7 +200,7 @@ def test_job_list_filter_chips_and_keyboard(console, server):
     assert set(visible_ids()) == {ok, failed}
     page.fill("#jobs-filter", ok[:6])  # by id
     assert visible_ids() == [ok]
-    page.fill("#jobs-filter", "anonymous sleep 61")  # by user and command
+    page.fill("#jobs-filter", "anonymous sleep 61s")  # by user and command; "61s" is no hex id's part
     assert visible_ids() == [running]
     page.fill("#jobs-filter", "")
     page.click(".state-chip[data-filter=failed]")

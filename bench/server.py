@@ -185,6 +185,9 @@ class Server:
             self.proc.wait(5)
         self._log.close()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        # Every server here has a data_dir of its own, never reused: a full bench writes tens of GB of history,
+        # which filled this machine's disk over a few runs (and a full disk changes what the next runs measure).
+        shutil.rmtree(self.env["SSECMD_DATA_DIR"], ignore_errors=True)
 
     def capacity(self) -> dict[str, Any]:
         """What the server made of its capacity settings: open-files limit, pool, streams (from /healthz and /proc)."""

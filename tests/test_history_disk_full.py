@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -42,6 +43,11 @@ def test_a_full_disk_loses_history_not_the_job(tmp_path, small_disk):
         assert "full" in health.json()["degraded"]
         record = httpx.get(srv.url(f"/jobs/{job['id']}")).json()
         assert record["state"] == "exited" and record["output_bytes"] == 4 * 1024 * 1024
+        # Its file lacks most of the output and the exit, so it never stands in for memory: a viewer who comes
+        # after the writer's rounds (0.5 s each) still gets the job whole, to its end.
+        time.sleep(2)
+        replay = collect(srv.url(f"/jobs/{job['id']}/events"), timeout=30)
+        assert replay[-1].type == "exit" and len(output_of(replay)) == 4 * 1024 * 1024
 
         # A second job on the still full disk: it runs and streams too; the warning is not repeated.
         again = httpx.post(srv.url("/jobs"), json={"argv": ["seq", "1", "20000"]}).json()

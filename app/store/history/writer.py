@@ -56,7 +56,7 @@ _IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
 class _JobFile:
     """A running job's open events file."""
 
-    __slots__ = ("advised", "dropped", "fd", "index_fd", "last_id", "next_mark", "recorded_size", "size")
+    __slots__ = ("advised", "dropped", "ended", "fd", "index_fd", "last_id", "next_mark", "recorded_size", "size")
 
     def __init__(self, fd: int, index_fd: int, size: int) -> None:
         self.fd = fd
@@ -67,6 +67,7 @@ class _JobFile:
         self.advised = self.dropped = size
         self.next_mark = size + records.INDEX_EVERY  # reading from the start needs no index entry
         self.last_id = 0
+        self.ended = False  # the job's final event is on disk
         self.recorded_size = size  # the size its row says (updated each round while it grows)
 
 
@@ -310,6 +311,7 @@ class HistoryWriter:
         job_file.size = chunk.position
         job_file.next_mark = chunk.next_mark
         job_file.last_id = chunk.last_id
+        job_file.ended = job_file.ended or chunk.ended
         if job_file.size - job_file.advised >= 2 * DROP_BEHIND:
             _drop_behind(job_file, job_file.size - DROP_BEHIND)
 
@@ -367,9 +369,12 @@ class HistoryWriter:
                 job_file.recorded_size = job_file.size
             if database.is_final(record["state"]):
                 self._files.pop(job_id, None)
-                self.lost_by_job.pop(job_id, None)
-                self.failed_by_job.pop(job_id, None)
-                self.persisted.append(job_id)
+                lost = self.lost_by_job.pop(job_id, 0) + self.failed_by_job.pop(job_id, 0)
+                # Only a whole file may stand in for memory: readers of a file that lacks output, or the final
+                # event (a full disk), would never see the job end. Such a job stays in memory, bounded like
+                # any other, until retention forgets it.
+                if job_file is not None and job_file.ended and not lost:
+                    self.persisted.append(job_id)
 
 
 def _drop_behind(job_file: _JobFile, end: int) -> None:

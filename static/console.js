@@ -66,11 +66,14 @@ const follower = new Follower($("term"), $("follow"));
 // flood (more output between two frames than the screen holds) the screen is redrawn at most every FLOOD_MS:
 // each redraw is a screenful of new lines, and nobody reads faster than that.
 const FLOOD_MS = 100;
+const LINE_PX = parseFloat(getComputedStyle($("term")).lineHeight) || 19;
 let floodUntil = 0;
 let floodTimer = null;
 const frame = frameScheduler(() => {
   term.flush();
   follower.stick();
+  // Read after stick(), whose layout is still fresh: a screenful, for the next flush that finds a flood.
+  term.floodLines = Math.ceil(follower.scroller.clientHeight / LINE_PX) + 2;
   if (term.flooded) floodUntil = performance.now() + FLOOD_MS;
   if (term.pending) render();
 });

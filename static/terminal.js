@@ -145,6 +145,7 @@ export class Terminal {
     droppedSepEl,
     maxLines = 5000,
     maxChars = MAX_CHARS,
+    floodLines = Infinity,
     onRender = () => {},
   }) {
     this.linesEl = linesEl;
@@ -156,6 +157,9 @@ export class Terminal {
     this.droppedBoxEl = droppedBoxEl;
     this.maxLines = maxLines;
     this.maxChars = maxChars;
+    // Lines built by a flush that finds a flood: whatever it builds, the next flood's flush clears. Building
+    // (and laying out) more than a screenful then only makes the frame longer; its owner sets a screenful.
+    this.floodLines = floodLines;
     this.onRender = onRender;
     this.reset();
   }
@@ -237,7 +241,7 @@ export class Terminal {
 
   // What is on screen, to put back later with restore() (a job whose output the server no longer has).
   snapshot() {
-    this.flush({ lines: Infinity, chars: Infinity });
+    this.flush({ lines: Infinity, chars: Infinity, floodLines: Infinity });
     const fragment = document.createDocumentFragment();
     for (const line of [...this.linesEl.children]) if (line !== this.currentEl) fragment.append(line);
     const lengths = [...this.lengths];
@@ -263,14 +267,16 @@ export class Terminal {
   }
 
   // Apply what is queued to the model, then to the DOM, within a budget: at most `lines` lines built and `chars`
-  // characters parsed; the rest stays queued (see `pending`). Returns the number of lines added.
-  flush({ lines = LINES_PER_FLUSH, chars = CHARS_PER_FLUSH } = {}) {
+  // characters parsed (under a flood, at most `floodLines`); the rest stays queued (see `pending`). Returns the
+  // number of lines added.
+  flush({ lines = LINES_PER_FLUSH, chars = CHARS_PER_FLUSH, floodLines = this.floodLines } = {}) {
     const queue = this.queue;
     this.queue = [];
     const cut = this._findCut(queue);
     this.flooded = cut !== null; // more arrived than the screen holds: some of it was only counted
     let start = 0;
     if (cut !== null) {
+      lines = Math.min(lines, floodLines);
       for (let i = 0; i < cut.item; i++) this._skip(queue[i]);
       if (cut.offset > 0) {
         const item = queue[cut.item];

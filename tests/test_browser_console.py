@@ -454,3 +454,37 @@ def test_terminal_edge_cases(console):
     assert cases["inverse"]["html"] == [[["fg-inv bg-inv", "i", ""]]]
     assert cases["mixed"]["text"] == ["out err"]
     assert cases["mixed"]["html"] == [[["e", "err", ""]]]
+
+
+FLOOD_FLUSHES = r"""async () => {
+    const { Terminal } = await import('/static/terminal.js');
+    const lines = document.createElement('div');
+    const t = new Terminal({
+        linesEl: lines, hiddenEl: document.createElement('div'),
+        hiddenCountEl: document.createElement('span'), maxLines: 50, floodLines: 5,
+    });
+    const built = [];
+    const flooded = [];
+    const write = (from, to) => t.write(Array.from({ length: to - from }, (_, i) => `${from + i}\n`).join(''));
+    write(0, 1000);
+    built.push(t.flush());
+    flooded.push(t.flooded);
+    write(1000, 2000);  // more than the screen holds again: the next flush finds a flood too
+    built.push(t.flush());
+    flooded.push(t.flooded);
+    while (t.pending) {
+        built.push(t.flush());
+        flooded.push(t.flooded);
+    }
+    const shown = [...lines.children].filter((e) => !(e.classList.contains('cur') && !e.textContent));
+    return { built, flooded, text: shown.map((e) => e.textContent), hidden: t.hiddenLines };
+}"""
+
+
+def test_a_flush_that_finds_a_flood_builds_a_screenful_and_the_rest_follows(console):
+    found = console.page.evaluate(FLOOD_FLUSHES)
+    # A flood's flush builds floodLines (a screenful) however much is queued; later flushes build the rest.
+    assert found["built"][:2] == [5, 5] and found["flooded"][:2] == [True, True]
+    assert not any(found["flooded"][2:]) and sum(found["built"][2:]) == 45  # the cut kept 50 lines, 5 built at once
+    assert found["text"] == [str(n) for n in range(1950, 2000)]
+    assert found["hidden"] == 1950

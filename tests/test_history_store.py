@@ -130,7 +130,13 @@ def test_when_the_queue_is_full_history_falls_behind_and_counts_the_lost_bytes(t
         assert len(recorder.frames[job_key(job_id)]) == 4  # the stream got everything, at once
         assert store.lost_bytes == 1500
         assert "falls behind" in store.health_problem()
-        _on_disk(store, job_id)
+        assert store.flush(10)
+        store._release_persisted()
+        # Not wholly on disk, so it stays in memory while memory has it, and its readers get all of it.
+        assert job_id in store._logs
+        assert _replay(store, job_id)[1:] == (b"a" * 1000 + b"b" * 500, 0)
+        assert store._stored_job(job_id).dropped_bytes == 1500  # the record on disk says what the file lacks
+        store._forget(store._jobs[job_id])  # as the memory store's retention does; from now on, the disk
         assert store.get_job(job_id).dropped_bytes == 1500
         frames, raw, missed = _replay(store, job_id)
         assert (raw, missed) == (b"", 1500)

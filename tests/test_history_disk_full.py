@@ -59,3 +59,26 @@ def test_a_full_disk_loses_history_not_the_job(tmp_path, small_disk):
     finally:
         srv.stop()
     assert "Traceback" not in srv.log()
+
+
+def test_a_disk_already_full_at_start_is_a_clear_refusal_and_the_history_is_kept(tmp_path, small_disk):
+    data = small_disk / "history"
+    srv = GunicornServer(tmp_path, {"SSECMD_DATA_DIR": str(data)}).start()
+    try:
+        job = httpx.post(srv.url("/jobs"), json={"argv": ["echo", "kept"]}).json()
+        assert output_of(collect(srv.url(f"/jobs/{job['id']}/events"), timeout=30)) == "kept\n"
+    finally:
+        srv.stop()
+    filler = small_disk / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True, check=False)
+
+    text = GunicornServer(tmp_path, {"SSECMD_DATA_DIR": str(data)}).refused()
+    assert "cannot be opened" in text and "0 bytes free" in text and "history = false" in text, text
+    assert not [p.name for p in data.iterdir() if ".damaged-" in p.name]  # a full disk is no damage
+
+    filler.unlink()
+    srv = GunicornServer(tmp_path, {"SSECMD_DATA_DIR": str(data)}).start()
+    try:
+        assert httpx.get(srv.url(f"/jobs/{job['id']}/output")).text == "kept\n"
+    finally:
+        srv.stop()

@@ -71,7 +71,7 @@ def on_starting(server):
     if problem:
         sys.exit(f"sse-commander: {problem}")
     problems = startup_problems(_secret_files(server.cfg), _settings.run_dir or default_run_dir(), _job_users)
-    problems += _history_problems()
+    problems += _history_problems(server)
     if problems:
         sys.exit("sse-commander: refusing to start:\n" + "\n".join(f"  - {p}" for p in problems))
     if _settings.insecure_no_auth and not _settings.auth_configured:
@@ -91,17 +91,22 @@ def on_starting(server):
     metrics_dir.prepare(_settings.run_dir or default_run_dir(), os.getpid())
 
 
-def _history_problems() -> list[str]:
-    """The data directory (history = true): made and checked once, so that a bad one stops the master, not
-    every worker; jobs the last run left running are marked interrupted here (issue 17)."""
+def _history_problems(server) -> list[str]:
+    """The data directory and its database (history = true): made and checked once, so that a bad one (or a
+    full disk) stops the master, not every worker; jobs the last run left running are marked interrupted here
+    (issue 17)."""
     if not _settings.history:
         return []
-    from app.store.history.datadir import DataDirError, prepare_data_dir, resolve_data_dir
+    from app.store.history import database
+    from app.store.history.datadir import DATABASE, JOBS_DIR, DataDirError, prepare_data_dir, resolve_data_dir
 
     try:
-        prepare_data_dir(resolve_data_dir(_settings.data_dir))
+        path = prepare_data_dir(resolve_data_dir(_settings.data_dir))
+        interrupted = database.open_database(os.path.join(path, DATABASE), os.path.join(path, JOBS_DIR))
     except DataDirError as exc:
         return [str(exc)]
+    if interrupted:
+        server.log.warning("%d job(s) were running when the server stopped: now interrupted", len(interrupted))
     return []
 
 

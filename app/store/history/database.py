@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import shutil
 import sqlite3
 import time
 from typing import Any
@@ -25,6 +27,9 @@ from ...policy.commandline import display_command
 from ...states import FINAL_STATES, LIVE_STATES, ExitReason, JobState
 from ..jobs import Job
 from . import records
+from .datadir import DataDirError
+
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT = 10.0
 
@@ -76,6 +81,50 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
     return conn
+
+
+# What says the database file itself is damaged (garbage, a torn header), as opposed to the disk or the
+# system refusing it (full, read-only, an I/O error), which moving the file aside would not mend.
+DAMAGE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def open_database(db_path: str, jobs_dir: str) -> list[str]:
+    """Open (or make) the database and interrupt orphaned jobs; the ids interrupted.
+
+    A database SQLite cannot read (garbage, a torn header) is moved aside, named in the log, and a new one
+    begun: the server starts and keeps serving; the jobs' output files stay where they are. Any other
+    failure (a full disk, a read-only one) is a DataDirError, with the free space: the database is left as
+    it is, and the server refuses to start with that reason.
+    """
+    for attempt in (1, 2):
+        conn = None
+        try:
+            conn = connect(db_path)
+            create_schema(conn)
+            return interrupt_orphans(conn, jobs_dir)
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", None) not in DAMAGE_CODES:
+                try:
+                    free = f"{shutil.disk_usage(os.path.dirname(db_path)).free} bytes free on its disk"
+                except OSError as disk:
+                    free = f"its disk: {disk.strerror}"
+                raise DataDirError(f"the history database {db_path} cannot be opened ({exc}; {free}); "
+                                   "with history = false the server runs without it") from None
+            if attempt == 2:
+                raise
+            aside = f"{db_path}.damaged-{int(time.time())}"
+            log.error("the history database %s cannot be read (%s): moved to %s; starting a new one",
+                      db_path, exc, aside)
+            if conn is not None:
+                conn.close()
+                conn = None
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(db_path + suffix):
+                    os.replace(db_path + suffix, aside + suffix)
+        finally:
+            if conn is not None:
+                conn.close()
+    return []
 
 
 class write:

@@ -88,7 +88,7 @@ class HistoryStore(MemoryStore):
         self.data_dir = prepare_data_dir(data_dir)
         self.jobs_dir = os.path.join(self.data_dir, JOBS_DIR)
         self.db_path = os.path.join(self.data_dir, DATABASE)
-        interrupted = _open_database(self.db_path, self.jobs_dir)
+        interrupted = database.open_database(self.db_path, self.jobs_dir)
         if interrupted:
             log.warning("%d job(s) were running when the server stopped: now interrupted", len(interrupted))
         self.worker = database.this_worker()
@@ -394,36 +394,6 @@ class HistoryStore(MemoryStore):
         self.flush(timeout)
         self._housekeeper.kill(block=False)
         return self.writer.stop(timeout)
-
-
-def _open_database(db_path: str, jobs_dir: str) -> list[str]:
-    """Open (or make) the database and interrupt orphaned jobs; the ids interrupted.
-
-    A database SQLite cannot read (garbage, a torn header) is moved aside, named in the log, and a new one
-    begun: the server starts and keeps serving; the jobs' output files stay where they are.
-    """
-    for attempt in (1, 2):
-        conn = None
-        try:
-            conn = database.connect(db_path)
-            database.create_schema(conn)
-            return database.interrupt_orphans(conn, jobs_dir)
-        except sqlite3.DatabaseError as exc:
-            if attempt == 2:
-                raise
-            aside = f"{db_path}.damaged-{int(time.time())}"
-            log.error("the history database %s cannot be read (%s): moved to %s; starting a new one",
-                      db_path, exc, aside)
-            if conn is not None:
-                conn.close()
-                conn = None
-            for suffix in ("", "-wal", "-shm"):
-                if os.path.exists(db_path + suffix):
-                    os.replace(db_path + suffix, aside + suffix)
-        finally:
-            if conn is not None:
-                conn.close()
-    return []
 
 
 def _mark_damaged(conn: sqlite3.Connection, job_id: str) -> None:
